@@ -1,0 +1,52 @@
+using static TorchSharp.torch;
+
+namespace Titans.Memory;
+
+/// <summary>
+/// Per-token gates of the memory (TITANS.md §2), each [B, H, T]: θ_t the inner learning rate, log(1 − α_t) the log of
+/// the retention after forgetting, log η_t the log of the surprise decay. Logs keep products of many gates stable
+/// (TITANS.md §3); −∞ is allowed and means a gate of exactly 0 (α = 1 or η = 0).
+/// </summary>
+public sealed record MemoryGates(Tensor Theta, Tensor LogDecay, Tensor LogEta)
+{
+    public long Length => Theta.shape[^1];
+
+    public MemoryGates Slice(long start, long length) =>
+        new(Theta.narrow(-1, start, length), LogDecay.narrow(-1, start, length), LogEta.narrow(-1, start, length));
+
+    /// <summary>Copies (not views), so a slice kept in a state does not pin the whole sequence's tensors.</summary>
+    public MemoryGates Copy() => new(Theta.clone(), LogDecay.clone(), LogEta.clone());
+
+    public static MemoryGates Concat(MemoryGates a, MemoryGates b) =>
+        new(cat(new[] { a.Theta, b.Theta }, -1), cat(new[] { a.LogDecay, b.LogDecay }, -1), cat(new[] { a.LogEta, b.LogEta }, -1));
+
+    /// <summary>
+    /// Pads to <paramref name="length"/> with finite filler (θ = 0, α = 0, η = 1). Padding only fills the last chunk to
+    /// its full shape; no output or state is ever read at a padded position (the recurrence is causal).
+    /// </summary>
+    public MemoryGates PadTo(long length)
+    {
+        long extra = length - Length;
+        if (extra == 0) return this;
+        return new(nn.functional.pad(Theta, new long[] { 0, extra }), nn.functional.pad(LogDecay, new long[] { 0, extra }),
+            nn.functional.pad(LogEta, new long[] { 0, extra }));
+    }
+}
+
+/// <summary>The recurrent state of the memory (TITANS.md §2): weights W^(l) and surprise momentum S^(l), each [B, H, out, in].</summary>
+public sealed record MemoryWeights(Tensor[] Weights, Tensor[] Momentum)
+{
+    public int Depth => Weights.Length;
+
+    public MemoryWeights Detach() => new(Weights.Select(w => w.detach()).ToArray(), Momentum.Select(s => s.detach()).ToArray());
+
+    /// <summary>All tensors of the state, weights first, for bulk operations (dispose scopes, finiteness checks).</summary>
+    public IEnumerable<Tensor> Tensors => Weights.Concat(Momentum);
+}
+
+/// <summary>
+/// What a scan of the memory over T tokens returns: the retrieved outputs y_t = M_t(q_t), [B, H, T, d_h];
+/// the state after the last complete chunk (<see cref="BoundaryTokens"/> tokens in), from which a stream resumes;
+/// and the state after all T tokens, where a trailing partial chunk is closed as a shorter mini-batch.
+/// </summary>
+public sealed record MemoryScanResult(Tensor Outputs, MemoryWeights Boundary, long BoundaryTokens, MemoryWeights Final);

@@ -1,0 +1,199 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using Titans.Layers;
+using static TorchSharp.torch;
+
+namespace Titans.Memory;
+
+/// <summary>Projected, convolved and normalized inputs of the memory: q, k, v as [B, H, T, d_h] and the gates.</summary>
+public sealed record MemoryInputs(Tensor Queries, Tensor Keys, Tensor Values, MemoryGates Gates, Tensor? ConvCache);
+
+/// <summary>
+/// The neural long-term memory (TITANS.md §2): a multi-head MLP whose weights are the recurrent state, trained online
+/// (also at test time) to map keys to values with momentum ("past surprise") and forgetting. Everything except the
+/// state is an outer-loop parameter: the projections, convolution, gates, initial memory weights W_0, the
+/// LayerNorm of the wrapper, and the output norm, gate and projection.
+/// </summary>
+public sealed class NeuralMemory : nn.Module<Tensor, Tensor>
+{
+    public NeuralMemoryConfig Config { get; }
+
+    // Field names are the checkpoint's tensor names.
+    readonly Linear q_proj, k_proj, v_proj;
+    readonly CausalDepthwiseConv1d? qkv_conv;
+    readonly Linear? gate_proj;          // data-dependent gates: x -> [θ, η, α] logits per head
+    readonly Parameter gate_bias;         // [3H]: the gates' biases (the whole gate when gates are fixed)
+    readonly ParameterList initial_weights; // W_0^(l): [H, out, in]
+    readonly Parameter? ln_weight, ln_bias; // [H, 1, d_h]
+    readonly RmsNorm out_norm;
+    readonly Linear? g_proj;
+    readonly Linear o_proj;
+
+    public NeuralMemory(string name, NeuralMemoryConfig config) : base(name)
+    {
+        Config = config.Validate();
+        int d = config.ModelDim, h = config.Heads, dh = config.HeadDim, inner = h * dh;
+        q_proj = nn.Linear(d, inner, hasBias: false);
+        k_proj = nn.Linear(d, inner, hasBias: false);
+        v_proj = nn.Linear(d, inner, hasBias: false);
+        if (config.ConvKernel > 0) qkv_conv = new CausalDepthwiseConv1d("qkv_conv", 3 * inner, config.ConvKernel);
+        if (config.DataDependentGates)
+        {
+            gate_proj = nn.Linear(d, 3 * h, hasBias: false);
+            using (no_grad()) gate_proj.weight!.mul_(0.1); // gates start near their initial values
+        }
+        gate_bias = new Parameter(cat(new[]
+        {
+            full(h, Logit(config.InitialInnerLearningRate / config.MaxInnerLearningRate)),
+            full(h, Logit(config.InitialMomentum)),
+            full(h, Logit(config.InitialForgetting)),
+        }));
+        initial_weights = new ParameterList();
+        foreach (var (o, i) in config.LayerShapes)
+            initial_weights.Add(new Parameter(randn(h, o, i) / Math.Sqrt(i)));
+        if (config.ResidualLayerNorm)
+        {
+            ln_weight = new Parameter(ones(h, 1, dh));
+            ln_bias = new Parameter(zeros(h, 1, dh));
+        }
+        out_norm = new RmsNorm("out_norm", dh);
+        if (config.OutputGate != OutputGate.None) g_proj = nn.Linear(d, inner, hasBias: false);
+        o_proj = nn.Linear(inner, d, hasBias: false);
+        RegisterComponents();
+    }
+
+    static double Logit(double p) => Math.Log(p / (1 - p));
+
+    /// <summary>The memory as a function of explicit weights, with this module's wrapper parameters.</summary>
+    public MemoryMlp Mlp => new(Config.Activation, Config.ResidualLayerNorm, ln_weight, ln_bias);
+
+    public override Tensor forward(Tensor x)
+    {
+        var (output, state) = Forward(x, null);
+        state.Dispose();
+        return output;
+    }
+
+    /// <summary>
+    /// Runs the memory over x ([B, T, d]) starting from <paramref name="state"/> (null: a fresh sequence) and returns
+    /// the outputs ([B, T, d]) and the state to continue from. The given state is not modified or disposed.
+    /// </summary>
+    public (Tensor Output, NeuralMemoryState State) Forward(Tensor x, NeuralMemoryState? state)
+    {
+        CheckInput(x, state);
+        using var scope = NewDisposeScope();
+        long batch = x.shape[0], length = x.shape[1];
+        NeuralMemoryState start = state ?? InitialState(batch, x.dtype, x.device);
+
+        MemoryInputs inputs = Project(x, start.ConvCache);
+        long pending = start.PendingTokens;
+        long h = Config.Heads, dh = Config.HeadDim;
+        // Tokens since the last chunk boundary join this call's mini-batch; their outputs were already returned.
+        Tensor keys = cat(new[] { start.PendingKeys, inputs.Keys }, 2);
+        Tensor values = cat(new[] { start.PendingValues, inputs.Values }, 2);
+        Tensor queries = cat(new[] { zeros(batch, h, pending, dh, dtype: x.dtype, device: x.device), inputs.Queries }, 2);
+        MemoryGates gates = MemoryGates.Concat(start.PendingGates, inputs.Gates);
+
+        MemoryScanResult scan = Scan(queries, keys, values, gates, start.Memory);
+        Tensor output = ReadOut(scan.Outputs.narrow(2, pending, length), x);
+
+        long total = pending + length, rest = total - scan.BoundaryTokens;
+        var next = new NeuralMemoryState(
+            new MemoryWeights(scan.Boundary.Weights.Select(Own).ToArray(), scan.Boundary.Momentum.Select(Own).ToArray()),
+            keys.narrow(2, scan.BoundaryTokens, rest).clone(),
+            values.narrow(2, scan.BoundaryTokens, rest).clone(),
+            gates.Slice(scan.BoundaryTokens, rest).Copy(),
+            inputs.ConvCache is null ? null : Own(inputs.ConvCache),
+            start.Position + length);
+        scope.MoveToOuter(next.Tensors.Append(output));
+        return (output, next);
+
+        // A tensor of the caller's state carried over unchanged gets a handle of its own, so either can be disposed.
+        Tensor Own(Tensor t) => state is not null && state.Tensors.Contains(t) ? t.alias() : t;
+    }
+
+    /// <summary>Dispatches to the configured path; both compute the same function.</summary>
+    public MemoryScanResult Scan(Tensor queries, Tensor keys, Tensor values, MemoryGates gates, MemoryWeights memory) =>
+        Config.Algorithm switch
+        {
+            MemoryAlgorithm.Chunked => ChunkedMemoryScan.Scan(Mlp, queries, keys, values, gates, memory, Config.ChunkSize),
+            MemoryAlgorithm.Sequential => SequentialMemoryScan.Scan(Mlp, queries, keys, values, gates, memory, Config.ChunkSize),
+            _ => throw new ArgumentOutOfRangeException(nameof(Config.Algorithm)),
+        };
+
+    /// <summary>The memory weights after every token seen so far: the pending mini-batch closed early.</summary>
+    public MemoryWeights CurrentMemory(NeuralMemoryState state)
+    {
+        if (state.PendingTokens == 0) return state.Memory;
+        var q = zeros_like(state.PendingKeys);
+        return Scan(q, state.PendingKeys, state.PendingValues, state.PendingGates, state.Memory).Final;
+    }
+
+    /// <summary>A fresh sequence: W = W_0 (learned), S = 0, nothing pending, zero convolution history.</summary>
+    public NeuralMemoryState InitialState(long batch, ScalarType? dtype = null, Device? device = null)
+    {
+        var first = initial_weights[0];
+        dtype ??= first.dtype;
+        device ??= first.device;
+        long h = Config.Heads, dh = Config.HeadDim;
+        var weights = initial_weights.Select(w => w.to(dtype.Value).unsqueeze(0).expand(batch, -1, -1, -1)).ToArray();
+        var momentum = weights.Select(w => zeros(w.shape, dtype: dtype, device: device)).ToArray();
+        var empty = zeros(batch, h, 0, dtype: dtype, device: device);
+        return new NeuralMemoryState(new MemoryWeights(weights, momentum),
+            zeros(batch, h, 0, dh, dtype: dtype, device: device), zeros(batch, h, 0, dh, dtype: dtype, device: device),
+            new MemoryGates(empty, empty.clone(), empty.clone()),
+            qkv_conv is null ? null : zeros(batch, qkv_conv.Channels, qkv_conv.Kernel - 1, dtype: dtype, device: device), 0);
+    }
+
+    /// <summary>q, k, v = SiLU(conv(x W)) per head, q and k L2-normalized; θ, η, α per token and head.</summary>
+    public MemoryInputs Project(Tensor x, Tensor? convCache)
+    {
+        long batch = x.shape[0], length = x.shape[1];
+        int h = Config.Heads, dh = Config.HeadDim;
+        Tensor qkv = cat(new[] { q_proj.forward(x), k_proj.forward(x), v_proj.forward(x) }, -1);
+        Tensor? newCache = null;
+        if (qkv_conv is not null) (qkv, newCache) = qkv_conv.Forward(qkv, convCache);
+        qkv = nn.functional.silu(qkv).view(batch, length, 3, h, dh).permute(2, 0, 3, 1, 4); // [3, B, H, T, d_h]
+        Tensor q = nn.functional.normalize(qkv[0], dim: -1);
+        Tensor k = nn.functional.normalize(qkv[1], dim: -1);
+        Tensor v = qkv[2];
+
+        Tensor logits = gate_proj is null ? gate_bias.expand(batch, length, 3 * h) : gate_proj.forward(x) + gate_bias;
+        Tensor[] parts = logits.view(batch, length, 3, h).permute(2, 0, 3, 1).unbind(0); // 3 × [B, H, T]
+        Tensor theta = parts[0].sigmoid() * Config.MaxInnerLearningRate;
+        Tensor logEta = Config.Momentum ? nn.functional.logsigmoid(parts[1]) : full_like(parts[1], double.NegativeInfinity);
+        Tensor logDecay = Config.Forgetting ? nn.functional.logsigmoid(-parts[2]) : zeros_like(parts[2]); // log(1 − α), α = σ(·)
+        return new MemoryInputs(q, k, v, new MemoryGates(theta, logDecay, logEta), newCache);
+    }
+
+    /// <summary>Per-head RMSNorm of the retrieved values, the output gate, and the output projection.</summary>
+    public Tensor ReadOut(Tensor retrieved, Tensor x)
+    {
+        long batch = retrieved.shape[0], length = retrieved.shape[2];
+        Tensor y = out_norm.forward(retrieved).permute(0, 2, 1, 3).reshape(batch, length, Config.Heads * Config.HeadDim);
+        y = Config.OutputGate switch
+        {
+            OutputGate.None => y,
+            OutputGate.Sigmoid => y * g_proj!.forward(x).sigmoid(),
+            OutputGate.Silu => y * nn.functional.silu(g_proj!.forward(x)),
+            _ => throw new ArgumentOutOfRangeException(nameof(Config.OutputGate)),
+        };
+        return o_proj.forward(y);
+    }
+
+    void CheckInput(Tensor x, NeuralMemoryState? state)
+    {
+        if (x.dim() != 3 || x.shape[2] != Config.ModelDim)
+            throw new ArgumentException(
+                $"NeuralMemory expects input of shape [batch, time, {Config.ModelDim}], got [{string.Join(", ", x.shape)}].", nameof(x));
+        if (!x.is_floating_point())
+            throw new ArgumentException($"NeuralMemory expects floating-point input, got {x.dtype}.", nameof(x));
+        using (no_grad())
+        using (var finite = x.isfinite().all())
+            if (!finite.item<bool>())
+                throw new ArgumentException("NeuralMemory input contains NaN or infinite values.", nameof(x));
+        if (state is not null && state.PendingKeys.shape[0] != x.shape[0])
+            throw new ArgumentException(
+                $"The state is for a batch of {state.PendingKeys.shape[0]} sequences, the input has {x.shape[0]}.", nameof(state));
+    }
+}

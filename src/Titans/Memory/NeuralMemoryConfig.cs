@@ -1,0 +1,115 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Titans.Memory;
+
+/// <summary>Nonlinearity between the layers of the memory MLP (TITANS.md §2).</summary>
+[JsonConverter(typeof(JsonStringEnumConverter<MemoryActivation>))]
+public enum MemoryActivation { Gelu, Silu }
+
+/// <summary>How the normalized memory read-out is gated by the input before the output projection.</summary>
+[JsonConverter(typeof(JsonStringEnumConverter<OutputGate>))]
+public enum OutputGate { None, Sigmoid, Silu }
+
+/// <summary>Which computation path runs the memory recurrence. Both mean the same thing; tests pin them together.</summary>
+[JsonConverter(typeof(JsonStringEnumConverter<MemoryAlgorithm>))]
+public enum MemoryAlgorithm
+{
+    /// <summary>TITANS.md §3: analytic inner gradients, dual form inside a chunk, sequential over chunks. Fast.</summary>
+    Chunked,
+    /// <summary>Token-by-token reference; the inner gradient comes from autograd. Slow; the oracle.</summary>
+    Sequential,
+}
+
+/// <summary>
+/// Configuration of one neural long-term memory module (TITANS.md §2). Every ablation of the paper is a switch here:
+/// linear memory (<see cref="Depth"/> = 1), no momentum, no forgetting, no convolution, fixed gates.
+/// </summary>
+public sealed record NeuralMemoryConfig
+{
+    /// <summary>Width d of the tokens entering and leaving the module.</summary>
+    public int ModelDim { get; init; } = 64;
+    /// <summary>Number of memory heads; each has its own memory MLP of width d_h = ModelDim / Heads.</summary>
+    public int Heads { get; init; } = 4;
+    /// <summary>L_M: layers of the memory MLP. 1 = linear (matrix) memory.</summary>
+    public int Depth { get; init; } = 2;
+    /// <summary>Hidden width of the memory MLP as a multiple of d_h (used when Depth ≥ 2).</summary>
+    public int Expansion { get; init; } = 4;
+    public MemoryActivation Activation { get; init; } = MemoryActivation.Gelu;
+    /// <summary>M(x) = x + LN(MLP(x)) (TTT-style wrapper of the later revision) instead of M(x) = MLP(x).</summary>
+    public bool ResidualLayerNorm { get; init; } = true;
+    /// <summary>b: tokens per mini-batch of the inner gradient descent (TITANS.md §3).</summary>
+    public int ChunkSize { get; init; } = 16;
+    /// <summary>Kernel of the causal depthwise convolution after the q/k/v projections; 0 turns it off.</summary>
+    public int ConvKernel { get; init; } = 4;
+    /// <summary>Surprise momentum η. Off: η = 0, S_t = -θ_t ∇ℓ.</summary>
+    public bool Momentum { get; init; } = true;
+    /// <summary>Forgetting α (weight decay of the memory). Off: α = 0, nothing is forgotten.</summary>
+    public bool Forgetting { get; init; } = true;
+    /// <summary>θ, η, α computed from each token (true) or learned constants per head, independent of the input.</summary>
+    public bool DataDependentGates { get; init; } = true;
+    /// <summary>Upper bound of the inner learning rate: θ_t = θ_max σ(x_t w_θ).</summary>
+    public double MaxInnerLearningRate { get; init; } = 0.1;
+    /// <summary>Initial gate values (before training moves them): σ⁻¹ of these seed the gate biases.</summary>
+    public double InitialInnerLearningRate { get; init; } = 0.05;
+    public double InitialMomentum { get; init; } = 0.9;
+    public double InitialForgetting { get; init; } = 0.01;
+    public OutputGate OutputGate { get; init; } = OutputGate.Silu;
+    public MemoryAlgorithm Algorithm { get; init; } = MemoryAlgorithm.Chunked;
+
+    [JsonIgnore] public int HeadDim => ModelDim / Heads;
+    [JsonIgnore] public int HiddenDim => Depth == 1 ? HeadDim : Expansion * HeadDim;
+
+    /// <summary>(out, in) of each memory layer W^(l), l = 1..L_M.</summary>
+    [JsonIgnore]
+    public IReadOnlyList<(int Out, int In)> LayerShapes
+    {
+        get
+        {
+            var shapes = new List<(int, int)>();
+            for (int l = 0; l < Depth; l++)
+                shapes.Add((l == Depth - 1 ? HeadDim : HiddenDim, l == 0 ? HeadDim : HiddenDim));
+            return shapes;
+        }
+    }
+
+    /// <summary>Throws <see cref="ArgumentException"/> naming the first impossible value.</summary>
+    public NeuralMemoryConfig Validate()
+    {
+        Require(ModelDim >= 1, nameof(ModelDim), $"must be at least 1, got {ModelDim}");
+        Require(Heads >= 1, nameof(Heads), $"must be at least 1, got {Heads}");
+        Require(ModelDim % Heads == 0, nameof(Heads), $"{Heads} heads do not divide the model width {ModelDim}");
+        Require(Depth >= 1, nameof(Depth), $"the memory needs at least one layer (L_M ≥ 1), got {Depth}");
+        Require(Expansion >= 1, nameof(Expansion), $"must be at least 1, got {Expansion}");
+        Require(ChunkSize >= 1, nameof(ChunkSize), $"must be at least 1 token, got {ChunkSize}");
+        Require(ConvKernel >= 0, nameof(ConvKernel), $"must be 0 (off) or a kernel width, got {ConvKernel}");
+        Require(double.IsFinite(MaxInnerLearningRate) && MaxInnerLearningRate > 0, nameof(MaxInnerLearningRate),
+            $"must be a positive number, got {MaxInnerLearningRate}");
+        Require(InitialInnerLearningRate > 0 && InitialInnerLearningRate < MaxInnerLearningRate, nameof(InitialInnerLearningRate),
+            $"must lie strictly between 0 and MaxInnerLearningRate ({MaxInnerLearningRate}), got {InitialInnerLearningRate}");
+        Require(InitialMomentum > 0 && InitialMomentum < 1, nameof(InitialMomentum), $"must lie in (0, 1), got {InitialMomentum}");
+        Require(InitialForgetting > 0 && InitialForgetting < 1, nameof(InitialForgetting), $"must lie in (0, 1), got {InitialForgetting}");
+        Require(Enum.IsDefined(Activation), nameof(Activation), $"unknown value {Activation}");
+        Require(Enum.IsDefined(OutputGate), nameof(OutputGate), $"unknown value {OutputGate}");
+        Require(Enum.IsDefined(Algorithm), nameof(Algorithm), $"unknown value {Algorithm}");
+        return this;
+    }
+
+    static void Require(bool ok, string name, string problem)
+    {
+        if (!ok) throw new ArgumentException($"NeuralMemoryConfig.{name} {problem}.", name);
+    }
+
+    static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true };
+
+    public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
+
+    /// <summary>Parses and validates; a malformed document or an impossible value throws with the reason.</summary>
+    public static NeuralMemoryConfig FromJson(string json)
+    {
+        NeuralMemoryConfig? config;
+        try { config = JsonSerializer.Deserialize<NeuralMemoryConfig>(json, JsonOptions); }
+        catch (JsonException e) { throw new ArgumentException($"Malformed NeuralMemoryConfig JSON: {e.Message}", nameof(json), e); }
+        return (config ?? throw new ArgumentException("NeuralMemoryConfig JSON is null.", nameof(json))).Validate();
+    }
+}

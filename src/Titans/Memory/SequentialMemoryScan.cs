@@ -1,0 +1,60 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Titans.Memory;
+
+/// <summary>
+/// The slow, obviously-correct reference (TITANS.md §2): the recurrence written token by token,
+///     S_t = η_t S_{t−1} − θ_t ∇ℓ(M_0; k_t, v_t),   M_t = (1 − α_t) M_{t−1} + S_t,   y_t = M_t(q_t),
+/// where M_0 is the state at the start of the token's mini-batch of b tokens (b = 1: fully sequential, every gradient
+/// at the previous token's weights). The inner gradient comes from TorchSharp autograd, independent of the analytic
+/// formulas of <see cref="MemoryMlp.GradientFactors"/>. When the caller records gradients, the inner gradient is
+/// taken with create_graph so outer-loop gradients flow through it too.
+/// </summary>
+public static class SequentialMemoryScan
+{
+    public static MemoryScanResult Scan(MemoryMlp mlp, Tensor queries, Tensor keys, Tensor values, MemoryGates gates,
+        MemoryWeights state, int chunkSize)
+    {
+        long length = keys.shape[2];
+        bool outerGradients = is_grad_enabled();
+        Tensor[] weights = state.Weights, momentum = state.Momentum;
+        MemoryWeights boundary = state;
+        long boundaryTokens = 0;
+        var outputs = new List<Tensor>();
+
+        for (long start = 0; start < length; start += chunkSize)
+        {
+            long size = Math.Min(chunkSize, length - start);
+            Tensor[] chunkStart = weights;
+            for (long t = start; t < start + size; t++)
+            {
+                Tensor[] grads = InnerGradient(mlp, chunkStart, keys.narrow(2, t, 1), values.narrow(2, t, 1), outerGradients);
+                Tensor theta = Gate(gates.Theta, t), eta = Gate(gates.LogEta, t).exp(), retain = Gate(gates.LogDecay, t).exp();
+                momentum = momentum.Zip(grads, (s, u) => eta * s - theta * u).ToArray();
+                weights = weights.Zip(momentum, (w, s) => retain * w + s).ToArray();
+                outputs.Add(mlp.Forward(weights, queries.narrow(2, t, 1)));
+            }
+            if (size == chunkSize)
+            {
+                boundary = new MemoryWeights(weights, momentum);
+                boundaryTokens = start + size;
+            }
+        }
+        Tensor output = outputs.Count > 0 ? cat(outputs, 2) : queries.narrow(2, 0, 0);
+        return new MemoryScanResult(output, boundary, boundaryTokens, new MemoryWeights(weights, momentum));
+    }
+
+    /// <summary>Gate of token t as [B, H, 1, 1], ready to scale per-head weight matrices.</summary>
+    static Tensor Gate(Tensor gate, long t) => gate.select(-1, t).unsqueeze(-1).unsqueeze(-1);
+
+    /// <summary>∇_W ℓ(M_W; k, v) for one token (per batch element and head: the weights are per [B, H] already).</summary>
+    static Tensor[] InnerGradient(MemoryMlp mlp, Tensor[] weights, Tensor key, Tensor value, bool createGraph)
+    {
+        using var enabled = enable_grad();
+        Tensor[] leaves = weights.Select(w => w.requires_grad ? w : w.detach().requires_grad_(true)).ToArray();
+        Tensor loss = mlp.Loss(leaves, key, value).sum();
+        // TorchSharp passes retain_graph explicitly (PyTorch defaults it to create_graph): the outer backward needs the graph.
+        return torch.autograd.grad(new[] { loss }, leaves, retain_graph: createGraph, create_graph: createGraph).ToArray();
+    }
+}

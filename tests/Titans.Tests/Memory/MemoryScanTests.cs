@@ -1,0 +1,214 @@
+using TorchSharp;
+using Titans.Memory;
+using static TorchSharp.torch;
+using static Titans.Tests.TestTensors;
+
+namespace Titans.Tests.Memory;
+
+/// <summary>The memory's math (TITANS.md §2–3): analytic gradients, and the chunked dual form against the reference.</summary>
+public class MemoryScanTests
+{
+    const long Batch = 2, Heads = 2, Dim = 6;
+
+    public static TheoryData<int, bool, MemoryActivation> Forms()
+    {
+        var data = new TheoryData<int, bool, MemoryActivation>();
+        foreach (int depth in new[] { 1, 2, 3 })
+            foreach (bool ln in new[] { false, true })
+                data.Add(depth, ln, depth == 3 ? MemoryActivation.Silu : MemoryActivation.Gelu);
+        data.Add(2, true, MemoryActivation.Silu);
+        return data;
+    }
+
+    [Fact]
+    public void LibTorchLoadsAndComputesAGradient()
+    {
+        using var scope = NewDisposeScope();
+        var x = tensor(new[] { 1.0, 2.0, 3.0 }, requires_grad: true);
+        (x * x).sum().backward();
+        Assert.Equal(new[] { 2.0, 4.0, 6.0 }, x.grad!.data<double>().ToArray());
+    }
+
+    [Theory]
+    [MemberData(nameof(Forms))]
+    public void AnalyticInnerGradientEqualsAutogradPerToken(int depth, bool layerNorm, MemoryActivation activation)
+    {
+        using var scope = NewDisposeScope();
+        const long length = 5;
+        var mlp = Mlp(1, Heads, Dim, activation, layerNorm);
+        var (_, k, v, _) = ScanInputs(2, Batch, Heads, length, Dim);
+        var weights = State(3, Batch, Heads, Shapes(depth, (int)Dim)).Weights;
+
+        Tensor[] analytic = MemoryMlp.PerTokenGradients(mlp.GradientFactors(weights, k, v));
+        for (long t = 0; t < length; t++)
+        {
+            var leaves = weights.Select(w => w.detach().requires_grad_(true)).ToArray();
+            var loss = mlp.Loss(leaves, k.narrow(2, t, 1), v.narrow(2, t, 1)).sum();
+            var grads = torch.autograd.grad(new[] { loss }, leaves);
+            for (int l = 0; l < depth; l++)
+                AssertClose(grads[l], analytic[l].select(2, t), 1e-12, $"token {t}, layer {l + 1}");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Forms))]
+    public void ChunkedWithChunkOneEqualsSequentialReference(int depth, bool layerNorm, MemoryActivation activation)
+    {
+        using var scope = NewDisposeScope();
+        var mlp = Mlp(4, Heads, Dim, activation, layerNorm);
+        var (q, k, v, gates) = ScanInputs(5, Batch, Heads, 11, Dim);
+        var state = State(6, Batch, Heads, Shapes(depth, (int)Dim));
+
+        var reference = SequentialMemoryScan.Scan(mlp, q, k, v, gates, state, 1);
+        var chunked = ChunkedMemoryScan.Scan(mlp, q, k, v, gates, state, 1);
+        AssertClose(reference.Outputs, chunked.Outputs, 1e-12, "outputs");
+        AssertClose(reference.Final, chunked.Final, 1e-12, "final state");
+    }
+
+    [Theory]
+    [MemberData(nameof(Forms))]
+    public void ChunkedEqualsMiniBatchReferenceForAnyLength(int depth, bool layerNorm, MemoryActivation activation)
+    {
+        using var scope = NewDisposeScope();
+        var mlp = Mlp(7, Heads, Dim, activation, layerNorm);
+        var (q, k, v, gates) = ScanInputs(8, Batch, Heads, 37, Dim); // 37 = 7 chunks of 5 + 2
+        var state = State(9, Batch, Heads, Shapes(depth, (int)Dim));
+
+        var reference = SequentialMemoryScan.Scan(mlp, q, k, v, gates, state, 5);
+        var chunked = ChunkedMemoryScan.Scan(mlp, q, k, v, gates, state, 5);
+        AssertClose(reference.Outputs, chunked.Outputs, 1e-12, "outputs");
+        AssertClose(reference.Final, chunked.Final, 1e-12, "final state");
+        AssertClose(reference.Boundary, chunked.Boundary, 1e-12, "state at the last chunk boundary");
+        Assert.Equal(35, chunked.BoundaryTokens);
+    }
+
+    [Fact]
+    public void ChunkedMiniBatchDiffersFromTokenByToken()
+    {
+        // Guards the test above: mini-batch gradients at M_0 are a different function from b = 1, not a no-op.
+        using var scope = NewDisposeScope();
+        var mlp = Mlp(7, Heads, Dim, MemoryActivation.Gelu, true);
+        var (q, k, v, gates) = ScanInputs(8, Batch, Heads, 20, Dim);
+        var state = State(9, Batch, Heads, Shapes(2, (int)Dim));
+        var one = ChunkedMemoryScan.Scan(mlp, q, k, v, gates, state, 1).Outputs;
+        var five = ChunkedMemoryScan.Scan(mlp, q, k, v, gates, state, 5).Outputs;
+        Assert.True((one - five).abs().max().item<double>() > 1e-6);
+    }
+
+    [Fact]
+    public void SequenceShorterThanAChunkStillUpdatesTheMemory()
+    {
+        using var scope = NewDisposeScope();
+        var mlp = Mlp(10, Heads, Dim, MemoryActivation.Gelu, true);
+        var (q, k, v, gates) = ScanInputs(11, Batch, Heads, 3, Dim);
+        var state = State(12, Batch, Heads, Shapes(2, (int)Dim));
+        var chunked = ChunkedMemoryScan.Scan(mlp, q, k, v, gates, state, 16);
+        var reference = SequentialMemoryScan.Scan(mlp, q, k, v, gates, state, 16);
+        AssertClose(reference.Final, chunked.Final, 1e-12, "final state");
+        Assert.True((chunked.Final.Weights[0] - state.Weights[0]).abs().max().item<double>() > 1e-4, "the memory did not move");
+        Assert.Equal(0, chunked.BoundaryTokens);
+    }
+
+    [Fact]
+    public void RetrievalUsesTheStateAfterEachToken()
+    {
+        // y_t = M_t(q_t): the last output equals a plain read of the final memory.
+        using var scope = NewDisposeScope();
+        var mlp = Mlp(13, Heads, Dim, MemoryActivation.Gelu, true);
+        var (q, k, v, gates) = ScanInputs(14, Batch, Heads, 9, Dim);
+        var state = State(15, Batch, Heads, Shapes(2, (int)Dim));
+        var scan = ChunkedMemoryScan.Scan(mlp, q, k, v, gates, state, 4);
+        AssertClose(mlp.Forward(scan.Final.Weights, q.narrow(2, 8, 1)), scan.Outputs.narrow(2, 8, 1), 1e-12, "last output");
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(4)]
+    public void ForgettingEverythingWipesTheMemory(int chunk)
+    {
+        // α = 1: M_t = 0 · M_{t−1} + S_t, so the weights are the momentum alone.
+        using var scope = NewDisposeScope();
+        var mlp = Mlp(16, Heads, Dim, MemoryActivation.Gelu, true);
+        var (q, k, v, gates) = ScanInputs(17, Batch, Heads, 10, Dim);
+        gates = gates with { LogDecay = full_like(gates.LogDecay, double.NegativeInfinity) };
+        var state = State(18, Batch, Heads, Shapes(2, (int)Dim));
+        var scan = ChunkedMemoryScan.Scan(mlp, q, k, v, gates, state, chunk);
+        for (int l = 0; l < 2; l++)
+            AssertClose(scan.Final.Momentum[l], scan.Final.Weights[l], 1e-12, $"layer {l + 1}");
+        AssertClose(SequentialMemoryScan.Scan(mlp, q, k, v, gates, state, chunk).Outputs, scan.Outputs, 1e-12, "outputs");
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(3)]
+    public void ZeroMomentumKeepsOnlyTheCurrentSurprise(int chunk)
+    {
+        // η = 0: S_t = −θ_t u_t; the chunk's end momentum is the last token's scaled gradient, nothing carried.
+        using var scope = NewDisposeScope();
+        var mlp = Mlp(19, Heads, Dim, MemoryActivation.Gelu, false);
+        var (q, k, v, gates) = ScanInputs(20, Batch, Heads, 6, Dim);
+        gates = gates with { LogEta = full_like(gates.LogEta, double.NegativeInfinity) };
+        var state = State(21, Batch, Heads, Shapes(2, (int)Dim), momentumScale: 1.0);
+        var scan = ChunkedMemoryScan.Scan(mlp, q, k, v, gates, state, chunk);
+        var reference = SequentialMemoryScan.Scan(mlp, q, k, v, gates, state, chunk);
+        AssertClose(reference.Outputs, scan.Outputs, 1e-12, "outputs");
+        AssertClose(reference.Final, scan.Final, 1e-12, "final state");
+
+        // The last chunk starts at token 6 − chunk; its end momentum is −θ_6 ∇ℓ(M_0; k_6, v_6).
+        var chunkStart = SequentialMemoryScan.Scan(mlp, q.narrow(2, 0, 6 - chunk), k.narrow(2, 0, 6 - chunk),
+            v.narrow(2, 0, 6 - chunk), gates.Slice(0, 6 - chunk), state, chunk).Final;
+        var u = MemoryMlp.PerTokenGradients(mlp.GradientFactors(chunkStart.Weights, k.narrow(2, 5, 1), v.narrow(2, 5, 1)));
+        var theta = gates.Theta.narrow(2, 5, 1).unsqueeze(-1);
+        for (int l = 0; l < 2; l++)
+            AssertClose(-theta * u[l].squeeze(2), scan.Final.Momentum[l], 1e-12, $"momentum of layer {l + 1}");
+    }
+
+    [Fact]
+    public void LinearMemoryWithoutMomentumOrForgettingIsTheDeltaRule()
+    {
+        // L_M = 1, η = 0, α = 0: M_t = M_{t−1} − θ_t · 2 (M_{t−1} k_t − v_t) k_tᵀ and y_t = M_t q_t, written by hand.
+        using var scope = NewDisposeScope();
+        var mlp = new MemoryMlp(MemoryActivation.Gelu, residualLayerNorm: false);
+        const long length = 8;
+        var (q, k, v, gates) = ScanInputs(22, Batch, Heads, length, Dim);
+        gates = gates with { LogEta = full_like(gates.LogEta, double.NegativeInfinity), LogDecay = zeros_like(gates.LogDecay) };
+        var state = State(23, Batch, Heads, Shapes(1, (int)Dim), momentumScale: 0);
+
+        Tensor m = state.Weights[0];
+        var expected = new List<Tensor>();
+        for (long t = 0; t < length; t++)
+        {
+            Tensor kt = k.select(2, t).unsqueeze(-1), vt = v.select(2, t).unsqueeze(-1), qt = q.select(2, t).unsqueeze(-1);
+            Tensor theta = gates.Theta.select(2, t).unsqueeze(-1).unsqueeze(-1);
+            m = m - theta * 2 * (m.matmul(kt) - vt).matmul(kt.transpose(-1, -2));
+            expected.Add(m.matmul(qt).transpose(-1, -2));
+        }
+        var scan = ChunkedMemoryScan.Scan(mlp, q, k, v, gates, state, 1);
+        AssertClose(cat(expected, 2), scan.Outputs, 1e-12, "delta-rule outputs");
+        AssertClose(m, scan.Final.Weights[0], 1e-12, "delta-rule memory");
+    }
+
+    [Fact]
+    public void OuterGradientsOfChunkedPathEqualThoseOfTheReference()
+    {
+        // Autograd through the dual form == autograd through autograd (create_graph) in the reference.
+        using var scope = NewDisposeScope();
+        var mlp = Mlp(24, Heads, Dim, MemoryActivation.Gelu, true);
+        var (q, k, v, gates) = ScanInputs(25, Batch, Heads, 9, Dim);
+        var state = State(26, Batch, Heads, Shapes(2, (int)Dim));
+        var leaves = new[] { q, k, v, gates.Theta, gates.LogDecay, gates.LogEta }.Concat(state.Tensors).Concat(new[] { mlp.LnWeight!, mlp.LnBias! })
+            .Select(t => t.requires_grad_(true)).ToArray();
+        var probe = Normal(Seeded(27), Batch, Heads, 9, Dim);
+
+        Tensor[] Grads(Func<MemoryScanResult> run)
+        {
+            var result = run();
+            var loss = (result.Outputs * probe).sum() + result.Final.Weights.Select(w => w.square().sum()).Aggregate((a, b) => a + b);
+            return torch.autograd.grad(new[] { loss }, leaves).ToArray();
+        }
+        var reference = Grads(() => SequentialMemoryScan.Scan(mlp, q, k, v, gates, state, 4));
+        var chunked = Grads(() => ChunkedMemoryScan.Scan(mlp, q, k, v, gates, state, 4));
+        for (int i = 0; i < leaves.Length; i++)
+            AssertClose(reference[i], chunked[i], 1e-10, $"gradient of input {i}");
+    }
+}
