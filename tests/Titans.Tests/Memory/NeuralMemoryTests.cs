@@ -1,0 +1,215 @@
+using TorchSharp;
+using Titans.Memory;
+using static TorchSharp.torch;
+using static Titans.Tests.TestTensors;
+
+namespace Titans.Tests.Memory;
+
+/// <summary>The module (TITANS.md §2) as a user sees it: streaming, causality, outer-loop gradients, switches, bad input.</summary>
+public class NeuralMemoryTests
+{
+    static NeuralMemoryConfig Tiny(int chunk = 4) => new()
+    {
+        ModelDim = 8, Heads = 2, Depth = 2, Expansion = 2, ChunkSize = chunk, MaxInnerLearningRate = 0.2,
+        InitialInnerLearningRate = 0.1,
+    };
+
+    static NeuralMemory Build(NeuralMemoryConfig config, long seed = 1)
+    {
+        manual_seed(seed);
+        var memory = new NeuralMemory("memory", config);
+        memory.to(F64);
+        return memory;
+    }
+
+    [Theory]
+    [InlineData(MemoryAlgorithm.Chunked, 4)]
+    [InlineData(MemoryAlgorithm.Chunked, 16)]
+    [InlineData(MemoryAlgorithm.Sequential, 3)]
+    public void StreamingInRandomPiecesEqualsOnePass(MemoryAlgorithm algorithm, int chunk)
+    {
+        using var scope = NewDisposeScope();
+        var memory = Build(Tiny(chunk) with { Algorithm = algorithm });
+        Tensor x = Normal(Seeded(2), 2, 41, 8);
+        var (whole, wholeState) = memory.Forward(x, null);
+
+        var random = new Random(3);
+        var pieces = new List<Tensor>();
+        NeuralMemoryState? state = null;
+        for (long start = 0; start < 41;)
+        {
+            long size = Math.Min(random.Next(1, 9), 41 - start); // split points not aligned with chunks
+            var (y, next) = memory.Forward(x.narrow(1, start, size), state);
+            state?.Dispose(); // the new state must not depend on the old one's handles
+            pieces.Add(y);
+            state = next;
+            start += size;
+        }
+        AssertClose(whole, cat(pieces, 1), 1e-12, "outputs");
+        Assert.Equal(41, state!.Position);
+        Assert.Equal(wholeState.PendingTokens, state.PendingTokens);
+        foreach (var (a, b) in wholeState.Tensors.Zip(state.Tensors))
+            AssertClose(a, b, 1e-12, "state");
+        var current = memory.CurrentMemory(state);
+        AssertClose(memory.CurrentMemory(wholeState), current, 1e-12, "memory after every token");
+    }
+
+    [Fact]
+    public void ChunkedModuleEqualsSequentialModule()
+    {
+        using var scope = NewDisposeScope();
+        var chunked = Build(Tiny(5));
+        var sequential = Build(Tiny(5) with { Algorithm = MemoryAlgorithm.Sequential });
+        Tensor x = Normal(Seeded(4), 2, 23, 8);
+        AssertClose(sequential.forward(x), chunked.forward(x), 1e-12, "outputs");
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(4)]
+    public void OutputAtTDoesNotDependOnLaterInputs(int chunk)
+    {
+        using var scope = NewDisposeScope();
+        var memory = Build(Tiny(chunk));
+        Tensor x = Normal(Seeded(5), 1, 13, 8);
+        Tensor changed = x.clone();
+        changed[.., 7..] = Normal(Seeded(6), 1, 6, 8);
+        Tensor a = memory.forward(x), b = memory.forward(changed);
+        AssertClose(a.narrow(1, 0, 7), b.narrow(1, 0, 7), 1e-13, "outputs before the change");
+        Assert.True((a.narrow(1, 7, 6) - b.narrow(1, 7, 6)).abs().max().item<double>() > 1e-6, "later outputs must change");
+    }
+
+    [Fact]
+    public void OuterGradientsReachEveryParameter()
+    {
+        using var scope = NewDisposeScope();
+        var memory = Build(Tiny());
+        Tensor x = Normal(Seeded(7), 2, 19, 8);
+        memory.forward(x).square().sum().backward();
+        foreach (var (name, p) in memory.named_parameters())
+        {
+            Assert.NotNull(p.grad);
+            Assert.True(p.grad!.isfinite().all().item<bool>(), $"{name}: non-finite gradient");
+            Assert.True(p.grad!.abs().max().item<double>() > 0, $"{name}: zero gradient");
+        }
+    }
+
+    [Fact]
+    public void OuterGradientsAgreeWithFiniteDifferences()
+    {
+        using var scope = NewDisposeScope();
+        var memory = Build(Tiny(3));
+        Tensor x = Normal(Seeded(8), 1, 10, 8);
+        Tensor probe = Normal(Seeded(9), 1, 10, 8);
+        double Loss() { using (no_grad()) return (memory.forward(x) * probe).sum().item<double>(); }
+
+        memory.zero_grad();
+        (memory.forward(x) * probe).sum().backward();
+        var random = new Random(10);
+        foreach (var (name, p) in memory.named_parameters())
+        {
+            for (int trial = 0; trial < 2; trial++)
+            {
+                long index = random.NextInt64(p.numel());
+                Tensor flat = p.detach().view(-1);
+                double original = flat[index].item<double>(), h = 1e-6;
+                flat[index] = original + h;
+                double up = Loss();
+                flat[index] = original - h;
+                double down = Loss();
+                flat[index] = original;
+                double numeric = (up - down) / (2 * h);
+                double analytic = p.grad!.view(-1)[index].item<double>();
+                Assert.True(Math.Abs(numeric - analytic) <= 1e-6 * Math.Max(1, Math.Abs(numeric)),
+                    $"{name}[{index}]: autograd {analytic:E6}, finite difference {numeric:E6}");
+            }
+        }
+    }
+
+    [Fact]
+    public void SwitchesSetTheGatesTheyName()
+    {
+        using var scope = NewDisposeScope();
+        Tensor x = Normal(Seeded(11), 1, 6, 8);
+        var noMomentum = Build(Tiny() with { Momentum = false }).Project(x, null).Gates;
+        Assert.True(noMomentum.LogEta.eq(double.NegativeInfinity).all().item<bool>(), "η must be exactly 0");
+        var noForgetting = Build(Tiny() with { Forgetting = false }).Project(x, null).Gates;
+        Assert.True(noForgetting.LogDecay.eq(0).all().item<bool>(), "α must be exactly 0");
+        var fixedGates = Build(Tiny() with { DataDependentGates = false }).Project(x, null).Gates;
+        foreach (var gate in new[] { fixedGates.Theta, fixedGates.LogDecay, fixedGates.LogEta })
+            Assert.True((gate - gate.narrow(2, 0, 1)).abs().max().item<double>() == 0, "fixed gates must not vary over tokens");
+        var dataGates = Build(Tiny()).Project(x, null).Gates;
+        Assert.True((dataGates.Theta - dataGates.Theta.narrow(2, 0, 1)).abs().max().item<double>() > 0);
+        Assert.True(dataGates.Theta.le(0.2).all().item<bool>() && dataGates.Theta.gt(0).all().item<bool>(), "θ must lie in (0, θ_max]");
+    }
+
+    [Fact]
+    public void EveryAblationRunsAndStreams()
+    {
+        using var scope = NewDisposeScope();
+        Tensor x = Normal(Seeded(12), 1, 11, 8);
+        foreach (var config in new[]
+                 {
+                     Tiny() with { Depth = 1 }, Tiny() with { Momentum = false }, Tiny() with { Forgetting = false },
+                     Tiny() with { ConvKernel = 0 }, Tiny() with { DataDependentGates = false },
+                     Tiny() with { ResidualLayerNorm = false }, Tiny() with { Activation = MemoryActivation.Silu },
+                     Tiny() with { OutputGate = OutputGate.None }, Tiny() with { OutputGate = OutputGate.Sigmoid },
+                     Tiny() with { Depth = 4 },
+                 })
+        {
+            var memory = Build(config);
+            var (whole, _) = memory.Forward(x, null);
+            var (first, state) = memory.Forward(x.narrow(1, 0, 5), null);
+            var (second, _) = memory.Forward(x.narrow(1, 5, 6), state);
+            AssertClose(whole, cat(new[] { first, second }, 1), 1e-12, config.ToString());
+        }
+    }
+
+    [Fact]
+    public void ShortInputStillWritesTheMemory()
+    {
+        // 3 tokens, chunk 16: the memory must still change, and a later piece must see it.
+        using var scope = NewDisposeScope();
+        var memory = Build(Tiny(16));
+        Tensor x = Normal(Seeded(13), 1, 3, 8), later = Normal(Seeded(14), 1, 2, 8);
+        var (_, state) = memory.Forward(x, null);
+        var initial = memory.InitialState(1, F64);
+        Assert.True((memory.CurrentMemory(state).Weights[0] - initial.Memory.Weights[0]).abs().max().item<double>() > 1e-4);
+        var (withHistory, _) = memory.Forward(later, state);
+        Assert.True((withHistory - memory.forward(later)).abs().max().item<double>() > 1e-6);
+    }
+
+    [Theory]
+    [InlineData("{\"Depth\": 0}", "Depth")]
+    [InlineData("{\"ModelDim\": 10, \"Heads\": 4}", "Heads")]
+    [InlineData("{\"ChunkSize\": 0}", "ChunkSize")]
+    [InlineData("{\"ConvKernel\": -1}", "ConvKernel")]
+    [InlineData("{\"MaxInnerLearningRate\": -1}", "MaxInnerLearningRate")]
+    [InlineData("{\"Activation\": \"Tanh\"}", "Activation")]
+    [InlineData("{\"Depth\": ", "Malformed")]
+    public void BadConfigurationIsRejectedWithItsName(string json, string named)
+    {
+        var error = Assert.Throws<ArgumentException>(() => NeuralMemoryConfig.FromJson(json));
+        Assert.Contains(named, error.Message);
+    }
+
+    [Fact]
+    public void ConfigurationRoundTripsThroughJson()
+    {
+        var config = Tiny() with { Depth = 3, Activation = MemoryActivation.Silu, Momentum = false, Algorithm = MemoryAlgorithm.Sequential };
+        Assert.Equal(config, NeuralMemoryConfig.FromJson(config.ToJson()));
+    }
+
+    [Fact]
+    public void BadInputGivesAClearError()
+    {
+        using var scope = NewDisposeScope();
+        var memory = Build(Tiny());
+        Tensor nan = Normal(Seeded(15), 1, 4, 8);
+        nan[0, 2, 3] = double.NaN;
+        Assert.Contains("NaN", Assert.Throws<ArgumentException>(() => memory.forward(nan)).Message);
+        Assert.Contains("shape", Assert.Throws<ArgumentException>(() => memory.forward(Normal(Seeded(16), 1, 4, 7))).Message);
+        var (_, state) = memory.Forward(Normal(Seeded(17), 2, 4, 8), null);
+        Assert.Contains("batch", Assert.Throws<ArgumentException>(() => memory.Forward(Normal(Seeded(18), 1, 4, 8), state)).Message);
+    }
+}
