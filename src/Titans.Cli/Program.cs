@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Titans.Cli.Commands;
 
 namespace Titans.Cli;
 
@@ -6,7 +7,11 @@ public static class Program
 {
     public static int Main(string[] args)
     {
-        var root = new RootCommand("Titans.NET: neural long-term memory that learns to memorize at test time.");
+        var root = new RootCommand("Titans.NET: neural long-term memory that learns to memorize at test time (arXiv 2501.00663).");
+        root.Options.Add(CommonOptions.Threads);
+        root.Options.Add(CommonOptions.Device);
+        root.Subcommands.Add(DemoCommands.Create());
+        root.Subcommands.Add(BenchCommands.Create());
         return root.Parse(args).Invoke();
     }
 }

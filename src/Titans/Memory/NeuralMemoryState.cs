@@ -53,6 +53,16 @@ public sealed class NeuralMemoryState : IDisposable
         new MemoryGates(PendingGates.Theta.detach(), PendingGates.LogDecay.detach(), PendingGates.LogEta.detach()),
         ConvCache?.detach(), Position);
 
+    /// <summary>
+    /// Takes the state's tensors out of every dispose scope, so it outlives the scope of the loop iteration that made
+    /// it; the caller then owns it and disposes it when the next state replaces it.
+    /// </summary>
+    public NeuralMemoryState DetachFromDisposeScope()
+    {
+        foreach (var t in Tensors) t.DetachFromDisposeScope();
+        return this;
+    }
+
     public void Dispose()
     {
         foreach (var t in Tensors) t.Dispose();

@@ -1,0 +1,143 @@
+using Spectre.Console;
+using TorchSharp;
+using Titans.Cli.Reporting;
+using Titans.Memory;
+using Titans.Runtime;
+using static TorchSharp.torch;
+
+namespace Titans.Cli.Benchmarks;
+
+/// <summary>
+/// `titans bench memory`: speed of one <see cref="NeuralMemory"/> (batch 1, fp32) over sequence lengths, chunk sizes
+/// and memory depths; achieved GFLOP/s from <see cref="NeuralMemoryCost"/> against the libtorch fp32 matmul rate
+/// measured in the same run; and the chunked path's speed-up over the sequential reference.
+/// </summary>
+public static class MemoryBenchmark
+{
+    public sealed record Options(bool Quick, int Width, int Heads, int Repeats, Device Device);
+
+    sealed record Row(long Length, int Depth, int Chunk, double Forward, double ForwardBackward, double Flops, long PeakRss);
+
+    public static void Run(Options o, string? output, string command)
+    {
+        if (o.Repeats < 1) throw new ArgumentException($"--repeats must be at least 1, got {o.Repeats}.");
+        long[] lengths = o.Quick ? new long[] { 1024, 4096 } : new long[] { 1024, 4096, 16384 };
+        int[] chunks = o.Quick ? new[] { 16, 64 } : new[] { 16, 64, 256 };
+        int[] depths = o.Quick ? new[] { 1, 2 } : new[] { 1, 2, 4 };
+        Config(o, 2, 16).Validate(); // a bad --width/--heads fails here, before any timing
+
+        double ceiling = MatmulGflops(o.Width, o.Device, o.Repeats);
+        AnsiConsole.MarkupLine($"libtorch fp32 matmul ceiling ([4096×{o.Width}]·[{o.Width}×{o.Width}]): [bold]{ceiling:F1} GFLOP/s[/]");
+
+        var rows = new List<Row>();
+        var table = new Table().Border(TableBorder.Rounded);
+        foreach (var h in Header) table.AddColumn(new TableColumn(h).RightAligned());
+        AnsiConsole.Live(table).Start(ctx =>
+        {
+            foreach (long length in lengths)
+                foreach (int depth in depths)
+                    foreach (int chunk in chunks)
+                    {
+                        var row = Measure(o, length, depth, chunk);
+                        rows.Add(row);
+                        table.AddRow(Cells(row, ceiling).ToArray());
+                        ctx.Refresh();
+                    }
+        });
+
+        var (reference, chunked) = SequentialSpeedup(o);
+        AnsiConsole.MarkupLine(
+            $"Sequential reference vs chunked at 1024 tokens (depth 2, chunk 16, forward+backward): " +
+            $"{reference:F2} s vs {chunked:F3} s = [bold]{reference / chunked:F0}× faster[/]");
+
+        if (output is null) return;
+        new MarkdownReport("Neural memory: speed of the chunked path", command)
+            .Paragraph($"One NeuralMemory module, batch 1, fp32, width {o.Width}, {o.Heads} heads (d_h = {o.Width / o.Heads}), " +
+                       "MLP expansion 4, residual LayerNorm wrapper, data-dependent gates, conv kernel 4. " +
+                       $"Median of {o.Repeats} runs after one warm-up. GFLOP/s counts the matmuls of the algorithm " +
+                       "(NeuralMemoryCost; forward+backward = 3× forward). Peak RSS is the process's peak during the " +
+                       "forward+backward runs of that row.")
+            .Paragraph($"libtorch fp32 matmul ceiling, measured in the same run ([4096×{o.Width}]·[{o.Width}×{o.Width}]): **{ceiling:F1} GFLOP/s**.")
+            .Table(Header, rows.Select(r => Cells(r, ceiling).ToList()))
+            .Paragraph($"Sequential reference (token by token, inner gradient by autograd) vs chunked, 1024 tokens, depth 2, chunk 16, " +
+                       $"forward+backward: {reference:F2} s vs {chunked:F3} s, **{reference / chunked:F0}× faster**.")
+            .Save(output);
+        AnsiConsole.MarkupLine($"Wrote {output}");
+    }
+
+    static readonly string[] Header =
+    {
+        "tokens", "depth", "chunk", "fwd tok/s", "fwd GFLOP/s", "fwd+bwd tok/s", "fwd+bwd GFLOP/s", "fwd+bwd / ceiling", "peak RSS",
+    };
+
+    static IEnumerable<string> Cells(Row r, double ceiling)
+    {
+        double fwdGflops = r.Flops / r.Forward / 1e9, bwdGflops = 3 * r.Flops / r.ForwardBackward / 1e9;
+        yield return r.Length.ToString();
+        yield return r.Depth.ToString();
+        yield return r.Chunk.ToString();
+        yield return $"{r.Length / r.Forward:N0}";
+        yield return $"{fwdGflops:F1}";
+        yield return $"{r.Length / r.ForwardBackward:N0}";
+        yield return $"{bwdGflops:F1}";
+        yield return $"{bwdGflops / ceiling:P0}";
+        yield return Timing.Mib(r.PeakRss);
+    }
+
+    static NeuralMemoryConfig Config(Options o, int depth, int chunk) =>
+        new() { ModelDim = o.Width, Heads = o.Heads, Depth = depth, ChunkSize = chunk, Expansion = 4 };
+
+    static Row Measure(Options o, long length, int depth, int chunk)
+    {
+        var config = Config(o, depth, chunk);
+        manual_seed(0);
+        using var memory = new NeuralMemory("memory", config);
+        memory.to(o.Device);
+        using var x = randn(1, length, o.Width, device: o.Device);
+        double forward = Timing.MedianSeconds(() =>
+        {
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            memory.forward(x);
+        }, o.Repeats);
+        ProcessMemory.ResetPeak();
+        double backward = Timing.MedianSeconds(() => ForwardBackward(memory, x), o.Repeats);
+        return new Row(length, depth, chunk, forward, backward, NeuralMemoryCost.ForwardFlops(config, length), ProcessMemory.PeakRss());
+    }
+
+    static void ForwardBackward(NeuralMemory memory, Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        memory.forward(x).square().mean().backward();
+        memory.zero_grad();
+    }
+
+    static (double Reference, double Chunked) SequentialSpeedup(Options o)
+    {
+        var config = Config(o, 2, 16);
+        manual_seed(0);
+        using var chunked = new NeuralMemory("memory", config);
+        manual_seed(0);
+        using var reference = new NeuralMemory("memory", config with { Algorithm = MemoryAlgorithm.Sequential });
+        chunked.to(o.Device);
+        reference.to(o.Device);
+        using var x = randn(1, 1024, o.Width, device: o.Device);
+        int referenceRuns = o.Quick ? 1 : Math.Min(o.Repeats, 3);
+        double slow = Timing.MedianSeconds(() => ForwardBackward(reference, x), referenceRuns, warmup: 0);
+        double fast = Timing.MedianSeconds(() => ForwardBackward(chunked, x), o.Repeats);
+        return (slow, fast);
+    }
+
+    /// <summary>fp32 GFLOP/s of one large matmul, the practical ceiling for matmul-bound work on this machine.</summary>
+    static double MatmulGflops(int width, Device device, int repeats)
+    {
+        using var a = randn(4096, width, device: device);
+        using var b = randn(width, width, device: device);
+        double seconds = Timing.MedianSeconds(() =>
+        {
+            using var scope = NewDisposeScope();
+            for (int i = 0; i < 10; i++) a.matmul(b);
+        }, Math.Max(repeats, 5));
+        return 10 * 2.0 * 4096 * width * width / seconds / 1e9;
+    }
+}

@@ -1,0 +1,40 @@
+using System.CommandLine;
+using TorchSharp;
+using Titans.Runtime;
+
+namespace Titans.Cli.Commands;
+
+/// <summary>Options every command understands, and the one place that applies them.</summary>
+public static class CommonOptions
+{
+    public static readonly Option<int> Threads = new("--threads")
+    {
+        Description = "CPU threads for libtorch (default: all cores)",
+        DefaultValueFactory = _ => Environment.ProcessorCount,
+        Recursive = true,
+    };
+
+    public static readonly Option<string> Device = new("--device")
+    {
+        Description = "cpu, cuda or cuda:N",
+        DefaultValueFactory = _ => "cpu",
+        Recursive = true,
+    };
+
+    /// <summary>Applies the common options and runs the command; bad input ends with a one-line error, exit code 2.</summary>
+    public static int Run(ParseResult parse, Func<torch.Device, int> body)
+    {
+        try
+        {
+            int threads = parse.GetValue(Threads);
+            if (threads < 1) throw new ArgumentException($"--threads must be at least 1, got {threads}.");
+            torch.set_num_threads(threads);
+            return body(Devices.Parse(parse.GetValue(Device)!));
+        }
+        catch (ArgumentException e)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 2;
+        }
+    }
+}
