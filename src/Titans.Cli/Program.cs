@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Titans.Cli.Commands;
+using Titans.Runtime;
 
 namespace Titans.Cli;
 
@@ -7,6 +8,7 @@ public static class Program
 {
     public static int Main(string[] args)
     {
+        NativeAllocator.KeepFreedMemoryForReuse();
         var root = new RootCommand("Titans.NET: neural long-term memory that learns to memorize at test time (arXiv 2501.00663).");
         root.Options.Add(CommonOptions.Threads);
         root.Options.Add(CommonOptions.Device);

@@ -6,12 +6,13 @@ namespace Titans.Layers;
 
 /// <summary>
 /// Causal depthwise 1-D convolution over time (TITANS.md §2: after the q/k/v projections, kernel 4). Each channel has
-/// its own kernel; output t sees inputs t−K+1..t. The last K−1 inputs are the streaming cache, so a sequence fed in
-/// pieces gives the same outputs as fed whole.
+/// its own kernel; output t sees inputs t−K+1..t: y_t = Σ_j w_j ⊙ x_{t−K+1+j}. The last K−1 inputs are the streaming
+/// cache, so a sequence fed in pieces gives the same outputs as fed whole. Computed as K shifted multiply-adds in
+/// [B, T, C] layout: on CPU that is about 5× faster than libtorch's grouped conv1d at these sizes, with no transposes.
 /// </summary>
 public sealed class CausalDepthwiseConv1d : nn.Module
 {
-    readonly Parameter weight; // [channels, 1, kernel]
+    readonly Parameter weight; // [kernel, channels]; tap K−1 multiplies the newest input
     public int Channels { get; }
     public int Kernel { get; }
 
@@ -21,20 +22,23 @@ public sealed class CausalDepthwiseConv1d : nn.Module
         Channels = channels;
         Kernel = kernel;
         // Start near identity (the newest tap dominates) so an untrained model sees its projections almost unchanged.
-        var init = randn(channels, 1, kernel) * (0.1 / Math.Sqrt(kernel));
-        init[.., .., kernel - 1] += 1.0;
+        var init = randn(kernel, channels) * (0.1 / Math.Sqrt(kernel));
+        init[kernel - 1] += 1.0;
         weight = new Parameter(init);
         RegisterComponents();
     }
 
-    /// <summary>x: [B, T, C]; cache: [B, C, K−1] (the previous inputs) or null for a sequence start (zeros).</summary>
+    /// <summary>x: [B, T, C]; cache: [B, K−1, C] (the previous inputs) or null for a sequence start (zeros).</summary>
     public (Tensor Output, Tensor Cache) Forward(Tensor x, Tensor? cache)
     {
-        Tensor channelsFirst = x.transpose(1, 2);
-        cache ??= zeros(x.shape[0], Channels, Kernel - 1, dtype: x.dtype, device: x.device);
-        Tensor input = cat(new[] { cache, channelsFirst }, 2);
-        Tensor output = nn.functional.conv1d(input, weight, groups: Channels).transpose(1, 2);
-        Tensor newCache = input.narrow(2, input.shape[2] - (Kernel - 1), Kernel - 1).clone();
+        long length = x.shape[1];
+        cache ??= zeros(x.shape[0], Kernel - 1, Channels, dtype: x.dtype, device: x.device);
+        Tensor input = cat(new[] { cache, x }, 1);
+        // select (a view), not weight[j] (advanced indexing, whose backward is several times slower here).
+        Tensor output = input.narrow(1, 0, length) * weight.select(0, 0);
+        for (int j = 1; j < Kernel; j++)
+            output = output + input.narrow(1, j, length) * weight.select(0, j);
+        Tensor newCache = input.narrow(1, input.shape[1] - (Kernel - 1), Kernel - 1).clone();
         return (output, newCache);
     }
 }

@@ -93,10 +93,23 @@ public static class ChunkedMemoryScan
         var momentum = new Tensor[depth];
         for (int l = 0; l < depth; l++)
         {
+            // Three passes over the state-sized tensors instead of five: the sum goes into one addcmul, and the
+            // subtraction of the rank-b update into baddbmm (sign folded into the small [b, in] factor).
             Tensor deltasT = f.Deltas[l].transpose(-1, -2);             // [B,H,out,b]
-            weights[l] = aEnd * start.Weights[l] + dEnd * start.Momentum[l] - deltasT.matmul(cEnd * f.Inputs[l]);
-            momentum[l] = eEnd * start.Momentum[l] - deltasT.matmul(mEnd * f.Inputs[l]);
+            weights[l] = AddProduct((aEnd * start.Weights[l]).addcmul_(dEnd, start.Momentum[l], 1), deltasT, -cEnd * f.Inputs[l]);
+            momentum[l] = AddProduct(eEnd * start.Momentum[l], deltasT, -mEnd * f.Inputs[l]);
         }
         return (output, new MemoryWeights(weights, momentum));
+    }
+
+    /// <summary>x + a·b for [B, H, m, k]·[B, H, k, n], fused into one baddbmm over the flattened B·H batch.</summary>
+    static Tensor AddProduct(Tensor x, Tensor a, Tensor b)
+    {
+        long batch = x.shape[0], heads = x.shape[1];
+        // TorchSharp 0.107: batch1.baddbmm(batch2, mat) = mat + batch1·batch2 (the static torch.baddbmm(input, batch1,
+        // batch2) passes its arguments on in the wrong order, so it is not used).
+        return a.reshape(batch * heads, a.shape[2], a.shape[3])
+            .baddbmm(b.reshape(batch * heads, b.shape[2], b.shape[3]), x.reshape(batch * heads, x.shape[2], x.shape[3]))
+            .view(x.shape);
     }
 }

@@ -142,7 +142,7 @@ public sealed class NeuralMemory : nn.Module<Tensor, Tensor>
         return new NeuralMemoryState(new MemoryWeights(weights, momentum),
             zeros(batch, h, 0, dh, dtype: dtype, device: device), zeros(batch, h, 0, dh, dtype: dtype, device: device),
             new MemoryGates(empty, empty.clone(), empty.clone()),
-            qkv_conv is null ? null : zeros(batch, qkv_conv.Channels, qkv_conv.Kernel - 1, dtype: dtype, device: device), 0);
+            qkv_conv is null ? null : zeros(batch, qkv_conv.Kernel - 1, qkv_conv.Channels, dtype: dtype, device: device), 0);
     }
 
     /// <summary>q, k, v = SiLU(conv(x W)) per head, q and k L2-normalized; θ, η, α per token and head.</summary>

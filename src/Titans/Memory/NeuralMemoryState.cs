@@ -15,7 +15,7 @@ public sealed class NeuralMemoryState : IDisposable
     public Tensor PendingKeys { get; }
     public Tensor PendingValues { get; }
     public MemoryGates PendingGates { get; }
-    /// <summary>The last K−1 projected inputs before the convolution, [B, 3·H·d_h, K−1]; null without convolution.</summary>
+    /// <summary>The last K−1 projected inputs before the convolution, [B, K−1, 3·H·d_h]; null without convolution.</summary>
     public Tensor? ConvCache { get; }
     /// <summary>Tokens processed so far.</summary>
     public long Position { get; }
