@@ -95,6 +95,7 @@ public sealed class NeuralMemory : nn.Module<Tensor, Tensor>
         MemoryGates gates = MemoryGates.Concat(start.PendingGates, inputs.Gates);
 
         MemoryScanResult scan = Scan(queries, keys, values, gates, start.Memory);
+        CheckFinite(scan, start.Position, length);
         Tensor output = ReadOut(scan.Outputs.narrow(2, pending, length), x);
 
         long total = pending + length, rest = total - scan.BoundaryTokens;
@@ -179,6 +180,27 @@ public sealed class NeuralMemory : nn.Module<Tensor, Tensor>
             _ => throw new ArgumentOutOfRangeException(nameof(Config.OutputGate)),
         };
         return o_proj.forward(y);
+    }
+
+    /// <summary>
+    /// A diverging inner loop (θ too large for the memory's scale, no forgetting) turns the state into inf/NaN, and a
+    /// stream would carry it on silently; stop at the call where it happens and say what to change.
+    /// </summary>
+    void CheckFinite(MemoryScanResult scan, long position, long length)
+    {
+        using var noGrad = no_grad();
+        bool finite = AllFinite(scan.Outputs) && scan.Final.Tensors.All(AllFinite);
+        if (!finite)
+            throw new InvalidOperationException(
+                $"The neural memory became non-finite while reading tokens {position}..{position + length - 1}: its inner " +
+                $"gradient descent diverged. Lower MaxInnerLearningRate (now {Config.MaxInnerLearningRate}), keep " +
+                "Forgetting on, or use the ResidualLayerNorm wrapper.");
+
+        static bool AllFinite(Tensor t)
+        {
+            using var all = t.isfinite().all();
+            return all.item<bool>();
+        }
     }
 
     void CheckInput(Tensor x, NeuralMemoryState? state)

@@ -179,6 +179,18 @@ public class NeuralMemoryTests
         Assert.True((withHistory - memory.forward(later)).abs().max().item<double>() > 1e-6);
     }
 
+    [Fact]
+    public void DivergingInnerLoopStopsWithAClearError()
+    {
+        // θ up to 1e6 with no LayerNorm wrapper and no forgetting: the inner loop blows up within a few chunks.
+        using var scope = NewDisposeScope();
+        var memory = Build(Tiny() with { MaxInnerLearningRate = 1e6, InitialInnerLearningRate = 5e5, ResidualLayerNorm = false, Forgetting = false });
+        Tensor x = Normal(Seeded(19), 1, 200, 8) * 10;
+        var error = Assert.Throws<InvalidOperationException>(() => memory.forward(x));
+        Assert.Contains("non-finite", error.Message);
+        Assert.Contains("MaxInnerLearningRate", error.Message);
+    }
+
     [Theory]
     [InlineData("{\"Depth\": 0}", "Depth")]
     [InlineData("{\"ModelDim\": 10, \"Heads\": 4}", "Heads")]
