@@ -20,6 +20,17 @@ public class MemoryScanTests
         return data;
     }
 
+    /// <summary>A memory form, random inputs of the given length and a random starting state, all seeded.</summary>
+    sealed record Case(MemoryMlp Mlp, Tensor Q, Tensor K, Tensor V, MemoryGates Gates, MemoryWeights State);
+
+    static Case Setup(long seed, long length, int depth = 2, bool layerNorm = true,
+        MemoryActivation activation = MemoryActivation.Gelu, double momentumScale = 0.01)
+    {
+        var (q, k, v, gates) = ScanInputs(seed + 1, Batch, Heads, length, Dim);
+        return new Case(Mlp(seed, Heads, Dim, activation, layerNorm), q, k, v, gates,
+            State(seed + 2, Batch, Heads, Shapes(depth, (int)Dim), momentumScale));
+    }
+
     [Fact]
     public void LibTorchLoadsAndComputesAGradient()
     {
@@ -55,9 +66,7 @@ public class MemoryScanTests
     public void ChunkedWithChunkOneEqualsSequentialReference(int depth, bool layerNorm, MemoryActivation activation)
     {
         using var scope = NewDisposeScope();
-        var mlp = Mlp(4, Heads, Dim, activation, layerNorm);
-        var (q, k, v, gates) = ScanInputs(5, Batch, Heads, 11, Dim);
-        var state = State(6, Batch, Heads, Shapes(depth, (int)Dim));
+        var (mlp, q, k, v, gates, state) = Setup(4, 11, depth, layerNorm, activation);
 
         var reference = SequentialMemoryScan.Scan(mlp, q, k, v, gates, state, 1);
         var chunked = ChunkedMemoryScan.Scan(mlp, q, k, v, gates, state, 1);
@@ -70,9 +79,7 @@ public class MemoryScanTests
     public void ChunkedEqualsMiniBatchReferenceForAnyLength(int depth, bool layerNorm, MemoryActivation activation)
     {
         using var scope = NewDisposeScope();
-        var mlp = Mlp(7, Heads, Dim, activation, layerNorm);
-        var (q, k, v, gates) = ScanInputs(8, Batch, Heads, 37, Dim); // 37 = 7 chunks of 5 + 2
-        var state = State(9, Batch, Heads, Shapes(depth, (int)Dim));
+        var (mlp, q, k, v, gates, state) = Setup(7, 37, depth, layerNorm, activation); // 37 = 7 chunks of 5 + 2
 
         var reference = SequentialMemoryScan.Scan(mlp, q, k, v, gates, state, 5);
         var chunked = ChunkedMemoryScan.Scan(mlp, q, k, v, gates, state, 5);
@@ -87,9 +94,7 @@ public class MemoryScanTests
     {
         // Guards the test above: mini-batch gradients at M_0 are a different function from b = 1, not a no-op.
         using var scope = NewDisposeScope();
-        var mlp = Mlp(7, Heads, Dim, MemoryActivation.Gelu, true);
-        var (q, k, v, gates) = ScanInputs(8, Batch, Heads, 20, Dim);
-        var state = State(9, Batch, Heads, Shapes(2, (int)Dim));
+        var (mlp, q, k, v, gates, state) = Setup(7, 20);
         var one = ChunkedMemoryScan.Scan(mlp, q, k, v, gates, state, 1).Outputs;
         var five = ChunkedMemoryScan.Scan(mlp, q, k, v, gates, state, 5).Outputs;
         Assert.True((one - five).abs().max().item<double>() > 1e-6);
@@ -99,9 +104,7 @@ public class MemoryScanTests
     public void SequenceShorterThanAChunkStillUpdatesTheMemory()
     {
         using var scope = NewDisposeScope();
-        var mlp = Mlp(10, Heads, Dim, MemoryActivation.Gelu, true);
-        var (q, k, v, gates) = ScanInputs(11, Batch, Heads, 3, Dim);
-        var state = State(12, Batch, Heads, Shapes(2, (int)Dim));
+        var (mlp, q, k, v, gates, state) = Setup(10, 3);
         var chunked = ChunkedMemoryScan.Scan(mlp, q, k, v, gates, state, 16);
         var reference = SequentialMemoryScan.Scan(mlp, q, k, v, gates, state, 16);
         AssertClose(reference.Final, chunked.Final, 1e-12, "final state");
@@ -114,9 +117,7 @@ public class MemoryScanTests
     {
         // y_t = M_t(q_t): the last output equals a plain read of the final memory.
         using var scope = NewDisposeScope();
-        var mlp = Mlp(13, Heads, Dim, MemoryActivation.Gelu, true);
-        var (q, k, v, gates) = ScanInputs(14, Batch, Heads, 9, Dim);
-        var state = State(15, Batch, Heads, Shapes(2, (int)Dim));
+        var (mlp, q, k, v, gates, state) = Setup(13, 9);
         var scan = ChunkedMemoryScan.Scan(mlp, q, k, v, gates, state, 4);
         AssertClose(mlp.Forward(scan.Final.Weights, q.narrow(2, 8, 1)), scan.Outputs.narrow(2, 8, 1), 1e-12, "last output");
     }
@@ -128,10 +129,8 @@ public class MemoryScanTests
     {
         // α = 1: M_t = 0 · M_{t−1} + S_t, so the weights are the momentum alone.
         using var scope = NewDisposeScope();
-        var mlp = Mlp(16, Heads, Dim, MemoryActivation.Gelu, true);
-        var (q, k, v, gates) = ScanInputs(17, Batch, Heads, 10, Dim);
+        var (mlp, q, k, v, gates, state) = Setup(16, 10);
         gates = gates with { LogDecay = full_like(gates.LogDecay, double.NegativeInfinity) };
-        var state = State(18, Batch, Heads, Shapes(2, (int)Dim));
         var scan = ChunkedMemoryScan.Scan(mlp, q, k, v, gates, state, chunk);
         for (int l = 0; l < 2; l++)
             AssertClose(scan.Final.Momentum[l], scan.Final.Weights[l], 1e-12, $"layer {l + 1}");
@@ -145,10 +144,8 @@ public class MemoryScanTests
     {
         // η = 0: S_t = −θ_t u_t; the chunk's end momentum is the last token's scaled gradient, nothing carried.
         using var scope = NewDisposeScope();
-        var mlp = Mlp(19, Heads, Dim, MemoryActivation.Gelu, false);
-        var (q, k, v, gates) = ScanInputs(20, Batch, Heads, 6, Dim);
+        var (mlp, q, k, v, gates, state) = Setup(19, 6, layerNorm: false, momentumScale: 1.0);
         gates = gates with { LogEta = full_like(gates.LogEta, double.NegativeInfinity) };
-        var state = State(21, Batch, Heads, Shapes(2, (int)Dim), momentumScale: 1.0);
         var scan = ChunkedMemoryScan.Scan(mlp, q, k, v, gates, state, chunk);
         var reference = SequentialMemoryScan.Scan(mlp, q, k, v, gates, state, chunk);
         AssertClose(reference.Outputs, scan.Outputs, 1e-12, "outputs");
@@ -168,11 +165,9 @@ public class MemoryScanTests
     {
         // L_M = 1, η = 0, α = 0: M_t = M_{t−1} − θ_t · 2 (M_{t−1} k_t − v_t) k_tᵀ and y_t = M_t q_t, written by hand.
         using var scope = NewDisposeScope();
-        var mlp = new MemoryMlp(MemoryActivation.Gelu, residualLayerNorm: false);
         const long length = 8;
-        var (q, k, v, gates) = ScanInputs(22, Batch, Heads, length, Dim);
+        var (mlp, q, k, v, gates, state) = Setup(22, length, depth: 1, layerNorm: false, momentumScale: 0);
         gates = gates with { LogEta = full_like(gates.LogEta, double.NegativeInfinity), LogDecay = zeros_like(gates.LogDecay) };
-        var state = State(23, Batch, Heads, Shapes(1, (int)Dim), momentumScale: 0);
 
         Tensor m = state.Weights[0];
         var expected = new List<Tensor>();
@@ -193,9 +188,7 @@ public class MemoryScanTests
     {
         // Autograd through the dual form == autograd through autograd (create_graph) in the reference.
         using var scope = NewDisposeScope();
-        var mlp = Mlp(24, Heads, Dim, MemoryActivation.Gelu, true);
-        var (q, k, v, gates) = ScanInputs(25, Batch, Heads, 9, Dim);
-        var state = State(26, Batch, Heads, Shapes(2, (int)Dim));
+        var (mlp, q, k, v, gates, state) = Setup(24, 9);
         var leaves = new[] { q, k, v, gates.Theta, gates.LogDecay, gates.LogEta }.Concat(state.Tensors).Concat(new[] { mlp.LnWeight!, mlp.LnBias! })
             .Select(t => t.requires_grad_(true)).ToArray();
         var probe = Normal(Seeded(27), Batch, Heads, 9, Dim);
