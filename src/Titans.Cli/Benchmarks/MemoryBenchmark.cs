@@ -26,8 +26,11 @@ public static class MemoryBenchmark
         int[] depths = o.Quick ? new[] { 2 } : new[] { 1, 2, 4 };
         Config(o, 2, 16).Validate(); // a bad --width/--heads fails here, before any timing
 
-        double ceiling = MatmulGflops(o.Width, o.Device, o.Repeats);
-        AnsiConsole.MarkupLine($"libtorch fp32 matmul ceiling ([[4096×{o.Width}]]·[[{o.Width}×{o.Width}]]): [bold]{ceiling:F1} GFLOP/s[/]");
+        // The ceiling is measured before and after the grid; ratios use the higher reading (this machine is noisy,
+        // and a low ceiling reading would flatter the module).
+        double ceilingBefore = MatmulGflops(o.Width, o.Device, o.Repeats);
+        AnsiConsole.MarkupLine($"libtorch fp32 matmul ceiling ([[4096×{o.Width}]]·[[{o.Width}×{o.Width}]]): [bold]{ceilingBefore:F1} GFLOP/s[/]");
+        double ceiling = ceilingBefore;
 
         Measure(o with { Repeats = 1 }, 1024, 2, 16); // throwaway: the first cell of a process pays heap growth and lazy init
         var rows = new List<Row>();
@@ -52,6 +55,16 @@ public static class MemoryBenchmark
         if (live) AnsiConsole.Live(table).Start(ctx => MeasureAll(ctx.Refresh));
         else MeasureAll(() => { });
 
+        double ceilingAfter = MatmulGflops(o.Width, o.Device, o.Repeats);
+        AnsiConsole.MarkupLine($"ceiling measured again after the grid: [bold]{ceilingAfter:F1} GFLOP/s[/]");
+        if (ceilingAfter > ceiling)
+        {
+            ceiling = ceilingAfter; // recompute the ratio column against the higher reading
+            table = new Table();
+            foreach (var h in Header) table.AddColumn(h);
+            foreach (var r in rows) table.AddRow(Cells(r, ceiling).ToArray());
+            AnsiConsole.Write(table);
+        }
         var (reference, chunk16, chunk64, speedupLength) = SequentialSpeedup(o);
         string speedup = $"Sequential reference vs chunked, {speedupLength} tokens, depth 2, forward+backward, both warmed up: " +
                          $"reference {reference:F2} s; chunk 16 {chunk16:F3} s ({reference / chunk16:F1}× faster); " +
@@ -67,7 +80,9 @@ public static class MemoryBenchmark
                        "forward+backward runs of that row (freed memory stays in the process for reuse, so it does not fall " +
                        "between rows). *skipped: autograd would keep an estimated > 16 GiB of chunk states (24 GiB machine); " +
                        "training at that length needs activation checkpointing, which is not built yet.")
-            .Paragraph($"libtorch fp32 matmul ceiling, measured in the same run ([4096×{o.Width}]·[{o.Width}×{o.Width}]): **{ceiling:F1} GFLOP/s**.")
+            .Paragraph($"libtorch fp32 matmul ceiling, measured in the same run ([4096×{o.Width}]·[{o.Width}×{o.Width}]): " +
+                       $"{ceilingBefore:F1} GFLOP/s before the grid, {ceilingAfter:F1} GFLOP/s after; the ratio column uses the " +
+                       $"higher, **{ceiling:F1} GFLOP/s**.")
             .Table(Header, rows.Select(r => Cells(r, ceiling).ToList()))
             .Paragraph(speedup + " The reference runs token by token with the inner gradient from autograd " +
                        "(create_graph), on the same libtorch kernels; its time is set by per-token op overhead. The chunked " +
