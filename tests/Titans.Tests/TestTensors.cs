@@ -28,6 +28,13 @@ public static class TestTensors
         return (q, k, v, new MemoryGates(theta, logDecay, logEta));
     }
 
+    /// <summary>Random per-channel log-retentions log(1 − α) for channel-wise forgetting, [B, H, T, out_l] per layer.</summary>
+    public static Tensor[] ChannelDecay(long seed, long batch, long heads, long length, IReadOnlyList<(int Out, int In)> shapes)
+    {
+        var g = Seeded(seed);
+        return shapes.Select(s => (1 - Uniform(g, 0.0, 0.3, batch, heads, length, s.Out)).log()).ToArray();
+    }
+
     /// <summary>Random starting state (weights ~ N(0, 1/in), momentum small) for a memory of the given shapes.</summary>
     public static MemoryWeights State(long seed, long batch, long heads, IReadOnlyList<(int Out, int In)> shapes, double momentumScale = 0.01)
     {

@@ -2,34 +2,50 @@ using static TorchSharp.torch;
 
 namespace Titans.Memory;
 
+/// <summary>Momentum part of the chunk coefficients: E_t [.., b], E_s/E_i [.., b, b] and (E_t/E_i) θ_i [.., b, b].</summary>
+public sealed record MomentumCoefficients(Tensor Decay, Tensor Ratio, Tensor Mixing);
+
+/// <summary>Forgetting part, per output channel (C = 1 for scalar gates): A_t [.., C, b], d_t [.., C, b], C[t,i] [.., C, b, b].</summary>
+public sealed record DecayCoefficients(Tensor Retention, Tensor Carry, Tensor Mixing)
+{
+    public long Channels => Retention.shape[^2];
+}
+
 /// <summary>
-/// The coefficients that turn a chunk's per-token gradients into per-token weights (TITANS.md §3), for every chunk at
-/// once, each over [B, H, N chunks, b tokens (, b)]. With local indices t, i, s = 1..b inside a chunk:
+/// The coefficients that turn a chunk's per-token gradients into per-token weights (TITANS.md §3), over any leading
+/// dimensions (all chunks at once, or one chunk). With local indices t, i, s = 1..b inside a chunk:
 ///   A_t = Π_{j≤t}(1 − α_j),  E_t = Π_{j≤t} η_j,  d_t = Σ_{s≤t} (A_t/A_s) E_s,
 ///   C[t,i] = θ_i Σ_{s=i..t} (A_t/A_s)(E_s/E_i),
 /// so that M_t = A_t M_0 + d_t S_0 − Σ_i C[t,i] u_i and S_t = E_t S_0 − Σ_i (E_t/E_i) θ_i u_i.
-/// Ratios are exponentials of segment sums of the log gates (never a difference of cumulative sums), so every
-/// exponent is ≤ 0 and gates of exactly 0 (log = −∞) are exact, not NaN.
+/// With channel-wise forgetting A, d and C carry a channel index (one set per row of W). Ratios are exponentials of
+/// segment sums of the log gates (never a difference of cumulative sums), so every exponent is ≤ 0 and gates of
+/// exactly 0 (log = −∞) are exact, not NaN.
 /// </summary>
-public sealed record ChunkCoefficients(Tensor Retention, Tensor MomentumCarry, Tensor Mixing, Tensor MomentumDecay, Tensor MomentumMixing)
+public static class ChunkCoefficients
 {
-    // Retention = A_t [B,H,N,b]; MomentumCarry = d_t [B,H,N,b]; Mixing = C[t,i] [B,H,N,b,b];
-    // MomentumDecay = E_t [B,H,N,b]; MomentumMixing = (E_t/E_i) θ_i [B,H,N,b,b]. Row t gives the state after token t.
-
-    /// <summary>Gates reshaped to [B, H, N, b] (the sequence already padded to N·b tokens).</summary>
-    public static ChunkCoefficients Compute(Tensor theta, Tensor logDecay, Tensor logEta)
+    /// <param name="theta">[.., b]</param>
+    /// <param name="logEta">[.., b]</param>
+    public static MomentumCoefficients Momentum(Tensor theta, Tensor logEta)
     {
-        Tensor segA = SegmentSums(logDecay); // [.., b+1, b+1], index 0 = the chunk start
-        Tensor segE = SegmentSums(logEta);
-        Tensor retention = segA.select(-1, 0).narrow(-1, 1, segA.shape[^1] - 1).exp();      // A_t
-        Tensor decayRatio = segA.narrow(-2, 1, segA.shape[^2] - 1).narrow(-1, 1, segA.shape[^1] - 1).exp(); // A_t/A_s, s ≤ t
-        Tensor momentum = segE.select(-1, 0).narrow(-1, 1, segE.shape[^1] - 1).exp();       // E_s
-        Tensor etaRatio = segE.narrow(-2, 1, segE.shape[^2] - 1).narrow(-1, 1, segE.shape[^1] - 1).exp(); // E_s/E_i, i ≤ s
+        Tensor seg = SegmentSums(logEta);                          // [.., b+1, b+1], index 0 = the chunk start
+        long b = theta.shape[^1];
+        Tensor decay = seg.select(-1, 0).narrow(-1, 1, b).exp();   // E_t
+        Tensor ratio = seg.narrow(-2, 1, b).narrow(-1, 1, b).exp(); // E_s/E_i, i ≤ s
+        return new MomentumCoefficients(decay, ratio, ratio * theta.unsqueeze(-2));
+    }
 
-        Tensor carry = decayRatio.matmul(momentum.unsqueeze(-1)).squeeze(-1);               // d_t
-        Tensor mixing = decayRatio.matmul(etaRatio) * theta.unsqueeze(-2);                 // C[t,i]
-        Tensor momentumMixing = etaRatio * theta.unsqueeze(-2);                             // (E_t/E_i) θ_i
-        return new ChunkCoefficients(retention, carry, mixing, momentum, momentumMixing);
+    /// <param name="logDecay">log(1 − α), [.., C, b]</param>
+    /// <param name="theta">[.., b]</param>
+    /// <param name="momentum">from <see cref="Momentum"/> over the same leading dimensions</param>
+    public static DecayCoefficients Decay(Tensor logDecay, Tensor theta, MomentumCoefficients momentum)
+    {
+        Tensor seg = SegmentSums(logDecay);                        // [.., C, b+1, b+1]
+        long b = theta.shape[^1];
+        Tensor retention = seg.select(-1, 0).narrow(-1, 1, b).exp();   // A_t
+        Tensor ratio = seg.narrow(-2, 1, b).narrow(-1, 1, b).exp();     // A_t/A_s, s ≤ t
+        Tensor carry = ratio.matmul(momentum.Decay.unsqueeze(-2).unsqueeze(-1)).squeeze(-1); // d_t
+        Tensor mixing = ratio.matmul(momentum.Ratio.unsqueeze(-3)) * theta.unsqueeze(-2).unsqueeze(-2); // C[t,i]
+        return new DecayCoefficients(retention, carry, mixing);
     }
 
     /// <summary>

@@ -32,13 +32,29 @@ public static class ChunkedMemoryScan
         Tensor[] q = Split(queries), k = Split(keys), v = Split(values);
 
         MemoryGates g = gates.PadTo(padded);
-        var coefficients = ChunkCoefficients.Compute(
-            g.Theta.view(batch, heads, chunks, chunkSize),
-            g.LogDecay.view(batch, heads, chunks, chunkSize),
-            g.LogEta.view(batch, heads, chunks, chunkSize));
-        Tensor[] retention = coefficients.Retention.unbind(2), carry = coefficients.MomentumCarry.unbind(2);
-        Tensor[] mixing = coefficients.Mixing.unbind(2), decay = coefficients.MomentumDecay.unbind(2);
-        Tensor[] momentumMixing = coefficients.MomentumMixing.unbind(2);
+        Tensor Chunked(Tensor gate) => gate.view(batch, heads, chunks, chunkSize);
+        Tensor theta = Chunked(g.Theta);
+        var momentum = ChunkCoefficients.Momentum(theta, Chunked(g.LogEta));
+        Tensor[] thetas = theta.unbind(2), momentumDecay = momentum.Decay.unbind(2), momentumMixing = momentum.Mixing.unbind(2);
+        Tensor[] momentumRatio = momentum.Ratio.unbind(2);
+
+        // Scalar forgetting: one set of coefficients for all layers, for all chunks at once (O(T·b) memory).
+        // Channel-wise: per layer and chunk inside the loop, so memory stays O(b²·out) instead of O(T·b·out).
+        Tensor[]? sharedRetention = null, sharedCarry = null, sharedMixing = null;
+        Tensor[][]? channelDecay = null;
+        if (gates.ChannelLogDecay is null)
+        {
+            var shared = ChunkCoefficients.Decay(Chunked(g.LogDecay).unsqueeze(-2), theta, momentum);
+            (sharedRetention, sharedCarry, sharedMixing) = (shared.Retention.unbind(2), shared.Carry.unbind(2), shared.Mixing.unbind(2));
+        }
+        else
+        {
+            channelDecay = Enumerable.Range(0, state.Depth).Select(l =>
+            {
+                Tensor d = g.LayerLogDecay(l);                                        // [B,H,T',C]
+                return d.view(batch, heads, chunks, chunkSize, d.shape[^1]).transpose(-1, -2).unbind(2); // [B,H,C,b]
+            }).ToArray();
+        }
 
         var outputs = new Tensor[chunks];
         MemoryWeights current = state, boundary = state;
@@ -48,10 +64,12 @@ public static class ChunkedMemoryScan
             MemoryWeights next;
             using (var scope = NewDisposeScope())
             {
-                (outputs[c], next) = Chunk(mlp, q[c], k[c], v[c], current, retention[c], carry[c], mixing[c], decay[c],
-                    momentumMixing[c], endRow);
-                outputs[c].MoveToOuterDisposeScope();
-                foreach (Tensor t in next.Tensors) t.MoveToOuterDisposeScope();
+                var chunkMomentum = new MomentumCoefficients(momentumDecay[c], momentumRatio[c], momentumMixing[c]);
+                DecayCoefficients[] decay = channelDecay is null
+                    ? Enumerable.Repeat(new DecayCoefficients(sharedRetention![c], sharedCarry![c], sharedMixing![c]), state.Depth).ToArray()
+                    : channelDecay.Select(layer => ChunkCoefficients.Decay(layer[c], thetas[c], chunkMomentum)).ToArray();
+                (outputs[c], next) = Chunk(mlp, q[c], k[c], v[c], current, decay, chunkMomentum, endRow);
+                scope.MoveToOuter(next.Tensors.Append(outputs[c]));
             }
             // Without autograd the old state is garbage; with it, the graph keeps what it needs and the handle can go.
             if (!ReferenceEquals(current, state) && !ReferenceEquals(current, boundary))
@@ -64,7 +82,7 @@ public static class ChunkedMemoryScan
     }
 
     static (Tensor Output, MemoryWeights End) Chunk(MemoryMlp mlp, Tensor queries, Tensor keys, Tensor values,
-        MemoryWeights start, Tensor retention, Tensor carry, Tensor mixing, Tensor decay, Tensor momentumMixing, long endRow)
+        MemoryWeights start, DecayCoefficients[] decay, MomentumCoefficients momentum, long endRow)
     {
         // u_i = δ_i ⊗ a_i for every token of the chunk, all at the chunk's starting weights M_0.
         InnerGradientFactors f = mlp.GradientFactors(start.Weights, keys, values);
@@ -72,34 +90,37 @@ public static class ChunkedMemoryScan
 
         // Retrieval with the per-token weights M_t (state after token t), layer by layer in the dual form.
         Tensor a = queries;
-        Tensor A = retention.unsqueeze(-1), d = carry.unsqueeze(-1);
         for (int l = 0; l < depth; l++)
         {
+            Tensor A = decay[l].Retention.transpose(-1, -2), d = decay[l].Carry.transpose(-1, -2); // [B,H,b,C]
             Tensor fromWeights = a.matmul(start.Weights[l].transpose(-1, -2));
             Tensor fromMomentum = a.matmul(start.Momentum[l].transpose(-1, -2));
-            Tensor attention = mixing * a.matmul(f.Inputs[l].transpose(-1, -2)); // C ∘ (Z Aᵀ), [B,H,b,b]
-            Tensor z = A * fromWeights + d * fromMomentum - attention.matmul(f.Deltas[l]);
+            Tensor scores = a.matmul(f.Inputs[l].transpose(-1, -2));                 // Z Aᵀ, [B,H,b,b]
+            Tensor written = decay[l].Channels == 1
+                ? (decay[l].Mixing.squeeze(-3) * scores).matmul(f.Deltas[l])          // (C ∘ Z Aᵀ) Δ
+                : (decay[l].Mixing * scores.unsqueeze(-3))                            // per channel c: Σ_i C[c,t,i] P[t,i] Δ[i,c]
+                    .matmul(f.Deltas[l].transpose(-1, -2).unsqueeze(-1)).squeeze(-1).transpose(-1, -2);
+            Tensor z = A * fromWeights + d * fromMomentum - written;
             a = l < depth - 1 ? mlp.Activate(z) : z;
         }
         Tensor output = mlp.Output(queries, a);
 
         // The state after row endRow: M = A M_0 + d S_0 − Σ_i C[r,i] u_i, S = E S_0 − Σ_i (E_r/E_i) θ_i u_i.
-        Tensor aEnd = retention.select(-1, endRow).view(-1, retention.shape[1], 1, 1);
-        Tensor dEnd = carry.select(-1, endRow).view(aEnd.shape);
-        Tensor eEnd = decay.select(-1, endRow).view(aEnd.shape);
-        Tensor cEnd = mixing.select(-2, endRow).unsqueeze(-1);          // [B,H,b,1]
-        Tensor mEnd = momentumMixing.select(-2, endRow).unsqueeze(-1);
+        Tensor eEnd = momentum.Decay.select(-1, endRow).unsqueeze(-1).unsqueeze(-1);          // [B,H,1,1]
+        Tensor mEnd = momentum.Mixing.select(-2, endRow).unsqueeze(-2);                        // [B,H,1,b]
         var weights = new Tensor[depth];
-        var momentum = new Tensor[depth];
+        var momentumOut = new Tensor[depth];
         for (int l = 0; l < depth; l++)
         {
-            // Three passes over the state-sized tensors instead of five: the sum goes into one addcmul, and the
-            // subtraction of the rank-b update into baddbmm (sign folded into the small [b, in] factor).
-            Tensor deltasT = f.Deltas[l].transpose(-1, -2);             // [B,H,out,b]
-            weights[l] = AddProduct((aEnd * start.Weights[l]).addcmul_(dEnd, start.Momentum[l], 1), deltasT, -cEnd * f.Inputs[l]);
-            momentum[l] = AddProduct(eEnd * start.Momentum[l], deltasT, -mEnd * f.Inputs[l]);
+            Tensor aEnd = decay[l].Retention.select(-1, endRow).unsqueeze(-1);                // [B,H,C,1]
+            Tensor dEnd = decay[l].Carry.select(-1, endRow).unsqueeze(-1);
+            Tensor cEnd = decay[l].Mixing.select(-2, endRow);                                  // [B,H,C,b]
+            // Three passes over the state-sized tensors: the sum in one addcmul, the rank-b update fused into baddbmm.
+            Tensor deltasT = f.Deltas[l].transpose(-1, -2);                                    // [B,H,out,b]
+            weights[l] = AddProduct((aEnd * start.Weights[l]).addcmul_(dEnd, start.Momentum[l], 1), -(cEnd * deltasT), f.Inputs[l]);
+            momentumOut[l] = AddProduct(eEnd * start.Momentum[l], -(mEnd * deltasT), f.Inputs[l]);
         }
-        return (output, new MemoryWeights(weights, momentum));
+        return (output, new MemoryWeights(weights, momentumOut));
     }
 
     /// <summary>x + a·b for [B, H, m, k]·[B, H, k, n], fused into one baddbmm over the flattened B·H batch.</summary>

@@ -22,7 +22,7 @@ public sealed class NeuralMemory : nn.Module<Tensor, Tensor>
     readonly Linear q_proj, k_proj, v_proj;
     readonly CausalDepthwiseConv1d? qkv_conv;
     readonly Linear? gate_proj;          // data-dependent gates: x -> [θ, η, α] logits per head
-    readonly Parameter gate_bias;         // [3H]: the gates' biases (the whole gate when gates are fixed)
+    readonly Parameter gate_bias;         // [(2 + α channels)·H]: the gates' biases (the whole gate when gates are fixed)
     readonly ParameterList initial_weights; // W_0^(l): [H, out, in]
     readonly Parameter? ln_weight, ln_bias; // [H, 1, d_h]
     readonly RmsNorm out_norm;
@@ -37,16 +37,17 @@ public sealed class NeuralMemory : nn.Module<Tensor, Tensor>
         k_proj = nn.Linear(d, inner, hasBias: false);
         v_proj = nn.Linear(d, inner, hasBias: false);
         if (config.ConvKernel > 0) qkv_conv = new CausalDepthwiseConv1d("qkv_conv", 3 * inner, config.ConvKernel);
+        int gates = (2 + config.ForgettingChannels) * h; // θ, η per head; α per head or per head and channel
         if (config.DataDependentGates)
         {
-            gate_proj = nn.Linear(d, 3 * h, hasBias: false);
+            gate_proj = nn.Linear(d, gates, hasBias: false);
             using (no_grad()) gate_proj.weight!.mul_(0.1); // gates start near their initial values
         }
         gate_bias = new Parameter(cat(new[]
         {
             full(h, Logit(config.InitialInnerLearningRate / config.MaxInnerLearningRate)),
             full(h, Logit(config.InitialMomentum)),
-            full(h, Logit(config.InitialForgetting)),
+            full(h * config.ForgettingChannels, Logit(config.InitialForgetting)),
         }));
         initial_weights = new ParameterList();
         foreach (var (o, i) in config.LayerShapes)
@@ -140,9 +141,15 @@ public sealed class NeuralMemory : nn.Module<Tensor, Tensor>
         var weights = initial_weights.Select(w => w.to(dtype.Value).unsqueeze(0).expand(batch, -1, -1, -1)).ToArray();
         var momentum = weights.Select(w => zeros(w.shape, dtype: dtype, device: device)).ToArray();
         var empty = zeros(batch, h, 0, dtype: dtype, device: device);
+        var gates = new MemoryGates(empty, empty.clone(), empty.clone())
+        {
+            ChannelLogDecay = Config.ChannelwiseForgetting
+                ? Config.LayerShapes.Select(s => zeros(batch, h, 0, s.Out, dtype: dtype, device: device)).ToArray()
+                : null,
+        };
         return new NeuralMemoryState(new MemoryWeights(weights, momentum),
             zeros(batch, h, 0, dh, dtype: dtype, device: device), zeros(batch, h, 0, dh, dtype: dtype, device: device),
-            new MemoryGates(empty, empty.clone(), empty.clone()),
+            gates,
             qkv_conv is null ? null : zeros(batch, qkv_conv.Kernel - 1, qkv_conv.Channels, dtype: dtype, device: device), 0);
     }
 
@@ -159,12 +166,21 @@ public sealed class NeuralMemory : nn.Module<Tensor, Tensor>
         Tensor k = nn.functional.normalize(qkv[1], dim: -1);
         Tensor v = qkv[2];
 
-        Tensor logits = gate_proj is null ? gate_bias.expand(batch, length, 3 * h) : gate_proj.forward(x) + gate_bias;
-        Tensor[] parts = logits.view(batch, length, 3, h).permute(2, 0, 3, 1).unbind(0); // 3 × [B, H, T]
-        Tensor theta = parts[0].sigmoid() * Config.MaxInnerLearningRate;
-        Tensor logEta = Config.Momentum ? nn.functional.logsigmoid(parts[1]) : full_like(parts[1], double.NegativeInfinity);
-        Tensor logDecay = Config.Forgetting ? nn.functional.logsigmoid(-parts[2]) : zeros_like(parts[2]); // log(1 − α), α = σ(·)
-        return new MemoryInputs(q, k, v, new MemoryGates(theta, logDecay, logEta), newCache);
+        int channels = Config.ForgettingChannels;
+        Tensor logits = gate_proj is null ? gate_bias.expand(batch, length, gate_bias.shape[0]) : gate_proj.forward(x) + gate_bias;
+        Tensor[] parts = logits.split(new long[] { h, h, h * channels }, -1);
+        Tensor theta = parts[0].transpose(1, 2).sigmoid() * Config.MaxInnerLearningRate;                    // [B, H, T]
+        Tensor etaLogits = parts[1].transpose(1, 2);
+        Tensor logEta = Config.Momentum ? nn.functional.logsigmoid(etaLogits) : full_like(etaLogits, double.NegativeInfinity);
+        // log(1 − α) with α = σ(logit): logsigmoid(−logit), exact and finite.
+        Tensor alphaLogits = parts[2].view(batch, length, h, channels).permute(0, 2, 1, 3);               // [B, H, T, C]
+        if (!Config.ChannelwiseForgetting)
+        {
+            Tensor logDecay = Config.Forgetting ? nn.functional.logsigmoid(-alphaLogits.squeeze(-1)) : zeros_like(theta);
+            return new MemoryInputs(q, k, v, new MemoryGates(theta, logDecay, logEta), newCache);
+        }
+        Tensor[] perLayer = nn.functional.logsigmoid(-alphaLogits).split(Config.LayerShapes.Select(s => (long)s.Out).ToArray(), -1);
+        return new MemoryInputs(q, k, v, new MemoryGates(theta, zeros_like(theta), logEta) { ChannelLogDecay = perLayer }, newCache);
     }
 
     /// <summary>Per-head RMSNorm of the retrieved values, the output gate, and the output projection.</summary>

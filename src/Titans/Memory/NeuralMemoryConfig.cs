@@ -46,6 +46,11 @@ public sealed record NeuralMemoryConfig
     public bool Momentum { get; init; } = true;
     /// <summary>Forgetting α (weight decay of the memory). Off: α = 0, nothing is forgotten.</summary>
     public bool Forgetting { get; init; } = true;
+    /// <summary>
+    /// α per output channel of each memory layer (one forgetting rate per row of W^(l)) instead of one per head; the
+    /// later revision's option. Needs <see cref="Forgetting"/>.
+    /// </summary>
+    public bool ChannelwiseForgetting { get; init; }
     /// <summary>θ, η, α computed from each token (true) or learned constants per head, independent of the input.</summary>
     public bool DataDependentGates { get; init; } = true;
     /// <summary>Upper bound of the inner learning rate: θ_t = θ_max σ(x_t w_θ).</summary>
@@ -59,6 +64,8 @@ public sealed record NeuralMemoryConfig
 
     [JsonIgnore] public int HeadDim => ModelDim / Heads;
     [JsonIgnore] public int HiddenDim => Depth == 1 ? HeadDim : Expansion * HeadDim;
+    /// <summary>Forgetting gates per head and token: 1, or Σ_l out_l with channel-wise forgetting.</summary>
+    [JsonIgnore] public int ForgettingChannels => ChannelwiseForgetting ? LayerShapes.Sum(s => s.Out) : 1;
 
     /// <summary>(out, in) of each memory layer W^(l), l = 1..L_M.</summary>
     [JsonIgnore]
@@ -89,6 +96,8 @@ public sealed record NeuralMemoryConfig
             $"must lie strictly between 0 and MaxInnerLearningRate ({MaxInnerLearningRate}), got {InitialInnerLearningRate}");
         Require(InitialMomentum > 0 && InitialMomentum < 1, nameof(InitialMomentum), $"must lie in (0, 1), got {InitialMomentum}");
         Require(InitialForgetting > 0 && InitialForgetting < 1, nameof(InitialForgetting), $"must lie in (0, 1), got {InitialForgetting}");
+        Require(!ChannelwiseForgetting || Forgetting, nameof(ChannelwiseForgetting),
+            "asks for per-channel forgetting while Forgetting is off; turn Forgetting on or ChannelwiseForgetting off");
         Require(Enum.IsDefined(Activation), nameof(Activation), $"unknown value {Activation}");
         Require(Enum.IsDefined(OutputGate), nameof(OutputGate), $"unknown value {OutputGate}");
         Require(Enum.IsDefined(Algorithm), nameof(Algorithm), $"unknown value {Algorithm}");

@@ -12,11 +12,11 @@ public static class NeuralMemoryCost
         double d = c.ModelDim, inner = c.Heads * c.HeadDim, t = length;
         double projections = 2 * t * d * inner * (c.OutputGate == OutputGate.None ? 3 : 4)  // q, k, v (, gate)
                              + 2 * t * inner * d                                               // output projection
-                             + (c.DataDependentGates ? 2 * t * d * 3 * c.Heads : 0)
+                             + (c.DataDependentGates ? 2 * t * d * (2 + c.ForgettingChannels) * c.Heads : 0)
                              + 2 * t * 3 * inner * c.ConvKernel;
 
         double b = c.ChunkSize, chunks = Math.Ceiling(t / b);
-        double perChunk = 2 * b * b * b; // C = (DA∘L)(DE∘L)
+        double perChunk = 2 * b * b * b * (c.ChannelwiseForgetting ? c.ForgettingChannels : 1); // C = (DA∘L)(DE∘L) per channel
         var shapes = c.LayerShapes;
         for (int l = 0; l < shapes.Count; l++)
         {

@@ -11,7 +11,7 @@ namespace Titans.Memory;
 public sealed class NeuralMemoryState : IDisposable
 {
     public MemoryWeights Memory { get; }
-    /// <summary>Keys and values of the pending tokens, [B, H, p, d_h], and their gates, [B, H, p].</summary>
+    /// <summary>Keys and values of the pending tokens, [B, H, p, d_h], and their gates, [B, H, p] (and [B, H, p, out_l]).</summary>
     public Tensor PendingKeys { get; }
     public Tensor PendingValues { get; }
     public MemoryGates PendingGates { get; }
@@ -41,16 +41,17 @@ public sealed class NeuralMemoryState : IDisposable
             foreach (var t in Memory.Tensors) yield return t;
             yield return PendingKeys;
             yield return PendingValues;
-            yield return PendingGates.Theta;
-            yield return PendingGates.LogDecay;
-            yield return PendingGates.LogEta;
+            foreach (var t in PendingGates.Tensors) yield return t;
             if (ConvCache is not null) yield return ConvCache;
         }
     }
 
     /// <summary>Cuts the autograd history (truncated back-propagation through a long stream).</summary>
     public NeuralMemoryState Detach() => new(Memory.Detach(), PendingKeys.detach(), PendingValues.detach(),
-        new MemoryGates(PendingGates.Theta.detach(), PendingGates.LogDecay.detach(), PendingGates.LogEta.detach()),
+        new MemoryGates(PendingGates.Theta.detach(), PendingGates.LogDecay.detach(), PendingGates.LogEta.detach())
+        {
+            ChannelLogDecay = PendingGates.ChannelLogDecay?.Select(c => c.detach()).ToArray(),
+        },
         ConvCache?.detach(), Position);
 
     /// <summary>

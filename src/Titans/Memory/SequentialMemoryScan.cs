@@ -22,6 +22,7 @@ public static class SequentialMemoryScan
         MemoryWeights boundary = state;
         long boundaryTokens = 0;
         var outputs = new List<Tensor>();
+        Tensor[] layerDecay = Enumerable.Range(0, state.Depth).Select(gates.LayerLogDecay).ToArray(); // [B,H,T,C], C = 1 or out_l
 
         for (long start = 0; start < length; start += chunkSize)
         {
@@ -30,9 +31,10 @@ public static class SequentialMemoryScan
             for (long t = start; t < start + size; t++)
             {
                 Tensor[] grads = InnerGradient(mlp, chunkStart, keys.narrow(2, t, 1), values.narrow(2, t, 1), outerGradients);
-                Tensor theta = Gate(gates.Theta, t), eta = Gate(gates.LogEta, t).exp(), retain = Gate(gates.LogDecay, t).exp();
+                Tensor theta = Gate(gates.Theta, t), eta = Gate(gates.LogEta, t).exp();
                 momentum = momentum.Zip(grads, (s, u) => eta * s - theta * u).ToArray();
-                weights = weights.Zip(momentum, (w, s) => retain * w + s).ToArray();
+                // (1 − α_t) per row of W^(l): [B, H, C, 1] with C = 1 (scalar gate) or out_l (channel-wise).
+                weights = weights.Select((w, l) => layerDecay[l].select(2, t).exp().unsqueeze(-1) * w + momentum[l]).ToArray();
                 outputs.Add(mlp.Forward(weights, queries.narrow(2, t, 1)));
             }
             if (size == chunkSize)

@@ -89,6 +89,36 @@ public class MemoryScanTests
         Assert.Equal(35, chunked.BoundaryTokens);
     }
 
+    [Theory]
+    [InlineData(1, 1)]
+    [InlineData(2, 1)]
+    [InlineData(2, 5)]
+    [InlineData(3, 5)]
+    public void ChannelwiseForgettingChunkedEqualsReference(int depth, int chunk)
+    {
+        using var scope = NewDisposeScope();
+        var (mlp, q, k, v, gates, state) = Setup(30, 23, depth);
+        gates = gates with { ChannelLogDecay = ChannelDecay(33, Batch, Heads, 23, Shapes(depth, (int)Dim)) };
+        var reference = SequentialMemoryScan.Scan(mlp, q, k, v, gates, state, chunk);
+        var chunked = ChunkedMemoryScan.Scan(mlp, q, k, v, gates, state, chunk);
+        AssertClose(reference.Outputs, chunked.Outputs, 1e-12, "outputs");
+        AssertClose(reference.Final, chunked.Final, 1e-12, "final state");
+        AssertClose(reference.Boundary, chunked.Boundary, 1e-12, "boundary state");
+    }
+
+    [Fact]
+    public void ChannelwiseForgettingWithEqualChannelsIsTheScalarGate()
+    {
+        using var scope = NewDisposeScope();
+        var (mlp, q, k, v, gates, state) = Setup(34, 13);
+        var channels = Shapes(2, (int)Dim).Select(s => gates.LogDecay.unsqueeze(-1).expand(-1, -1, -1, s.Out).clone()).ToArray();
+        var channelwise = gates with { LogDecay = zeros_like(gates.LogDecay), ChannelLogDecay = channels };
+        var scalar = ChunkedMemoryScan.Scan(mlp, q, k, v, gates, state, 4);
+        var perChannel = ChunkedMemoryScan.Scan(mlp, q, k, v, channelwise, state, 4);
+        AssertClose(scalar.Outputs, perChannel.Outputs, 1e-12, "outputs");
+        AssertClose(scalar.Final, perChannel.Final, 1e-12, "final state");
+    }
+
     [Fact]
     public void ChunkedMiniBatchDiffersFromTokenByToken()
     {
@@ -189,7 +219,8 @@ public class MemoryScanTests
         // Autograd through the dual form == autograd through autograd (create_graph) in the reference.
         using var scope = NewDisposeScope();
         var (mlp, q, k, v, gates, state) = Setup(24, 9);
-        var leaves = new[] { q, k, v, gates.Theta, gates.LogDecay, gates.LogEta }.Concat(state.Tensors).Concat(new[] { mlp.LnWeight!, mlp.LnBias! })
+        gates = gates with { ChannelLogDecay = ChannelDecay(28, Batch, Heads, 9, Shapes(2, (int)Dim)) };
+        var leaves = gates.Tensors.Concat(new[] { q, k, v }).Concat(state.Tensors).Concat(new[] { mlp.LnWeight!, mlp.LnBias! })
             .Select(t => t.requires_grad_(true)).ToArray();
         var probe = Normal(Seeded(27), Batch, Heads, 9, Dim);
 

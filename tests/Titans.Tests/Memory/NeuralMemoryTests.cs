@@ -26,10 +26,11 @@ public class NeuralMemoryTests
     [InlineData(MemoryAlgorithm.Chunked, 4)]
     [InlineData(MemoryAlgorithm.Chunked, 16)]
     [InlineData(MemoryAlgorithm.Sequential, 3)]
-    public void StreamingInRandomPiecesEqualsOnePass(MemoryAlgorithm algorithm, int chunk)
+    [InlineData(MemoryAlgorithm.Chunked, 5, true)]
+    public void StreamingInRandomPiecesEqualsOnePass(MemoryAlgorithm algorithm, int chunk, bool channelwise = false)
     {
         using var scope = NewDisposeScope();
-        var memory = Build(Tiny(chunk) with { Algorithm = algorithm });
+        var memory = Build(Tiny(chunk) with { Algorithm = algorithm, ChannelwiseForgetting = channelwise });
         Tensor x = Normal(Seeded(2), 2, 41, 8);
         var (whole, wholeState) = memory.Forward(x, null);
 
@@ -79,11 +80,13 @@ public class NeuralMemoryTests
         Assert.True((a.narrow(1, 7, 6) - b.narrow(1, 7, 6)).abs().max().item<double>() > 1e-6, "later outputs must change");
     }
 
-    [Fact]
-    public void OuterGradientsReachEveryParameter()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void OuterGradientsReachEveryParameter(bool channelwise)
     {
         using var scope = NewDisposeScope();
-        var memory = Build(Tiny());
+        var memory = Build(Tiny() with { ChannelwiseForgetting = channelwise });
         Tensor x = Normal(Seeded(7), 2, 19, 8);
         memory.forward(x).square().sum().backward();
         foreach (var (name, p) in memory.named_parameters())
@@ -154,7 +157,8 @@ public class NeuralMemoryTests
                      Tiny() with { ConvKernel = 0 }, Tiny() with { DataDependentGates = false },
                      Tiny() with { ResidualLayerNorm = false }, Tiny() with { Activation = MemoryActivation.Silu },
                      Tiny() with { OutputGate = OutputGate.None }, Tiny() with { OutputGate = OutputGate.Sigmoid },
-                     Tiny() with { Depth = 4 },
+                     Tiny() with { Depth = 4 }, Tiny() with { ChannelwiseForgetting = true },
+                     Tiny() with { ChannelwiseForgetting = true, DataDependentGates = false, Depth = 1 },
                  })
         {
             var memory = Build(config);
@@ -199,6 +203,7 @@ public class NeuralMemoryTests
     [InlineData("{\"MaxInnerLearningRate\": -1}", "MaxInnerLearningRate")]
     [InlineData("{\"Activation\": \"Tanh\"}", "Activation")]
     [InlineData("{\"Depth\": ", "Malformed")]
+    [InlineData("{\"ChannelwiseForgetting\": true, \"Forgetting\": false}", "ChannelwiseForgetting")]
     public void BadConfigurationIsRejectedWithItsName(string json, string named)
     {
         var error = Assert.Throws<ArgumentException>(() => NeuralMemoryConfig.FromJson(json));
