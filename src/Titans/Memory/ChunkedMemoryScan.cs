@@ -15,7 +15,7 @@ public static class ChunkedMemoryScan
     /// <param name="queries">[B, H, T, d_h]</param>
     /// <param name="keys">[B, H, T, d_h]</param>
     /// <param name="values">[B, H, T, d_h]</param>
-    /// <param name="gates">per token, [B, H, T]</param>
+    /// <param name="gates">per token, [B, H, T] (channel-wise forgetting: [B, H, T, out_l] per layer)</param>
     /// <param name="state">state at a chunk boundary</param>
     public static MemoryScanResult Scan(MemoryMlp mlp, Tensor queries, Tensor keys, Tensor values, MemoryGates gates,
         MemoryWeights state, int chunkSize)

@@ -105,13 +105,13 @@ public sealed class NeuralMemory : nn.Module<Tensor, Tensor>
             keys.narrow(2, scan.BoundaryTokens, rest).clone(),
             values.narrow(2, scan.BoundaryTokens, rest).clone(),
             gates.Slice(scan.BoundaryTokens, rest).Copy(),
-            inputs.ConvCache is null ? null : Own(inputs.ConvCache),
+            inputs.ConvCache,
             start.Position + length);
         scope.MoveToOuter(next.Tensors.Append(output));
         return (output, next);
 
         // A tensor of the caller's state carried over unchanged gets a handle of its own, so either can be disposed.
-        Tensor Own(Tensor t) => state is not null && state.Tensors.Contains(t) ? t.alias() : t;
+        Tensor Own(Tensor t) => state is not null && state.Tensors.Any(s => ReferenceEquals(s, t)) ? t.alias() : t;
     }
 
     /// <summary>Dispatches to the configured path; both compute the same function.</summary>
