@@ -138,7 +138,9 @@ public sealed class NeuralMemory : nn.Module<Tensor, Tensor>
         dtype ??= first.dtype;
         device ??= first.device;
         long h = Config.Heads, dh = Config.HeadDim;
-        var weights = initial_weights.Select(w => w.to(dtype.Value).unsqueeze(0).expand(batch, -1, -1, -1)).ToArray();
+        // A copy, not a view of W_0: a state must not change when an optimizer step later updates the parameter
+        // (clone is differentiable, so outer gradients still reach W_0).
+        var weights = initial_weights.Select(w => w.to(dtype.Value).unsqueeze(0).expand(batch, -1, -1, -1).clone()).ToArray();
         var momentum = weights.Select(w => zeros(w.shape, dtype: dtype, device: device)).ToArray();
         var empty = zeros(batch, h, 0, dtype: dtype, device: device);
         var gates = new MemoryGates(empty, empty.clone(), empty.clone())

@@ -170,6 +170,20 @@ public class NeuralMemoryTests
     }
 
     [Fact]
+    public void StateDoesNotChangeWhenParametersAreUpdatedLater()
+    {
+        // A stream paused inside its first chunk must not see an optimizer step taken afterwards.
+        using var scope = NewDisposeScope();
+        var memory = Build(Tiny(16));
+        Tensor x = Normal(Seeded(20), 1, 3, 8);
+        var (_, state) = memory.Forward(x, null);
+        Tensor before = state.Memory.Weights[0].clone();
+        using (no_grad())
+            foreach (var p in memory.parameters()) p.add_(1.0);
+        AssertClose(before, state.Memory.Weights[0], 0, "state weights after a parameter update");
+    }
+
+    [Fact]
     public void ShortInputStillWritesTheMemory()
     {
         // 3 tokens, chunk 16: the memory must still change, and a later piece must see it.
