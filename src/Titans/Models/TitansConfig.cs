@@ -1,0 +1,75 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Titans.Memory;
+
+namespace Titans.Models;
+
+/// <summary>The sequence mixer of every block (TITANS.md §4).</summary>
+[JsonConverter(typeof(JsonStringEnumConverter<Architecture>))]
+public enum Architecture
+{
+    /// <summary>Llama-style baseline: full causal attention.</summary>
+    TransformerPlusPlus,
+    /// <summary>Baseline: sliding-window causal attention only.</summary>
+    SlidingWindow,
+    /// <summary>Memory only (§4.4): the neural memory in place of attention; a pure recurrent model.</summary>
+    Lmm,
+}
+
+/// <summary>
+/// One serializable configuration of a language model: pre-norm residual blocks (RMSNorm), a sequence mixer chosen
+/// by <see cref="Architecture"/>, a SwiGLU feed-forward, and a language-model head.
+/// </summary>
+public sealed record TitansConfig
+{
+    public Architecture Architecture { get; init; } = Architecture.Lmm;
+    public int VocabSize { get; init; } = 256;
+    public int ModelDim { get; init; } = 64;
+    public int Layers { get; init; } = 2;
+    /// <summary>Attention heads (Transformer++ and sliding-window blocks).</summary>
+    public int Heads { get; init; } = 4;
+    /// <summary>Keys visible to each query in sliding-window attention, itself included.</summary>
+    public int Window { get; init; } = 64;
+    /// <summary>SwiGLU hidden width; 0 picks 8/3·d rounded up to a multiple of 16 (Llama).</summary>
+    public int FeedForwardDim { get; init; }
+    /// <summary>The neural memory of memory blocks; its ModelDim follows this config's.</summary>
+    public NeuralMemoryConfig Memory { get; init; } = new();
+
+    [JsonIgnore] public int FeedForwardWidth => FeedForwardDim > 0 ? FeedForwardDim : (8 * ModelDim / 3 + 15) / 16 * 16;
+    [JsonIgnore] public NeuralMemoryConfig MemoryConfig => Memory with { ModelDim = ModelDim };
+
+    public TitansConfig Validate()
+    {
+        Require(VocabSize >= 2, nameof(VocabSize), $"must be at least 2, got {VocabSize}");
+        Require(ModelDim >= 1, nameof(ModelDim), $"must be at least 1, got {ModelDim}");
+        Require(Layers >= 1, nameof(Layers), $"must be at least 1, got {Layers}");
+        Require(FeedForwardDim >= 0, nameof(FeedForwardDim), $"must be 0 (automatic) or a width, got {FeedForwardDim}");
+        Require(Enum.IsDefined(Architecture), nameof(Architecture), $"unknown value {Architecture}");
+        if (Architecture is Architecture.TransformerPlusPlus or Architecture.SlidingWindow)
+        {
+            Require(Heads >= 1 && ModelDim % Heads == 0, nameof(Heads), $"{Heads} heads do not divide the model width {ModelDim}");
+            Require(ModelDim / Heads % 2 == 0, nameof(Heads), $"rotary positions need an even head width, got {ModelDim / Heads}");
+        }
+        if (Architecture == Architecture.SlidingWindow)
+            Require(Window >= 1, nameof(Window), $"must be at least 1 token, got {Window}");
+        if (Architecture == Architecture.Lmm) MemoryConfig.Validate();
+        return this;
+    }
+
+    static void Require(bool ok, string name, string problem)
+    {
+        if (!ok) throw new ArgumentException($"TitansConfig.{name} {problem}.", name);
+    }
+
+    static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true };
+
+    public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
+
+    public static TitansConfig FromJson(string json)
+    {
+        TitansConfig? config;
+        try { config = JsonSerializer.Deserialize<TitansConfig>(json, JsonOptions); }
+        catch (JsonException e) { throw new ArgumentException($"Malformed TitansConfig JSON: {e.Message}", nameof(json), e); }
+        return (config ?? throw new ArgumentException("TitansConfig JSON is null.", nameof(json))).Validate();
+    }
+}

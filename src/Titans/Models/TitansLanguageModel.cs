@@ -1,0 +1,64 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using Titans.Layers;
+using static TorchSharp.torch;
+
+namespace Titans.Models;
+
+/// <summary>
+/// A language model: token embedding, <see cref="TitansConfig.Layers"/> blocks, a final RMSNorm and a linear head.
+/// <see cref="Forward"/> takes and returns a <see cref="ModelState"/>, so a document can be scored or generated in
+/// pieces of any size with the same logits as in one pass.
+/// </summary>
+public sealed class TitansLanguageModel : nn.Module<Tensor, Tensor>
+{
+    public TitansConfig Config { get; }
+    readonly Embedding embedding;
+    readonly ModuleList<Block> blocks;
+    readonly RmsNorm norm;
+    readonly Linear head;
+
+    public TitansLanguageModel(string name, TitansConfig config) : base(name)
+    {
+        Config = config.Validate();
+        embedding = nn.Embedding(config.VocabSize, config.ModelDim);
+        blocks = new ModuleList<Block>(Enumerable.Range(0, config.Layers).Select(i => new Block($"block{i}", config)).ToArray());
+        norm = new RmsNorm("norm", config.ModelDim);
+        head = nn.Linear(config.ModelDim, config.VocabSize, hasBias: false);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor tokens)
+    {
+        var (logits, state) = Forward(tokens, null);
+        state.Dispose();
+        return logits;
+    }
+
+    /// <summary>tokens: [B, T] int64 ids → logits [B, T, vocab], and the state to continue from.</summary>
+    public (Tensor Logits, ModelState State) Forward(Tensor tokens, ModelState? state)
+    {
+        CheckTokens(tokens);
+        if (state is not null && state.Blocks.Count != blocks.Count)
+            throw new ArgumentException($"The state has {state.Blocks.Count} blocks, the model {blocks.Count}.", nameof(state));
+        using var scope = NewDisposeScope();
+        Tensor x = embedding.forward(tokens);
+        var states = new BlockState[blocks.Count];
+        for (int i = 0; i < blocks.Count; i++)
+            (x, states[i]) = blocks[i].Forward(x, state?.Blocks[i]);
+        Tensor logits = head.forward(norm.forward(x));
+        var next = new ModelState(states, (state?.Position ?? 0) + tokens.shape[1]);
+        scope.MoveToOuter(next.Tensors.Append(logits));
+        return (logits, next);
+    }
+
+    void CheckTokens(Tensor tokens)
+    {
+        if (tokens.dim() != 2 || tokens.dtype != ScalarType.Int64)
+            throw new ArgumentException($"Tokens must be an int64 tensor [batch, time], got {tokens.dtype} [{string.Join(", ", tokens.shape)}].", nameof(tokens));
+        if (tokens.numel() == 0) return;
+        long min = tokens.min().item<long>(), max = tokens.max().item<long>();
+        if (min < 0 || max >= Config.VocabSize)
+            throw new ArgumentException($"Token ids must lie in [0, {Config.VocabSize}), got {min}..{max}.", nameof(tokens));
+    }
+}

@@ -1,0 +1,111 @@
+using TorchSharp;
+using Titans.Memory;
+using Titans.Models;
+using static TorchSharp.torch;
+using static Titans.Tests.TestTensors;
+
+namespace Titans.Tests.Models;
+
+/// <summary>The language model around each mixer: causality, streaming, gradients, configuration, bad input.</summary>
+public class LanguageModelTests
+{
+    static TitansConfig Tiny(Architecture architecture) => new()
+    {
+        Architecture = architecture, VocabSize = 32, ModelDim = 16, Layers = 2, Heads = 2, Window = 5,
+        Memory = new NeuralMemoryConfig { Heads = 2, Depth = 2, Expansion = 2, ChunkSize = 4 },
+    };
+
+    static TitansLanguageModel Build(Architecture architecture)
+    {
+        manual_seed(1);
+        var model = new TitansLanguageModel("model", Tiny(architecture));
+        model.to(F64);
+        return model;
+    }
+
+    static Tensor Tokens(long seed, long batch, long length) =>
+        randint(0, 32, new long[] { batch, length }, dtype: ScalarType.Int64, generator: Seeded(seed));
+
+    public static TheoryData<Architecture> Architectures() =>
+        new(Enum.GetValues<Architecture>());
+
+    [Theory]
+    [MemberData(nameof(Architectures))]
+    public void LogitsAtTDoNotDependOnLaterTokens(Architecture architecture)
+    {
+        using var scope = NewDisposeScope();
+        var model = Build(architecture);
+        Tensor tokens = Tokens(2, 2, 19), changed = tokens.clone();
+        changed[.., 11..] = Tokens(3, 2, 8);
+        Tensor a = model.forward(tokens), b = model.forward(changed);
+        AssertClose(a.narrow(1, 0, 11), b.narrow(1, 0, 11), 1e-12, "logits before the change");
+        Assert.True((a.narrow(1, 11, 8) - b.narrow(1, 11, 8)).abs().max().item<double>() > 1e-6);
+    }
+
+    [Theory]
+    [MemberData(nameof(Architectures))]
+    public void StreamingInPiecesEqualsWhole(Architecture architecture)
+    {
+        using var scope = NewDisposeScope();
+        var model = Build(architecture);
+        Tensor tokens = Tokens(4, 2, 27);
+        Tensor whole = model.forward(tokens);
+        var pieces = new List<Tensor>();
+        ModelState? state = null;
+        foreach (var (start, size) in new (long, long)[] { (0, 3), (3, 1), (4, 7), (11, 2), (13, 9), (22, 5) })
+        {
+            var (logits, next) = model.Forward(tokens.narrow(1, start, size), state);
+            state?.Dispose();
+            pieces.Add(logits);
+            state = next;
+        }
+        AssertClose(whole, cat(pieces, 1), 1e-12, "logits");
+        Assert.Equal(27, state!.Position);
+    }
+
+    [Theory]
+    [MemberData(nameof(Architectures))]
+    public void GradientsReachEveryParameter(Architecture architecture)
+    {
+        using var scope = NewDisposeScope();
+        var model = Build(architecture);
+        Tensor tokens = Tokens(5, 2, 13);
+        Tensor logits = model.forward(tokens.narrow(1, 0, 12));
+        nn.functional.cross_entropy(logits.reshape(-1, 32), tokens.narrow(1, 1, 12).reshape(-1)).backward();
+        foreach (var (name, p) in model.named_parameters())
+        {
+            Assert.True(p.grad is not null && p.grad.isfinite().all().item<bool>(), $"{name}: missing or non-finite gradient");
+            Assert.True(p.grad!.abs().max().item<double>() > 0, $"{name}: zero gradient");
+        }
+    }
+
+    [Fact]
+    public void ConfigurationRoundTripsThroughJson()
+    {
+        var config = Tiny(Architecture.SlidingWindow) with { Window = 7, FeedForwardDim = 40 };
+        var back = TitansConfig.FromJson(config.ToJson());
+        Assert.Equal(config with { Memory = null! }, back with { Memory = null! });
+        Assert.Equal(config.Memory, back.Memory);
+    }
+
+    [Theory]
+    [InlineData("{\"Layers\": 0}", "Layers")]
+    [InlineData("{\"Architecture\": \"TransformerPlusPlus\", \"ModelDim\": 10, \"Heads\": 4}", "Heads")]
+    [InlineData("{\"Architecture\": \"SlidingWindow\", \"Window\": 0}", "Window")]
+    [InlineData("{\"Architecture\": \"Lmm\", \"Memory\": {\"Depth\": 0}}", "Depth")]
+    [InlineData("{\"Architecture\": \"Nope\"}", "Malformed")]
+    public void BadConfigurationIsRejectedWithItsName(string json, string named)
+    {
+        var error = Assert.Throws<ArgumentException>(() => TitansConfig.FromJson(json));
+        Assert.Contains(named, error.Message);
+    }
+
+    [Fact]
+    public void TokensOutsideTheVocabularyAreRejected()
+    {
+        using var scope = NewDisposeScope();
+        var model = Build(Architecture.Lmm);
+        Assert.Contains("[0, 32)", Assert.Throws<ArgumentException>(() => model.forward(tensor(new long[,] { { 1, 32 } }))).Message);
+        Assert.Contains("int64", Assert.Throws<ArgumentException>(() => model.forward(zeros(1, 3))).Message);
+    }
+}
