@@ -23,7 +23,7 @@ public sealed record AttentionCache(Tensor Keys, Tensor Values, long Position) :
 /// time and memory are O(T·w), never a T×T mask. Without a window it is full causal attention through libtorch's
 /// scaled-dot-product attention. A cache makes pieces of a stream equal the whole.
 /// </summary>
-public sealed class CausalAttention : nn.Module<Tensor, Tensor>
+public sealed class CausalAttention : StreamingModule<AttentionCache>
 {
     readonly Linear q_proj, k_proj, v_proj, o_proj;
     public int Heads { get; }
@@ -46,15 +46,8 @@ public sealed class CausalAttention : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x)
-    {
-        var (y, cache) = Forward(x, null);
-        cache.Dispose();
-        return y;
-    }
-
     /// <summary>x: [B, T, d] continuing <paramref name="cache"/> (null: a sequence start). The cache is not modified.</summary>
-    public (Tensor Output, AttentionCache Cache) Forward(Tensor x, AttentionCache? cache)
+    public override (Tensor Output, AttentionCache State) Forward(Tensor x, AttentionCache? cache)
     {
         using var scope = NewDisposeScope();
         long batch = x.shape[0], length = x.shape[1], offset = cache?.Position ?? 0;

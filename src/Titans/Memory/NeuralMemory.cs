@@ -14,7 +14,7 @@ public sealed record MemoryInputs(Tensor Queries, Tensor Keys, Tensor Values, Me
 /// state is an outer-loop parameter: the projections, convolution, gates, initial memory weights W_0, the
 /// LayerNorm of the wrapper, and the output norm, gate and projection.
 /// </summary>
-public sealed class NeuralMemory : nn.Module<Tensor, Tensor>
+public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
 {
     public NeuralMemoryConfig Config { get; }
 
@@ -68,18 +68,11 @@ public sealed class NeuralMemory : nn.Module<Tensor, Tensor>
     /// <summary>The memory as a function of explicit weights, with this module's wrapper parameters.</summary>
     public MemoryMlp Mlp => new(Config.Activation, Config.ResidualLayerNorm, ln_weight, ln_bias);
 
-    public override Tensor forward(Tensor x)
-    {
-        var (output, state) = Forward(x, null);
-        state.Dispose();
-        return output;
-    }
-
     /// <summary>
     /// Runs the memory over x ([B, T, d]) starting from <paramref name="state"/> (null: a fresh sequence) and returns
     /// the outputs ([B, T, d]) and the state to continue from. The given state is not modified or disposed.
     /// </summary>
-    public (Tensor Output, NeuralMemoryState State) Forward(Tensor x, NeuralMemoryState? state)
+    public override (Tensor Output, NeuralMemoryState State) Forward(Tensor x, NeuralMemoryState? state)
     {
         CheckInput(x, state);
         using var scope = NewDisposeScope();

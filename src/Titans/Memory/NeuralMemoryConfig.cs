@@ -1,5 +1,5 @@
-using System.Text.Json;
 using System.Text.Json.Serialization;
+using Titans.Runtime;
 
 namespace Titans.Memory;
 
@@ -104,21 +104,10 @@ public sealed record NeuralMemoryConfig
         return this;
     }
 
-    static void Require(bool ok, string name, string problem)
-    {
-        if (!ok) throw new ArgumentException($"NeuralMemoryConfig.{name} {problem}.", name);
-    }
+    static void Require(bool ok, string name, string problem) => ConfigJson.Require<NeuralMemoryConfig>(ok, name, problem);
 
-    static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true };
-
-    public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
+    public string ToJson() => ConfigJson.Serialize(this);
 
     /// <summary>Parses and validates; a malformed document or an impossible value throws with the reason.</summary>
-    public static NeuralMemoryConfig FromJson(string json)
-    {
-        NeuralMemoryConfig? config;
-        try { config = JsonSerializer.Deserialize<NeuralMemoryConfig>(json, JsonOptions); }
-        catch (JsonException e) { throw new ArgumentException($"Malformed NeuralMemoryConfig JSON: {e.Message}", nameof(json), e); }
-        return (config ?? throw new ArgumentException("NeuralMemoryConfig JSON is null.", nameof(json))).Validate();
-    }
+    public static NeuralMemoryConfig FromJson(string json) => ConfigJson.Parse<NeuralMemoryConfig>(json, c => c.Validate());
 }

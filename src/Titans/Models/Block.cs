@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace Titans.Models;
 
 /// <summary>Pre-norm residual block: h = x + mixer(RMSNorm(x)); y = h + SwiGLU(RMSNorm(h)).</summary>
-public sealed class Block : nn.Module<Tensor, Tensor>
+public sealed class Block : StreamingModule<BlockState>
 {
     readonly RmsNorm mixer_norm, ffn_norm;
     readonly CausalAttention? attention;
@@ -35,14 +35,7 @@ public sealed class Block : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x)
-    {
-        var (y, state) = Forward(x, null);
-        state.Dispose();
-        return y;
-    }
-
-    public (Tensor Output, BlockState State) Forward(Tensor x, BlockState? state)
+    public override (Tensor Output, BlockState State) Forward(Tensor x, BlockState? state)
     {
         Tensor normed = mixer_norm.forward(x);
         Tensor mixed;

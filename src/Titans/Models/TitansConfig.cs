@@ -1,5 +1,5 @@
-using System.Text.Json;
 using System.Text.Json.Serialization;
+using Titans.Runtime;
 using Titans.Memory;
 
 namespace Titans.Models;
@@ -56,20 +56,10 @@ public sealed record TitansConfig
         return this;
     }
 
-    static void Require(bool ok, string name, string problem)
-    {
-        if (!ok) throw new ArgumentException($"TitansConfig.{name} {problem}.", name);
-    }
+    static void Require(bool ok, string name, string problem) => ConfigJson.Require<TitansConfig>(ok, name, problem);
 
-    static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true };
+    public string ToJson() => ConfigJson.Serialize(this);
 
-    public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
-
-    public static TitansConfig FromJson(string json)
-    {
-        TitansConfig? config;
-        try { config = JsonSerializer.Deserialize<TitansConfig>(json, JsonOptions); }
-        catch (JsonException e) { throw new ArgumentException($"Malformed TitansConfig JSON: {e.Message}", nameof(json), e); }
-        return (config ?? throw new ArgumentException("TitansConfig JSON is null.", nameof(json))).Validate();
-    }
+    /// <summary>Parses and validates; a malformed document or an impossible value throws with the reason.</summary>
+    public static TitansConfig FromJson(string json) => ConfigJson.Parse<TitansConfig>(json, c => c.Validate());
 }

@@ -10,7 +10,7 @@ namespace Titans.Models;
 /// <see cref="Forward"/> takes and returns a <see cref="ModelState"/>, so a document can be scored or generated in
 /// pieces of any size with the same logits as in one pass.
 /// </summary>
-public sealed class TitansLanguageModel : nn.Module<Tensor, Tensor>
+public sealed class TitansLanguageModel : StreamingModule<ModelState>
 {
     public TitansConfig Config { get; }
     readonly Embedding embedding;
@@ -28,15 +28,8 @@ public sealed class TitansLanguageModel : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor tokens)
-    {
-        var (logits, state) = Forward(tokens, null);
-        state.Dispose();
-        return logits;
-    }
-
     /// <summary>tokens: [B, T] int64 ids → logits [B, T, vocab], and the state to continue from.</summary>
-    public (Tensor Logits, ModelState State) Forward(Tensor tokens, ModelState? state)
+    public override (Tensor Output, ModelState State) Forward(Tensor tokens, ModelState? state)
     {
         CheckTokens(tokens);
         if (state is not null && state.Blocks.Count != blocks.Count)
