@@ -10,8 +10,8 @@ namespace Titans.Cli.Benchmarks;
 
 /// <summary>
 /// `titans bench stream`: a long sequence through a small memory, piece by piece with the carried state, at inference.
-/// Reports throughput and resident memory as the stream grows (it must stay flat), and checks every output and
-/// state for non-finite values.
+/// Reports throughput and resident memory as the stream grows (it must stay flat), and checks every output for
+/// non-finite values (the module checks its state itself).
 /// </summary>
 public static class StreamBenchmark
 {
@@ -41,7 +41,8 @@ public static class StreamBenchmark
                 {
                     Tensor x = randn(new long[] { 1, size, width }, generator: generator).to(device);
                     (Tensor y, next) = memory.Forward(x, state);
-                    if (!y.isfinite().all().item<bool>() || next.Tensors.Any(t => !t.isfinite().all().item<bool>())) nonFinite++;
+                    // Forward itself stops with an error if the memory state goes non-finite; the output is checked here.
+                    if (!y.isfinite().all().item<bool>()) nonFinite++;
                     next.DetachFromDisposeScope();
                 }
                 state?.Dispose();

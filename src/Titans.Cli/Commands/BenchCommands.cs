@@ -27,7 +27,7 @@ public static class BenchCommands
         {
             var options = new MemoryBenchmark.Options(parse.GetValue(quick), parse.GetValue(width), parse.GetValue(heads),
                 parse.GetValue(repeats), device);
-            MemoryBenchmark.Run(options, parse.GetValue(output), "./titans " + string.Join(' ', parse.Tokens.Select(t => t.Value)));
+            MemoryBenchmark.Run(options, parse.GetValue(output), CommonOptions.CommandLine(parse));
             return 0;
         }));
         return command;
@@ -44,7 +44,7 @@ public static class BenchCommands
         command.SetAction(parse => CommonOptions.Run(parse, device =>
         {
             StreamBenchmark.Run(parse.GetValue(tokens), parse.GetValue(piece), parse.GetValue(width), device, parse.GetValue(output),
-                "./titans " + string.Join(' ', parse.Tokens.Select(t => t.Value)));
+                CommonOptions.CommandLine(parse));
             return 0;
         }));
         return command;

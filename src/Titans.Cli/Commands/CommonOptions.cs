@@ -21,6 +21,9 @@ public static class CommonOptions
         Recursive = true,
     };
 
+    /// <summary>The command as the user typed it, for the "Produced by" line of result documents.</summary>
+    public static string CommandLine(ParseResult parse) => "./titans " + string.Join(' ', parse.Tokens.Select(t => t.Value));
+
     /// <summary>Applies the common options and runs the command; bad input ends with a one-line error, exit code 2.</summary>
     public static int Run(ParseResult parse, Func<torch.Device, int> body)
     {

@@ -30,7 +30,7 @@ public static class DemoCommands
             var options = new RecallOptions { Passes = parse.GetValue(passes), Seeds = parse.GetValue(seeds), Dim = parse.GetValue(dim) };
             if (options.Passes < 1 || options.Seeds < 1 || options.Dim < 2)
                 throw new ArgumentException("--passes and --seeds must be at least 1, --dim at least 2.");
-            RunMemory(options, parse.GetValue(output), "./titans " + string.Join(' ', parse.Tokens.Select(t => t.Value)));
+            RunMemory(options, parse.GetValue(output), CommonOptions.CommandLine(parse));
             return 0;
         }));
         return command;
@@ -54,10 +54,13 @@ public static class DemoCommands
         var table = new Table().Border(TableBorder.Rounded).AddColumn("pairs N");
         var variants = results.Select(r => r.Variant).Distinct().ToList();
         foreach (var v in variants) table.AddColumn(new TableColumn(v.Name).RightAligned());
-        foreach (int n in options.PairCounts)
-            table.AddRow(variants.Select(v => results.Single(r => r.Variant == v && r.Pairs == n))
-                .Select(r => r.RelativeError > 10 ? "[red]diverged[/]" : $"{r.RelativeError:F3} [grey]({r.LearningRate:G2})[/]")
-                .Prepend(n.ToString()).ToArray());
+        // One row per pair count; cells with console markup, or plain for the markdown document.
+        IEnumerable<string[]> Rows(bool markup) => options.PairCounts.Select(n => variants
+            .Select(v => results.Single(r => r.Variant == v && r.Pairs == n))
+            .Select(r => r.RelativeError > 10 ? (markup ? "[red]diverged[/]" : "diverged")
+                : markup ? $"{r.RelativeError:F3} [grey]({r.LearningRate:G2})[/]" : $"{r.RelativeError:F3} ({r.LearningRate:G2})")
+            .Prepend(n.ToString()).ToArray());
+        foreach (var row in Rows(markup: true)) table.AddRow(row);
         AnsiConsole.Write(table);
         AnsiConsole.MarkupLine($"[grey]{watch.Elapsed.TotalSeconds:F1} s on {Environment.ProcessorCount} cores.[/]");
         if (output is null) return;
@@ -69,11 +72,7 @@ public static class DemoCommands
                        string.Join("/", options.LearningRates) + $". linear: L_M = 1 (delta rule); deep: L_M = 2, hidden " +
                        $"{options.Expansion}·d_h, GELU; mom: η = {options.Momentum}; fgt: α = {options.Forgetting}. " +
                        "\"diverged\": error above 10 at every θ tried.")
-            .Table(variants.Select(v => v.Name).Prepend("pairs N").ToList(),
-                options.PairCounts.Select(n => (IReadOnlyList<string>)variants
-                    .Select(v => results.Single(r => r.Variant == v && r.Pairs == n))
-                    .Select(r => r.RelativeError > 10 ? "diverged" : $"{r.RelativeError:F3} ({r.LearningRate:G2})")
-                    .Prepend(n.ToString()).ToList()))
+            .Table(variants.Select(v => v.Name).Prepend("pairs N").ToList(), Rows(markup: false))
             .Save(output);
         AnsiConsole.MarkupLine($"Wrote {output}");
     }

@@ -199,19 +199,18 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
     /// </summary>
     void CheckFinite(MemoryScanResult scan, long position, long length)
     {
-        using var noGrad = no_grad();
-        bool finite = AllFinite(scan.Outputs) && scan.Final.Tensors.All(AllFinite);
-        if (!finite)
+        if (!AllFinite(scan.Outputs) || !scan.Final.Tensors.All(AllFinite))
             throw new InvalidOperationException(
                 $"The neural memory became non-finite while reading tokens {position}..{position + length - 1}: its inner " +
                 $"gradient descent diverged. Lower MaxInnerLearningRate (now {Config.MaxInnerLearningRate}), keep " +
                 "Forgetting on, or use the ResidualLayerNorm wrapper.");
+    }
 
-        static bool AllFinite(Tensor t)
-        {
-            using var all = t.isfinite().all();
-            return all.item<bool>();
-        }
+    static bool AllFinite(Tensor t)
+    {
+        using var noGrad = no_grad();
+        using var all = t.isfinite().all();
+        return all.item<bool>();
     }
 
     void CheckInput(Tensor x, NeuralMemoryState? state)
@@ -221,10 +220,8 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
                 $"NeuralMemory expects input of shape [batch, time, {Config.ModelDim}], got [{string.Join(", ", x.shape)}].", nameof(x));
         if (!x.is_floating_point())
             throw new ArgumentException($"NeuralMemory expects floating-point input, got {x.dtype}.", nameof(x));
-        using (no_grad())
-        using (var finite = x.isfinite().all())
-            if (!finite.item<bool>())
-                throw new ArgumentException("NeuralMemory input contains NaN or infinite values.", nameof(x));
+        if (!AllFinite(x))
+            throw new ArgumentException("NeuralMemory input contains NaN or infinite values.", nameof(x));
         if (state is not null && state.PendingKeys.shape[0] != x.shape[0])
             throw new ArgumentException(
                 $"The state is for a batch of {state.PendingKeys.shape[0]} sequences, the input has {x.shape[0]}.", nameof(state));
