@@ -22,20 +22,29 @@ public sealed record AttentionCache(Tensor Keys, Tensor Values, long Position) :
 /// query t sees keys t−w+1..t only, computed block by block: queries in blocks of w attend to a 2w-key slice, so
 /// time and memory are O(T·w), never a T×T mask. Without a window it is full causal attention through libtorch's
 /// scaled-dot-product attention. A cache makes pieces of a stream equal the whole.
+/// <para>
+/// Persistent memory (§4): N_p learned, input-independent tokens in the attention's input space. Their keys and values
+/// carry no rotary position and every query sees them, so a sliding window never drops them (the attention masks of
+/// the paper's Figure 3). They are recomputed from the parameters on every call, never cached.
+/// </para>
 /// </summary>
 public sealed class CausalAttention : StreamingModule<AttentionCache>
 {
     readonly Linear q_proj, k_proj, v_proj, o_proj;
+    readonly Parameter? persistent_memory; // [N_p, d]
     public int Heads { get; }
     public int HeadDim { get; }
     /// <summary>Keys visible to each query, itself included; null for full attention.</summary>
     public int? Window { get; }
+    /// <summary>The persistent memory tokens p_1..p_Np, [N_p, d]; null when there are none.</summary>
+    public Tensor? PersistentMemory => persistent_memory;
 
-    public CausalAttention(string name, int dim, int heads, int? window = null) : base(name)
+    public CausalAttention(string name, int dim, int heads, int? window = null, int persistentTokens = 0) : base(name)
     {
         if (heads < 1 || dim % heads != 0)
             throw new ArgumentException($"{heads} attention heads do not divide the width {dim}.", nameof(heads));
         if (window is < 1) throw new ArgumentException($"The attention window must be at least 1 token, got {window}.", nameof(window));
+        if (persistentTokens < 0) throw new ArgumentException($"Persistent tokens cannot be negative, got {persistentTokens}.", nameof(persistentTokens));
         Heads = heads;
         HeadDim = dim / heads;
         Window = window;
@@ -43,26 +52,51 @@ public sealed class CausalAttention : StreamingModule<AttentionCache>
         k_proj = nn.Linear(dim, dim, hasBias: false);
         v_proj = nn.Linear(dim, dim, hasBias: false);
         o_proj = nn.Linear(dim, dim, hasBias: false);
+        // Unit scale, like the RMS-normalized inputs they sit beside.
+        if (persistentTokens > 0) persistent_memory = new Parameter(randn(persistentTokens, dim));
         RegisterComponents();
     }
 
     /// <summary>x: [B, T, d] continuing <paramref name="cache"/> (null: a sequence start). The cache is not modified.</summary>
-    public override (Tensor Output, AttentionCache State) Forward(Tensor x, AttentionCache? cache)
+    public override (Tensor Output, AttentionCache State) Forward(Tensor x, AttentionCache? cache) => Forward(x, null, cache);
+
+    /// <summary>
+    /// As <see cref="Forward(Tensor, AttentionCache?)"/>, with one extra context token per position ([B, T, d], MAC's
+    /// retrieved memory): it has the rotary position of its own token, and query t sees context tokens 1..t. Only for
+    /// full attention; the cache then holds the context's keys and values too.
+    /// </summary>
+    public (Tensor Output, AttentionCache State) Forward(Tensor x, Tensor? context, AttentionCache? cache)
     {
+        if (context is not null && Window is not null)
+            throw new InvalidOperationException("Per-position context tokens need full attention, not a sliding window.");
         using var scope = NewDisposeScope();
         long batch = x.shape[0], length = x.shape[1], offset = cache?.Position ?? 0;
-        Tensor Heads_(Linear proj) => proj.forward(x).view(batch, length, Heads, HeadDim).transpose(1, 2);
-        Tensor q = RotaryEmbedding.Apply(Heads_(q_proj), offset);
-        Tensor k = RotaryEmbedding.Apply(Heads_(k_proj), offset);
-        Tensor v = Heads_(v_proj);
+        Tensor Heads_(Linear proj, Tensor input) => proj.forward(input).view(batch, length, Heads, HeadDim).transpose(1, 2);
+        Tensor q = RotaryEmbedding.Apply(Heads_(q_proj, x), offset);
+        Tensor k = RotaryEmbedding.Apply(Heads_(k_proj, x), offset);
+        Tensor v = Heads_(v_proj, x);
+        if (context is not null)
+        {
+            k = cat(new[] { RotaryEmbedding.Apply(Heads_(k_proj, context), offset), k }, 2);
+            v = cat(new[] { Heads_(v_proj, context), v }, 2);
+        }
         Tensor keys = cache is null ? k : cat(new[] { cache.Keys, k }, 2);
         Tensor values = cache is null ? v : cat(new[] { cache.Values, v }, 2);
+        var (sinkKeys, sinkValues) = Persistent(batch, x.dtype);
 
-        Tensor attended = Window is int w
-            ? WindowAttention(q, keys, values, w)
-            : cache is null
-                ? nn.functional.scaled_dot_product_attention(q, k, v, is_casual: true)
-                : nn.functional.scaled_dot_product_attention(q, keys, values, CausalMask(length, keys.shape[2], q));
+        Tensor attended;
+        if (Window is int w)
+            attended = WindowAttention(q, keys, values, w, sinkKeys, sinkValues);
+        else if (cache is null && context is null && sinkKeys is null)
+            attended = nn.functional.scaled_dot_product_attention(q, k, v, is_casual: true);
+        else
+        {
+            long cached = keys.shape[2] - k.shape[2], sinks = sinkKeys?.shape[2] ?? 0;
+            Tensor mask = CausalMask(length, sinks + cached, context is null ? 1 : 2, q);
+            attended = sinkKeys is null
+                ? nn.functional.scaled_dot_product_attention(q, keys, values, mask)
+                : nn.functional.scaled_dot_product_attention(q, cat(new[] { sinkKeys, keys }, 2), cat(new[] { sinkValues!, values }, 2), mask);
+        }
         Tensor y = o_proj.forward(attended.transpose(1, 2).reshape(batch, length, Heads * HeadDim));
 
         long keep = Window is int window ? Math.Min(window - 1, keys.shape[2]) : keys.shape[2];
@@ -72,19 +106,37 @@ public sealed class CausalAttention : StreamingModule<AttentionCache>
         return (y, next);
     }
 
-    /// <summary>Additive mask for T new queries over L keys whose last T are the queries' own: key j ≤ query's position.</summary>
-    static Tensor CausalMask(long queries, long keys, Tensor like)
+    /// <summary>Keys and values of the persistent memory, [B, H, N_p, d_h], without rotation; nulls when there is none.</summary>
+    (Tensor? Keys, Tensor? Values) Persistent(long batch, ScalarType dtype)
     {
-        Tensor allowed = ones(queries, keys, dtype: ScalarType.Bool, device: like.device).tril(keys - queries);
-        return zeros(queries, keys, dtype: like.dtype, device: like.device).masked_fill(allowed.logical_not(), double.NegativeInfinity);
+        if (persistent_memory is null) return (null, null);
+        long n = persistent_memory.shape[0];
+        Tensor Heads_(Linear proj) =>
+            proj.forward(persistent_memory.to(dtype)).view(1, n, Heads, HeadDim).transpose(1, 2).expand(batch, -1, -1, -1);
+        return (Heads_(k_proj), Heads_(v_proj));
+    }
+
+    /// <summary>
+    /// Additive mask for T new queries over <paramref name="visible"/> keys every query sees (persistent memory, cache),
+    /// then <paramref name="streams"/> groups of T keys aligned with the queries (context, then the queries' own),
+    /// each visible up to the query's position.
+    /// </summary>
+    static Tensor CausalMask(long queries, long visible, int streams, Tensor like)
+    {
+        Tensor causal = ones(queries, queries, dtype: ScalarType.Bool, device: like.device).tril();
+        var parts = new List<Tensor> { ones(queries, visible, dtype: ScalarType.Bool, device: like.device) };
+        for (int s = 0; s < streams; s++) parts.Add(causal);
+        Tensor allowed = cat(parts, 1);
+        return zeros(allowed.shape, dtype: like.dtype, device: like.device).masked_fill(allowed.logical_not(), double.NegativeInfinity);
     }
 
     /// <summary>
     /// q: [B, H, T, d_h]; keys/values: [B, H, p + T, d_h] where the first p (&lt; w) come from the cache. Queries are cut
     /// into blocks of w; block j needs keys from w − 1 before its first query to its last query, which lie in a slice
-    /// of 2w keys. A band mask keeps 0 ≤ q − k &lt; w, and keys before the stream's start are masked out.
+    /// of 2w keys. A band mask keeps 0 ≤ q − k &lt; w, and keys before the stream's start are masked out. Sink keys and
+    /// values ([B, H, N_p, d_h], the persistent memory) are visible to every query and share its softmax.
     /// </summary>
-    internal static Tensor WindowAttention(Tensor q, Tensor keys, Tensor values, int w)
+    internal static Tensor WindowAttention(Tensor q, Tensor keys, Tensor values, int w, Tensor? sinkKeys = null, Tensor? sinkValues = null)
     {
         long batch = q.shape[0], heads = q.shape[1], length = q.shape[2], dim = q.shape[3];
         long prefix = keys.shape[2] - length;
@@ -100,8 +152,18 @@ public sealed class CausalAttention : StreamingModule<AttentionCache>
         Tensor j = arange(blocks, device: q.device).view(blocks, 1, 1);
         Tensor started = (e.unsqueeze(0) + j * w) >= (w - prefix);                          // no key before the stream
         Tensor allowed = band.unsqueeze(0).logical_and(started);                           // [blocks, w, 2w]
-        Tensor weights = scores.masked_fill(allowed.logical_not(), double.NegativeInfinity).softmax(-1);
-        Tensor output = weights.matmul(Windows(values));                                   // [B, H, blocks, w, d_h]
+        scores = scores.masked_fill(allowed.logical_not(), double.NegativeInfinity);
+        Tensor output;
+        if (sinkKeys is null)
+            output = scores.softmax(-1).matmul(Windows(values));                           // [B, H, blocks, w, d_h]
+        else
+        {
+            long sinks = sinkKeys.shape[2];
+            Tensor sinkScores = qBlocks.matmul(sinkKeys.unsqueeze(2).transpose(-1, -2)) / Math.Sqrt(dim); // [B, H, blocks, w, N_p]
+            Tensor weights = cat(new[] { sinkScores, scores }, -1).softmax(-1);
+            output = weights.narrow(-1, 0, sinks).matmul(sinkValues!.unsqueeze(2))
+                + weights.narrow(-1, sinks, 2 * w).matmul(Windows(values));
+        }
         return output.view(batch, heads, blocks * w, dim).narrow(2, 0, length);
     }
 }

@@ -107,6 +107,17 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
         Tensor Own(Tensor t) => state is not null && state.Tensors.Any(s => ReferenceEquals(s, t)) ? t.alias() : t;
     }
 
+    /// <summary>
+    /// Retrieval without an update, M*(q) (TITANS.md §2, MAC's step 1): queries from x through this module's query path,
+    /// read with the given weights ([B, H, out, in] per layer), then the read-out. Returns [B, T, d] and the convolution
+    /// cache of x's stream (null without convolution).
+    /// </summary>
+    public (Tensor Output, Tensor? ConvCache) Read(Tensor x, IReadOnlyList<Tensor> weights, Tensor? convCache)
+    {
+        MemoryInputs inputs = Project(x, convCache);
+        return (ReadOut(Mlp.Forward(weights, inputs.Queries), x), inputs.ConvCache);
+    }
+
     /// <summary>Dispatches to the configured path; both compute the same function.</summary>
     public MemoryScanResult Scan(Tensor queries, Tensor keys, Tensor values, MemoryGates gates, MemoryWeights memory) =>
         Config.Algorithm switch

@@ -22,6 +22,25 @@ public enum MemoryAlgorithm
 }
 
 /// <summary>
+/// Named special cases of the memory (TITANS.md §4.5), each nothing but a setting of the switches below
+/// (<see cref="NeuralMemoryConfig.As"/>).
+/// </summary>
+[JsonConverter(typeof(JsonStringEnumConverter<MemoryVariant>))]
+public enum MemoryVariant
+{
+    /// <summary>The Titans memory: a deep MLP with momentum and forgetting (the configuration as given).</summary>
+    Titans,
+    /// <summary>A linear memory (L_M = 1, no LayerNorm wrapper) that keeps momentum and forgetting.</summary>
+    Linear,
+    /// <summary>The delta rule: linear memory, no momentum, no forgetting: M_t = M_{t−1} − θ_t ∇ℓ.</summary>
+    DeltaRule,
+    /// <summary>The gated delta rule: linear memory with forgetting, no momentum: M_t = (1 − α_t) M_{t−1} − θ_t ∇ℓ.</summary>
+    GatedDeltaRule,
+    /// <summary>TTT-MLP-like: a deep MLP memory trained by plain mini-batch gradient descent, no momentum, no forgetting.</summary>
+    TttMlp,
+}
+
+/// <summary>
 /// Configuration of one neural long-term memory module (TITANS.md §2). Every ablation of the paper is a switch here:
 /// linear memory (<see cref="Depth"/> = 1), no momentum, no forgetting, no convolution, fixed gates.
 /// </summary>
@@ -79,6 +98,17 @@ public sealed record NeuralMemoryConfig
             return shapes;
         }
     }
+
+    /// <summary>This configuration turned into one of the named special cases; other settings are kept.</summary>
+    public NeuralMemoryConfig As(MemoryVariant variant) => variant switch
+    {
+        MemoryVariant.Titans => this,
+        MemoryVariant.Linear => this with { Depth = 1, ResidualLayerNorm = false },
+        MemoryVariant.DeltaRule => this with { Depth = 1, ResidualLayerNorm = false, Momentum = false, Forgetting = false, ChannelwiseForgetting = false },
+        MemoryVariant.GatedDeltaRule => this with { Depth = 1, ResidualLayerNorm = false, Momentum = false, Forgetting = true },
+        MemoryVariant.TttMlp => this with { Depth = Math.Max(Depth, 2), Momentum = false, Forgetting = false, ChannelwiseForgetting = false },
+        _ => throw new ArgumentOutOfRangeException(nameof(variant), $"unknown memory variant {variant}"),
+    };
 
     /// <summary>Throws <see cref="ArgumentException"/> naming the first impossible value.</summary>
     public NeuralMemoryConfig Validate()

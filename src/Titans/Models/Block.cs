@@ -5,52 +5,146 @@ using static TorchSharp.torch;
 
 namespace Titans.Models;
 
-/// <summary>Pre-norm residual block: h = x + mixer(RMSNorm(x)); y = h + SwiGLU(RMSNorm(h)).</summary>
+/// <summary>
+/// Pre-norm residual block: h = x + mixer(RMSNorm(x)); y = h + SwiGLU(RMSNorm(h)). The mixer is the architecture
+/// (TITANS.md §4): attention (Transformer++, SWA), the neural memory (LMM), memory as context (MAC), memory as gate
+/// (MAG); MAL has two residual mixers, the memory layer and then sliding-window attention.
+/// </summary>
 public sealed class Block : StreamingModule<BlockState>
 {
+    readonly Architecture architecture;
+    readonly int segment;
+    // Field names are the checkpoint's tensor names.
     readonly RmsNorm mixer_norm, ffn_norm;
+    readonly RmsNorm? memory_norm;                          // MAL: pre-norm of the memory layer
+    readonly RmsNorm? attention_out_norm, memory_out_norm;  // MAG, MAC: normalization inside the gate
     readonly CausalAttention? attention;
     readonly NeuralMemory? memory;
     readonly SwiGlu ffn;
 
+    internal CausalAttention? Attention => attention;
+    internal NeuralMemory? Memory => memory;
+    internal RmsNorm? MemoryOutNorm => memory_out_norm;
+
     public Block(string name, TitansConfig config) : base(name)
     {
-        mixer_norm = new RmsNorm("mixer_norm", config.ModelDim);
-        ffn_norm = new RmsNorm("ffn_norm", config.ModelDim);
-        switch (config.Architecture)
-        {
-            case Architecture.TransformerPlusPlus:
-                attention = new CausalAttention("attention", config.ModelDim, config.Heads);
-                break;
-            case Architecture.SlidingWindow:
-                attention = new CausalAttention("attention", config.ModelDim, config.Heads, config.Window);
-                break;
-            case Architecture.Lmm:
-                memory = new NeuralMemory("memory", config.MemoryConfig);
-                break;
-            default:
-                throw new ArgumentOutOfRangeException(nameof(config), $"Architecture {config.Architecture} has no block yet.");
-        }
-        ffn = new SwiGlu("ffn", config.ModelDim, config.FeedForwardWidth);
+        architecture = config.Architecture;
+        segment = config.SegmentLength;
+        int d = config.ModelDim;
+        mixer_norm = new RmsNorm("mixer_norm", d);
+        ffn_norm = new RmsNorm("ffn_norm", d);
+        if (config.UsesAttention)
+            attention = new CausalAttention("attention", d, config.Heads, config.UsesWindow ? config.Window : null,
+                config.UsesPersistentMemory ? config.PersistentTokens : 0);
+        if (config.UsesMemory) memory = new NeuralMemory("memory", config.MemoryConfig);
+        if (architecture == Architecture.Mal) memory_norm = new RmsNorm("memory_norm", d);
+        if (architecture is Architecture.Mac or Architecture.Mag) memory_out_norm = new RmsNorm("memory_out_norm", d);
+        if (architecture == Architecture.Mag) attention_out_norm = new RmsNorm("attention_out_norm", d);
+        ffn = new SwiGlu("ffn", d, config.FeedForwardWidth);
         RegisterComponents();
     }
 
     public override (Tensor Output, BlockState State) Forward(Tensor x, BlockState? state)
     {
-        Tensor normed = mixer_norm.forward(x);
-        Tensor mixed;
+        Tensor h;
         BlockState next;
-        if (attention is not null)
+        switch (architecture)
         {
-            (mixed, var cache) = attention.Forward(normed, state?.Attention);
-            next = new BlockState(cache, null);
+            case Architecture.TransformerPlusPlus or Architecture.SlidingWindow:
+            {
+                var (mixed, cache) = attention!.Forward(mixer_norm.forward(x), state?.Attention);
+                (h, next) = (x + mixed, new BlockState(cache, null));
+                break;
+            }
+            case Architecture.Lmm:
+            {
+                var (mixed, memoryState) = memory!.Forward(mixer_norm.forward(x), state?.Memory);
+                (h, next) = (x + mixed, new BlockState(null, memoryState));
+                break;
+            }
+            case Architecture.Mac:
+            {
+                (Tensor mixed, next) = MemoryAsContext(mixer_norm.forward(x), state);
+                h = x + mixed;
+                break;
+            }
+            case Architecture.Mag:
+            {
+                Tensor normed = mixer_norm.forward(x);
+                var (attended, cache) = attention!.Forward(normed, state?.Attention);
+                var (remembered, memoryState) = memory!.Forward(normed, state?.Memory ?? PersistentPrefix(normed));
+                Tensor gated = attention_out_norm!.forward(attended) * memory_out_norm!.forward(remembered).sigmoid();
+                (h, next) = (x + gated, new BlockState(cache, memoryState));
+                break;
+            }
+            case Architecture.Mal:
+            {
+                Tensor normed = memory_norm!.forward(x);
+                var (remembered, memoryState) = memory!.Forward(normed, state?.Memory ?? PersistentPrefix(normed));
+                Tensor afterMemory = x + remembered;
+                var (attended, cache) = attention!.Forward(mixer_norm.forward(afterMemory), state?.Attention);
+                (h, next) = (afterMemory + attended, new BlockState(cache, memoryState));
+                break;
+            }
+            default:
+                throw new ArgumentOutOfRangeException(nameof(architecture), $"Architecture {architecture} has no block.");
         }
-        else
-        {
-            (mixed, var memoryState) = memory!.Forward(normed, state?.Memory);
-            next = new BlockState(null, memoryState);
-        }
-        Tensor h = x + mixed;
         return (h + ffn.forward(ffn_norm.forward(h)), next);
+    }
+
+    /// <summary>
+    /// MAG and MAL run the memory over [p ‖ x] (§4.2, §4.3): at a sequence start it first reads the persistent memory
+    /// tokens (their outputs are not used), so every sequence starts from W_0 updated on p. Null without persistent memory.
+    /// </summary>
+    NeuralMemoryState? PersistentPrefix(Tensor like)
+    {
+        if (attention!.PersistentMemory is not Tensor p) return null;
+        var (_, state) = memory!.Forward(p.to(like.dtype).unsqueeze(0).expand(like.shape[0], -1, -1), null);
+        return state;
+    }
+
+    /// <summary>
+    /// MAC (§4.1), segment by segment (segments are aligned to absolute positions, so a piece may start or end inside
+    /// one): (1) h = M*_{t−1}(q), a read of the memory as it was when the segment began; (2) attention over
+    /// [persistent ‖ h ‖ segment], where query i sees h_j and s_j for j ≤ i; (3) y = the attention output; (4) the
+    /// memory is updated with y (keys and values from y); (5) o = y ⊙ σ(norm(M_t(y))), the read of the updated memory.
+    /// Step 5 reads token i with the memory written up to token i (the memory's own causal read), since the memory
+    /// at the segment's end would show token i the segment's later tokens.
+    /// </summary>
+    internal (Tensor Output, BlockState State) MemoryAsContext(Tensor x, BlockState? state)
+    {
+        long length = x.shape[1];
+        NeuralMemoryState memoryState = state?.Memory ?? memory!.InitialState(x.shape[0], x.dtype, x.device);
+        IReadOnlyList<Tensor> segmentMemory = state?.SegmentMemory ?? memoryState.Memory.Weights;
+        AttentionCache? cache = state?.Attention;
+        Tensor? readConv = state?.ReadConvCache;
+        long position = memoryState.Position;
+        var outputs = new List<Tensor>();
+        for (long done = 0; done < length;)
+        {
+            long size = Math.Min(segment - position % segment, length - done);
+            Tensor piece = x.narrow(1, done, size);
+            (Tensor read, readConv) = memory!.Read(piece, segmentMemory, readConv);
+            (Tensor attended, cache) = attention!.Forward(piece, read, cache);
+            (Tensor remembered, memoryState) = memory.Forward(attended, memoryState);
+            outputs.Add(attended * memory_out_norm!.forward(remembered).sigmoid());
+            done += size;
+            position += size;
+            if (position % segment == 0)
+            {
+                // The segment is over: its attention context is dropped and the next segment reads what it wrote.
+                cache = null;
+                segmentMemory = memoryState.Memory.Weights;
+            }
+        }
+        // Tensors carried over unchanged from the caller's state get handles of their own, so either can be disposed.
+        var given = state?.Tensors.ToHashSet(ReferenceEqualityComparer.Instance) ?? new HashSet<object?>();
+        Tensor Own(Tensor t) => given.Contains(t) ? t.alias() : t;
+        var next = new BlockState(
+            cache is null ? null : cache with { Keys = Own(cache.Keys), Values = Own(cache.Values) },
+            memoryState,
+            segmentMemory.Select(w => given.Contains(w) || memoryState.Memory.Weights.Any(m => ReferenceEquals(m, w)) ? w.alias() : w).ToArray(),
+            readConv is null ? null : Own(readConv));
+        return (cat(outputs, 1), next);
     }
 }

@@ -1,26 +1,39 @@
 using Titans.Layers;
 using Titans.Memory;
+using static TorchSharp.torch;
 
 namespace Titans.Models;
 
-/// <summary>What one block carries between streaming calls: its attention cache or its memory state.</summary>
-public sealed record BlockState(AttentionCache? Attention, NeuralMemoryState? Memory) : IDisposable
+/// <summary>
+/// What one block carries between streaming calls. Attention blocks: the attention cache (bounded by the window;
+/// MAC: the current segment only). Memory blocks: the memory state. MAC also keeps the memory weights as they were
+/// at the start of the current segment (what its reads see) and the convolution cache of the read path's stream.
+/// </summary>
+public sealed record BlockState(
+    AttentionCache? Attention,
+    NeuralMemoryState? Memory,
+    IReadOnlyList<Tensor>? SegmentMemory = null,
+    Tensor? ReadConvCache = null) : IDisposable
 {
-    public IEnumerable<TorchSharp.torch.Tensor> Tensors =>
-        (Attention is null ? Enumerable.Empty<TorchSharp.torch.Tensor>() : new[] { Attention.Keys, Attention.Values })
-        .Concat(Memory?.Tensors ?? Enumerable.Empty<TorchSharp.torch.Tensor>());
+    public IEnumerable<Tensor> Tensors =>
+        (Attention is null ? Enumerable.Empty<Tensor>() : new[] { Attention.Keys, Attention.Values })
+        .Concat(Memory?.Tensors ?? Enumerable.Empty<Tensor>())
+        .Concat(SegmentMemory ?? Enumerable.Empty<Tensor>())
+        .Concat(ReadConvCache is null ? Enumerable.Empty<Tensor>() : new[] { ReadConvCache });
 
     public void Dispose()
     {
         Attention?.Dispose();
         Memory?.Dispose();
+        foreach (var t in SegmentMemory ?? Array.Empty<Tensor>()) t.Dispose();
+        ReadConvCache?.Dispose();
     }
 }
 
 /// <summary>The state of a whole model between streaming calls: one <see cref="BlockState"/> per block.</summary>
 public sealed record ModelState(IReadOnlyList<BlockState> Blocks, long Position) : IDisposable
 {
-    public IEnumerable<TorchSharp.torch.Tensor> Tensors => Blocks.SelectMany(b => b.Tensors);
+    public IEnumerable<Tensor> Tensors => Blocks.SelectMany(b => b.Tensors);
 
     public void Dispose()
     {

@@ -14,6 +14,12 @@ public enum Architecture
     SlidingWindow,
     /// <summary>Memory only (§4.4): the neural memory in place of attention; a pure recurrent model.</summary>
     Lmm,
+    /// <summary>Memory as Context (§4.1): per segment, read the memory, attend over [persistent ‖ read ‖ segment], write the attention output, gate with the updated memory.</summary>
+    Mac,
+    /// <summary>Memory as Gate (§4.2): sliding-window attention and the memory side by side, combined by a normalized gate.</summary>
+    Mag,
+    /// <summary>Memory as Layer (§4.3): a memory layer, then a sliding-window attention layer.</summary>
+    Mal,
 }
 
 /// <summary>
@@ -28,8 +34,12 @@ public sealed record TitansConfig
     public int Layers { get; init; } = 2;
     /// <summary>Attention heads (Transformer++ and sliding-window blocks).</summary>
     public int Heads { get; init; } = 4;
-    /// <summary>Keys visible to each query in sliding-window attention, itself included.</summary>
+    /// <summary>Keys visible to each query in sliding-window attention (SWA, MAG, MAL), itself included.</summary>
     public int Window { get; init; } = 64;
+    /// <summary>MAC's segment length C: the span of its attention, a multiple of the memory's chunk size.</summary>
+    public int SegmentLength { get; init; } = 32;
+    /// <summary>Persistent memory tokens N_p per block (MAC, MAG, MAL): learned, input independent, seen by every query.</summary>
+    public int PersistentTokens { get; init; } = 4;
     /// <summary>SwiGLU hidden width; 0 picks 8/3·d rounded up to a multiple of 16 (Llama).</summary>
     public int FeedForwardDim { get; init; }
     /// <summary>The neural memory of memory blocks; its ModelDim follows this config's.</summary>
@@ -37,6 +47,10 @@ public sealed record TitansConfig
 
     [JsonIgnore] public int FeedForwardWidth => FeedForwardDim > 0 ? FeedForwardDim : (8 * ModelDim / 3 + 15) / 16 * 16;
     [JsonIgnore] public NeuralMemoryConfig MemoryConfig => Memory with { ModelDim = ModelDim };
+    [JsonIgnore] public bool UsesAttention => Architecture != Architecture.Lmm;
+    [JsonIgnore] public bool UsesMemory => Architecture is not (Architecture.TransformerPlusPlus or Architecture.SlidingWindow);
+    [JsonIgnore] public bool UsesWindow => Architecture is Architecture.SlidingWindow or Architecture.Mag or Architecture.Mal;
+    [JsonIgnore] public bool UsesPersistentMemory => Architecture is Architecture.Mac or Architecture.Mag or Architecture.Mal;
 
     public TitansConfig Validate()
     {
@@ -45,14 +59,20 @@ public sealed record TitansConfig
         Require(Layers >= 1, nameof(Layers), $"must be at least 1, got {Layers}");
         Require(FeedForwardDim >= 0, nameof(FeedForwardDim), $"must be 0 (automatic) or a width, got {FeedForwardDim}");
         Require(Enum.IsDefined(Architecture), nameof(Architecture), $"unknown value {Architecture}");
-        if (Architecture is Architecture.TransformerPlusPlus or Architecture.SlidingWindow)
+        if (UsesAttention)
         {
             Require(Heads >= 1 && ModelDim % Heads == 0, nameof(Heads), $"{Heads} heads do not divide the model width {ModelDim}");
             Require(ModelDim / Heads % 2 == 0, nameof(Heads), $"rotary positions need an even head width, got {ModelDim / Heads}");
         }
-        if (Architecture == Architecture.SlidingWindow)
+        if (UsesWindow)
             Require(Window >= 1, nameof(Window), $"must be at least 1 token, got {Window}");
-        if (Architecture == Architecture.Lmm) MemoryConfig.Validate();
+        if (UsesPersistentMemory)
+            Require(PersistentTokens >= 0, nameof(PersistentTokens), $"must be 0 or more, got {PersistentTokens}");
+        if (UsesMemory) MemoryConfig.Validate();
+        if (Architecture == Architecture.Mac)
+            Require(SegmentLength >= 1 && SegmentLength % Memory.ChunkSize == 0, nameof(SegmentLength),
+                $"must be a positive multiple of the memory's chunk size {Memory.ChunkSize} (so each segment ends on a " +
+                $"chunk boundary and the next segment reads the memory it wrote), got {SegmentLength}");
         return this;
     }
 

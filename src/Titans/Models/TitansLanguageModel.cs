@@ -49,7 +49,8 @@ public sealed class TitansLanguageModel : StreamingModule<ModelState>
     {
         if (tokens.dim() != 2 || tokens.dtype != ScalarType.Int64)
             throw new ArgumentException($"Tokens must be an int64 tensor [batch, time], got {tokens.dtype} [{string.Join(", ", tokens.shape)}].", nameof(tokens));
-        if (tokens.numel() == 0) return;
+        if (tokens.numel() == 0)
+            throw new ArgumentException($"Tokens must hold at least one token, got [{string.Join(", ", tokens.shape)}].", nameof(tokens));
         long min = tokens.min().item<long>(), max = tokens.max().item<long>();
         if (min < 0 || max >= Config.VocabSize)
             throw new ArgumentException($"Token ids must lie in [0, {Config.VocabSize}), got {min}..{max}.", nameof(tokens));

@@ -8,10 +8,10 @@ namespace Titans.Tests.Layers;
 /// <summary>Short-term memory (TITANS.md §4): sliding-window and full causal attention, rotary positions, streaming.</summary>
 public class AttentionTests
 {
-    static CausalAttention Build(int? window, long seed = 1)
+    static CausalAttention Build(int? window, long seed = 1, int persistent = 0)
     {
         manual_seed(seed);
-        var attention = new CausalAttention("attention", 16, 2, window);
+        var attention = new CausalAttention("attention", 16, 2, window, persistent);
         attention.to(F64);
         return attention;
     }
@@ -119,10 +119,94 @@ public class AttentionTests
         Assert.NotEqual(Score(7, 3), Score(7, 4), 6);
     }
 
+    /// <summary>
+    /// The whole module written out with an explicit mask over [persistent ‖ context ‖ x]: persistent keys (no rotation)
+    /// visible to all, context token i and input token i (rotated at position i) visible to query j iff 0 ≤ j − i &lt; w.
+    /// </summary>
+    static Tensor NaiveModule(CausalAttention attention, Tensor x, Tensor? context, int? window)
+    {
+        var p = attention.named_parameters().ToDictionary(n => n.name, n => n.parameter);
+        long b = x.shape[0], t = x.shape[1], h = attention.Heads, dh = attention.HeadDim;
+        Tensor Split(Tensor input, string proj) => input.matmul(p[proj + ".weight"].t()).view(input.shape[0], -1, h, dh).transpose(1, 2);
+        Tensor q = RotaryEmbedding.Apply(Split(x, "q_proj"), 0);
+        var keys = new List<Tensor>();
+        var values = new List<Tensor>();
+        var masks = new List<Tensor>();
+        Tensor j = arange(t, dtype: ScalarType.Int64).view(t, 1), i = arange(t, dtype: ScalarType.Int64).view(1, t);
+        Tensor band = (j - i >= 0).logical_and(j - i < (window ?? int.MaxValue));
+        if (p.TryGetValue("persistent_memory", out var persistent))
+        {
+            keys.Add(Split(persistent.unsqueeze(0), "k_proj").expand(b, -1, -1, -1));
+            values.Add(Split(persistent.unsqueeze(0), "v_proj").expand(b, -1, -1, -1));
+            masks.Add(ones(t, persistent.shape[0], dtype: ScalarType.Bool));
+        }
+        foreach (var input in context is null ? new[] { x } : new[] { context, x })
+        {
+            keys.Add(RotaryEmbedding.Apply(Split(input, "k_proj"), 0));
+            values.Add(Split(input, "v_proj"));
+            masks.Add(band);
+        }
+        Tensor scores = q.matmul(cat(keys, 2).transpose(-1, -2)) / Math.Sqrt(dh);
+        Tensor attended = scores.masked_fill(cat(masks, 1).logical_not(), double.NegativeInfinity).softmax(-1).matmul(cat(values, 2));
+        return attended.transpose(1, 2).reshape(b, t, h * dh).matmul(p["o_proj.weight"].t());
+    }
+
+    [Theory]
+    [InlineData(null, 0)]
+    [InlineData(null, 3)]
+    [InlineData(1, 2)]
+    [InlineData(4, 3)]
+    [InlineData(30, 5)]
+    public void PersistentMemoryIsVisibleToEveryQuery(int? window, int persistent)
+    {
+        using var scope = NewDisposeScope();
+        var attention = Build(window, 11, persistent);
+        Tensor x = Normal(Seeded(12), 2, 19, 16);
+        AssertClose(NaiveModule(attention, x, null, window), attention.forward(x), 1e-12, "outputs");
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(3)]
+    public void ContextTokenIsVisibleFromItsOwnPosition(int persistent)
+    {
+        using var scope = NewDisposeScope();
+        var attention = Build(null, 13, persistent);
+        var g = Seeded(14);
+        Tensor x = Normal(g, 2, 17, 16), context = Normal(g, 2, 17, 16);
+        AssertClose(NaiveModule(attention, x, context, null), attention.Forward(x, context, null).Output, 1e-12, "outputs");
+    }
+
+    [Theory]
+    [InlineData(null, false)]
+    [InlineData(null, true)]
+    [InlineData(4, false)]
+    public void PersistentMemoryAndContextStreamInPieces(int? window, bool withContext)
+    {
+        using var scope = NewDisposeScope();
+        var attention = Build(window, 15, 3);
+        var g = Seeded(16);
+        Tensor x = Normal(g, 2, 23, 16), context = Normal(g, 2, 23, 16);
+        Tensor whole = attention.Forward(x, withContext ? context : null, null).Output;
+        var pieces = new List<Tensor>();
+        AttentionCache? cache = null;
+        foreach (var (start, size) in new (long, long)[] { (0, 5), (5, 1), (6, 9), (15, 8) })
+        {
+            var (y, next) = attention.Forward(x.narrow(1, start, size), withContext ? context.narrow(1, start, size) : null, cache);
+            cache?.Dispose();
+            pieces.Add(y);
+            cache = next;
+        }
+        AssertClose(whole, cat(pieces, 1), 1e-12, "outputs");
+    }
+
     [Fact]
     public void BadShapesAreRejected()
     {
         Assert.Throws<ArgumentException>(() => new CausalAttention("a", 10, 3));
         Assert.Throws<ArgumentException>(() => new CausalAttention("a", 16, 2, window: 0));
+        Assert.Throws<ArgumentException>(() => new CausalAttention("a", 16, 2, persistentTokens: -1));
+        using var x = zeros(1, 3, 16);
+        Assert.Throws<InvalidOperationException>(() => new CausalAttention("a", 16, 2, window: 4).Forward(x, x, null));
     }
 }

@@ -159,7 +159,7 @@ public class NeuralMemoryTests
                      Tiny() with { OutputGate = OutputGate.None }, Tiny() with { OutputGate = OutputGate.Sigmoid },
                      Tiny() with { Depth = 4 }, Tiny() with { ChannelwiseForgetting = true },
                      Tiny() with { ChannelwiseForgetting = true, DataDependentGates = false, Depth = 1 },
-                 })
+                 }.Concat(Enum.GetValues<MemoryVariant>().Select(v => Tiny().As(v))))
         {
             var memory = Build(config);
             var (whole, _) = memory.Forward(x, null);
@@ -167,6 +167,35 @@ public class NeuralMemoryTests
             var (second, _) = memory.Forward(x.narrow(1, 5, 6), state);
             AssertClose(whole, cat(new[] { first, second }, 1), 1e-12, config.ToString());
         }
+    }
+
+    [Theory]
+    [InlineData(MemoryVariant.DeltaRule)]
+    [InlineData(MemoryVariant.GatedDeltaRule)]
+    public void NamedVariantsAreTheRulesTheyName(MemoryVariant variant)
+    {
+        // Through the module, set by config alone: M_t = (1 − α_t) M_{t−1} − θ_t · 2 (M_{t−1} k_t − v_t) k_tᵀ, y_t = M_t q_t,
+        // with α = 0 for the delta rule; written by hand from the module's own q, k, v and gates.
+        using var scope = NewDisposeScope();
+        var memory = Build(Tiny(1).As(variant));
+        Tensor x = Normal(Seeded(30), 2, 9, 8);
+        var inputs = memory.Project(x, null);
+        Tensor decay = inputs.Gates.LogDecay.exp();
+        Assert.Equal(variant == MemoryVariant.DeltaRule, decay.eq(1).all().item<bool>());
+        Tensor m = memory.InitialState(2, F64).Memory.Weights[0];
+        var expected = new List<Tensor>();
+        for (long t = 0; t < 9; t++)
+        {
+            Tensor kt = inputs.Keys.select(2, t).unsqueeze(-1), vt = inputs.Values.select(2, t).unsqueeze(-1);
+            Tensor theta = inputs.Gates.Theta.select(2, t).unsqueeze(-1).unsqueeze(-1);
+            Tensor keep = decay.select(2, t).unsqueeze(-1).unsqueeze(-1);
+            m = keep * m - theta * 2 * (m.matmul(kt) - vt).matmul(kt.transpose(-1, -2));
+            expected.Add(m.matmul(inputs.Queries.select(2, t).unsqueeze(-1)).transpose(-1, -2));
+        }
+        var scan = memory.Scan(inputs.Queries, inputs.Keys, inputs.Values, inputs.Gates, memory.InitialState(2, F64).Memory);
+        AssertClose(cat(expected, 2), scan.Outputs, 1e-12, $"{variant} outputs");
+        AssertClose(m, scan.Final.Weights[0], 1e-12, $"{variant} memory");
+        Assert.Single(scan.Final.Weights);
     }
 
     [Fact]

@@ -11,7 +11,8 @@ public class LanguageModelTests
 {
     static TitansConfig Tiny(Architecture architecture) => new()
     {
-        Architecture = architecture, VocabSize = 32, ModelDim = 16, Layers = 2, Heads = 2, Window = 5,
+        Architecture = architecture, VocabSize = 32, ModelDim = 16, Layers = 2, Heads = 2, Window = 5, SegmentLength = 8,
+        PersistentTokens = 3,
         Memory = new NeuralMemoryConfig { Heads = 2, Depth = 2, Expansion = 2, ChunkSize = 4 },
     };
 
