@@ -9,9 +9,12 @@ public static class Program
     public static int Main(string[] args)
     {
         NativeAllocator.KeepFreedMemoryForReuse();
+        // Redirected output (logs, CI) gets 80 columns by default, which wraps the wider tables; give them room.
+        if (Console.IsOutputRedirected) Spectre.Console.AnsiConsole.Profile.Width = 132;
         var root = new RootCommand("Titans.NET: neural long-term memory that learns to memorize at test time (arXiv 2501.00663).");
         root.Options.Add(CommonOptions.Threads);
         root.Options.Add(CommonOptions.Device);
+        root.Subcommands.Add(ModelsCommand.Create());
         root.Subcommands.Add(DemoCommands.Create());
         root.Subcommands.Add(BenchCommands.Create());
         return root.Parse(args).Invoke();

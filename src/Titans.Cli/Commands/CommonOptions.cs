@@ -36,7 +36,8 @@ public static class CommonOptions
         }
         catch (ArgumentException e)
         {
-            Console.Error.WriteLine($"error: {e.Message}");
+            string message = e.ParamName is null ? e.Message : e.Message.Replace($" (Parameter '{e.ParamName}')", "");
+            Console.Error.WriteLine($"error: {message}");
             return 2;
         }
     }

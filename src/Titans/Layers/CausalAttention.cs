@@ -85,7 +85,8 @@ public sealed class CausalAttention : StreamingModule<AttentionCache>
         var (sinkKeys, sinkValues) = Persistent(batch, x.dtype);
 
         Tensor attended;
-        if (Window is int w)
+        // A window that covers every key (a short sequence) is plain causal attention: take the fused kernel.
+        if (Window is int w && keys.shape[2] > w)
             attended = WindowAttention(q, keys, values, w, sinkKeys, sinkValues);
         else if (cache is null && context is null && sinkKeys is null)
             attended = nn.functional.scaled_dot_product_attention(q, k, v, is_casual: true);

@@ -110,6 +110,26 @@ public sealed record NeuralMemoryConfig
         _ => throw new ArgumentOutOfRangeException(nameof(variant), $"unknown memory variant {variant}"),
     };
 
+    /// <summary>
+    /// Outer-loop parameters of one module, counted from the configuration (a test pins it to the instantiated module):
+    /// q/k/v projections, convolution, gate projection and biases, W_0, the wrapper's LayerNorm, the output norm, gate
+    /// and projection.
+    /// </summary>
+    [JsonIgnore]
+    public long ParameterCount
+    {
+        get
+        {
+            long d = ModelDim, inner = (long)Heads * HeadDim, gates = (2L + ForgettingChannels) * Heads;
+            long count = 3 * d * inner + (ConvKernel > 0 ? ConvKernel * 3 * inner : 0)
+                + (DataDependentGates ? d * gates : 0) + gates
+                + Heads * LayerShapes.Sum(s => (long)s.Out * s.In)
+                + (ResidualLayerNorm ? 2L * Heads * HeadDim : 0)
+                + HeadDim + (OutputGate != OutputGate.None ? d * inner : 0) + inner * d;
+            return count;
+        }
+    }
+
     /// <summary>Throws <see cref="ArgumentException"/> naming the first impossible value.</summary>
     public NeuralMemoryConfig Validate()
     {

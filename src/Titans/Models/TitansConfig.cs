@@ -52,6 +52,33 @@ public sealed record TitansConfig
     [JsonIgnore] public bool UsesWindow => Architecture is Architecture.SlidingWindow or Architecture.Mag or Architecture.Mal;
     [JsonIgnore] public bool UsesPersistentMemory => Architecture is Architecture.Mac or Architecture.Mag or Architecture.Mal;
 
+    /// <summary>Parameters of the model this configuration builds, counted without building it (a test pins the two).</summary>
+    [JsonIgnore]
+    public long ParameterCount
+    {
+        get
+        {
+            long d = ModelDim;
+            long block = 2 * d + 3 * d * FeedForwardWidth
+                + (UsesAttention ? 4 * d * d + (UsesPersistentMemory ? PersistentTokens * d : 0) : 0)
+                + (UsesMemory ? MemoryConfig.ParameterCount : 0)
+                + Architecture switch { Architecture.Mac or Architecture.Mal => d, Architecture.Mag => 2 * d, _ => 0 };
+            return 2 * VocabSize * d + d + Layers * block;
+        }
+    }
+
+    /// <summary>
+    /// This configuration with the feed-forward width chosen (a multiple of 8, at least 8) so the model's parameter
+    /// count comes as close as it can to <paramref name="target"/>: how architectures are compared at equal size.
+    /// </summary>
+    public TitansConfig WithParameterBudget(long target)
+    {
+        long at8 = (this with { FeedForwardDim = 8 }).ParameterCount;
+        long perUnit = 3L * ModelDim * Layers;
+        long width = Math.Max(8, (long)Math.Round((target - at8) / (double)perUnit / 8) * 8 + 8);
+        return this with { FeedForwardDim = (int)width };
+    }
+
     public TitansConfig Validate()
     {
         Require(VocabSize >= 2, nameof(VocabSize), $"must be at least 2, got {VocabSize}");
