@@ -11,7 +11,45 @@ public static class BenchCommands
         var bench = new Command("bench", "Benchmarks: tokens/s, GFLOP/s against the matmul ceiling, peak memory.");
         bench.Subcommands.Add(MemoryBench());
         bench.Subcommands.Add(StreamBench());
+        bench.Subcommands.Add(ThroughputBench());
         return bench;
+    }
+
+    static Command ThroughputBench()
+    {
+        var preset = new Option<string>("--preset") { Description = "model size (tiny, small, ...)", DefaultValueFactory = _ => "small" };
+        var layers = new Option<int?>("--layers") { Description = "override the preset's layer count (sizes stay balanced)" };
+        var lengths = new Option<string>("--lengths") { Description = "comma-separated sequence lengths", DefaultValueFactory = _ => "1024,2048,4096,8192,16384,32768" };
+        var depths = new Option<string>("--lmm-depths") { Description = "extra LMM rows at these memory depths", DefaultValueFactory = _ => "1,2,3,4" };
+        var repeats = new Option<int>("--repeats") { Description = "timed steps per cell (median reported)", DefaultValueFactory = _ => 3 };
+        var budget = new Option<double>("--budget") { Description = "seconds per step beyond which longer lengths are skipped", DefaultValueFactory = _ => 90 };
+        var limit = new Option<double>("--memory-limit") { Description = "GiB of RSS beyond which longer lengths are skipped (default: 70% of RAM)" };
+        var output = new Option<string?>("--out") { Description = "write a markdown table here (e.g. docs/bench-throughput.md)" };
+        var plot = new Option<string?>("--plot") { Description = "write a PNG plot here (e.g. docs/bench-throughput.png)" };
+        var command = new Command("throughput",
+            "Training tokens/s and peak memory of every architecture at equal parameter count over sequence lengths, and LMM over memory depths.")
+            { preset, layers, lengths, depths, repeats, budget, limit, output, plot };
+        command.SetAction(parse => CommonOptions.Run(parse, device =>
+        {
+            double memoryLimit = parse.GetValue(limit) is double gib and > 0 ? gib
+                : 0.7 * GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / (1024.0 * 1024 * 1024);
+            var options = new ThroughputBenchmark.Options(parse.GetValue(preset)!, parse.GetValue(layers),
+                IntList(parse.GetValue(lengths)!, "--lengths"), IntList(parse.GetValue(depths)!, "--lmm-depths"),
+                parse.GetValue(repeats), parse.GetValue(budget), memoryLimit, device);
+            ThroughputBenchmark.Run(options, parse.GetValue(output), parse.GetValue(plot), CommonOptions.CommandLine(parse));
+            return 0;
+        }));
+        return command;
+    }
+
+    static IReadOnlyList<int> IntList(string text, string option)
+    {
+        if (string.IsNullOrWhiteSpace(text)) return Array.Empty<int>();
+        return text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
+            .Select(part => int.TryParse(part, out int value) && value > 0
+                ? value
+                : throw new ArgumentException($"{option} must be a comma-separated list of positive integers, got '{part}'."))
+            .ToList();
     }
 
     static Command MemoryBench()

@@ -13,8 +13,11 @@ public static class Presets
 {
     public static IReadOnlyList<string> Names { get; } = new[] { "tiny", "small", "170m", "340m", "760m" };
 
-    /// <summary>The preset's configuration for one architecture; an unknown name throws with the known ones.</summary>
-    public static TitansConfig Get(string name, Architecture architecture)
+    /// <summary>
+    /// The preset's configuration for one architecture; an unknown name throws with the known ones. <paramref name="layers"/>
+    /// and <paramref name="memoryDepth"/> override the preset's before the sizes are balanced.
+    /// </summary>
+    public static TitansConfig Get(string name, Architecture architecture, int? layers = null, int? memoryDepth = null)
     {
         TitansConfig shape = name.ToLowerInvariant() switch
         {
@@ -25,6 +28,8 @@ public static class Presets
             "760m" => Shape(vocab: 32000, dim: 1536, layers: 24, heads: 24, window: 2048, segment: 512, persistent: 128, expansion: 4),
             _ => throw new ArgumentException($"Unknown preset '{name}'; the presets are {string.Join(", ", Names)}.", nameof(name)),
         };
+        if (layers is int l) shape = shape with { Layers = l };
+        if (memoryDepth is int m) shape = shape with { Memory = shape.Memory with { Depth = m } };
         long target = (shape with { Architecture = Architecture.TransformerPlusPlus }).ParameterCount;
         var config = shape with { Architecture = architecture };
         return (architecture == Architecture.TransformerPlusPlus ? config : config.WithParameterBudget(target)).Validate();

@@ -16,6 +16,27 @@ public static class NativeAllocator
     [DllImport("libc", EntryPoint = "mallopt")]
     static extern int Mallopt(int parameter, int value);
 
+    [DllImport("libc", EntryPoint = "malloc_trim")]
+    static extern int MallocTrim(nuint pad);
+
+    /// <summary>
+    /// Hands the memory kept for reuse back to the kernel, so a measurement's peak RSS starts from what is live
+    /// (benchmarks call it between cells). Returns false where the C library is not glibc.
+    /// </summary>
+    public static bool ReturnFreedMemory()
+    {
+        if (!OperatingSystem.IsLinux()) return false;
+        try
+        {
+            MallocTrim(0);
+            return true;
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            return false;
+        }
+    }
+
     /// <summary>Applies the settings where the C library is glibc; returns false (changing nothing) elsewhere.</summary>
     public static bool KeepFreedMemoryForReuse()
     {

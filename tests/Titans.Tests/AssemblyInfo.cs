@@ -1,0 +1,4 @@
+// Tests build modules after torch.manual_seed, and libtorch's default generator is process-wide: two test classes
+// running at once would draw from it in interleaved order and get other weights than their seed says. libtorch already
+// uses every core within a test, so running them one at a time costs little.
+[assembly: Xunit.CollectionBehavior(DisableTestParallelization = true)]
