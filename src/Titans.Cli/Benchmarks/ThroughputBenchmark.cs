@@ -111,7 +111,7 @@ public static class ThroughputBenchmark
         header.AddRange(lengths.Select(l => $"{Short(l)} tok/s"));
         header.Add($"{Short(lengths[^1])} / {Short(reference)}");
         header.AddRange(lengths.Where(l => l >= 8192).Select(l => $"vs T++ at {Short(l)}"));
-        header.Add($"peak RSS at {Short(lengths[^1])}");
+        header.Add("peak RSS (longest measured)");
         var rows = models.Select(m =>
         {
             var row = new List<string> { m.Name, Format(m.Config.ParameterCount) };
