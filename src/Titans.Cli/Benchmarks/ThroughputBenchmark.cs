@@ -37,7 +37,7 @@ public static class ThroughputBenchmark
         var lengths = options.Lengths.Order().ToList();
         var first = models[0].Config;
         AnsiConsole.MarkupLine($"Training throughput, preset [bold]{options.Preset}[/] (d = {first.ModelDim}, {first.Layers} layers, " +
-                               $"{Format(first.ParameterCount)} parameters each), batch 1, fp32, median of {options.Repeats} after a warm-up.");
+                               $"{Quantities.Count(first.ParameterCount)} parameters each), batch 1, fp32, median of {options.Repeats} after a warm-up.");
         var cells = new List<Cell>();
         foreach (var model in models)
         {
@@ -114,7 +114,7 @@ public static class ThroughputBenchmark
         header.Add("peak RSS (longest measured)");
         var rows = models.Select(m =>
         {
-            var row = new List<string> { m.Name, Format(m.Config.ParameterCount) };
+            var row = new List<string> { m.Name, Quantities.Count(m.Config.ParameterCount) };
             row.AddRange(lengths.Select(l => cells.First(c => c.Model == m && c.Length == l) is var c && c.Skipped is null
                 ? $"{c.TokensPerSecond:N0}" : $"skipped ({c.Skipped})"));
             row.Add(At(m, lengths[^1]) is Cell last && At(m, reference) is Cell refCell ? $"{last.TokensPerSecond / refCell.TokensPerSecond:F2}" : "-");
@@ -156,12 +156,11 @@ public static class ThroughputBenchmark
                 var measured = cells.Where(c => c.Model == m && c.Skipped is null).ToList();
                 return new PlotSeries(m.Name, measured.Select(c => (double)c.Length).ToList(), measured.Select(c => c.TokensPerSecond).ToList());
             }).ToList();
-            LinePlot.Save(plot, $"Training tokens/s, preset {options.Preset} ({Format(first.ParameterCount)} parameters each)",
+            LinePlot.Save(plot, $"Training tokens/s, preset {options.Preset} ({Quantities.Count(first.ParameterCount)} parameters each)",
                 "sequence length (tokens)", "tokens/s (forward + backward)", series);
             AnsiConsole.MarkupLine($"Wrote [bold]{Markup.Escape(plot)}[/]");
         }
     }
 
     static string Short(int length) => length >= 1024 && length % 1024 == 0 ? $"{length / 1024}K" : length.ToString();
-    static string Format(long n) => n >= 1_000_000 ? $"{n / 1e6:F1}M" : $"{n / 1e3:F1}K";
 }

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Diagnostics;
 using Spectre.Console;
+using Titans.Cli.Reporting;
 using Titans.Models;
 using static TorchSharp.torch;
 
@@ -48,7 +49,7 @@ public static class ModelsCommand
                 built = model.parameters().Sum(p => p.numel());
             if (built != config.ParameterCount)
                 throw new InvalidOperationException($"{preset} {config.Architecture}: built {built} parameters, configuration says {config.ParameterCount}.");
-            table.AddRow(preset, ArchitectureNames.Display(config.Architecture), Format(built), config.ModelDim.ToString(),
+            table.AddRow(preset, ArchitectureNames.Display(config.Architecture), Quantities.Count(built), config.ModelDim.ToString(),
                 config.Layers.ToString(), config.Heads.ToString(), config.FeedForwardWidth.ToString(),
                 config.UsesWindow ? config.Window.ToString() : "-",
                 config.Architecture == Architecture.Mac ? config.SegmentLength.ToString() : "-",
@@ -60,5 +61,4 @@ public static class ModelsCommand
                                "Memory: L_M = 2, hidden 2·d_h (tiny, small) or 4·d_h, chunk 16, conv 4, one head per attention head.[/]");
     }
 
-    static string Format(long n) => n >= 1_000_000 ? $"{n / 1e6:F1}M" : $"{n / 1e3:F1}K";
 }

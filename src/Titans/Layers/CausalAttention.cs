@@ -71,14 +71,13 @@ public sealed class CausalAttention : StreamingModule<AttentionCache>
             throw new InvalidOperationException("Per-position context tokens need full attention, not a sliding window.");
         using var scope = NewDisposeScope();
         long batch = x.shape[0], length = x.shape[1], offset = cache?.Position ?? 0;
-        Tensor Heads_(Linear proj, Tensor input) => proj.forward(input).view(batch, length, Heads, HeadDim).transpose(1, 2);
-        Tensor q = RotaryEmbedding.Apply(Heads_(q_proj, x), offset);
-        Tensor k = RotaryEmbedding.Apply(Heads_(k_proj, x), offset);
-        Tensor v = Heads_(v_proj, x);
+        Tensor q = RotaryEmbedding.Apply(SplitHeads(q_proj, x), offset);
+        Tensor k = RotaryEmbedding.Apply(SplitHeads(k_proj, x), offset);
+        Tensor v = SplitHeads(v_proj, x);
         if (context is not null)
         {
-            k = cat(new[] { RotaryEmbedding.Apply(Heads_(k_proj, context), offset), k }, 2);
-            v = cat(new[] { Heads_(v_proj, context), v }, 2);
+            k = cat(new[] { RotaryEmbedding.Apply(SplitHeads(k_proj, context), offset), k }, 2);
+            v = cat(new[] { SplitHeads(v_proj, context), v }, 2);
         }
         Tensor keys = cache is null ? k : cat(new[] { cache.Keys, k }, 2);
         Tensor values = cache is null ? v : cat(new[] { cache.Values, v }, 2);
@@ -107,14 +106,16 @@ public sealed class CausalAttention : StreamingModule<AttentionCache>
         return (y, next);
     }
 
+    /// <summary>input [B, T, d] through a projection, split into heads: [B, H, T, d_h].</summary>
+    Tensor SplitHeads(Linear proj, Tensor input) =>
+        proj.forward(input).view(input.shape[0], input.shape[1], Heads, HeadDim).transpose(1, 2);
+
     /// <summary>Keys and values of the persistent memory, [B, H, N_p, d_h], without rotation; nulls when there is none.</summary>
     (Tensor? Keys, Tensor? Values) Persistent(long batch, ScalarType dtype)
     {
         if (persistent_memory is null) return (null, null);
-        long n = persistent_memory.shape[0];
-        Tensor Heads_(Linear proj) =>
-            proj.forward(persistent_memory.to(dtype)).view(1, n, Heads, HeadDim).transpose(1, 2).expand(batch, -1, -1, -1);
-        return (Heads_(k_proj), Heads_(v_proj));
+        Tensor tokens = persistent_memory.to(dtype).unsqueeze(0);
+        return (SplitHeads(k_proj, tokens).expand(batch, -1, -1, -1), SplitHeads(v_proj, tokens).expand(batch, -1, -1, -1));
     }
 
     /// <summary>

@@ -93,8 +93,9 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
         Tensor output = ReadOut(scan.Outputs.narrow(2, pending, length), x);
 
         long total = pending + length, rest = total - scan.BoundaryTokens;
+        var own = OwnedApartFrom(state?.Tensors);
         var next = new NeuralMemoryState(
-            new MemoryWeights(scan.Boundary.Weights.Select(Own).ToArray(), scan.Boundary.Momentum.Select(Own).ToArray()),
+            new MemoryWeights(scan.Boundary.Weights.Select(own).ToArray(), scan.Boundary.Momentum.Select(own).ToArray()),
             keys.narrow(2, scan.BoundaryTokens, rest).clone(),
             values.narrow(2, scan.BoundaryTokens, rest).clone(),
             gates.Slice(scan.BoundaryTokens, rest).Copy(),
@@ -103,8 +104,6 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
         scope.MoveToOuter(next.Tensors.Append(output));
         return (output, next);
 
-        // A tensor of the caller's state carried over unchanged gets a handle of its own, so either can be disposed.
-        Tensor Own(Tensor t) => state is not null && state.Tensors.Any(s => ReferenceEquals(s, t)) ? t.alias() : t;
     }
 
     /// <summary>

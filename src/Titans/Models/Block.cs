@@ -138,13 +138,13 @@ public sealed class Block : StreamingModule<BlockState>
             }
         }
         // Tensors carried over unchanged from the caller's state get handles of their own, so either can be disposed.
-        var given = state?.Tensors.ToHashSet(ReferenceEqualityComparer.Instance) ?? new HashSet<object?>();
-        Tensor Own(Tensor t) => given.Contains(t) ? t.alias() : t;
+        var own = OwnedApartFrom(state?.Tensors);
         var next = new BlockState(
-            cache is null ? null : cache with { Keys = Own(cache.Keys), Values = Own(cache.Values) },
+            cache is null ? null : cache with { Keys = own(cache.Keys), Values = own(cache.Values) },
             memoryState,
-            segmentMemory.Select(w => given.Contains(w) || memoryState.Memory.Weights.Any(m => ReferenceEquals(m, w)) ? w.alias() : w).ToArray(),
-            readConv is null ? null : Own(readConv));
+            // At a segment's end these are the memory state's own weights, which need handles of their own too.
+            segmentMemory.Select(w => memoryState.Memory.Weights.Any(m => ReferenceEquals(m, w)) ? w.alias() : own(w)).ToArray(),
+            readConv is null ? null : own(readConv));
         return (cat(outputs, 1), next);
     }
 }
