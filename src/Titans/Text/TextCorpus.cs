@@ -1,0 +1,42 @@
+using System.Text;
+
+namespace Titans.Text;
+
+/// <summary>
+/// The text of a UTF-8 file, or of every <c>*.txt</c> file under a folder (in ordinal path order, separated by a blank
+/// line). Invalid UTF-8 and empty corpora are refused with the file and byte offset, never decoded into garbage.
+/// </summary>
+public static class TextCorpus
+{
+    static readonly UTF8Encoding Strict = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
+    public static string Load(string path)
+    {
+        if (File.Exists(path)) return Decode(path, File.ReadAllBytes(path), requireText: true);
+        if (!Directory.Exists(path)) throw new FileNotFoundException($"No corpus file or folder at '{path}'.", path);
+        var files = Directory.EnumerateFiles(path, "*.txt", SearchOption.AllDirectories).Order(StringComparer.Ordinal).ToList();
+        if (files.Count == 0) throw new InvalidDataException($"The corpus folder '{path}' holds no *.txt files.");
+        var text = new StringBuilder();
+        foreach (string file in files)
+        {
+            if (text.Length > 0) text.Append("\n\n");
+            text.Append(Decode(file, File.ReadAllBytes(file), requireText: false));
+        }
+        if (string.IsNullOrWhiteSpace(text.ToString())) throw new InvalidDataException($"The corpus folder '{path}' holds only empty files.");
+        return text.ToString();
+    }
+
+    /// <summary>Strict UTF-8 (a leading byte-order mark is dropped); the error names the first bad byte's offset.</summary>
+    public static string Decode(string source, byte[] bytes, bool requireText = true)
+    {
+        int start = bytes.AsSpan().StartsWith(Encoding.UTF8.Preamble) ? 3 : 0;
+        string text;
+        try { text = Strict.GetString(bytes, start, bytes.Length - start); }
+        catch (DecoderFallbackException e)
+        {
+            throw new InvalidDataException($"'{source}' is not UTF-8 text: invalid byte 0x{e.BytesUnknown?.FirstOrDefault():X2} at offset {start + e.Index}.", e);
+        }
+        if (requireText && string.IsNullOrWhiteSpace(text)) throw new InvalidDataException($"The corpus '{source}' is empty.");
+        return text;
+    }
+}

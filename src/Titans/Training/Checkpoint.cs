@@ -1,0 +1,154 @@
+using System.Text.Json;
+using TorchSharp;
+using Titans.Checkpoints;
+using Titans.Models;
+using Titans.Text;
+using static TorchSharp.torch;
+
+namespace Titans.Training;
+
+/// <summary>
+/// A training checkpoint is one safetensors file, so it is replaced atomically as a whole (temporary file, then
+/// rename): a crash mid-save leaves the previous checkpoint intact. It holds
+/// <list type="bullet">
+/// <item>the model weights under their module names (<c>embedding.weight</c>, <c>block0.attention.wq.weight</c>, …),
+/// which PyTorch reads by name with <c>safetensors.torch.load_file</c>;</item>
+/// <item>AdamW's moments as <c>optimizer.{name}.exp_avg</c>, <c>optimizer.{name}.exp_avg_sq</c> and the step count as
+/// the 0-d int64 <c>optimizer.{name}.step</c>;</item>
+/// <item>metadata: the format, the model and training configurations (JSON), the tokenizer and the step count.</item>
+/// </list>
+/// The data order needs no saved generator: batches are a function of (seed, step). docs/checkpoints.md has the layout.
+/// </summary>
+public static class Checkpoint
+{
+    public const string Format = "titans-checkpoint/1";
+    const string OptimizerPrefix = "optimizer.";
+
+    public static void Save(string path, Trainer trainer, ITokenizer tokenizer, long elapsedMilliseconds = 0)
+    {
+        using var scope = NewDisposeScope();
+        var tensors = new List<KeyValuePair<string, Tensor>>();
+        foreach (var (name, p) in trainer.Model.named_parameters()) tensors.Add(new(name, p));
+        var states = OptimizerStates(trainer);
+        for (int i = 0; i < trainer.Parameters.Count; i++)
+        {
+            string name = trainer.Parameters[i].Name;
+            tensors.Add(new($"{OptimizerPrefix}{name}.exp_avg", states[i].exp_avg));
+            tensors.Add(new($"{OptimizerPrefix}{name}.exp_avg_sq", states[i].exp_avg_sq));
+            tensors.Add(new($"{OptimizerPrefix}{name}.step", tensor(states[i].step)));
+        }
+        var metadata = new Dictionary<string, string>
+        {
+            ["format"] = Format,
+            ["model_config"] = trainer.Model.Config.ToJson(),
+            ["training_config"] = trainer.Config.ToJson(),
+            ["tokenizer"] = tokenizer.Name,
+            ["step"] = trainer.Step.ToString(),
+            ["elapsed_ms"] = elapsedMilliseconds.ToString(),
+        };
+        SafeTensors.Save(path, tensors, metadata);
+    }
+
+    /// <summary>What a checkpoint says about itself, without building anything.</summary>
+    public sealed record Header(TitansConfig Model, TrainingConfig Training, ITokenizer Tokenizer, int Step, long ElapsedMilliseconds);
+
+    public static Header ReadHeader(string path, SafeTensorsContent content)
+    {
+        string Get(string key) => content.Metadata.TryGetValue(key, out var value) ? value
+            : throw new InvalidDataException($"'{path}' is not a Titans checkpoint: its metadata has no '{key}'.");
+        string format = Get("format");
+        if (format != Format) throw new InvalidDataException($"'{path}' has checkpoint format '{format}'; this build reads '{Format}'.");
+        TitansConfig model;
+        TrainingConfig training;
+        try
+        {
+            model = TitansConfig.FromJson(Get("model_config"));
+            training = TrainingConfig.FromJson(Get("training_config"));
+        }
+        catch (ArgumentException e) { throw new InvalidDataException($"'{path}': {e.Message}", e); }
+        ITokenizer tokenizer = Get("tokenizer") switch
+        {
+            "bytes" => ByteTokenizer.Instance,
+            var other => throw new InvalidDataException($"'{path}' was trained with the tokenizer '{other}', which this build does not know."),
+        };
+        if (!int.TryParse(Get("step"), out int step) || step < 0) throw new InvalidDataException($"'{path}': step '{Get("step")}' is not a step count.");
+        long.TryParse(content.Metadata.GetValueOrDefault("elapsed_ms"), out long elapsed);
+        return new Header(model, training, tokenizer, step, elapsed);
+    }
+
+    /// <summary>The model of a checkpoint, for evaluation and generation.</summary>
+    public static (TitansLanguageModel Model, Header Header) LoadModel(string path)
+    {
+        using var content = SafeTensors.Load(path);
+        var header = ReadHeader(path, content);
+        var model = new TitansLanguageModel("model", header.Model);
+        try { CopyWeights(path, content, model); }
+        catch { model.Dispose(); throw; }
+        model.eval();
+        return (model, header);
+    }
+
+    /// <summary>
+    /// A trainer exactly as it was when <paramref name="path"/> was saved; <paramref name="data"/> must be the same
+    /// corpus. <paramref name="steps"/> replaces the total step count (to train on past the planned end).
+    /// </summary>
+    public static (Trainer Trainer, Header Header) Resume(string path, TokenData data, int? steps = null)
+    {
+        using var content = SafeTensors.Load(path);
+        var header = ReadHeader(path, content);
+        var config = steps is int s ? header.Training with { Steps = s } : header.Training;
+        var model = new TitansLanguageModel("model", header.Model);
+        var trainer = new Trainer(model, config, data);
+        try
+        {
+            CopyWeights(path, content, model);
+            var states = OptimizerStates(trainer);
+            using var noGrad = no_grad();
+            for (int i = 0; i < trainer.Parameters.Count; i++)
+            {
+                string name = trainer.Parameters[i].Name;
+                CopyInto(path, content, $"{OptimizerPrefix}{name}.exp_avg", states[i].exp_avg);
+                CopyInto(path, content, $"{OptimizerPrefix}{name}.exp_avg_sq", states[i].exp_avg_sq);
+                var step = Required(path, content, $"{OptimizerPrefix}{name}.step");
+                if (step.dtype != ScalarType.Int64 || step.dim() != 0)
+                    throw new InvalidDataException($"'{path}': {OptimizerPrefix}{name}.step must be a 0-d int64 tensor.");
+                states[i].step = step.item<long>();
+            }
+            trainer.Step = header.Step;
+        }
+        catch { trainer.Dispose(); model.Dispose(); throw; }
+        return (trainer, header);
+    }
+
+    static void CopyWeights(string path, SafeTensorsContent content, TitansLanguageModel model)
+    {
+        var names = model.named_parameters().Select(p => p.name).ToHashSet();
+        var extra = content.Tensors.Keys.Where(k => !k.StartsWith(OptimizerPrefix) && !names.Contains(k)).ToList();
+        if (extra.Count > 0)
+            throw new InvalidDataException($"'{path}' holds weights the model does not have: {string.Join(", ", extra.Take(5))}" +
+                                           (extra.Count > 5 ? $" and {extra.Count - 5} more" : "") + ".");
+        using var noGrad = no_grad();
+        foreach (var (name, p) in model.named_parameters()) CopyInto(path, content, name, p);
+    }
+
+    static Tensor Required(string path, SafeTensorsContent content, string name) =>
+        content.Tensors.TryGetValue(name, out var t) ? t : throw new InvalidDataException($"'{path}' lacks the tensor '{name}'.");
+
+    static void CopyInto(string path, SafeTensorsContent content, string name, Tensor destination)
+    {
+        var source = Required(path, content, name);
+        if (source.dtype != destination.dtype || !source.shape.SequenceEqual(destination.shape))
+            throw new InvalidDataException($"'{path}': '{name}' is {source.dtype} [{string.Join(", ", source.shape)}], " +
+                                           $"the model needs {destination.dtype} [{string.Join(", ", destination.shape)}].");
+        destination.copy_(source);
+    }
+
+    /// <summary>AdamW's per-parameter state, in <see cref="Trainer.Parameters"/> order (TorchSharp lists it by group, then parameter).</summary>
+    static IReadOnlyList<TorchSharp.Modules.AdamW.State> OptimizerStates(Trainer trainer)
+    {
+        var states = trainer.Optimizer.state_dict().State.Cast<TorchSharp.Modules.AdamW.State>().ToList();
+        if (states.Count != trainer.Parameters.Count)
+            throw new InvalidOperationException($"The optimizer holds {states.Count} states for {trainer.Parameters.Count} parameters.");
+        return states;
+    }
+}

@@ -1,0 +1,91 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using Titans.Models;
+using static TorchSharp.torch;
+
+namespace Titans.Training;
+
+/// <summary>What one optimizer step did.</summary>
+public sealed record StepResult(int Step, double Loss, double GradientNorm, double LearningRate, long Tokens);
+
+/// <summary>The loss or a gradient became NaN or infinite; the step was not applied, so the weights are the last good ones.</summary>
+public sealed class TrainingDivergedException(string message) : Exception(message);
+
+/// <summary>
+/// Trains a language model on token windows: AdamW (weight decay on matrices and embeddings, none on norm gains and
+/// 1-D parameters), warmup + cosine schedule, gradient accumulation and clipping. Every step runs in its own dispose
+/// scope. The batches, the schedule and the optimizer state are all a function of the step count and what
+/// <see cref="Checkpoint"/> saves, so a resumed run continues bit for bit.
+/// </summary>
+public sealed class Trainer : IDisposable
+{
+    public TitansLanguageModel Model { get; }
+    public TrainingConfig Config { get; }
+    public TokenData Data { get; }
+    public AdamW Optimizer { get; }
+    /// <summary>Optimizer steps taken so far.</summary>
+    public int Step { get; internal set; }
+    /// <summary>Parameters in the optimizer's order (its state list follows it), with their names.</summary>
+    internal IReadOnlyList<(string Name, Parameter Parameter)> Parameters { get; }
+
+    public Trainer(TitansLanguageModel model, TrainingConfig config, TokenData data)
+    {
+        Model = model;
+        Config = config.Validate();
+        Data = data;
+        var named = model.named_parameters().ToList();
+        var decayed = named.Where(p => p.parameter.dim() >= 2).ToList();
+        var plain = named.Where(p => p.parameter.dim() < 2).ToList();
+        Parameters = decayed.Concat(plain).Select(p => (p.name, p.parameter)).ToList();
+        Optimizer = new AdamW(new[]
+        {
+            new AdamW.ParamGroup(decayed.Select(p => p.parameter), config.LearningRate, config.Beta1, config.Beta2, 1e-8, config.WeightDecay),
+            new AdamW.ParamGroup(plain.Select(p => p.parameter), config.LearningRate, config.Beta1, config.Beta2, 1e-8, 0.0),
+        }, config.LearningRate, config.Beta1, config.Beta2, 1e-8, config.WeightDecay);
+    }
+
+    /// <summary>One optimizer step over <see cref="TrainingConfig.AccumulationSteps"/> micro-batches.</summary>
+    public StepResult TrainStep()
+    {
+        double lr = Config.LearningRateAt(Step);
+        foreach (var group in Optimizer.ParamGroups) group.LearningRate = lr;
+        Model.train();
+        Optimizer.zero_grad();
+        double loss = 0;
+        for (int micro = 0; micro < Config.AccumulationSteps; micro++)
+        {
+            using var scope = NewDisposeScope();
+            var (inputs, targets) = Data.Batch(Config.Seed, Step, micro, Config.BatchSize, Config.SequenceLength);
+            Tensor logits = Model.forward(inputs);
+            Tensor microLoss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), targets.reshape(-1));
+            (microLoss / Config.AccumulationSteps).backward();
+            loss += microLoss.to(ScalarType.Float64).item<double>() / Config.AccumulationSteps;
+        }
+        double norm = GradientNorm();
+        if (!double.IsFinite(loss) || !double.IsFinite(norm))
+            throw new TrainingDivergedException(
+                $"Training diverged at step {Step + 1}: loss {loss}, gradient norm {norm}. The step was not applied; " +
+                "lower the learning rate or raise the warmup.");
+        if (Config.GradientClip > 0 && norm > Config.GradientClip)
+        {
+            using var scope = NewDisposeScope();
+            using var factor = (Config.GradientClip / (norm + 1e-6)).ToScalar();
+            foreach (var (_, p) in Parameters) p.grad?.mul_(factor);
+        }
+        Optimizer.step();
+        Step++;
+        return new StepResult(Step, loss, norm, lr, Config.TokensPerStep);
+    }
+
+    /// <summary>The global L2 norm of the gradients, in float64.</summary>
+    double GradientNorm()
+    {
+        using var scope = NewDisposeScope();
+        double sum = 0;
+        foreach (var (_, p) in Parameters)
+            if (p.grad is Tensor g) sum += g.to(ScalarType.Float64).square().sum().item<double>();
+        return Math.Sqrt(sum);
+    }
+
+    public void Dispose() => Optimizer.Dispose();
+}

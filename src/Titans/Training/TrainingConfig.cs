@@ -1,0 +1,59 @@
+using Titans.Runtime;
+
+namespace Titans.Training;
+
+/// <summary>
+/// How a language model is trained: AdamW with decoupled weight decay, linear warmup then cosine decay to
+/// <see cref="MinLearningRateRatio"/> × peak, gradient clipping, gradient accumulation. Serialized into checkpoints.
+/// </summary>
+public sealed record TrainingConfig
+{
+    public int Steps { get; init; } = 1000;
+    /// <summary>Sequences per micro-batch; an optimizer step sees BatchSize × AccumulationSteps sequences.</summary>
+    public int BatchSize { get; init; } = 16;
+    public int AccumulationSteps { get; init; } = 1;
+    public int SequenceLength { get; init; } = 256;
+    public double LearningRate { get; init; } = 3e-3;
+    public double MinLearningRateRatio { get; init; } = 0.1;
+    public int WarmupSteps { get; init; } = 50;
+    public double WeightDecay { get; init; } = 0.1;
+    public double Beta1 { get; init; } = 0.9;
+    public double Beta2 { get; init; } = 0.95;
+    /// <summary>Maximum global gradient norm; 0 turns clipping off.</summary>
+    public double GradientClip { get; init; } = 1.0;
+    public long Seed { get; init; } = 1;
+    /// <summary>The last fraction of the corpus, held out for validation.</summary>
+    public double ValidationFraction { get; init; } = 0.05;
+
+    /// <summary>Learning rate of optimizer step <paramref name="step"/> (0-based).</summary>
+    public double LearningRateAt(int step)
+    {
+        if (step < WarmupSteps) return LearningRate * (step + 1) / WarmupSteps;
+        double progress = Steps <= WarmupSteps ? 1 : Math.Min(1.0, (step - WarmupSteps) / (double)(Steps - WarmupSteps));
+        double floor = LearningRate * MinLearningRateRatio;
+        return floor + (LearningRate - floor) * 0.5 * (1 + Math.Cos(Math.PI * progress));
+    }
+
+    public int TokensPerStep => BatchSize * AccumulationSteps * SequenceLength;
+
+    public TrainingConfig Validate()
+    {
+        Require(Steps >= 1, nameof(Steps), $"must be at least 1, got {Steps}");
+        Require(BatchSize >= 1, nameof(BatchSize), $"must be at least 1, got {BatchSize}");
+        Require(AccumulationSteps >= 1, nameof(AccumulationSteps), $"must be at least 1, got {AccumulationSteps}");
+        Require(SequenceLength >= 1, nameof(SequenceLength), $"must be at least 1, got {SequenceLength}");
+        Require(LearningRate > 0 && double.IsFinite(LearningRate), nameof(LearningRate), $"must be positive, got {LearningRate}");
+        Require(MinLearningRateRatio is >= 0 and <= 1, nameof(MinLearningRateRatio), $"must lie in [0, 1], got {MinLearningRateRatio}");
+        Require(WarmupSteps >= 0, nameof(WarmupSteps), $"must not be negative, got {WarmupSteps}");
+        Require(WeightDecay >= 0, nameof(WeightDecay), $"must not be negative, got {WeightDecay}");
+        Require(Beta1 is >= 0 and < 1, nameof(Beta1), $"must lie in [0, 1), got {Beta1}");
+        Require(Beta2 is >= 0 and < 1, nameof(Beta2), $"must lie in [0, 1), got {Beta2}");
+        Require(GradientClip >= 0, nameof(GradientClip), $"must not be negative (0 turns clipping off), got {GradientClip}");
+        Require(ValidationFraction is > 0 and < 1, nameof(ValidationFraction), $"must lie in (0, 1), got {ValidationFraction}");
+        return this;
+    }
+
+    public string ToJson() => ConfigJson.Serialize(this);
+    public static TrainingConfig FromJson(string json) => ConfigJson.Parse<TrainingConfig>(json, c => c.Validate());
+    static void Require(bool ok, string field, string problem) => ConfigJson.Require<TrainingConfig>(ok, field, problem);
+}

@@ -1,0 +1,209 @@
+using Titans.Checkpoints;
+using Titans.Generation;
+using Titans.Models;
+using Titans.Text;
+using Titans.Training;
+using static TorchSharp.torch;
+
+namespace Titans.Tests.Training;
+
+/// <summary>Training, checkpoints, resuming, evaluation and sampling on a small byte-level corpus.</summary>
+public class TrainingTests : IDisposable
+{
+    readonly string folder = Directory.CreateTempSubdirectory("titans-training-").FullName;
+    public void Dispose() => Directory.Delete(folder, recursive: true);
+
+    static readonly string Text = string.Concat(Enumerable.Range(0, 400).Select(i => $"line {i}: the whale is {(i % 7 == 0 ? "white" : "grey")}.\n"));
+
+    static TitansConfig SmallConfig(Architecture architecture) => Presets.Get("tiny", architecture) with
+    {
+        ModelDim = 32, Heads = 2, Layers = 2, Window = 8, SegmentLength = 8, PersistentTokens = 2, FeedForwardDim = 48,
+        Memory = Presets.Get("tiny", architecture).Memory with { ChunkSize = 4 },
+    };
+
+    static TrainingConfig Training => new() { Steps = 6, BatchSize = 3, AccumulationSteps = 2, SequenceLength = 16, WarmupSteps = 2, LearningRate = 3e-3 };
+
+    static TokenData Data(TrainingConfig config) => new(ByteTokenizer.Instance.Encode(Text), config.ValidationFraction, config.SequenceLength);
+
+    static Trainer NewTrainer(Architecture architecture)
+    {
+        manual_seed(3);
+        return new Trainer(new TitansLanguageModel("model", SmallConfig(architecture)), Training, Data(Training));
+    }
+
+    [Theory]
+    [InlineData(Architecture.Mac)]
+    [InlineData(Architecture.TransformerPlusPlus)]
+    [InlineData(Architecture.Mag)]
+    public void ResumingContinuesBitForBit(Architecture architecture)
+    {
+        using var straight = NewTrainer(architecture);
+        var straightLosses = Enumerable.Range(0, 6).Select(_ => straight.TrainStep().Loss).ToList();
+
+        string path = Path.Combine(folder, "checkpoint.safetensors");
+        using (var first = NewTrainer(architecture))
+        {
+            for (int i = 0; i < 3; i++) first.TrainStep();
+            Checkpoint.Save(path, first, ByteTokenizer.Instance);
+            first.Model.Dispose();
+        }
+        var (resumed, header) = Checkpoint.Resume(path, Data(Training));
+        using (resumed)
+        {
+            Assert.Equal(3, header.Step);
+            var resumedLosses = Enumerable.Range(0, 3).Select(_ => resumed.TrainStep().Loss).ToList();
+            Assert.Equal(straightLosses.Skip(3), resumedLosses);
+            foreach (var ((name, a), (_, b)) in straight.Model.named_parameters().Zip(resumed.Model.named_parameters()))
+                Assert.True(a.eq(b).all().item<bool>(), $"{architecture}: {name} differs after resuming");
+            resumed.Model.Dispose();
+        }
+        straight.Model.Dispose();
+    }
+
+    [Fact]
+    public void CheckpointWeightsLoadByNameAndGiveTheSameLogits()
+    {
+        using var trainer = NewTrainer(Architecture.Mal);
+        trainer.TrainStep();
+        string path = Path.Combine(folder, "c.safetensors");
+        Checkpoint.Save(path, trainer, ByteTokenizer.Instance);
+        using (var content = SafeTensors.Load(path))
+        {
+            Assert.Contains("embedding.weight", content.Tensors.Keys);
+            Assert.Contains(content.Tensors.Keys, k => k.StartsWith("optimizer.") && k.EndsWith(".exp_avg_sq"));
+            Assert.Equal(Checkpoint.Format, content.Metadata["format"]);
+        }
+        var (model, _) = Checkpoint.LoadModel(path);
+        using (model)
+        using (var scope = NewDisposeScope())
+        {
+            trainer.Model.eval();
+            var tokens = tensor(ByteTokenizer.Instance.Encode("the whale"), new long[] { 1, 9 });
+            Assert.True(trainer.Model.forward(tokens).eq(model.forward(tokens)).all().item<bool>());
+        }
+        trainer.Model.Dispose();
+    }
+
+    [Fact]
+    public void BrokenCheckpointsGiveClearErrors()
+    {
+        using var trainer = NewTrainer(Architecture.Lmm);
+        string path = Path.Combine(folder, "c.safetensors");
+        Checkpoint.Save(path, trainer, ByteTokenizer.Instance);
+        byte[] bytes = File.ReadAllBytes(path);
+
+        string truncated = Path.Combine(folder, "truncated.safetensors");
+        File.WriteAllBytes(truncated, bytes[..(bytes.Length / 2)]);
+        Assert.Contains("truncated", Assert.Throws<InvalidDataException>(() => Checkpoint.LoadModel(truncated)).Message);
+
+        // The same weights under a configuration of another width: the first mismatching tensor is named.
+        string mismatched = Path.Combine(folder, "mismatched.safetensors");
+        using (var content = SafeTensors.Load(path))
+        {
+            var metadata = content.Metadata.ToDictionary();
+            metadata["model_config"] = (SmallConfig(Architecture.Lmm) with { ModelDim = 16, Heads = 1 }).ToJson();
+            SafeTensors.Save(mismatched, content.Tensors, metadata);
+            var message = Assert.Throws<InvalidDataException>(() => Checkpoint.LoadModel(mismatched)).Message;
+            Assert.Contains("embedding.weight", message);
+
+            metadata.Remove("format");
+            SafeTensors.Save(mismatched, content.Tensors, metadata);
+            Assert.Contains("not a Titans checkpoint", Assert.Throws<InvalidDataException>(() => Checkpoint.LoadModel(mismatched)).Message);
+        }
+        trainer.Model.Dispose();
+    }
+
+    [Fact]
+    public void ADivergingStepIsRefusedAndLeavesTheWeights()
+    {
+        using var trainer = NewTrainer(Architecture.TransformerPlusPlus);   // memory blocks refuse NaN inputs themselves, with their own error
+        trainer.TrainStep();
+        var embedding = trainer.Model.named_parameters().First(p => p.name == "embedding.weight").parameter;
+        using (no_grad()) embedding[(long)'e', 0] = tensor(float.NaN);           // a byte the text uses
+        using var before = embedding.detach().clone();
+        var error = Assert.Throws<TrainingDivergedException>(() => { for (int i = 0; i < 5; i++) trainer.TrainStep(); });
+        Assert.Contains("diverged", error.Message);
+        Assert.Equal(1, trainer.Step);
+        Assert.True(embedding.isnan().sum().item<long>() == 1, "the refused step did not touch the weights");
+        trainer.Model.Dispose();
+    }
+
+    [Theory]
+    [InlineData(Architecture.Mac)]
+    [InlineData(Architecture.Lmm)]
+    [InlineData(Architecture.Mag)]
+    public void StreamedEvaluationEqualsOnePass(Architecture architecture)
+    {
+        manual_seed(5);
+        using var model = new TitansLanguageModel("model", SmallConfig(architecture));
+        var tokens = ByteTokenizer.Instance.Encode(Text[..301]);
+        var whole = Evaluation.Run(model, tokens, ByteTokenizer.Instance, chunk: 300, maxContext: 300);
+        var streamed = Evaluation.Run(model, tokens, ByteTokenizer.Instance, chunk: 7, maxContext: 300);
+        Assert.Equal(300, whole.Tokens);
+        Assert.Equal(whole.Loss, streamed.Loss, 1e-5);
+        Assert.Equal(whole.Loss / Math.Log(2), whole.BitsPerByte, 1e-12);            // bytes: one token per byte
+    }
+
+    [Fact]
+    public void LearningRateWarmsUpThenDecaysToItsFloor()
+    {
+        var config = new TrainingConfig { Steps = 100, WarmupSteps = 10, LearningRate = 1.0, MinLearningRateRatio = 0.1 };
+        Assert.Equal(0.1, config.LearningRateAt(0), 12);
+        Assert.Equal(1.0, config.LearningRateAt(9), 12);
+        Assert.Equal(0.55, config.LearningRateAt(55), 12);                                      // half way down the cosine
+        Assert.Equal(0.1, config.LearningRateAt(100), 12);
+        for (int s = 10; s < 100; s++) Assert.True(config.LearningRateAt(s + 1) <= config.LearningRateAt(s));
+    }
+
+    [Fact]
+    public void SamplingObeysTemperatureTopKAndTopP()
+    {
+        using var scope = NewDisposeScope();
+        var logits = tensor(new float[] { 1f, 3f, 2f, 0f });
+        using var generator = new Generator(1);
+        Assert.Equal(1, TextGenerator.Sample(logits, new SamplingOptions(Temperature: 0), generator));
+        for (int i = 0; i < 20; i++)
+        {
+            Assert.Equal(1, TextGenerator.Sample(logits, new SamplingOptions(1.0, TopK: 1, TopP: 1), generator));
+            Assert.Equal(1, TextGenerator.Sample(logits, new SamplingOptions(1.0, TopK: 0, TopP: 0.01), generator));
+            Assert.Contains(TextGenerator.Sample(logits, new SamplingOptions(1.0, TopK: 2, TopP: 1), generator), new long[] { 1, 2 });
+        }
+        Assert.Throws<ArgumentException>(() => new SamplingOptions(TopP: 0).Validate());
+        Assert.Throws<ArgumentException>(() => new SamplingOptions(Temperature: -1).Validate());
+    }
+
+    [Fact]
+    public void GenerationIsSeededAndStreamsLongPrompts()
+    {
+        manual_seed(5);
+        using var model = new TitansLanguageModel("model", SmallConfig(Architecture.Mag));
+        var prompt = ByteTokenizer.Instance.Encode(Text[..200]);
+        var options = new SamplingOptions(Temperature: 1.0, Seed: 9);
+        var a = TextGenerator.Generate(model, prompt, 20, options, promptChunk: 64).ToList();
+        var b = TextGenerator.Generate(model, prompt, 20, options, promptChunk: 7).ToList();
+        Assert.Equal(20, a.Count);
+        Assert.Equal(a, b);                                      // the prompt's pieces do not change what follows
+        var greedy = TextGenerator.Generate(model, prompt, 5, new SamplingOptions(Temperature: 0)).ToList();
+        using var scope = NewDisposeScope();
+        var logits = model.forward(tensor(prompt, new long[] { 1, prompt.Length }));
+        Assert.Equal(logits[0, -1].argmax().item<long>(), greedy[0]);
+    }
+
+    [Fact]
+    public void BadCorporaAreRefusedWithTheReason()
+    {
+        string bad = Path.Combine(folder, "bad.txt");
+        File.WriteAllBytes(bad, new byte[] { 0x61, 0x62, 0xFF, 0x63 });
+        var message = Assert.Throws<InvalidDataException>(() => TextCorpus.Load(bad)).Message;
+        Assert.Contains("not UTF-8", message);
+        Assert.Contains("offset 2", message);
+        string empty = Path.Combine(folder, "empty.txt");
+        File.WriteAllText(empty, " \n");
+        Assert.Contains("empty", Assert.Throws<InvalidDataException>(() => TextCorpus.Load(empty)).Message);
+        Assert.Throws<FileNotFoundException>(() => TextCorpus.Load(Path.Combine(folder, "missing.txt")));
+        var sub = Directory.CreateDirectory(Path.Combine(folder, "none"));
+        Assert.Contains("no *.txt", Assert.Throws<InvalidDataException>(() => TextCorpus.Load(sub.FullName)).Message);
+        var tooShort = Assert.Throws<ArgumentException>(() => new TokenData(new long[100], 0.1, 50)).Message;
+        Assert.Contains("sequence length of 50", tooShort);
+    }
+}
