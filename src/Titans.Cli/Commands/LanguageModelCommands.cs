@@ -51,10 +51,9 @@ public static class LanguageModelCommands
             string corpus = parse.GetValue(Data) ?? DefaultCorpus;
             if (parse.GetValue(resume) is string from)
             {
-                string file = Directory.Exists(from) ? Path.Combine(from, TrainingRun.CheckpointFile) : from;
-                var header = ReadHeader(file);
-                var data = LoadData(corpus, header.Tokenizer, header.Training);
-                var (trainer, _) = Checkpoint.Resume(file, data, parse.GetResult(steps) is null ? null : parse.GetValue(steps));
+                string file = CheckpointPath(from);
+                var (trainer, header) = Checkpoint.Resume(file, h => LoadData(corpus, h.Tokenizer, h.Training),
+                    parse.GetResult(steps) is null ? null : parse.GetValue(steps));
                 using (trainer)
                 using (trainer.Model)
                 {
@@ -106,14 +105,12 @@ public static class LanguageModelCommands
         return new TokenData(tokens, training.ValidationFraction, training.SequenceLength);
     }
 
-    static Checkpoint.Header ReadHeader(string file)
+    /// <summary>The checkpoint file of a run folder, or the file itself.</summary>
+    static string CheckpointPath(string path)
     {
-        if (!File.Exists(file)) throw new ArgumentException($"No checkpoint at '{file}'.");
-        using var content = Checkpoints.SafeTensors.Load(file);
-        return Checkpoint.ReadHeader(file, content);
+        string file = Directory.Exists(path) ? Path.Combine(path, TrainingRun.CheckpointFile) : path;
+        return File.Exists(file) ? file : throw new ArgumentException($"No checkpoint at '{file}'.");
     }
-
-    static string CheckpointPath(string path) => Directory.Exists(path) ? Path.Combine(path, TrainingRun.CheckpointFile) : path;
 
     static Command Eval()
     {

@@ -22,8 +22,9 @@ public static class TextCorpus
             if (text.Length > 0) text.Append("\n\n");
             text.Append(Decode(file, File.ReadAllBytes(file), requireText: false));
         }
-        if (string.IsNullOrWhiteSpace(text.ToString())) throw new InvalidDataException($"The corpus folder '{path}' holds only empty files.");
-        return text.ToString();
+        string corpus = text.ToString();
+        if (string.IsNullOrWhiteSpace(corpus)) throw new InvalidDataException($"The corpus folder '{path}' holds only empty files.");
+        return corpus;
     }
 
     /// <summary>Strict UTF-8 (a leading byte-order mark is dropped); the error names the first bad byte's offset.</summary>

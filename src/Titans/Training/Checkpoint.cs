@@ -89,16 +89,17 @@ public static class Checkpoint
     }
 
     /// <summary>
-    /// A trainer exactly as it was when <paramref name="path"/> was saved; <paramref name="data"/> must be the same
-    /// corpus. <paramref name="steps"/> replaces the total step count (to train on past the planned end).
+    /// A trainer exactly as it was when <paramref name="path"/> was saved; <paramref name="data"/> must give the same
+    /// corpus (it gets the header, whose tokenizer and split to use, so the file is read once).
+    /// <paramref name="steps"/> replaces the total step count (to train on past the planned end).
     /// </summary>
-    public static (Trainer Trainer, Header Header) Resume(string path, TokenData data, int? steps = null)
+    public static (Trainer Trainer, Header Header) Resume(string path, Func<Header, TokenData> data, int? steps = null)
     {
         using var content = SafeTensors.Load(path);
         var header = ReadHeader(path, content);
         var config = steps is int s ? header.Training with { Steps = s } : header.Training;
         var model = new TitansLanguageModel("model", header.Model);
-        var trainer = new Trainer(model, config, data);
+        var trainer = new Trainer(model, config, data(header));
         try
         {
             CopyWeights(path, content, model);

@@ -47,7 +47,7 @@ public class TrainingTests : IDisposable
             Checkpoint.Save(path, first, ByteTokenizer.Instance);
             first.Model.Dispose();
         }
-        var (resumed, header) = Checkpoint.Resume(path, Data(Training));
+        var (resumed, header) = Checkpoint.Resume(path, _ => Data(Training));
         using (resumed)
         {
             Assert.Equal(3, header.Step);
