@@ -1,6 +1,7 @@
 using System.CommandLine;
 using TorchSharp;
 using Titans.Runtime;
+using Titans.Training;
 
 namespace Titans.Cli.Commands;
 
@@ -38,6 +39,12 @@ public static class CommonOptions
         {
             string message = e.ParamName is null ? e.Message : e.Message.Replace($" (Parameter '{e.ParamName}')", "");
             Console.Error.WriteLine($"error: {message}");
+            return 2;
+        }
+        // Bad files (a non-UTF-8 corpus, a truncated checkpoint) and a diverged run are the user's input too.
+        catch (Exception e) when (e is InvalidDataException or FileNotFoundException or DirectoryNotFoundException or TrainingDivergedException)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
             return 2;
         }
     }

@@ -46,7 +46,7 @@ public static class TextGenerator
                         using var input = tensor(new[] { token }, new long[] { 1, 1 });
                         var (logits, next) = model.Forward(input, state);
                         Replace(ref state, next, scope);
-                        last.Dispose();
+                        last!.Dispose();
                         last = logits.select(1, 0).DetachFromDisposeScope();
                     }
                 }
