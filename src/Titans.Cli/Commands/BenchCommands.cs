@@ -1,5 +1,7 @@
 using System.CommandLine;
 using Titans.Cli.Benchmarks;
+using Titans.Models;
+using Titans.Training;
 
 namespace Titans.Cli.Commands;
 
@@ -12,6 +14,7 @@ public static class BenchCommands
         bench.Subcommands.Add(MemoryBench());
         bench.Subcommands.Add(StreamBench());
         bench.Subcommands.Add(ThroughputBench());
+        bench.Subcommands.Add(LanguageModelBench());
         return bench;
     }
 
@@ -37,6 +40,45 @@ public static class BenchCommands
                 IntList(parse.GetValue(lengths)!, "--lengths"), IntList(parse.GetValue(depths)!, "--lmm-depths"),
                 parse.GetValue(repeats), parse.GetValue(budget), memoryLimit, device);
             ThroughputBenchmark.Run(options, parse.GetValue(output), parse.GetValue(plot), CommonOptions.CommandLine(parse));
+            return 0;
+        }));
+        return command;
+    }
+
+    static Command LanguageModelBench()
+    {
+        var defaults = new TrainingConfig();
+        var data = new Option<string>("--data") { Description = "UTF-8 text file or folder (SOTU: run scripts/fetch-corpora.sh sotu first)", DefaultValueFactory = _ => Path.Combine("data", "sotu") };
+        var preset = new Option<string>("--preset") { Description = "model size, the same for every architecture", DefaultValueFactory = _ => "tiny" };
+        var architectures = new Option<string>("--architectures") { Description = "comma-separated architectures", DefaultValueFactory = _ => "lmm,mac,mag,mal,transformer++,swa" };
+        var steps = new Option<int>("--steps") { Description = "optimizer steps per model", DefaultValueFactory = _ => 1500 };
+        var batch = new Option<int>("--batch-size") { Description = "sequences per step", DefaultValueFactory = _ => 8 };
+        var length = new Option<int>("--seq-len") { Description = "tokens per training sequence", DefaultValueFactory = _ => 256 };
+        var lr = new Option<double>("--lr") { Description = "peak learning rate", DefaultValueFactory = _ => defaults.LearningRate };
+        var seed = new Option<long>("--seed") { Description = "seed of the weights and of the batch order", DefaultValueFactory = _ => 1 };
+        var evalTokens = new Option<int>("--eval-tokens") { Description = "held-out tokens of the final score", DefaultValueFactory = _ => 262144 };
+        var evalEvery = new Option<int>("--eval-every") { Description = "steps between validations during training (on up to 64K tokens)", DefaultValueFactory = _ => 250 };
+        var runs = new Option<string>("--runs") { Description = "folder of the runs (one per architecture)", DefaultValueFactory = _ => Path.Combine("runs", "bench-lm") };
+        var output = new Option<string?>("--out") { Description = "write a markdown table here (e.g. docs/bench-lm-sotu.md)" };
+        var plot = new Option<string?>("--plot") { Description = "write the loss curves here (e.g. docs/bench-lm-sotu.png; validation curves go beside it)" };
+        var command = new Command("lm",
+            "Train every architecture at equal parameter count on the same tokens and compare validation bits per byte (table and loss curves).")
+            { data, preset, architectures, steps, batch, length, lr, seed, evalTokens, evalEvery, runs, output, plot };
+        command.SetAction(parse => CommonOptions.Run(parse, _ =>
+        {
+            var training = new TrainingConfig
+            {
+                Steps = parse.GetValue(steps), BatchSize = parse.GetValue(batch), SequenceLength = parse.GetValue(length),
+                LearningRate = parse.GetValue(lr), Seed = parse.GetValue(seed),
+            }.Validate();
+            var chosen = parse.GetValue(architectures)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
+                .Select(ArchitectureNames.Parse).Distinct().ToList();
+            if (chosen.Count == 0) throw new ArgumentException("--architectures names no architecture.");
+            if (parse.GetValue(evalEvery) < 1) throw new ArgumentException($"--eval-every must be at least 1, got {parse.GetValue(evalEvery)}.");
+            Presets.Get(parse.GetValue(preset)!, Architecture.Mac);   // an unknown preset fails before any training
+            var options = new LanguageModelBenchmark.Options(parse.GetValue(data)!, parse.GetValue(preset)!, chosen, training,
+                parse.GetValue(evalTokens), parse.GetValue(evalEvery), parse.GetValue(runs)!);
+            LanguageModelBenchmark.Run(options, parse.GetValue(output), parse.GetValue(plot), CommonOptions.CommandLine(parse));
             return 0;
         }));
         return command;

@@ -24,6 +24,7 @@ public static class LanguageModelCommands
         var preset = new Option<string>("--preset") { Description = $"model size ({string.Join(", ", Presets.Names)})", DefaultValueFactory = _ => "tiny" };
         var architecture = new Option<string>("--architecture", "-a") { Description = "transformer++, swa, lmm, mac, mag or mal", DefaultValueFactory = _ => "mac" };
         var modelConfig = new Option<string?>("--model-config") { Description = "a model configuration JSON file (as `titans models --json` prints) instead of a preset" };
+        var tokenizerOption = new Option<string>("--tokenizer") { Description = "bytes, o200k_base, cl100k_base (tiktoken BPE) or a SentencePiece .model file", DefaultValueFactory = _ => "bytes" };
         var steps = new Option<int>("--steps") { Description = "optimizer steps", DefaultValueFactory = _ => new TrainingConfig().Steps };
         var batch = new Option<int>("--batch-size") { Description = "sequences per micro-batch", DefaultValueFactory = _ => new TrainingConfig().BatchSize };
         var accumulate = new Option<int>("--accumulate") { Description = "micro-batches per optimizer step (gradient accumulation)", DefaultValueFactory = _ => 1 };
@@ -41,7 +42,7 @@ public static class LanguageModelCommands
         var evalTokens = new Option<int>("--eval-tokens") { Description = "validation tokens scored each time", DefaultValueFactory = _ => 32768 };
         var saveEvery = new Option<int>("--checkpoint-every") { Description = "steps between checkpoints", DefaultValueFactory = _ => 100 };
         var command = new Command("train", "Train a language model on a text corpus; writes a checkpoint, metrics.jsonl and loss.png into the run folder.")
-            { Data, preset, architecture, modelConfig, steps, batch, accumulate, length, lr, warmup, decay, clip, seed, validation, output, resume,
+            { Data, preset, architecture, modelConfig, tokenizerOption, steps, batch, accumulate, length, lr, warmup, decay, clip, seed, validation, output, resume,
               logEvery, evalEvery, evalTokens, saveEvery };
         command.SetAction(parse => CommonOptions.Run(parse, _ =>
         {
@@ -63,9 +64,10 @@ public static class LanguageModelCommands
                 return 0;
             }
             var arch = ArchitectureNames.Parse(parse.GetValue(architecture)!);
+            var tokenizer = Tokenizers.FromSpecification(parse.GetValue(tokenizerOption)!);
             TitansConfig config = parse.GetValue(modelConfig) is string path
                 ? TitansConfig.FromJson(File.ReadAllText(path))
-                : Presets.Get(parse.GetValue(preset)!, arch);
+                : Presets.Get(parse.GetValue(preset)!, arch, vocabulary: tokenizer.VocabularySize);
             var training = new TrainingConfig
             {
                 Steps = parse.GetValue(steps), BatchSize = parse.GetValue(batch), AccumulationSteps = parse.GetValue(accumulate),
@@ -74,32 +76,13 @@ public static class LanguageModelCommands
                 ValidationFraction = parse.GetValue(validation),
             }.Validate();
             string folder = parse.GetValue(output) ?? Path.Combine("runs", $"{ArchitectureNames.Display(config.Architecture).ToLowerInvariant().Replace("+", "p")}-{parse.GetValue(preset)}");
-            TrainFresh(config, training, corpus, run with { Directory = folder });
+            TrainingRun.Start(config, training, tokenizer, LoadData(corpus, tokenizer, training), corpus, run with { Directory = folder });
             return 0;
         }));
         return command;
     }
 
-    /// <summary>Trains a new model; refuses to overwrite a folder that already holds a checkpoint.</summary>
-    static EvaluationResult TrainFresh(TitansConfig config, TrainingConfig training, string corpus, RunOptions run)
-    {
-        string existing = Path.Combine(run.Directory, TrainingRun.CheckpointFile);
-        if (File.Exists(existing))
-            throw new ArgumentException($"'{run.Directory}' already holds a checkpoint; continue it with --resume {run.Directory}, or pick another --out.");
-        var tokenizer = ByteTokenizer.Instance;
-        if (config.VocabSize != tokenizer.VocabularySize)
-            throw new ArgumentException($"The model's VocabSize is {config.VocabSize}, the {tokenizer.Name} tokenizer has {tokenizer.VocabularySize} tokens.");
-        var data = LoadData(corpus, tokenizer, training);
-        TorchSharp.torch.manual_seed(training.Seed);
-        using var model = new TitansLanguageModel("model", config);
-        using var trainer = new Trainer(model, training, data);
-        Console.WriteLine($"Training {ArchitectureNames.Display(config.Architecture)} ({Reporting.Quantities.Count(model.parameters().Sum(p => p.numel()))} parameters) " +
-                          $"on {data.Train.Length:N0} tokens of {corpus}, validating on {data.Validation.Length:N0}; " +
-                          $"{training.Steps} steps × {training.TokensPerStep:N0} tokens → {run.Directory}");
-        return TrainingRun.Run(trainer, tokenizer, run);
-    }
-
-    static TokenData LoadData(string corpus, ITokenizer tokenizer, TrainingConfig training)
+    public static TokenData LoadData(string corpus, ITokenizer tokenizer, TrainingConfig training)
     {
         var tokens = tokenizer.Encode(TextCorpus.Load(corpus));
         return new TokenData(tokens, training.ValidationFraction, training.SequenceLength);
@@ -143,7 +126,7 @@ public static class LanguageModelCommands
         var checkpoint = new Option<string>("--checkpoint", "-c") { Description = "run folder or checkpoint file", Required = true };
         var prompt = new Option<string?>("--prompt", "-p") { Description = "text to continue" };
         var promptFile = new Option<string?>("--prompt-file") { Description = "UTF-8 file whose text to continue (any length)" };
-        var tokens = new Option<int>("--tokens", "-n") { Description = "tokens to generate", DefaultValueFactory = _ => 300 };
+        var tokens = new Option<int>("--tokens", "-n") { Description = "tokens to generate", DefaultValueFactory = _ => 800 };
         var defaults = new SamplingOptions();
         var temperature = new Option<double>("--temperature") { Description = "0 is greedy", DefaultValueFactory = _ => defaults.Temperature };
         var topK = new Option<int>("--top-k") { Description = "keep the k most likely tokens (0: all)", DefaultValueFactory = _ => defaults.TopK };
@@ -183,7 +166,7 @@ public static class LanguageModelCommands
 
     static Command Quickstart()
     {
-        var steps = new Option<int>("--steps") { Description = "optimizer steps per model", DefaultValueFactory = _ => 300 };
+        var steps = new Option<int>("--steps") { Description = "optimizer steps per model", DefaultValueFactory = _ => 800 };
         var output = new Option<string>("--out") { Description = "folder of the two runs", DefaultValueFactory = _ => Path.Combine("runs", "quickstart") };
         var command = new Command("quickstart",
             "Train a tiny MAC and a Transformer++ of equal size the same way on Moby Dick (shipped), print both validation bits per byte, and generate a sample.")
@@ -193,12 +176,14 @@ public static class LanguageModelCommands
             var watch = Stopwatch.StartNew();
             var training = new TrainingConfig { Steps = parse.GetValue(steps), BatchSize = 8, SequenceLength = 128, WarmupSteps = 20, Seed = 1 }.Validate();
             var results = new List<(Architecture Architecture, EvaluationResult Result)>();
+            var tokenizer = ByteTokenizer.Instance;
+            var data = LoadData(DefaultCorpus, tokenizer, training);
             foreach (var architecture in new[] { Architecture.Mac, Architecture.TransformerPlusPlus })
             {
                 string folder = Path.Combine(parse.GetValue(output)!, ArchitectureNames.Display(architecture).ToLowerInvariant().Replace("+", "p"));
                 if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
                 var run = new RunOptions(folder, LogEvery: 25, EvalEvery: training.Steps, EvalTokens: 32768, CheckpointEvery: training.Steps);
-                results.Add((architecture, TrainFresh(Presets.Get("tiny", architecture), training, DefaultCorpus, run)));
+                results.Add((architecture, TrainingRun.Start(Presets.Get("tiny", architecture), training, tokenizer, data, DefaultCorpus, run)));
                 Console.WriteLine();
             }
             foreach (var (architecture, result) in results)

@@ -18,6 +18,25 @@ public sealed record RunOptions(string Directory, int LogEvery, int EvalEvery, i
 public static class TrainingRun
 {
     public const string CheckpointFile = "checkpoint.safetensors";
+    public const string MetricsFile = "metrics.jsonl";
+
+    /// <summary>Trains a new model; refuses to overwrite a folder that already holds a checkpoint.</summary>
+    public static EvaluationResult Start(TitansConfig config, TrainingConfig training, ITokenizer tokenizer, TokenData data,
+        string corpus, RunOptions run)
+    {
+        string existing = Path.Combine(run.Directory, CheckpointFile);
+        if (File.Exists(existing))
+            throw new ArgumentException($"'{run.Directory}' already holds a checkpoint; continue it with --resume {run.Directory}, or pick another --out.");
+        if (config.VocabSize != tokenizer.VocabularySize)
+            throw new ArgumentException($"The model's VocabSize is {config.VocabSize}, the {tokenizer.Name} tokenizer has {tokenizer.VocabularySize} tokens.");
+        TorchSharp.torch.manual_seed(training.Seed);
+        using var model = new TitansLanguageModel("model", config);
+        using var trainer = new Trainer(model, training, data);
+        Console.WriteLine($"Training {ArchitectureNames.Display(config.Architecture)} ({Quantities.Count(model.parameters().Sum(p => p.numel()))} parameters) " +
+                          $"on {data.Train.Length:N0} tokens of {corpus}, validating on {data.Validation.Length:N0}; " +
+                          $"{training.Steps} steps × {training.TokensPerStep:N0} tokens → {run.Directory}");
+        return Run(trainer, tokenizer, run);
+    }
 
     public static EvaluationResult Run(Trainer trainer, ITokenizer tokenizer, RunOptions options, long elapsedBefore = 0)
     {
@@ -25,41 +44,48 @@ public static class TrainingRun
         string checkpoint = Path.Combine(options.Directory, CheckpointFile);
         WriteAtomically(Path.Combine(options.Directory, "model.json"), trainer.Model.Config.ToJson());
         WriteAtomically(Path.Combine(options.Directory, "training.json"), trainer.Config.ToJson());
-        string metricsPath = Path.Combine(options.Directory, "metrics.jsonl");
+        string metricsPath = Path.Combine(options.Directory, MetricsFile);
         if (trainer.Step == 0) File.WriteAllText(metricsPath, "");
-        var (trainCurve, validationCurve) = ReadCurves(metricsPath, trainer.Step);
-        var watch = Stopwatch.StartNew();
+        // Lines after the checkpoint's step belong to steps a resumed run redoes.
+        var metrics = ReadMetrics(metricsPath, trainer.Step);
+        WriteAtomically(metricsPath, string.Concat(metrics.Lines.Select(l => l + "\n")));
+        var trainCurve = metrics.Train;
+        var validationCurve = metrics.Validation.Select(v => (v.Step, v.Loss)).ToList();
         int firstStep = trainer.Step;
-        long tokens = 0;
-        EvaluationResult? last = null;
-        while (trainer.Step < trainer.Config.Steps)
+        return TrainingProgress.Show(firstStep, trainer.Config.Steps, progress =>
         {
-            var result = trainer.TrainStep();
-            tokens += result.Tokens;
-            bool final = trainer.Step == trainer.Config.Steps;
-            if (trainer.Step % options.LogEvery == 0 || final || trainer.Step == firstStep + 1)
+            var watch = Stopwatch.StartNew();
+            long tokens = 0;
+            EvaluationResult? last = null;
+            while (trainer.Step < trainer.Config.Steps)
             {
-                double seconds = watch.Elapsed.TotalSeconds;
-                double rate = tokens / seconds;
-                double eta = (trainer.Config.Steps - trainer.Step) * seconds / (trainer.Step - firstStep);
-                Console.WriteLine($"step {trainer.Step,6}/{trainer.Config.Steps}  loss {result.Loss:F4}  lr {result.LearningRate:E2}  " +
-                                  $"|g| {result.GradientNorm:F2}  {rate:N0} tok/s  elapsed {Clock(seconds)}  eta {Clock(eta)}");
-                Append(metricsPath, new { step = trainer.Step, loss = result.Loss, lr = result.LearningRate, grad_norm = result.GradientNorm,
-                    tokens_per_s = Math.Round(rate, 1), elapsed_s = Math.Round(seconds, 2) });
-                trainCurve.Add((trainer.Step, result.Loss));
+                var result = trainer.TrainStep();
+                tokens += result.Tokens;
+                progress.Tick(trainer.Step);
+                bool final = trainer.Step == trainer.Config.Steps;
+                if (trainer.Step % options.LogEvery == 0 || final || trainer.Step == firstStep + 1)
+                {
+                    double seconds = watch.Elapsed.TotalSeconds;
+                    var report = new StepReport(trainer.Step, trainer.Config.Steps, result.Loss, result.LearningRate, result.GradientNorm,
+                        tokens / seconds, seconds, (trainer.Config.Steps - trainer.Step) * seconds / (trainer.Step - firstStep));
+                    progress.Log(report);
+                    Append(metricsPath, new { step = trainer.Step, loss = result.Loss, lr = result.LearningRate, grad_norm = result.GradientNorm,
+                        tokens_per_s = Math.Round(report.TokensPerSecond, 1), elapsed_s = Math.Round(seconds, 2) });
+                    trainCurve.Add((trainer.Step, result.Loss));
+                }
+                if (trainer.Step % options.EvalEvery == 0 || final)
+                {
+                    last = Validate(trainer, tokenizer, options.EvalTokens);
+                    progress.Message($"step {trainer.Step,6}  validation loss {last.Loss:F4}  bits/byte {last.BitsPerByte:F4}  ppl {last.Perplexity:F2}");
+                    Append(metricsPath, new { step = trainer.Step, val_loss = last.Loss, val_bpb = last.BitsPerByte, val_tokens = last.Tokens });
+                    validationCurve.Add((trainer.Step, last.Loss));
+                    SavePlot(options.Directory, trainCurve, validationCurve);
+                }
+                if (trainer.Step % options.CheckpointEvery == 0 || final)
+                    Checkpoint.Save(checkpoint, trainer, tokenizer, elapsedBefore + watch.ElapsedMilliseconds);
             }
-            if (trainer.Step % options.EvalEvery == 0 || final)
-            {
-                last = Validate(trainer, tokenizer, options.EvalTokens);
-                Console.WriteLine($"step {trainer.Step,6}  validation loss {last.Loss:F4}  bits/byte {last.BitsPerByte:F4}  ppl {last.Perplexity:F2}");
-                Append(metricsPath, new { step = trainer.Step, val_loss = last.Loss, val_bpb = last.BitsPerByte, val_tokens = last.Tokens });
-                validationCurve.Add((trainer.Step, last.Loss));
-                SavePlot(options.Directory, trainCurve, validationCurve);
-            }
-            if (trainer.Step % options.CheckpointEvery == 0 || final)
-                Checkpoint.Save(checkpoint, trainer, tokenizer, elapsedBefore + watch.ElapsedMilliseconds);
-        }
-        return last ?? Validate(trainer, tokenizer, options.EvalTokens);
+            return last ?? Validate(trainer, tokenizer, options.EvalTokens);
+        });
     }
 
     /// <summary>Validation on the first <paramref name="tokens"/> of the held-out tail, streamed in training-length chunks.</summary>
@@ -78,28 +104,29 @@ public static class TrainingRun
                 new PlotSeries("validation", validation.Select(p => (double)p.Step).ToList(), validation.Select(p => p.Loss).ToList()),
             }, log2X: false, log10Y: false);
 
-    /// <summary>The curves logged before a resumed run's step (later lines belong to steps being redone).</summary>
-    static (List<(int, double)>, List<(int, double)>) ReadCurves(string path, int upTo)
+    /// <summary>The lines of a metrics log up to a step, and the curves they hold.</summary>
+    public sealed record Metrics(List<string> Lines, List<(int Step, double Loss)> Train, List<(int Step, double Loss, double Bpb)> Validation);
+
+    /// <summary>Reads a metrics log, keeping steps ≤ <paramref name="upTo"/>; a torn last line is skipped.</summary>
+    public static Metrics ReadMetrics(string path, int upTo = int.MaxValue)
     {
-        var train = new List<(int, double)>();
-        var validation = new List<(int, double)>();
-        if (!File.Exists(path)) return (train, validation);
-        var kept = new List<string>();
+        var metrics = new Metrics(new(), new(), new());
+        if (!File.Exists(path)) return metrics;
         foreach (string line in File.ReadLines(path))
         {
             try
             {
                 using var doc = JsonDocument.Parse(line);
-                int step = doc.RootElement.GetProperty("step").GetInt32();
+                var root = doc.RootElement;
+                int step = root.GetProperty("step").GetInt32();
                 if (step > upTo) continue;
-                kept.Add(line);
-                if (doc.RootElement.TryGetProperty("loss", out var loss)) train.Add((step, loss.GetDouble()));
-                if (doc.RootElement.TryGetProperty("val_loss", out var val)) validation.Add((step, val.GetDouble()));
+                metrics.Lines.Add(line);
+                if (root.TryGetProperty("loss", out var loss)) metrics.Train.Add((step, loss.GetDouble()));
+                if (root.TryGetProperty("val_loss", out var val)) metrics.Validation.Add((step, val.GetDouble(), root.GetProperty("val_bpb").GetDouble()));
             }
-            catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException) { }   // a torn last line
+            catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException) { }
         }
-        WriteAtomically(path, string.Concat(kept.Select(l => l + "\n")));
-        return (train, validation);
+        return metrics;
     }
 
     static void Append(string path, object record) => File.AppendAllText(path, JsonSerializer.Serialize(record) + "\n");
@@ -110,6 +137,4 @@ public static class TrainingRun
         File.WriteAllText(temporary, text);
         File.Move(temporary, path, overwrite: true);
     }
-
-    static string Clock(double seconds) => double.IsFinite(seconds) ? TimeSpan.FromSeconds(Math.Round(seconds)).ToString(@"h\:mm\:ss") : "?";
 }

@@ -210,7 +210,7 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
     void CheckFinite(MemoryScanResult scan, long position, long length)
     {
         if (!AllFinite(scan.Outputs) || !scan.Final.Tensors.All(AllFinite))
-            throw new InvalidOperationException(
+            throw new NonFiniteValueException(
                 $"The neural memory became non-finite while reading tokens {position}..{position + length - 1}: its inner " +
                 $"gradient descent diverged. Lower MaxInnerLearningRate (now {Config.MaxInnerLearningRate}), keep " +
                 "Forgetting on, or use the ResidualLayerNorm wrapper.");
@@ -231,7 +231,7 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
         if (!x.is_floating_point())
             throw new ArgumentException($"NeuralMemory expects floating-point input, got {x.dtype}.", nameof(x));
         if (!AllFinite(x))
-            throw new ArgumentException("NeuralMemory input contains NaN or infinite values.", nameof(x));
+            throw new NonFiniteValueException("NeuralMemory input contains NaN or infinite values.");
         if (state is not null && state.PendingKeys.shape[0] != x.shape[0])
             throw new ArgumentException(
                 $"The state is for a batch of {state.PendingKeys.shape[0]} sequences, the input has {x.shape[0]}.", nameof(state));

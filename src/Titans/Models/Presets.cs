@@ -15,9 +15,10 @@ public static class Presets
 
     /// <summary>
     /// The preset's configuration for one architecture; an unknown name throws with the known ones. <paramref name="layers"/>
-    /// and <paramref name="memoryDepth"/> override the preset's before the sizes are balanced.
+    /// and <paramref name="memoryDepth"/> override the preset's before the sizes are balanced, and so does
+    /// <paramref name="vocabulary"/> (a tokenizer's vocabulary size).
     /// </summary>
-    public static TitansConfig Get(string name, Architecture architecture, int? layers = null, int? memoryDepth = null)
+    public static TitansConfig Get(string name, Architecture architecture, int? layers = null, int? memoryDepth = null, int? vocabulary = null)
     {
         TitansConfig shape = name.ToLowerInvariant() switch
         {
@@ -29,6 +30,7 @@ public static class Presets
             _ => throw new ArgumentException($"Unknown preset '{name}'; the presets are {string.Join(", ", Names)}.", nameof(name)),
         };
         if (layers is int l) shape = shape with { Layers = l };
+        if (vocabulary is int v) shape = shape with { VocabSize = v };
         if (memoryDepth is int m) shape = shape with { Memory = shape.Memory with { Depth = m } };
         long target = (shape with { Architecture = Architecture.TransformerPlusPlus }).ParameterCount;
         var config = shape with { Architecture = architecture };

@@ -10,4 +10,6 @@ public interface ITokenizer
     string Decode(ReadOnlySpan<long> tokens);
     /// <summary>UTF-8 bytes the tokens stand for.</summary>
     long ByteCount(ReadOnlySpan<long> tokens);
+    /// <summary>The tokenizer's model file where it is not built in (SentencePiece), stored inside checkpoints.</summary>
+    byte[]? ModelFile => null;
 }

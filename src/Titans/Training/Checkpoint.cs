@@ -23,6 +23,8 @@ public static class Checkpoint
 {
     public const string Format = "titans-checkpoint/1";
     const string OptimizerPrefix = "optimizer.";
+    /// <summary>A SentencePiece model file, as a uint8 tensor, so the checkpoint carries its tokenizer.</summary>
+    const string TokenizerModel = "tokenizer.model";
 
     public static void Save(string path, Trainer trainer, ITokenizer tokenizer, long elapsedMilliseconds = 0)
     {
@@ -37,6 +39,7 @@ public static class Checkpoint
             tensors.Add(new($"{OptimizerPrefix}{name}.exp_avg_sq", states[i].exp_avg_sq));
             tensors.Add(new($"{OptimizerPrefix}{name}.step", tensor(states[i].step)));
         }
+        if (tokenizer.ModelFile is byte[] file) tensors.Add(new(TokenizerModel, tensor(file)));
         var metadata = new Dictionary<string, string>
         {
             ["format"] = Format,
@@ -66,11 +69,13 @@ public static class Checkpoint
             training = TrainingConfig.FromJson(Get("training_config"));
         }
         catch (ArgumentException e) { throw new InvalidDataException($"'{path}': {e.Message}", e); }
-        ITokenizer tokenizer = Get("tokenizer") switch
+        byte[]? tokenizerFile = null;
+        if (content.Tensors.TryGetValue(TokenizerModel, out var file))
         {
-            "bytes" => ByteTokenizer.Instance,
-            var other => throw new InvalidDataException($"'{path}' was trained with the tokenizer '{other}', which this build does not know."),
-        };
+            if (file.dtype != ScalarType.Byte || file.dim() != 1) throw new InvalidDataException($"'{path}': {TokenizerModel} must be a 1-d uint8 tensor.");
+            tokenizerFile = file.bytes.ToArray();
+        }
+        var tokenizer = Tokenizers.FromCheckpoint(path, Get("tokenizer"), tokenizerFile);
         if (!int.TryParse(Get("step"), out int step) || step < 0) throw new InvalidDataException($"'{path}': step '{Get("step")}' is not a step count.");
         long.TryParse(content.Metadata.GetValueOrDefault("elapsed_ms"), out long elapsed);
         return new Header(model, training, tokenizer, step, elapsed);
@@ -124,7 +129,7 @@ public static class Checkpoint
     static void CopyWeights(string path, SafeTensorsContent content, TitansLanguageModel model)
     {
         var names = model.named_parameters().Select(p => p.name).ToHashSet();
-        var extra = content.Tensors.Keys.Where(k => !k.StartsWith(OptimizerPrefix) && !names.Contains(k)).ToList();
+        var extra = content.Tensors.Keys.Where(k => !k.StartsWith(OptimizerPrefix) && k != TokenizerModel && !names.Contains(k)).ToList();
         if (extra.Count > 0)
             throw new InvalidDataException($"'{path}' holds weights the model does not have: {string.Join(", ", extra.Take(5))}" +
                                            (extra.Count > 5 ? $" and {extra.Count - 5} more" : "") + ".");

@@ -1,5 +1,6 @@
 using TorchSharp;
 using TorchSharp.Modules;
+using Titans.Memory;
 using Titans.Models;
 using static TorchSharp.torch;
 
@@ -9,7 +10,7 @@ namespace Titans.Training;
 public sealed record StepResult(int Step, double Loss, double GradientNorm, double LearningRate, long Tokens);
 
 /// <summary>The loss or a gradient became NaN or infinite; the step was not applied, so the weights are the last good ones.</summary>
-public sealed class TrainingDivergedException(string message) : Exception(message);
+public sealed class TrainingDivergedException(string message, Exception? inner = null) : Exception(message, inner);
 
 /// <summary>
 /// Trains a language model on token windows: AdamW (weight decay on matrices and embeddings, none on norm gains and
@@ -56,7 +57,13 @@ public sealed class Trainer : IDisposable
         {
             using var scope = NewDisposeScope();
             var (inputs, targets) = Data.Batch(Config.Seed, Step, micro, Config.BatchSize, Config.SequenceLength);
-            Tensor logits = Model.forward(inputs);
+            Tensor logits;
+            try { logits = Model.forward(inputs); }
+            catch (NonFiniteValueException e)
+            {
+                throw new TrainingDivergedException($"Training diverged at step {Step + 1}: {e.Message} The step was not applied; " +
+                                                    "lower the learning rate or raise the warmup.", e);
+            }
             Tensor microLoss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), targets.reshape(-1));
             (microLoss / Config.AccumulationSteps).backward();
             loss += microLoss.to(ScalarType.Float64).item<double>() / Config.AccumulationSteps;

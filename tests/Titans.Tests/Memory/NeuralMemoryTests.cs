@@ -233,7 +233,7 @@ public class NeuralMemoryTests
         using var scope = NewDisposeScope();
         var memory = Build(Tiny() with { MaxInnerLearningRate = 1e6, InitialInnerLearningRate = 5e5, ResidualLayerNorm = false, Forgetting = false });
         Tensor x = Normal(Seeded(19), 1, 200, 8) * 10;
-        var error = Assert.Throws<InvalidOperationException>(() => memory.forward(x));
+        var error = Assert.Throws<NonFiniteValueException>(() => memory.forward(x));
         Assert.Contains("non-finite", error.Message);
         Assert.Contains("MaxInnerLearningRate", error.Message);
     }
@@ -267,7 +267,7 @@ public class NeuralMemoryTests
         var memory = Build(Tiny());
         Tensor nan = Normal(Seeded(15), 1, 4, 8);
         nan[0, 2, 3] = double.NaN;
-        Assert.Contains("NaN", Assert.Throws<ArgumentException>(() => memory.forward(nan)).Message);
+        Assert.Contains("NaN", Assert.Throws<NonFiniteValueException>(() => memory.forward(nan)).Message);
         Assert.Contains("shape", Assert.Throws<ArgumentException>(() => memory.forward(Normal(Seeded(16), 1, 4, 7))).Message);
         var (_, state) = memory.Forward(Normal(Seeded(17), 2, 4, 8), null);
         Assert.Contains("batch", Assert.Throws<ArgumentException>(() => memory.Forward(Normal(Seeded(18), 1, 4, 8), state)).Message);

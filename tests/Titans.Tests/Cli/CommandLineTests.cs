@@ -1,0 +1,118 @@
+using System.Text.Json;
+using Titans.Cli;
+using Titans.Tests.Text;
+
+namespace Titans.Tests.Cli;
+
+/// <summary>The `titans` workflow end to end, in process: train, resume, eval, generate, and bad input.</summary>
+public class CommandLineTests : IDisposable
+{
+    readonly string folder = Directory.CreateTempSubdirectory("titans-cli-").FullName;
+    readonly string corpus;
+
+    public CommandLineTests()
+    {
+        corpus = Path.Combine(folder, "corpus.txt");
+        File.WriteAllText(corpus, string.Concat(Enumerable.Range(0, 300).Select(i => $"Line {i}: the whale is {(i % 5 == 0 ? "white" : "grey")}.\n")));
+    }
+
+    public void Dispose() => Directory.Delete(folder, recursive: true);
+
+    /// <summary>Runs the program as `./titans args` would, capturing what it prints.</summary>
+    static (int Code, string Output, string Error) Titans(params string[] args)
+    {
+        var (output, error) = (new StringWriter(), new StringWriter());
+        var (stdout, stderr) = (Console.Out, Console.Error);
+        Console.SetOut(output);
+        Console.SetError(error);
+        try { return (Program.Main(args), output.ToString(), error.ToString()); }
+        finally { Console.SetOut(stdout); Console.SetError(stderr); }
+    }
+
+    string[] TrainArguments(string run, int steps, params string[] more) => new[]
+    {
+        "train", "--data", corpus, "--preset", "tiny", "-a", "mac", "--steps", steps.ToString(), "--batch-size", "2", "--seq-len", "32",
+        "--warmup", "1", "--out", run, "--log-every", "1", "--eval-every", "2", "--eval-tokens", "256", "--checkpoint-every", "2",
+    }.Concat(more).ToArray();
+
+    static List<JsonElement> Metrics(string run) =>
+        File.ReadLines(Path.Combine(run, "metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement.Clone()).ToList();
+
+    [Fact]
+    public void TrainResumeEvaluateAndGenerate()
+    {
+        string run = Path.Combine(folder, "run");
+        var train = Titans(TrainArguments(run, 4));
+        Assert.True(train.Code == 0, train.Error + train.Output);
+        foreach (string file in new[] { "checkpoint.safetensors", "metrics.jsonl", "loss.png", "model.json", "training.json" })
+            Assert.True(File.Exists(Path.Combine(run, file)), $"{file} missing: {train.Output}");
+        Assert.Contains("step      4/4", train.Output);
+        Assert.Contains("validation loss", train.Output);
+        Assert.Equal(new[] { 1, 2, 2, 3, 4, 4 }, Metrics(run).Select(m => m.GetProperty("step").GetInt32()));
+
+        // Training into a folder that holds a checkpoint is refused; --resume extends the run.
+        var again = Titans(TrainArguments(run, 4));
+        Assert.Equal(2, again.Code);
+        Assert.Contains("--resume", again.Error);
+        var resumed = Titans("train", "--data", corpus, "--resume", run, "--steps", "6");
+        Assert.True(resumed.Code == 0, resumed.Error + resumed.Output);
+        Assert.Contains("Resuming MAC at step 4 of 6", resumed.Output);
+        Assert.Equal(6, Metrics(run).Last().GetProperty("step").GetInt32());
+
+        var eval = Titans("eval", "-c", run, "--data", corpus, "--chunk", "64");
+        Assert.True(eval.Code == 0, eval.Error);
+        Assert.Matches(@"step 6 on .*: [\d,]+ tokens, loss \d+\.\d+ nats, perplexity \d+\.\d+, \d+\.\d+ bits/byte", eval.Output);
+
+        string[] generate = { "generate", "-c", run, "-p", "Line 7: the", "-n", "40", "--seed", "5" };
+        var first = Titans(generate);
+        var second = Titans(generate);
+        Assert.True(first.Code == 0, first.Error);
+        Assert.StartsWith("Line 7: the", first.Output);
+        Assert.True(first.Output.Length > "Line 7: the".Length + 10, first.Output);
+        Assert.Equal(first.Output, second.Output);
+    }
+
+    [Fact]
+    public void TrainsWithASentencePieceTokenizer()
+    {
+        string run = Path.Combine(folder, "bpe");
+        var train = Titans(TrainArguments(run, 2, "--tokenizer", TokenizerTests.SentencePieceModel));
+        Assert.True(train.Code == 0, train.Error + train.Output);
+        var eval = Titans("eval", "-c", run, "--data", corpus);
+        Assert.True(eval.Code == 0, eval.Error);
+        Assert.Contains("bits/byte", eval.Output);
+    }
+
+    [Fact]
+    public void BadInputEndsWithAOneLineError()
+    {
+        string empty = Path.Combine(folder, "empty.txt");
+        File.WriteAllText(empty, "  \n");
+        string latin1 = Path.Combine(folder, "latin1.txt");
+        File.WriteAllBytes(latin1, new byte[] { (byte)'c', (byte)'a', (byte)'f', 0xE9, (byte)'\n' });
+        string tinyCorpus = Path.Combine(folder, "short.txt");
+        File.WriteAllText(tinyCorpus, "too short for a sequence");
+        string truncated = Path.Combine(folder, "truncated");
+        Directory.CreateDirectory(truncated);
+        File.WriteAllBytes(Path.Combine(truncated, "checkpoint.safetensors"), new byte[] { 8, 0, 0, 0, 0, 0, 0, 0, (byte)'{' });
+        var cases = new (string[] Arguments, string Expected)[]
+        {
+            (new[] { "train", "--data", empty, "--out", Path.Combine(folder, "a") }, "empty"),
+            (new[] { "train", "--data", latin1, "--out", Path.Combine(folder, "b") }, "not UTF-8 text: invalid byte 0xE9 at offset 3"),
+            (new[] { "train", "--data", tinyCorpus, "--seq-len", "64", "--out", Path.Combine(folder, "c") }, "sequence"),
+            (new[] { "train", "--data", corpus, "--preset", "huge", "--out", Path.Combine(folder, "d") }, "Unknown preset 'huge'"),
+            (new[] { "train", "--data", corpus, "--tokenizer", "gpt2", "--out", Path.Combine(folder, "e") }, "Unknown tokenizer 'gpt2'"),
+            (new[] { "train", "--data", Path.Combine(folder, "missing.txt") }, "No corpus"),
+            (new[] { "eval", "-c", truncated, "--data", corpus }, "checkpoint.safetensors"),
+            (new[] { "eval", "-c", Path.Combine(folder, "nowhere") }, "No checkpoint"),
+            (new[] { "generate", "-c", truncated }, "--prompt"),
+        };
+        foreach (var (arguments, expected) in cases)
+        {
+            var (code, _, error) = Titans(arguments);
+            Assert.True(code == 2, $"{string.Join(' ', arguments)} → exit {code}: {error}");
+            Assert.Contains(expected, error);
+            Assert.Single(error.Trim().Split('\n'));
+        }
+    }
+}
