@@ -17,7 +17,7 @@ public static class LanguageModelBenchmark
     public sealed record Options(string Corpus, string Preset, IReadOnlyList<Architecture> Architectures, TrainingConfig Training,
         int EvalTokens, int EvalEvery, string RunsDirectory);
 
-    sealed record Outcome(Architecture Architecture, long Parameters, EvaluationResult Final, double TrainSeconds,
+    sealed record Outcome(Architecture Architecture, long Parameters, EvaluationResult? Windows, EvaluationResult? Streamed, string? Failure, double TrainSeconds,
         List<(int Step, double Loss)> TrainCurve, List<(int Step, double Bpb)> ValidationCurve);
 
     public static void Run(Options options, string? output, string? plot, string command)
@@ -31,62 +31,99 @@ public static class LanguageModelBenchmark
         foreach (var architecture in options.Architectures)
         {
             var config = Presets.Get(options.Preset, architecture);
-            string folder = Path.Combine(options.RunsDirectory, RunFolderName(architecture));
-            if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
-            var run = new RunOptions(folder, LogEvery: 10, options.EvalEvery, EvalTokens: Math.Min(options.EvalTokens, 65536),
-                CheckpointEvery: options.Training.Steps);
-            var watch = Stopwatch.StartNew();
-            TrainingRun.Start(config, options.Training, tokenizer, data, options.Corpus, run);
-            double seconds = watch.Elapsed.TotalSeconds;
-            // The final score: the same held-out tokens for every model, streamed in training-length chunks.
-            var (model, _) = Checkpoint.LoadModel(Path.Combine(folder, TrainingRun.CheckpointFile));
-            EvaluationResult final;
+            string folder = Path.Combine(options.RunsDirectory, TrainingRun.FolderName(architecture));
+            string checkpoint = Path.Combine(folder, TrainingRun.CheckpointFile);
+            if (Finished(checkpoint, config, options.Training) is not Checkpoint.Header)
+            {
+                if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+                var run = new RunOptions(folder, LogEvery: 10, options.EvalEvery, EvalTokens: Math.Min(options.EvalTokens, 65536),
+                    CheckpointEvery: options.Training.Steps);
+                try { TrainingRun.Start(config, options.Training, tokenizer, data, options.Corpus, run); }
+                catch (TrainingDivergedException e)
+                {
+                    // A model that diverges is a result too: its row says where, and the other models still run.
+                    var partial = TrainingRun.ReadMetrics(Path.Combine(folder, TrainingRun.MetricsFile));
+                    outcomes.Add(new Outcome(architecture, config.ParameterCount, null, null, e.Message, double.NaN,
+                        partial.Train, partial.Validation.Select(v => (v.Step, v.Bpb)).ToList()));
+                    Console.WriteLine($"{ArchitectureNames.Display(architecture)}: {e.Message}\n");
+                    continue;
+                }
+            }
+            else Console.WriteLine($"{ArchitectureNames.Display(architecture)}: reusing the finished run in {folder}");
+            var (model, header) = Checkpoint.LoadModel(checkpoint);
+            EvaluationResult windows;
+            EvaluationResult? streamed;
+            string? failure;
             using (model)
             {
-                var held = data.Validation.AsSpan(0, Math.Min(options.EvalTokens, data.Validation.Length));
-                int rows = Math.Max(1, Math.Min(options.Training.BatchSize, (held.Length - 1) / options.Training.SequenceLength));
-                final = Evaluation.Run(model, held, tokenizer, options.Training.SequenceLength, options.Training.SequenceLength, rows);
+                // The same held-out tokens for every model: in training-length windows, and streamed.
+                windows = TrainingRun.Validate(model, data, options.Training, tokenizer, options.EvalTokens, windows: true);
+                (streamed, failure) = TrainingRun.TryStreamed(model, data, options.Training, tokenizer, options.EvalTokens);
             }
             var metrics = TrainingRun.ReadMetrics(Path.Combine(folder, TrainingRun.MetricsFile));
-            outcomes.Add(new Outcome(architecture, config.ParameterCount, final, seconds, metrics.Train,
-                metrics.Validation.Select(v => (v.Step, v.Bpb)).ToList()));
-            Console.WriteLine($"{ArchitectureNames.Display(architecture)}: {final.BitsPerByte:F4} bits/byte on {final.Tokens:N0} held-out tokens " +
-                              $"(trained in {seconds / 60:F1} min)\n");
+            outcomes.Add(new Outcome(architecture, config.ParameterCount, windows, streamed, failure, header.ElapsedMilliseconds / 1000.0,
+                metrics.Train, metrics.Validation.Select(v => (v.Step, v.Bpb)).ToList()));
+            Console.WriteLine($"{ArchitectureNames.Display(architecture)}: {windows.BitsPerByte:F4} bits/byte in {options.Training.SequenceLength}-token windows, " +
+                              (streamed is null ? $"streamed: {failure}" : $"{streamed.BitsPerByte:F4} streamed") + $", on {windows.Tokens:N0} held-out tokens\n");
         }
         Report(outcomes, options, data, output, plot, command);
     }
 
-    public static string RunFolderName(Architecture architecture) =>
-        ArchitectureNames.Display(architecture).ToLowerInvariant().Replace("+", "p");
+    /// <summary>The header of a finished run of exactly this model and training, or null (then it is trained again).</summary>
+    static Checkpoint.Header? Finished(string checkpoint, TitansConfig config, TrainingConfig training)
+    {
+        if (!File.Exists(checkpoint)) return null;
+        try
+        {
+            using var content = Checkpoints.SafeTensors.Load(checkpoint);
+            var header = Checkpoint.ReadHeader(checkpoint, content);
+            return header.Step == training.Steps && header.Training == training && header.Model == config ? header : null;
+        }
+        catch (InvalidDataException) { return null; }
+    }
 
     static void Report(List<Outcome> outcomes, Options options, TokenData data, string? output, string? plot, string command)
     {
         var training = options.Training;
         long tokens = (long)training.Steps * training.TokensPerStep;
-        var header = new[] { "model", "params", "validation bits/byte", "validation loss (nats/byte)", "vs Transformer++", "training time", "training tok/s" };
+        int windowLength = training.SequenceLength;
+        var header = new[] { "model", "params", $"bits/byte, {windowLength}-byte windows", "bits/byte, streamed", "streamed − windows",
+                             "vs Transformer++ (windows)", "training time", "training tok/s" };
         var transformer = outcomes.FirstOrDefault(o => o.Architecture == Architecture.TransformerPlusPlus);
-        var rows = outcomes.OrderBy(o => o.Final.BitsPerByte).Select(o => (IReadOnlyList<string>)new[]
-        {
-            ArchitectureNames.Display(o.Architecture), Quantities.Count(o.Parameters), $"{o.Final.BitsPerByte:F4}", $"{o.Final.Loss:F4}",
-            transformer is null ? "-" : $"{o.Final.BitsPerByte - transformer.Final.BitsPerByte:+0.0000;-0.0000;0}",
-            $"{o.TrainSeconds / 60:F1} min", $"{tokens / o.TrainSeconds:N0}",
-        }).ToList();
+        static string Signed(double value) => $"{value:+0.0000;-0.0000;0.0000}";
+        var rows = outcomes.OrderBy(o => o.Windows?.BitsPerByte ?? double.MaxValue).Select(o => (IReadOnlyList<string>)(o.Windows is null
+            ? new[] { ArchitectureNames.Display(o.Architecture), Quantities.Count(o.Parameters), "diverged", "-", "-", "-", "-", "-" }
+            : new[]
+            {
+                ArchitectureNames.Display(o.Architecture), Quantities.Count(o.Parameters), $"{o.Windows.BitsPerByte:F4}",
+                o.Streamed is null ? "diverged" : $"{o.Streamed.BitsPerByte:F4}",
+                o.Streamed is null ? "-" : Signed(o.Streamed.BitsPerByte - o.Windows.BitsPerByte),
+                transformer?.Windows is null ? "-" : Signed(o.Windows.BitsPerByte - transformer.Windows.BitsPerByte),
+                $"{o.TrainSeconds / 60:F1} min", $"{tokens / o.TrainSeconds:N0}",
+            })).ToList();
+        Console.WriteLine(string.Join("  ", header));
         foreach (var row in rows) Console.WriteLine(string.Join("  ", row.Select((cell, i) => cell.PadLeft(i == 0 ? 14 : 10))));
 
         var first = Presets.Get(options.Preset, Architecture.Mac);
-        long heldOut = outcomes.Count > 0 ? outcomes[0].Final.Tokens : 0;
+        long heldOut = outcomes.FirstOrDefault(o => o.Windows is not null)?.Windows!.Tokens ?? 0;
+        int streams = Math.Max(1, Math.Min(training.BatchSize, (int)(heldOut / windowLength)));
         string setup = $"Corpus `{options.Corpus}`: {data.Train.Length:N0} training bytes, the last {training.ValidationFraction:P0} " +
                        $"({data.Validation.Length:N0} bytes) held out; byte tokenizer. Preset `{options.Preset}` (d = {first.ModelDim}, " +
                        $"{first.Layers} layers, {first.Heads} heads, window {first.Window}, MAC segment {first.SegmentLength}, " +
                        $"{first.PersistentTokens} persistent tokens, memory depth {first.Memory.Depth}, chunk {first.Memory.ChunkSize}); " +
                        "every model has the preset's Transformer++ parameter count (feed-forward width balanced). Each model trains " +
-                       $"{training.Steps} steps × {training.BatchSize} sequences × {training.SequenceLength} bytes = {tokens:N0} tokens " +
+                       $"{training.Steps} steps × {training.BatchSize} sequences × {windowLength} bytes = {tokens:N0} tokens " +
                        $"with the same batches (seed {training.Seed}), AdamW (lr {training.LearningRate}, {training.WarmupSteps} warmup " +
-                       $"steps, cosine to {training.MinLearningRateRatio:P0}, weight decay {training.WeightDecay}, clip {training.GradientClip}). " +
-                       $"Validation: the first {heldOut + 1:N0} held-out bytes, cut into {Math.Max(1, Math.Min(training.BatchSize, (int)(heldOut / training.SequenceLength)))} " +
-                       $"contiguous streams, each streamed through the model in {training.SequenceLength}-byte chunks carrying the state " +
-                       $"(Transformer++ restarts its cache every {training.SequenceLength} bytes, its training length). `vs Transformer++`: " +
-                       "difference in bits/byte (negative is better). Training time includes periodic validation and checkpoints.";
+                       $"steps, cosine to {training.MinLearningRateRatio:P0}, weight decay {training.WeightDecay}, clip {training.GradientClip}).\n\n" +
+                       $"Scored on the first {heldOut + 1:N0} held-out bytes, cut into {streams} contiguous streams of {heldOut / streams:N0} bytes. " +
+                       $"**Windows**: every model starts afresh every {windowLength} bytes, the length it trained on, so all see the same " +
+                       $"context. **Streamed**: each stream runs through the model in {windowLength}-byte chunks carrying the state (memory, " +
+                       $"attention cache within the window) across the whole stream; Transformer++ still restarts every {windowLength} bytes, " +
+                       "since its cache would grow without bound. `streamed − windows` below 0 means the model used context from beyond " +
+                       "its training length; above 0, that its state drifted over a stream longer than any it trained on. " +
+                       "Validation during training (the second plot) scores the first 64K held-out bytes in windows. " +
+                       "Training time is wall time including that validation (every " +
+                       $"{options.EvalEvery} steps) and checkpoints.";
         if (plot is not null)
         {
             LinePlot.Save(plot, $"Training loss on {Path.GetFileName(options.Corpus.TrimEnd('/'))} (byte level, equal parameters and tokens)",
@@ -104,6 +141,8 @@ public static class LanguageModelBenchmark
         {
             var report = new MarkdownReport("Language modelling: every architecture at equal parameters and tokens", command)
                 .Paragraph(setup).Table(header, rows);
+            foreach (var o in outcomes.Where(o => o.Failure is not null))
+                report.Paragraph($"{ArchitectureNames.Display(o.Architecture)}, {(o.Windows is null ? "training" : "streamed")}: {o.Failure}");
             if (plot is not null)
                 report.Paragraph($"![training loss]({Path.GetFileName(plot)})")
                       .Paragraph($"![validation bits per byte]({Path.GetFileName(Path.ChangeExtension(plot, null))}-validation.png)");

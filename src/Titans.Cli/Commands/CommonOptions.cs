@@ -1,5 +1,6 @@
 using System.CommandLine;
 using TorchSharp;
+using Titans.Memory;
 using Titans.Runtime;
 using Titans.Training;
 
@@ -42,7 +43,8 @@ public static class CommonOptions
             return 2;
         }
         // Bad files (a non-UTF-8 corpus, a truncated checkpoint) and a diverged run are the user's input too.
-        catch (Exception e) when (e is InvalidDataException or FileNotFoundException or DirectoryNotFoundException or TrainingDivergedException)
+        catch (Exception e) when (e is InvalidDataException or FileNotFoundException or DirectoryNotFoundException or TrainingDivergedException
+                                       or NonFiniteValueException)
         {
             Console.Error.WriteLine($"error: {e.Message}");
             return 2;

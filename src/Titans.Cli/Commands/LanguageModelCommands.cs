@@ -75,7 +75,7 @@ public static class LanguageModelCommands
                 WeightDecay = parse.GetValue(decay), GradientClip = parse.GetValue(clip), Seed = parse.GetValue(seed),
                 ValidationFraction = parse.GetValue(validation),
             }.Validate();
-            string folder = parse.GetValue(output) ?? Path.Combine("runs", $"{ArchitectureNames.Display(config.Architecture).ToLowerInvariant().Replace("+", "p")}-{parse.GetValue(preset)}");
+            string folder = parse.GetValue(output) ?? Path.Combine("runs", $"{TrainingRun.FolderName(config.Architecture)}-{parse.GetValue(preset)}");
             TrainingRun.Start(config, training, tokenizer, LoadData(corpus, tokenizer, training), corpus, run with { Directory = folder });
             return 0;
         }));
@@ -100,8 +100,9 @@ public static class LanguageModelCommands
         var checkpoint = new Option<string>("--checkpoint", "-c") { Description = "run folder or checkpoint file", Required = true };
         var chunk = new Option<int>("--chunk") { Description = "tokens per forward pass while streaming", DefaultValueFactory = _ => 512 };
         var maxContext = new Option<int?>("--max-context") { Description = "Transformer++ restarts its cache after this many tokens (default: its training length)" };
+        var windows = new Option<bool>("--windows") { Description = "every model, not only Transformer++, restarts after --max-context tokens (independent windows)" };
         var command = new Command("eval", "Loss, perplexity and bits per byte of a checkpoint on a text, streamed through the model in chunks.")
-            { checkpoint, Data, chunk, maxContext };
+            { checkpoint, Data, chunk, maxContext, windows };
         command.SetAction(parse => CommonOptions.Run(parse, _ =>
         {
             var (model, header) = Checkpoint.LoadModel(CheckpointPath(parse.GetValue(checkpoint)!));
@@ -110,8 +111,10 @@ public static class LanguageModelCommands
                 string corpus = parse.GetValue(Data) ?? DefaultCorpus;
                 var tokens = header.Tokenizer.Encode(TextCorpus.Load(corpus));
                 var watch = Stopwatch.StartNew();
-                var result = Evaluation.Run(model, tokens, header.Tokenizer, parse.GetValue(chunk),
-                    parse.GetValue(maxContext) ?? header.Training.SequenceLength);
+                int context = parse.GetValue(maxContext) ?? header.Training.SequenceLength;
+                if (context < 1) throw new ArgumentException($"--max-context must be at least 1, got {context}.");
+                var result = Evaluation.Run(model, tokens, header.Tokenizer, parse.GetValue(chunk), context,
+                    restartEveryModel: parse.GetValue(windows));
                 Console.WriteLine($"{ArchitectureNames.Display(header.Model.Architecture)} step {header.Step} on {corpus}: {result.Tokens:N0} tokens, " +
                                   $"loss {result.Loss:F4} nats, perplexity {result.Perplexity:F3}, {result.BitsPerByte:F4} bits/byte " +
                                   $"({result.Tokens / watch.Elapsed.TotalSeconds:N0} tok/s, peak RSS {ProcessMemory.PeakRss() / (1024.0 * 1024):N0} MiB)");
@@ -175,21 +178,32 @@ public static class LanguageModelCommands
         {
             var watch = Stopwatch.StartNew();
             var training = new TrainingConfig { Steps = parse.GetValue(steps), BatchSize = 8, SequenceLength = 128, WarmupSteps = 20, Seed = 1 }.Validate();
-            var results = new List<(Architecture Architecture, EvaluationResult Result)>();
             var tokenizer = ByteTokenizer.Instance;
             var data = LoadData(DefaultCorpus, tokenizer, training);
+            var folders = new List<(Architecture Architecture, string Folder)>();
             foreach (var architecture in new[] { Architecture.Mac, Architecture.TransformerPlusPlus })
             {
-                string folder = Path.Combine(parse.GetValue(output)!, ArchitectureNames.Display(architecture).ToLowerInvariant().Replace("+", "p"));
+                string folder = Path.Combine(parse.GetValue(output)!, TrainingRun.FolderName(architecture));
                 if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
                 var run = new RunOptions(folder, LogEvery: 25, EvalEvery: training.Steps, EvalTokens: 32768, CheckpointEvery: training.Steps);
-                results.Add((architecture, TrainingRun.Start(Presets.Get("tiny", architecture), training, tokenizer, data, DefaultCorpus, run)));
+                TrainingRun.Start(Presets.Get("tiny", architecture), training, tokenizer, data, DefaultCorpus, run);
+                folders.Add((architecture, folder));
                 Console.WriteLine();
             }
-            foreach (var (architecture, result) in results)
-                Console.WriteLine($"{ArchitectureNames.Display(architecture),-14} validation {result.BitsPerByte:F3} bits/byte (loss {result.Loss:F3} nats)");
-            string mac = Path.Combine(parse.GetValue(output)!, "mac", TrainingRun.CheckpointFile);
-            var (model, header) = Checkpoint.LoadModel(mac);
+            Console.WriteLine($"Validation bits per byte on {Math.Min(32768, data.Validation.Length):N0} held-out bytes " +
+                              $"(windows: every model restarts each {training.SequenceLength} bytes, its training length; streamed: the state is carried):");
+            foreach (var (architecture, folder) in folders)
+            {
+                var (trained, _) = Checkpoint.LoadModel(Path.Combine(folder, TrainingRun.CheckpointFile));
+                using (trained)
+                {
+                    var windows = TrainingRun.Validate(trained, data, training, tokenizer, 32768, windows: true);
+                    var (streamed, failure) = TrainingRun.TryStreamed(trained, data, training, tokenizer, 32768);
+                    Console.WriteLine($"  {ArchitectureNames.Display(architecture),-14} windows {windows.BitsPerByte:F3}   streamed " +
+                                      (streamed is null ? $"diverged ({failure})" : $"{streamed.BitsPerByte:F3}"));
+                }
+            }
+            var (model, header) = Checkpoint.LoadModel(Path.Combine(folders[0].Folder, TrainingRun.CheckpointFile));
             using (model)
             {
                 Console.WriteLine("\nA sample from the MAC model (temperature 0.8):\n");

@@ -32,7 +32,9 @@ public abstract class TrainingProgress
         if (Console.IsOutputRedirected || !AnsiConsole.Profile.Capabilities.Interactive)
             return body(new Plain());
         T result = default!;
-        AnsiConsole.Progress()
+        var display = AnsiConsole.Progress();
+        display.RefreshRate = TimeSpan.FromSeconds(1);   // each redraw takes a core from libtorch's threads
+        display
             .AutoClear(false)
             .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(),
                      new ElapsedTimeColumn(), new RemainingTimeColumn(), new SpinnerColumn())

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
 using Titans.Cli.Reporting;
+using Titans.Memory;
 using Titans.Models;
 using Titans.Text;
 using Titans.Training;
@@ -19,6 +20,9 @@ public static class TrainingRun
 {
     public const string CheckpointFile = "checkpoint.safetensors";
     public const string MetricsFile = "metrics.jsonl";
+
+    /// <summary>A run folder's name for an architecture: <c>mac</c>, <c>transformerpp</c>, <c>swa</c>, …</summary>
+    public static string FolderName(Architecture architecture) => ArchitectureNames.Display(architecture).ToLowerInvariant().Replace("+", "p");
 
     /// <summary>Trains a new model; refuses to overwrite a folder that already holds a checkpoint.</summary>
     public static EvaluationResult Start(TitansConfig config, TrainingConfig training, ITokenizer tokenizer, TokenData data,
@@ -88,12 +92,34 @@ public static class TrainingRun
         });
     }
 
-    /// <summary>Validation on the first <paramref name="tokens"/> of the held-out tail, streamed in training-length chunks.</summary>
-    public static EvaluationResult Validate(Trainer trainer, ITokenizer tokenizer, int tokens)
+    /// <summary>
+    /// Validation during training on the first <paramref name="tokens"/> of the held-out tail, in training-length windows:
+    /// comparable with the training loss and across architectures, and never longer than what the model has learned to
+    /// stream (a memory trained on short sequences can diverge on far longer streams; `eval` measures that).
+    /// </summary>
+    public static EvaluationResult Validate(Trainer trainer, ITokenizer tokenizer, int tokens) =>
+        Validate(trainer.Model, trainer.Data, trainer.Config, tokenizer, tokens, windows: true);
+
+    /// <summary>
+    /// Scores the first <paramref name="tokens"/> held-out tokens, cut into up to a batch of contiguous streams that run
+    /// through the model in training-length chunks carrying the state; with <paramref name="windows"/> every model
+    /// starts afresh each training length instead (as it saw its training sequences).
+    /// </summary>
+    public static EvaluationResult Validate(TitansLanguageModel model, TokenData data, TrainingConfig training, ITokenizer tokenizer,
+        int tokens, bool windows = false)
     {
-        var validation = trainer.Data.Validation.AsSpan(0, Math.Min(tokens, trainer.Data.Validation.Length));
-        int rows = Math.Max(1, Math.Min(trainer.Config.BatchSize, (validation.Length - 1) / trainer.Config.SequenceLength));
-        return Evaluation.Run(trainer.Model, validation, tokenizer, trainer.Config.SequenceLength, trainer.Config.SequenceLength, rows);
+        var validation = data.Validation.AsSpan(0, Math.Min(tokens, data.Validation.Length));
+        int length = training.SequenceLength;
+        int rows = Math.Max(1, Math.Min(training.BatchSize, (validation.Length - 1) / length));
+        return Evaluation.Run(model, validation, tokenizer, length, length, rows, restartEveryModel: windows);
+    }
+
+    /// <summary>The streamed score, or why there is none: the memory's inner loop diverged on a stream longer than it trained on.</summary>
+    public static (EvaluationResult? Result, string? Failure) TryStreamed(TitansLanguageModel model, TokenData data, TrainingConfig training,
+        ITokenizer tokenizer, int tokens)
+    {
+        try { return (Validate(model, data, training, tokenizer, tokens), null); }
+        catch (NonFiniteValueException e) { return (null, e.Message); }
     }
 
     static void SavePlot(string directory, List<(int Step, double Loss)> train, List<(int Step, double Loss)> validation) =>

@@ -19,8 +19,10 @@ public sealed record EvaluationResult(double Loss, long Tokens, long Bytes)
 public static class Evaluation
 {
     /// <param name="rows">Streams scored side by side: the stream is cut into this many contiguous parts (a batch).</param>
+    /// <param name="restartEveryModel">Every architecture, not only Transformer++, starts afresh every
+    /// <paramref name="maxContext"/> tokens: windows scored independently, as a model sees its training sequences.</param>
     public static EvaluationResult Run(TitansLanguageModel model, ReadOnlySpan<long> stream, ITokenizer tokenizer,
-        int chunk, int maxContext, int rows = 1)
+        int chunk, int maxContext, int rows = 1, bool restartEveryModel = false)
     {
         if (chunk < 1) throw new ArgumentException($"The evaluation chunk must be at least 1 token, got {chunk}.", nameof(chunk));
         if (rows < 1) throw new ArgumentException($"Rows must be at least 1, got {rows}.", nameof(rows));
@@ -33,7 +35,7 @@ public static class Evaluation
             stream.Slice((int)(r * length), (int)length).CopyTo(inputs.AsSpan((int)(r * length)));
             stream.Slice((int)(r * length) + 1, (int)length).CopyTo(targets.AsSpan((int)(r * length)));
         }
-        bool growing = model.Config.Architecture == Architecture.TransformerPlusPlus;
+        bool restarts = restartEveryModel || model.Config.Architecture == Architecture.TransformerPlusPlus;
         bool training = model.training;
         model.eval();
         double total = 0;
@@ -47,7 +49,7 @@ public static class Evaluation
             {
                 using var scope = NewDisposeScope();
                 long take = Math.Min(chunk, length - start);
-                if (growing && state is not null && state.Position + take > maxContext) { state.Dispose(); state = null; }
+                if (restarts && state is not null && state.Position + take > maxContext) { state.Dispose(); state = null; }
                 var (logits, next) = model.Forward(x.narrow(1, start, take), state);
                 state?.Dispose();
                 state = next;

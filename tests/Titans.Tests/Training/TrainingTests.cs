@@ -147,6 +147,24 @@ public class TrainingTests : IDisposable
         Assert.Equal(whole.Loss / Math.Log(2), whole.BitsPerByte, 1e-12);            // bytes: one token per byte
     }
 
+    [Theory]
+    [InlineData(Architecture.Mac)]
+    [InlineData(Architecture.Lmm)]
+    public void WindowedEvaluationScoresEachWindowAfresh(Architecture architecture)
+    {
+        manual_seed(6);
+        using var model = new TitansLanguageModel("model", SmallConfig(architecture));
+        var tokens = ByteTokenizer.Instance.Encode(Text[..121]);
+        var windows = Evaluation.Run(model, tokens, ByteTokenizer.Instance, chunk: 40, maxContext: 40, restartEveryModel: true);
+        // The same 120 predictions as three separate 40-token documents, each scored in one pass.
+        double sum = 0;
+        for (int w = 0; w < 3; w++)
+            sum += 40 * Evaluation.Run(model, tokens.AsSpan(40 * w, 41), ByteTokenizer.Instance, chunk: 40, maxContext: 40).Loss;
+        Assert.Equal(sum / 120, windows.Loss, 1e-5);
+        var streamed = Evaluation.Run(model, tokens, ByteTokenizer.Instance, chunk: 40, maxContext: 40);
+        Assert.True(Math.Abs(streamed.Loss - windows.Loss) > 1e-6, "streaming carries the state, so it differs from fresh windows");
+    }
+
     [Fact]
     public void LearningRateWarmsUpThenDecaysToItsFloor()
     {
