@@ -17,5 +17,8 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x) => x * (x.square().mean(new long[] { -1 }, keepdim: true) + eps).rsqrt() * weight;
+    public override Tensor forward(Tensor x) => Normalize(x, eps) * weight;
+
+    /// <summary>x / sqrt(mean(x²) + ε) over the last dimension, with no learned scale.</summary>
+    public static Tensor Normalize(Tensor x, double eps = 1e-6) => x * (x.square().mean(new long[] { -1 }, keepdim: true) + eps).rsqrt();
 }

@@ -107,7 +107,8 @@ public sealed class Block : StreamingModule<BlockState>
     /// MAC (§4.1), segment by segment (segments are aligned to absolute positions, so a piece may start or end inside
     /// one): (1) h = M*_{t−1}(q), a read of the memory as it was when the segment began; (2) attention over
     /// [persistent ‖ h ‖ segment], where query i sees h_j and s_j for j ≤ i; (3) y = the attention output; (4) the
-    /// memory is updated with y (keys and values from y); (5) o = y ⊙ σ(norm(M_t(y))), the read of the updated memory.
+    /// memory is updated with ŷ = y / rms(y) (keys and values from it); (5) o = y ⊙ σ(norm(M_t(ŷ))), the read of the
+    /// updated memory.
     /// Step 5 reads token i with the memory written up to token i (the memory's own causal read), since the memory
     /// at the segment's end would show token i the segment's later tokens.
     /// </summary>
@@ -126,7 +127,10 @@ public sealed class Block : StreamingModule<BlockState>
             Tensor piece = x.narrow(1, done, size);
             (Tensor read, readConv) = memory!.Read(piece, segmentMemory, readConv);
             (Tensor attended, cache) = attention!.Forward(piece, read, cache);
-            (Tensor remembered, memoryState) = memory.Forward(attended, memoryState);
+            // The attention output is not normalized; written raw, its scale drives the inner loop's steps and the outer
+            // gradients explode (SOTU, tiny: |g| up to 8e5, then divergence). A learned scale let that scale grow back
+            // (|g| median 34 by step 800), so the write is normalized without one.
+            (Tensor remembered, memoryState) = memory.Forward(RmsNorm.Normalize(attended), memoryState);
             outputs.Add(attended * memory_out_norm!.forward(remembered).sigmoid());
             done += size;
             position += size;

@@ -1,4 +1,5 @@
 using TorchSharp;
+using Titans.Layers;
 using Titans.Memory;
 using Titans.Models;
 using static TorchSharp.torch;
@@ -48,7 +49,7 @@ public class MemoryAsContextTests
             else
             {
                 attended = block.Attention!.Forward(segment, read, null).Output;
-                (remembered, state) = memory.Forward(attended, state);
+                (remembered, state) = memory.Forward(RmsNorm.Normalize(attended), state);
             }
             outputs.Add(attended * block.MemoryOutNorm!.forward(remembered).sigmoid());
             start = state.Memory.Weights;
@@ -74,6 +75,25 @@ public class MemoryAsContextTests
         var (wrong, wrongMemory) = Reference(block, x, updateBeforeAttention: true);
         Assert.True((wrong - output).abs().max().item<double>() > 1e-6, "update-before-attention must differ");
         Assert.True((wrongMemory.Weights[0] - memory.Weights[0]).abs().max().item<double>() > 1e-6);
+    }
+
+    [Fact]
+    public void TheMemoryIsWrittenWithTheNormalizedAttentionOutput()
+    {
+        // The scale of the attention output does not reach the memory: ×10³ and ×10⁶ store the same (both far above the
+        // norm's epsilon). Written raw, that scale once drove the inner loop to divergence in training.
+        using var scope = NewDisposeScope();
+        var block = Build();
+        Tensor x = Normal(Seeded(7), 2, 21, 16);
+        var outProjection = block.named_parameters().First(p => p.name == "attention.o_proj.weight").parameter;
+        MemoryWeights Stored(double scale)
+        {
+            using (no_grad()) outProjection.mul_(scale);
+            return block.Memory!.CurrentMemory(block.MemoryAsContext(x, null).State.Memory!);
+        }
+        var before = Stored(1e3);
+        var after = Stored(1e3);
+        AssertClose(before, after, 1e-9, "memory with the attention output scaled by 10³ and by 10⁶");
     }
 
     [Fact]
