@@ -17,69 +17,70 @@ public static class LanguageModelBenchmark
     public sealed record Options(string Corpus, string Preset, IReadOnlyList<Architecture> Architectures, TrainingConfig Training,
         int EvalTokens, int EvalEvery, string RunsDirectory);
 
-    sealed record Outcome(Architecture Architecture, long Parameters, EvaluationResult? Windows, EvaluationResult? Streamed, string? Failure, double TrainSeconds,
-        List<(int Step, double Loss)> TrainCurve, List<(int Step, double Bpb)> ValidationCurve);
+    /// <summary>One architecture's run: its scores, or null with <see cref="Failure"/> where training diverged.</summary>
+    sealed record Outcome(Architecture Architecture, long Parameters, TrainingRun.Scores? Scores, string? Failure, double TrainSeconds,
+        List<(int Step, double Loss)> TrainCurve, List<(int Step, double Bpb)> ValidationCurve)
+    {
+        public EvaluationResult? Windows => Scores?.Windows;
+        public EvaluationResult? Streamed => Scores?.Streamed;
+    }
 
     public static void Run(Options options, string? output, string? plot, string command)
     {
         if (!File.Exists(options.Corpus) && !Directory.Exists(options.Corpus))
             throw new ArgumentException($"No corpus at '{options.Corpus}'. The State of the Union corpus is fetched by scripts/fetch-corpora.sh sotu.");
+        if (options.EvalTokens < 2) throw new ArgumentException($"--eval-tokens must be at least 2, got {options.EvalTokens}.");
         var tokenizer = ByteTokenizer.Instance;
         var data = Commands.LanguageModelCommands.LoadData(options.Corpus, tokenizer, options.Training);
-        if (options.EvalTokens < 2) throw new ArgumentException($"--eval-tokens must be at least 2, got {options.EvalTokens}.");
         var outcomes = new List<Outcome>();
         foreach (var architecture in options.Architectures)
         {
             var config = Presets.Get(options.Preset, architecture);
             string folder = Path.Combine(options.RunsDirectory, TrainingRun.FolderName(architecture));
             string checkpoint = Path.Combine(folder, TrainingRun.CheckpointFile);
-            if (Finished(checkpoint, config, options.Training) is not Checkpoint.Header)
+            string? diverged = null;
+            if (IsFinished(checkpoint, config, options.Training))
+                Console.WriteLine($"{ArchitectureNames.Display(architecture)}: reusing the finished run in {folder}");
+            else
             {
                 if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
                 var run = new RunOptions(folder, LogEvery: 10, options.EvalEvery, EvalTokens: Math.Min(options.EvalTokens, 65536),
                     CheckpointEvery: options.Training.Steps);
+                // A model that diverges is a result too: its row says where, and the other models still run.
                 try { TrainingRun.Start(config, options.Training, tokenizer, data, options.Corpus, run); }
-                catch (TrainingDivergedException e)
-                {
-                    // A model that diverges is a result too: its row says where, and the other models still run.
-                    var partial = TrainingRun.ReadMetrics(Path.Combine(folder, TrainingRun.MetricsFile));
-                    outcomes.Add(new Outcome(architecture, config.ParameterCount, null, null, e.Message, double.NaN,
-                        partial.Train, partial.Validation.Select(v => (v.Step, v.Bpb)).ToList()));
-                    Console.WriteLine($"{ArchitectureNames.Display(architecture)}: {e.Message}\n");
-                    continue;
-                }
-            }
-            else Console.WriteLine($"{ArchitectureNames.Display(architecture)}: reusing the finished run in {folder}");
-            var (model, header) = Checkpoint.LoadModel(checkpoint);
-            EvaluationResult windows;
-            EvaluationResult? streamed;
-            string? failure;
-            using (model)
-            {
-                // The same held-out tokens for every model: in training-length windows, and streamed.
-                windows = TrainingRun.Validate(model, data, options.Training, tokenizer, options.EvalTokens, windows: true);
-                (streamed, failure) = TrainingRun.TryStreamed(model, data, options.Training, tokenizer, options.EvalTokens);
+                catch (TrainingDivergedException e) { diverged = e.Message; }
             }
             var metrics = TrainingRun.ReadMetrics(Path.Combine(folder, TrainingRun.MetricsFile));
-            outcomes.Add(new Outcome(architecture, config.ParameterCount, windows, streamed, failure, header.ElapsedMilliseconds / 1000.0,
-                metrics.Train, metrics.Validation.Select(v => (v.Step, v.Bpb)).ToList()));
-            Console.WriteLine($"{ArchitectureNames.Display(architecture)}: {windows.BitsPerByte:F4} bits/byte in {options.Training.SequenceLength}-token windows, " +
-                              (streamed is null ? $"streamed: {failure}" : $"{streamed.BitsPerByte:F4} streamed") + $", on {windows.Tokens:N0} held-out tokens\n");
+            var validationCurve = metrics.Validation.Select(v => (v.Step, v.Bpb)).ToList();
+            if (diverged is not null)
+            {
+                outcomes.Add(new Outcome(architecture, config.ParameterCount, null, diverged, double.NaN, metrics.Train, validationCurve));
+                Console.WriteLine($"{ArchitectureNames.Display(architecture)}: {diverged}\n");
+                continue;
+            }
+            var (model, header) = Checkpoint.LoadModel(checkpoint);
+            TrainingRun.Scores scores;
+            using (model) scores = TrainingRun.Score(model, data, options.Training, tokenizer, options.EvalTokens);   // the same held-out tokens for every model
+            outcomes.Add(new Outcome(architecture, config.ParameterCount, scores, scores.Failure, header.ElapsedMilliseconds / 1000.0,
+                metrics.Train, validationCurve));
+            Console.WriteLine($"{ArchitectureNames.Display(architecture)}: {scores.Windows.BitsPerByte:F4} bits/byte in {options.Training.SequenceLength}-token windows, " +
+                              (scores.Streamed is null ? $"streamed: {scores.Failure}" : $"{scores.Streamed.BitsPerByte:F4} streamed") +
+                              $", on {scores.Windows.Tokens:N0} held-out tokens\n");
         }
         Report(outcomes, options, data, output, plot, command);
     }
 
-    /// <summary>The header of a finished run of exactly this model and training, or null (then it is trained again).</summary>
-    static Checkpoint.Header? Finished(string checkpoint, TitansConfig config, TrainingConfig training)
+    /// <summary>Whether the folder holds a finished run of exactly this model and training (else it is trained again).</summary>
+    static bool IsFinished(string checkpoint, TitansConfig config, TrainingConfig training)
     {
-        if (!File.Exists(checkpoint)) return null;
+        if (!File.Exists(checkpoint)) return false;
         try
         {
             using var content = Checkpoints.SafeTensors.Load(checkpoint);
             var header = Checkpoint.ReadHeader(checkpoint, content);
-            return header.Step == training.Steps && header.Training == training && header.Model == config ? header : null;
+            return header.Step == training.Steps && header.Training == training && header.Model == config;
         }
-        catch (InvalidDataException) { return null; }
+        catch (InvalidDataException) { return false; }
     }
 
     static void Report(List<Outcome> outcomes, Options options, TokenData data, string? output, string? plot, string command)

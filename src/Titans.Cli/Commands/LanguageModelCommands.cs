@@ -197,10 +197,9 @@ public static class LanguageModelCommands
                 var (trained, _) = Checkpoint.LoadModel(Path.Combine(folder, TrainingRun.CheckpointFile));
                 using (trained)
                 {
-                    var windows = TrainingRun.Validate(trained, data, training, tokenizer, 32768, windows: true);
-                    var (streamed, failure) = TrainingRun.TryStreamed(trained, data, training, tokenizer, 32768);
-                    Console.WriteLine($"  {ArchitectureNames.Display(architecture),-14} windows {windows.BitsPerByte:F3}   streamed " +
-                                      (streamed is null ? $"diverged ({failure})" : $"{streamed.BitsPerByte:F3}"));
+                    var scores = TrainingRun.Score(trained, data, training, tokenizer, 32768);
+                    Console.WriteLine($"  {ArchitectureNames.Display(architecture),-14} windows {scores.Windows.BitsPerByte:F3}   streamed " +
+                                      (scores.Streamed is null ? $"diverged ({scores.Failure})" : $"{scores.Streamed.BitsPerByte:F3}"));
                 }
             }
             var (model, header) = Checkpoint.LoadModel(Path.Combine(folders[0].Folder, TrainingRun.CheckpointFile));

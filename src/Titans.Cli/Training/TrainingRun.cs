@@ -114,12 +114,16 @@ public static class TrainingRun
         return Evaluation.Run(model, validation, tokenizer, length, length, rows, restartEveryModel: windows);
     }
 
-    /// <summary>The streamed score, or why there is none: the memory's inner loop diverged on a stream longer than it trained on.</summary>
-    public static (EvaluationResult? Result, string? Failure) TryStreamed(TitansLanguageModel model, TokenData data, TrainingConfig training,
-        ITokenizer tokenizer, int tokens)
+    /// <summary>A trained model's held-out score both ways: in windows, and streamed.</summary>
+    /// <param name="Streamed">Null, with the reason in <paramref name="Failure"/>, where the memory's inner loop diverged
+    /// on a stream longer than any it trained on.</param>
+    public sealed record Scores(EvaluationResult Windows, EvaluationResult? Streamed, string? Failure);
+
+    public static Scores Score(TitansLanguageModel model, TokenData data, TrainingConfig training, ITokenizer tokenizer, int tokens)
     {
-        try { return (Validate(model, data, training, tokenizer, tokens), null); }
-        catch (NonFiniteValueException e) { return (null, e.Message); }
+        var windows = Validate(model, data, training, tokenizer, tokens, windows: true);
+        try { return new Scores(windows, Validate(model, data, training, tokenizer, tokens), null); }
+        catch (NonFiniteValueException e) { return new Scores(windows, null, e.Message); }
     }
 
     static void SavePlot(string directory, List<(int Step, double Loss)> train, List<(int Step, double Loss)> validation) =>
