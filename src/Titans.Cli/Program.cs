@@ -15,6 +15,7 @@ public static class Program
         root.Options.Add(CommonOptions.Threads);
         root.Options.Add(CommonOptions.Device);
         foreach (var command in LanguageModelCommands.Create()) root.Subcommands.Add(command);
+        root.Subcommands.Add(TaskCommands.Create());
         root.Subcommands.Add(ModelsCommand.Create());
         root.Subcommands.Add(DemoCommands.Create());
         root.Subcommands.Add(BenchCommands.Create());

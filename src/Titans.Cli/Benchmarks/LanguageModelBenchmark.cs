@@ -39,7 +39,7 @@ public static class LanguageModelBenchmark
             string folder = Path.Combine(options.RunsDirectory, TrainingRun.FolderName(architecture));
             string checkpoint = Path.Combine(folder, TrainingRun.CheckpointFile);
             string? diverged = null;
-            if (IsFinished(checkpoint, config, options.Training))
+            if (TrainingRun.IsFinished(checkpoint, config, options.Training))
                 Console.WriteLine($"{ArchitectureNames.Display(architecture)}: reusing the finished run in {folder}");
             else
             {
@@ -71,18 +71,6 @@ public static class LanguageModelBenchmark
     }
 
     /// <summary>Whether the folder holds a finished run of exactly this model and training (else it is trained again).</summary>
-    static bool IsFinished(string checkpoint, TitansConfig config, TrainingConfig training)
-    {
-        if (!File.Exists(checkpoint)) return false;
-        try
-        {
-            using var content = Checkpoints.SafeTensors.Load(checkpoint);
-            var header = Checkpoint.ReadHeader(checkpoint, content);
-            return header.Step == training.Steps && header.Training == training && header.Model == config;
-        }
-        catch (InvalidDataException) { return false; }
-    }
-
     static void Report(List<Outcome> outcomes, Options options, TokenData data, string? output, string? plot, string command)
     {
         var training = options.Training;

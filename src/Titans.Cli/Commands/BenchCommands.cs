@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Titans.Cli.Benchmarks;
 using Titans.Models;
+using Titans.Tasks.LongContext;
 using Titans.Training;
 
 namespace Titans.Cli.Commands;
@@ -15,6 +16,7 @@ public static class BenchCommands
         bench.Subcommands.Add(StreamBench());
         bench.Subcommands.Add(ThroughputBench());
         bench.Subcommands.Add(LanguageModelBench());
+        bench.Subcommands.Add(TaskBench());
         return bench;
     }
 
@@ -79,6 +81,47 @@ public static class BenchCommands
             var options = new LanguageModelBenchmark.Options(parse.GetValue(data)!, parse.GetValue(preset)!, chosen, training,
                 parse.GetValue(evalTokens), parse.GetValue(evalEvery), parse.GetValue(runs)!);
             LanguageModelBenchmark.Run(options, parse.GetValue(output), parse.GetValue(plot), CommonOptions.CommandLine(parse));
+            return 0;
+        }));
+        return command;
+    }
+
+    static Command TaskBench()
+    {
+        var task = new Option<string>("--task", "-t") { Description = string.Join(", ", LongContextTasks.Names), DefaultValueFactory = _ => "passkey" };
+        var haystack = new Option<string>("--haystack") { Description = "real text for the needles (default: Moby Dick, shipped)", DefaultValueFactory = _ => LanguageModelCommands.DefaultCorpus };
+        var preset = new Option<string>("--preset") { Description = "model size, the same for every architecture", DefaultValueFactory = _ => "tiny" };
+        var architectures = new Option<string>("--architectures") { Description = "comma-separated architectures", DefaultValueFactory = _ => "lmm,mac,mag,mal,transformer++,swa" };
+        var steps = new Option<int>("--steps") { Description = "optimizer steps per model", DefaultValueFactory = _ => 800 };
+        var batch = new Option<int>("--batch-size") { Description = "examples per step", DefaultValueFactory = _ => 16 };
+        var length = new Option<int>("--length") { Description = "training length L (tokens)", DefaultValueFactory = _ => 128 };
+        var lr = new Option<double>("--lr") { Description = "peak learning rate", DefaultValueFactory = _ => new TrainingConfig().LearningRate };
+        var seed = new Option<long>("--seed") { Description = "seed of the weights and of the examples", DefaultValueFactory = _ => 1 };
+        var factors = new Option<string>("--factors") { Description = "test lengths as multiples of L", DefaultValueFactory = _ => "1,2,4,8,16" };
+        var depths = new Option<int>("--depths") { Description = "needle depths, spread evenly over 0–100%", DefaultValueFactory = _ => 5 };
+        var examples = new Option<int>("--examples") { Description = "examples per (length, depth) cell", DefaultValueFactory = _ => 20 };
+        var evalEvery = new Option<int>("--eval-every") { Description = "steps between validations during training", DefaultValueFactory = _ => 200 };
+        var runs = new Option<string?>("--runs") { Description = "folder of the runs (default: runs/bench-tasks-<task>-<L>)" };
+        var output = new Option<string?>("--out") { Description = "write the table here (e.g. docs/bench-tasks-passkey.md; heat maps go in a folder beside it)" };
+        var command = new Command("tasks",
+            "Train every architecture on a long-context task at length L and score each at L … 16L over needle depths (table, heat maps, plot).")
+            { task, haystack, preset, architectures, steps, batch, length, lr, seed, factors, depths, examples, evalEvery, runs, output };
+        command.SetAction(parse => CommonOptions.Run(parse, _ =>
+        {
+            var training = new TrainingConfig
+            {
+                Steps = parse.GetValue(steps), BatchSize = parse.GetValue(batch), SequenceLength = parse.GetValue(length),
+                LearningRate = parse.GetValue(lr), Seed = parse.GetValue(seed), WarmupSteps = Math.Min(50, parse.GetValue(steps)),
+            }.Validate();
+            var chosen = parse.GetValue(architectures)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
+                .Select(ArchitectureNames.Parse).Distinct().ToList();
+            if (chosen.Count == 0) throw new ArgumentException("--architectures names no architecture.");
+            Presets.Get(parse.GetValue(preset)!, Architecture.Mac);
+            string name = parse.GetValue(task)!;
+            var options = new TaskBenchmark.Options(name, parse.GetValue(haystack)!, parse.GetValue(preset)!, chosen, training,
+                IntList(parse.GetValue(factors)!, "--factors"), TrainingOptions.Positive(parse, depths), TrainingOptions.Positive(parse, examples),
+                TrainingOptions.Positive(parse, evalEvery), parse.GetValue(runs) ?? Path.Combine("runs", $"bench-tasks-{name}-{training.SequenceLength}"));
+            TaskBenchmark.Run(options, parse.GetValue(output), CommonOptions.CommandLine(parse));
             return 0;
         }));
         return command;

@@ -21,40 +21,22 @@ public static class LanguageModelCommands
 
     static Command Train()
     {
-        var preset = new Option<string>("--preset") { Description = $"model size ({string.Join(", ", Presets.Names)})", DefaultValueFactory = _ => "tiny" };
-        var architecture = new Option<string>("--architecture", "-a") { Description = "transformer++, swa, lmm, mac, mag or mal", DefaultValueFactory = _ => "mac" };
-        var modelConfig = new Option<string?>("--model-config") { Description = "a model configuration JSON file (as `titans models --json` prints) instead of a preset" };
-        var tokenizerOption = new Option<string>("--tokenizer") { Description = "bytes, o200k_base, cl100k_base (tiktoken BPE) or a SentencePiece .model file", DefaultValueFactory = _ => "bytes" };
-        var steps = new Option<int>("--steps") { Description = "optimizer steps", DefaultValueFactory = _ => new TrainingConfig().Steps };
-        var batch = new Option<int>("--batch-size") { Description = "sequences per micro-batch", DefaultValueFactory = _ => new TrainingConfig().BatchSize };
-        var accumulate = new Option<int>("--accumulate") { Description = "micro-batches per optimizer step (gradient accumulation)", DefaultValueFactory = _ => 1 };
-        var length = new Option<int>("--seq-len") { Description = "tokens per training sequence", DefaultValueFactory = _ => new TrainingConfig().SequenceLength };
-        var lr = new Option<double>("--lr") { Description = "peak learning rate", DefaultValueFactory = _ => new TrainingConfig().LearningRate };
-        var warmup = new Option<int>("--warmup") { Description = "linear warmup steps (then cosine decay to 10% of the peak)", DefaultValueFactory = _ => new TrainingConfig().WarmupSteps };
-        var decay = new Option<double>("--weight-decay") { Description = "AdamW weight decay (matrices and embeddings)", DefaultValueFactory = _ => new TrainingConfig().WeightDecay };
-        var clip = new Option<double>("--clip") { Description = "maximum gradient norm (0: off)", DefaultValueFactory = _ => new TrainingConfig().GradientClip };
-        var seed = new Option<long>("--seed") { Description = "seed of the weights and of the batch order", DefaultValueFactory = _ => 1 };
+        var options = new TrainingOptions();
+        var tokenizerOption = options.Tokenizer;
         var validation = new Option<double>("--val-fraction") { Description = "fraction of the corpus held out (its end)", DefaultValueFactory = _ => new TrainingConfig().ValidationFraction };
-        var output = new Option<string?>("--out") { Description = "run folder (default: runs/<architecture>-<preset>)" };
-        var resume = new Option<string?>("--resume") { Description = "continue the run in this folder (or checkpoint file) bit for bit; --steps may extend it" };
-        var logEvery = new Option<int>("--log-every") { Description = "steps between progress lines", DefaultValueFactory = _ => 10 };
-        var evalEvery = new Option<int>("--eval-every") { Description = "steps between validations", DefaultValueFactory = _ => 100 };
         var evalTokens = new Option<int>("--eval-tokens") { Description = "validation tokens scored each time", DefaultValueFactory = _ => 32768 };
-        var saveEvery = new Option<int>("--checkpoint-every") { Description = "steps between checkpoints", DefaultValueFactory = _ => 100 };
         var command = new Command("train", "Train a language model on a text corpus; writes a checkpoint, metrics.jsonl and loss.png into the run folder.")
-            { Data, preset, architecture, modelConfig, tokenizerOption, steps, batch, accumulate, length, lr, warmup, decay, clip, seed, validation, output, resume,
-              logEvery, evalEvery, evalTokens, saveEvery };
+            { Data, validation, evalTokens };
+        foreach (var option in options.All) command.Options.Add(option);
         command.SetAction(parse => CommonOptions.Run(parse, _ =>
         {
-            int Positive(Option<int> option) => parse.GetValue(option) is int v and > 0 ? v
-                : throw new ArgumentException($"{option.Name} must be at least 1, got {parse.GetValue(option)}.");
-            var run = new RunOptions("", Positive(logEvery), Positive(evalEvery), Positive(evalTokens), Positive(saveEvery));
+            var run = new RunOptions("", TrainingOptions.Positive(parse, options.LogEvery), TrainingOptions.Positive(parse, options.EvalEvery),
+                TrainingOptions.Positive(parse, evalTokens), TrainingOptions.Positive(parse, options.SaveEvery));
             string corpus = parse.GetValue(Data) ?? DefaultCorpus;
-            if (parse.GetValue(resume) is string from)
+            if (parse.GetValue(options.Resume) is string from)
             {
-                string file = CheckpointPath(from);
-                var (trainer, header) = Checkpoint.Resume(file, h => LoadData(corpus, h.Tokenizer, h.Training),
-                    parse.GetResult(steps) is null ? null : parse.GetValue(steps));
+                string file = TrainingOptions.CheckpointPath(from);
+                var (trainer, header) = Checkpoint.Resume(file, h => LoadData(corpus, h.Tokenizer, h.Training), options.ResumeSteps(parse));
                 using (trainer)
                 using (trainer.Model)
                 {
@@ -63,19 +45,10 @@ public static class LanguageModelCommands
                 }
                 return 0;
             }
-            var arch = ArchitectureNames.Parse(parse.GetValue(architecture)!);
             var tokenizer = Tokenizers.FromSpecification(parse.GetValue(tokenizerOption)!);
-            TitansConfig config = parse.GetValue(modelConfig) is string path
-                ? TitansConfig.FromJson(File.ReadAllText(path))
-                : Presets.Get(parse.GetValue(preset)!, arch, vocabulary: tokenizer.VocabularySize);
-            var training = new TrainingConfig
-            {
-                Steps = parse.GetValue(steps), BatchSize = parse.GetValue(batch), AccumulationSteps = parse.GetValue(accumulate),
-                SequenceLength = parse.GetValue(length), LearningRate = parse.GetValue(lr), WarmupSteps = parse.GetValue(warmup),
-                WeightDecay = parse.GetValue(decay), GradientClip = parse.GetValue(clip), Seed = parse.GetValue(seed),
-                ValidationFraction = parse.GetValue(validation),
-            }.Validate();
-            string folder = parse.GetValue(output) ?? Path.Combine("runs", $"{TrainingRun.FolderName(config.Architecture)}-{parse.GetValue(preset)}");
+            TitansConfig config = options.Model(parse, tokenizer);
+            var training = options.Training(parse, parse.GetValue(validation));
+            string folder = parse.GetValue(options.Output) ?? Path.Combine("runs", $"{TrainingRun.FolderName(config.Architecture)}-{parse.GetValue(options.Preset)}");
             TrainingRun.Start(config, training, tokenizer, LoadData(corpus, tokenizer, training), corpus, run with { Directory = folder });
             return 0;
         }));
@@ -88,13 +61,6 @@ public static class LanguageModelCommands
         return new TokenData(tokens, training.ValidationFraction, training.SequenceLength);
     }
 
-    /// <summary>The checkpoint file of a run folder, or the file itself.</summary>
-    static string CheckpointPath(string path)
-    {
-        string file = Directory.Exists(path) ? Path.Combine(path, TrainingRun.CheckpointFile) : path;
-        return File.Exists(file) ? file : throw new ArgumentException($"No checkpoint at '{file}'.");
-    }
-
     static Command Eval()
     {
         var checkpoint = new Option<string>("--checkpoint", "-c") { Description = "run folder or checkpoint file", Required = true };
@@ -105,7 +71,7 @@ public static class LanguageModelCommands
             { checkpoint, Data, chunk, maxContext, windows };
         command.SetAction(parse => CommonOptions.Run(parse, _ =>
         {
-            var (model, header) = Checkpoint.LoadModel(CheckpointPath(parse.GetValue(checkpoint)!));
+            var (model, header) = Checkpoint.LoadModel(TrainingOptions.CheckpointPath(parse.GetValue(checkpoint)!));
             using (model)
             {
                 string corpus = parse.GetValue(Data) ?? DefaultCorpus;
@@ -141,7 +107,7 @@ public static class LanguageModelCommands
         {
             string text = parse.GetValue(promptFile) is string file ? TextCorpus.Load(file)
                 : parse.GetValue(prompt) ?? throw new ArgumentException("Give a --prompt or a --prompt-file.");
-            var (model, header) = Checkpoint.LoadModel(CheckpointPath(parse.GetValue(checkpoint)!));
+            var (model, header) = Checkpoint.LoadModel(TrainingOptions.CheckpointPath(parse.GetValue(checkpoint)!));
             using (model)
                 Sample(model, header.Tokenizer, text, parse.GetValue(tokens),
                     new SamplingOptions(parse.GetValue(temperature), parse.GetValue(topK), parse.GetValue(topP), parse.GetValue(seed)));

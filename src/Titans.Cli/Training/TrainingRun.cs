@@ -9,7 +9,21 @@ using Titans.Training;
 namespace Titans.Cli.Training;
 
 /// <summary>Where a run writes, and how often it reports, evaluates and saves.</summary>
-public sealed record RunOptions(string Directory, int LogEvery, int EvalEvery, int EvalTokens, int CheckpointEvery);
+public sealed record RunOptions(string Directory, int LogEvery, int EvalEvery, int EvalTokens, int CheckpointEvery)
+{
+    /// <summary>How to validate; by default the corpus's held-out tail in training-length windows.</summary>
+    public Func<Trainer, Validation>? Validate { get; init; }
+    /// <summary>More checkpoint metadata (a task run's task).</summary>
+    public IReadOnlyDictionary<string, string>? Metadata { get; init; }
+}
+
+/// <summary>What a validation measured: the loss to plot, a progress line, and the fields it adds to metrics.jsonl.</summary>
+public sealed record Validation(double Loss, string Summary, IReadOnlyDictionary<string, object> Fields)
+{
+    public static Validation Of(EvaluationResult result) => new(result.Loss,
+        $"validation loss {result.Loss:F4}  bits/byte {result.BitsPerByte:F4}  ppl {result.Perplexity:F2}",
+        new Dictionary<string, object> { ["val_loss"] = result.Loss, ["val_bpb"] = result.BitsPerByte, ["val_tokens"] = result.Tokens });
+}
 
 /// <summary>
 /// A training run on disk: <c>checkpoint.safetensors</c> (replaced atomically), <c>metrics.jsonl</c> (one JSON object
@@ -25,7 +39,7 @@ public static class TrainingRun
     public static string FolderName(Architecture architecture) => ArchitectureNames.Display(architecture).ToLowerInvariant().Replace("+", "p");
 
     /// <summary>Trains a new model; refuses to overwrite a folder that already holds a checkpoint.</summary>
-    public static EvaluationResult Start(TitansConfig config, TrainingConfig training, ITokenizer tokenizer, TokenData data,
+    public static Validation Start(TitansConfig config, TrainingConfig training, ITokenizer tokenizer, TokenData data,
         string corpus, RunOptions run)
     {
         string existing = Path.Combine(run.Directory, CheckpointFile);
@@ -42,7 +56,7 @@ public static class TrainingRun
         return Run(trainer, tokenizer, run);
     }
 
-    public static EvaluationResult Run(Trainer trainer, ITokenizer tokenizer, RunOptions options, long elapsedBefore = 0)
+    public static Validation Run(Trainer trainer, ITokenizer tokenizer, RunOptions options, long elapsedBefore = 0)
     {
         Directory.CreateDirectory(options.Directory);
         string checkpoint = Path.Combine(options.Directory, CheckpointFile);
@@ -56,11 +70,12 @@ public static class TrainingRun
         var trainCurve = metrics.Train;
         var validationCurve = metrics.Validation.Select(v => (v.Step, v.Loss)).ToList();
         int firstStep = trainer.Step;
+        var validate = options.Validate ?? (t => Validation.Of(Validate(t, tokenizer, options.EvalTokens)));
         return TrainingProgress.Show(firstStep, trainer.Config.Steps, progress =>
         {
             var watch = Stopwatch.StartNew();
             long tokens = 0;
-            EvaluationResult? last = null;
+            Validation? last = null;
             while (trainer.Step < trainer.Config.Steps)
             {
                 var result = trainer.TrainStep();
@@ -79,16 +94,16 @@ public static class TrainingRun
                 }
                 if (trainer.Step % options.EvalEvery == 0 || final)
                 {
-                    last = Validate(trainer, tokenizer, options.EvalTokens);
-                    progress.Message($"step {trainer.Step,6}  validation loss {last.Loss:F4}  bits/byte {last.BitsPerByte:F4}  ppl {last.Perplexity:F2}");
-                    Append(metricsPath, new { step = trainer.Step, val_loss = last.Loss, val_bpb = last.BitsPerByte, val_tokens = last.Tokens });
+                    last = validate(trainer);
+                    progress.Message($"step {trainer.Step,6}  {last.Summary}");
+                    Append(metricsPath, new Dictionary<string, object>(last.Fields) { ["step"] = trainer.Step });
                     validationCurve.Add((trainer.Step, last.Loss));
                     SavePlot(options.Directory, trainCurve, validationCurve);
                 }
                 if (trainer.Step % options.CheckpointEvery == 0 || final)
-                    Checkpoint.Save(checkpoint, trainer, tokenizer, elapsedBefore + watch.ElapsedMilliseconds);
+                    Checkpoint.Save(checkpoint, trainer, tokenizer, elapsedBefore + watch.ElapsedMilliseconds, options.Metadata);
             }
-            return last ?? Validate(trainer, tokenizer, options.EvalTokens);
+            return last ?? validate(trainer);
         });
     }
 
@@ -98,7 +113,8 @@ public static class TrainingRun
     /// stream (a memory trained on short sequences can diverge on far longer streams; `eval` measures that).
     /// </summary>
     public static EvaluationResult Validate(Trainer trainer, ITokenizer tokenizer, int tokens) =>
-        Validate(trainer.Model, trainer.Data, trainer.Config, tokenizer, tokens, windows: true);
+        Validate(trainer.Model, trainer.Data as TokenData ?? throw new InvalidOperationException("Corpus validation needs a corpus; give the run a Validate."),
+            trainer.Config, tokenizer, tokens, windows: true);
 
     /// <summary>
     /// Scores the first <paramref name="tokens"/> held-out tokens, cut into up to a batch of contiguous streams that run
@@ -124,6 +140,19 @@ public static class TrainingRun
         var windows = Validate(model, data, training, tokenizer, tokens, windows: true);
         try { return new Scores(windows, Validate(model, data, training, tokenizer, tokens), null); }
         catch (NonFiniteValueException e) { return new Scores(windows, null, e.Message); }
+    }
+
+    /// <summary>Whether a checkpoint is the finished run of exactly this model and training (benchmarks reuse it).</summary>
+    public static bool IsFinished(string checkpoint, TitansConfig config, TrainingConfig training)
+    {
+        if (!File.Exists(checkpoint)) return false;
+        try
+        {
+            using var content = Checkpoints.SafeTensors.Load(checkpoint);
+            var header = Checkpoint.ReadHeader(checkpoint, content);
+            return header.Step == training.Steps && header.Training == training && header.Model == config;
+        }
+        catch (InvalidDataException) { return false; }
     }
 
     static void SavePlot(string directory, List<(int Step, double Loss)> train, List<(int Step, double Loss)> validation) =>
@@ -152,7 +181,7 @@ public static class TrainingRun
                 if (step > upTo) continue;
                 metrics.Lines.Add(line);
                 if (root.TryGetProperty("loss", out var loss)) metrics.Train.Add((step, loss.GetDouble()));
-                if (root.TryGetProperty("val_loss", out var val)) metrics.Validation.Add((step, val.GetDouble(), root.GetProperty("val_bpb").GetDouble()));
+                if (root.TryGetProperty("val_loss", out var val)) metrics.Validation.Add((step, val.GetDouble(), root.TryGetProperty("val_bpb", out var bpb) ? bpb.GetDouble() : double.NaN));
             }
             catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException) { }
         }

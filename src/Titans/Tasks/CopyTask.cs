@@ -1,3 +1,4 @@
+using Titans.Training;
 using static TorchSharp.torch;
 
 namespace Titans.Tasks;
@@ -13,7 +14,7 @@ public sealed record CopyTask(int Length = 8, int Symbols = 16)
     public int SequenceLength => 2 * Length + 1;
     public int VocabularyNeeded => Symbols + 1;
 
-    public TaskBatch Sample(long batch, Generator generator)
+    public TrainingBatch Sample(long batch, Generator generator)
     {
         if (Length < 1 || Length > Symbols)
             throw new ArgumentException($"The copy task needs 1 ≤ length ≤ symbols, got {Length} of {Symbols}.");
@@ -22,9 +23,9 @@ public sealed record CopyTask(int Length = 8, int Symbols = 16)
         Tensor sequence = cat(new[] { symbols, full(batch, 1, Symbols, dtype: ScalarType.Int64), symbols }, 1);
         Tensor scored = zeros(batch, SequenceLength - 1, dtype: ScalarType.Bool);
         scored.narrow(1, Length, Length).fill_(true);
-        var result = new TaskBatch(sequence.narrow(1, 0, SequenceLength - 1).contiguous(),
+        var result = new TrainingBatch(sequence.narrow(1, 0, SequenceLength - 1).contiguous(),
             sequence.narrow(1, 1, SequenceLength - 1).contiguous(), scored);
-        scope.MoveToOuter(result.Tokens, result.Targets, result.Scored);
+        scope.MoveToOuter(result.Tokens, result.Targets, scored);
         return result;
     }
 }

@@ -1,5 +1,6 @@
 using TorchSharp;
 using Titans.Models;
+using Titans.Training;
 using static TorchSharp.torch;
 
 namespace Titans.Tasks;
@@ -8,20 +9,13 @@ namespace Titans.Tasks;
 public static class TaskTraining
 {
     /// <summary>Mean cross-entropy (nats) over the scored positions.</summary>
-    public static Tensor Loss(TitansLanguageModel model, TaskBatch batch)
-    {
-        Tensor logits = model.forward(batch.Tokens);
-        Tensor perToken = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), batch.Targets.reshape(-1),
-            reduction: nn.Reduction.None);
-        Tensor scored = batch.Scored.reshape(-1);
-        return perToken.masked_select(scored).mean();
-    }
+    public static Tensor Loss(TitansLanguageModel model, TrainingBatch batch) => batch.Loss(model.forward(batch.Tokens));
 
     /// <summary>
     /// Trains with AdamW on fresh batches from <paramref name="sample"/> for <paramref name="steps"/> steps and returns
     /// the loss of each step. Every step runs in its own dispose scope, so memory stays flat.
     /// </summary>
-    public static IReadOnlyList<double> Train(TitansLanguageModel model, Func<Generator, TaskBatch> sample, int steps,
+    public static IReadOnlyList<double> Train(TitansLanguageModel model, Func<Generator, TrainingBatch> sample, int steps,
         double learningRate, long seed, double clip = 1.0)
     {
         var generator = new Generator((ulong)seed);

@@ -26,7 +26,9 @@ public static class Checkpoint
     /// <summary>A SentencePiece model file, as a uint8 tensor, so the checkpoint carries its tokenizer.</summary>
     const string TokenizerModel = "tokenizer.model";
 
-    public static void Save(string path, Trainer trainer, ITokenizer tokenizer, long elapsedMilliseconds = 0)
+    /// <param name="extra">More metadata to keep (a task run's task and haystack); it cannot replace the keys above.</param>
+    public static void Save(string path, Trainer trainer, ITokenizer tokenizer, long elapsedMilliseconds = 0,
+        IReadOnlyDictionary<string, string>? extra = null)
     {
         using var scope = NewDisposeScope();
         var tensors = new List<KeyValuePair<string, Tensor>>();
@@ -49,11 +51,15 @@ public static class Checkpoint
             ["step"] = trainer.Step.ToString(),
             ["elapsed_ms"] = elapsedMilliseconds.ToString(),
         };
+        foreach (var (key, value) in extra ?? new Dictionary<string, string>())
+            if (!metadata.TryAdd(key, value)) throw new ArgumentException($"The checkpoint metadata key '{key}' is reserved.");
         SafeTensors.Save(path, tensors, metadata);
     }
 
     /// <summary>What a checkpoint says about itself, without building anything.</summary>
-    public sealed record Header(TitansConfig Model, TrainingConfig Training, ITokenizer Tokenizer, int Step, long ElapsedMilliseconds);
+    /// <param name="Metadata">All of the file's metadata, including what <see cref="Save"/> was given as extra.</param>
+    public sealed record Header(TitansConfig Model, TrainingConfig Training, ITokenizer Tokenizer, int Step, long ElapsedMilliseconds,
+        IReadOnlyDictionary<string, string> Metadata);
 
     public static Header ReadHeader(string path, SafeTensorsContent content)
     {
@@ -78,7 +84,7 @@ public static class Checkpoint
         var tokenizer = Tokenizers.FromCheckpoint(path, Get("tokenizer"), tokenizerFile);
         if (!int.TryParse(Get("step"), out int step) || step < 0) throw new InvalidDataException($"'{path}': step '{Get("step")}' is not a step count.");
         long.TryParse(content.Metadata.GetValueOrDefault("elapsed_ms"), out long elapsed);
-        return new Header(model, training, tokenizer, step, elapsed);
+        return new Header(model, training, tokenizer, step, elapsed, content.Metadata);
     }
 
     /// <summary>The model of a checkpoint, for evaluation and generation.</summary>
@@ -98,7 +104,7 @@ public static class Checkpoint
     /// corpus (it gets the header, whose tokenizer and split to use, so the file is read once).
     /// <paramref name="steps"/> replaces the total step count (to train on past the planned end).
     /// </summary>
-    public static (Trainer Trainer, Header Header) Resume(string path, Func<Header, TokenData> data, int? steps = null)
+    public static (Trainer Trainer, Header Header) Resume(string path, Func<Header, IBatchSource> data, int? steps = null)
     {
         using var content = SafeTensors.Load(path);
         var header = ReadHeader(path, content);

@@ -3,7 +3,7 @@ using static TorchSharp.torch;
 namespace Titans.Training;
 
 /// <summary>A tokenized corpus split into a training part and a held-out validation tail.</summary>
-public sealed class TokenData
+public sealed class TokenData : IBatchSource
 {
     public long[] Train { get; }
     public long[] Validation { get; }
@@ -26,22 +26,14 @@ public sealed class TokenData
     /// part, [B, T] inputs and the [B, T] next tokens. The windows are a function of (seed, step, micro) alone, so a
     /// resumed run draws exactly the batches the uninterrupted run would have.
     /// </summary>
-    public (Tensor Inputs, Tensor Targets) Batch(long seed, int step, int micro, int batchSize, int sequenceLength)
+    public TrainingBatch Batch(long seed, int step, int micro, int batchSize, int sequenceLength)
     {
-        var random = new Random(HashCode(seed, step, micro));
+        var random = new Random(BatchSeed.Of(seed, step, micro));
         long span = Train.Length - sequenceLength;                  // window starts in [0, span)
         var windows = new long[batchSize * (sequenceLength + 1)];
         for (int b = 0; b < batchSize; b++)
             Array.Copy(Train, random.NextInt64(span), windows, b * (sequenceLength + 1), sequenceLength + 1);
         using var all = tensor(windows, new long[] { batchSize, sequenceLength + 1 });
-        return (all.narrow(1, 0, sequenceLength).contiguous(), all.narrow(1, 1, sequenceLength).contiguous());
-    }
-
-    /// <summary>A stable 32-bit seed (System.HashCode is randomized per process, so not that).</summary>
-    static int HashCode(long seed, int step, int micro)
-    {
-        ulong x = (ulong)seed * 0x9E3779B97F4A7C15UL ^ (ulong)step * 0xBF58476D1CE4E5B9UL ^ (ulong)micro * 0x94D049BB133111EBUL;
-        x ^= x >> 31; x *= 0xD6E8FEB86659FD39UL; x ^= x >> 28;
-        return (int)(x & 0x7FFFFFFF);
+        return new TrainingBatch(all.narrow(1, 0, sequenceLength).contiguous(), all.narrow(1, 1, sequenceLength).contiguous());
     }
 }

@@ -22,14 +22,15 @@ public sealed class Trainer : IDisposable
 {
     public TitansLanguageModel Model { get; }
     public TrainingConfig Config { get; }
-    public TokenData Data { get; }
+    /// <summary>Where the batches come from: a corpus (<see cref="TokenData"/>) or a task generator.</summary>
+    public IBatchSource Data { get; }
     public AdamW Optimizer { get; }
     /// <summary>Optimizer steps taken so far.</summary>
     public int Step { get; internal set; }
     /// <summary>Parameters in the optimizer's order (its state list follows it), with their names.</summary>
     internal IReadOnlyList<(string Name, Parameter Parameter)> Parameters { get; }
 
-    public Trainer(TitansLanguageModel model, TrainingConfig config, TokenData data)
+    public Trainer(TitansLanguageModel model, TrainingConfig config, IBatchSource data)
     {
         Model = model;
         Config = config.Validate();
@@ -56,15 +57,15 @@ public sealed class Trainer : IDisposable
         for (int micro = 0; micro < Config.AccumulationSteps; micro++)
         {
             using var scope = NewDisposeScope();
-            var (inputs, targets) = Data.Batch(Config.Seed, Step, micro, Config.BatchSize, Config.SequenceLength);
+            using var batch = Data.Batch(Config.Seed, Step, micro, Config.BatchSize, Config.SequenceLength);
             Tensor logits;
-            try { logits = Model.forward(inputs); }
+            try { logits = Model.forward(batch.Tokens); }
             catch (NonFiniteValueException e)
             {
                 throw new TrainingDivergedException($"Training diverged at step {Step + 1}: {e.Message} The step was not applied; " +
                                                     "lower the learning rate or raise the warmup.", e);
             }
-            Tensor microLoss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), targets.reshape(-1));
+            Tensor microLoss = batch.Loss(logits);
             (microLoss / Config.AccumulationSteps).backward();
             loss += microLoss.to(ScalarType.Float64).item<double>() / Config.AccumulationSteps;
         }

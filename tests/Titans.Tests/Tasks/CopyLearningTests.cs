@@ -53,7 +53,7 @@ public class CopyLearningTests(ITestOutputHelper output)
         Assert.True(full.select(1, 5).eq(9).all().item<bool>(), "the delimiter is the token after the symbols");
         for (int b = 0; b < 4; b++) Assert.Equal(5, full[b].narrow(0, 0, 5).unique().Item1.numel());   // distinct symbols
         Assert.Equal(new[] { false, false, false, false, false, true, true, true, true, true },
-            batch.Scored[0].data<bool>().ToArray());
+            batch.Scored![0].data<bool>().ToArray());
         using var again = task.Sample(4, new Generator(3));
         Assert.True(again.Tokens.eq(batch.Tokens).all().item<bool>(), "the same seed gives the same batch");
     }

@@ -1,0 +1,112 @@
+using System.Diagnostics;
+using Titans.Cli.Reporting;
+using Titans.Cli.Training;
+using Titans.Models;
+using Titans.Tasks.LongContext;
+using Titans.Text;
+using Titans.Training;
+
+namespace Titans.Cli.Benchmarks;
+
+/// <summary>
+/// `titans bench tasks`: trains every architecture (one preset, equal parameter count) on a long-context task at length L
+/// with the same examples, schedule and seed, then scores each over L … 16L and the needle depths, streaming through its
+/// state. Writes a table of accuracy by length, one heat map per architecture and a plot of accuracy against length.
+/// Finished runs in the runs folder are reused.
+/// </summary>
+public static class TaskBenchmark
+{
+    public sealed record Options(string Task, string Haystack, string Preset, IReadOnlyList<Architecture> Architectures, TrainingConfig Training,
+        IReadOnlyList<int> Factors, int Depths, int Examples, int EvalEvery, string RunsDirectory);
+
+    sealed record Outcome(Architecture Architecture, long Parameters, List<GridCell>? Cells, string? Failure, double TrainSeconds, double TrainAccuracy);
+
+    public static void Run(Options options, string? output, string command)
+    {
+        var tokenizer = ByteTokenizer.Instance;
+        var task = TaskRun.CreateTask(options.Task, tokenizer, options.Haystack);
+        int length = options.Training.SequenceLength;
+        if (length + 1 < task.MinimumLength) throw new ArgumentException($"A {task.Name} example needs at least {task.MinimumLength} tokens; --length {length} is too short.");
+        var lengths = options.Factors.Select(f => f * length).ToList();
+        var depths = TaskRun.Depths(task, options.Depths);
+        var outcomes = new List<Outcome>();
+        foreach (var architecture in options.Architectures)
+        {
+            var config = Presets.Get(options.Preset, architecture);
+            string folder = Path.Combine(options.RunsDirectory, TrainingRun.FolderName(architecture));
+            string checkpoint = Path.Combine(folder, TrainingRun.CheckpointFile);
+            string? failure = null;
+            if (TrainingRun.IsFinished(checkpoint, config, options.Training))
+                Console.WriteLine($"{ArchitectureNames.Display(architecture)}: reusing the finished run in {folder}");
+            else
+            {
+                if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+                TorchSharp.torch.manual_seed(options.Training.Seed);
+                using var fresh = new TitansLanguageModel("model", config);
+                var run = new RunOptions(folder, LogEvery: 50, options.EvalEvery, EvalTokens: 1, CheckpointEvery: options.Training.Steps);
+                try { TaskRun.Train(fresh, options.Training, tokenizer, task, options.Haystack, run, validationExamples: 100); }
+                catch (TrainingDivergedException e) { failure = e.Message; }
+            }
+            var metrics = TrainingRun.ReadMetrics(Path.Combine(folder, TrainingRun.MetricsFile));
+            double seconds = metrics.Lines.Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement)
+                .Where(r => r.TryGetProperty("elapsed_s", out _)).Select(r => r.GetProperty("elapsed_s").GetDouble()).DefaultIfEmpty(double.NaN).Max();
+            double trainAccuracy = metrics.Lines.Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement)
+                .Where(r => r.TryGetProperty("val_accuracy", out _)).Select(r => r.GetProperty("val_accuracy").GetDouble()).DefaultIfEmpty(double.NaN).Last();
+            if (failure is not null)
+            {
+                outcomes.Add(new Outcome(architecture, config.ParameterCount, null, failure, seconds, double.NaN));
+                Console.WriteLine($"{ArchitectureNames.Display(architecture)}: {failure}\n");
+                continue;
+            }
+            var (model, _) = Checkpoint.LoadModel(checkpoint);
+            using (model)
+            {
+                Console.WriteLine($"{ArchitectureNames.Display(architecture)}: scoring {task.Name} at {string.Join(", ", lengths.Select(TaskRun.LengthLabel))} tokens");
+                var cells = TaskRun.Grid(model, task, lengths, depths, options.Examples, chunk: 512, rows: 10, seed: 1,
+                    c => Console.WriteLine($"  length {TaskRun.LengthLabel(c.Length),6}  depth {TaskRun.DepthLabel(c.Depth),9}  accuracy {TaskRun.Percent(c.Accuracy),6}" +
+                                           (c.Failure is null ? "" : $"  ({c.Failure})")));
+                outcomes.Add(new Outcome(architecture, config.ParameterCount, cells, null, seconds, trainAccuracy));
+                Console.WriteLine($"{ArchitectureNames.Display(architecture)}: {string.Join("  ", lengths.Select(l => $"{TaskRun.LengthLabel(l)} {TaskRun.Percent(TaskRun.MeanAt(cells, l))}"))}\n");
+                if (output is not null)
+                    TaskRun.Save(HeatMapFile(output, architecture, ".md"), HeatMapFile(output, architecture, ".png"),
+                        $"{task.Name}: {ArchitectureNames.Display(architecture)} trained at {length} tokens", command, task.Description + ".", cells);
+            }
+        }
+        if (output is not null) Report(outcomes, options, task, lengths, output, command);
+    }
+
+    static string HeatMapFile(string output, Architecture architecture, string extension) =>
+        Path.Combine(Path.GetDirectoryName(Path.GetFullPath(output))!, Path.GetFileNameWithoutExtension(output), TrainingRun.FolderName(architecture) + extension);
+
+    static void Report(List<Outcome> outcomes, Options options, ILongContextTask task, List<int> lengths, string output, string command)
+    {
+        var t = options.Training;
+        var report = new MarkdownReport($"Long-context task {task.Name}: accuracy by context length", command)
+            .Paragraph($"{task.Description}. Every architecture at the `{options.Preset}` preset trained on the same examples at L = {t.SequenceLength} tokens " +
+                       $"({t.Steps} steps × {t.BatchSize} examples, peak learning rate {t.LearningRate}, seed {t.Seed}; loss on the answer tokens only), " +
+                       $"then scored on {options.Examples} held-out examples per (length, depth) cell" +
+                       (task.HasDepth ? $" at {options.Depths} needle depths from 0 to 100%" : "") +
+                       ", streaming through the model's state. An answer counts when greedy decoding writes it exactly. " +
+                       "Accuracy is averaged over depths; the heat maps give every cell.");
+        report.Table(new[] { "model", "parameters", "train (s)" }.Concat(lengths.Select(l => $"{TaskRun.LengthLabel(l)} ({l / t.SequenceLength}L)")).ToList(),
+            outcomes.Select(o => (IReadOnlyList<string>)new[]
+            {
+                ArchitectureNames.Display(o.Architecture), Quantities.Count(o.Parameters), double.IsNaN(o.TrainSeconds) ? "—" : $"{o.TrainSeconds:F0}",
+            }.Concat(lengths.Select(l => o.Cells is null ? "diverged" : TaskRun.Percent(TaskRun.MeanAt(o.Cells, l)))).ToList()));
+        var notes = outcomes.Where(o => o.Failure is not null).Select(o => $"- {ArchitectureNames.Display(o.Architecture)}: {o.Failure}")
+            .Concat(outcomes.Where(o => o.Cells is not null).SelectMany(o => o.Cells!.Where(c => c.Failure is not null)
+                .Select(c => $"- {ArchitectureNames.Display(o.Architecture)} at {TaskRun.LengthLabel(c.Length)}: {c.Failure}")).Distinct()).ToList();
+        if (notes.Count > 0) report.Paragraph("Where a cell has no accuracy:\n\n" + string.Join("\n", notes));
+        string folder = Path.GetFileNameWithoutExtension(output);
+        report.Paragraph("Heat maps (depth × length): " + string.Join(", ", outcomes.Where(o => o.Cells is not null)
+            .Select(o => $"[{ArchitectureNames.Display(o.Architecture)}]({folder}/{TrainingRun.FolderName(o.Architecture)}.png)")) + ".");
+        string plot = Path.ChangeExtension(output, ".png");
+        report.Paragraph($"![accuracy by length]({Path.GetFileName(plot)})");
+        report.Save(output);
+        LinePlot.Save(plot, $"{task.Name}: accuracy by context length (trained at {t.SequenceLength})", "context length (tokens)", "accuracy (mean over depths)",
+            outcomes.Where(o => o.Cells is not null).Select(o => new PlotSeries(ArchitectureNames.Display(o.Architecture),
+                lengths.Where(l => !double.IsNaN(TaskRun.MeanAt(o.Cells!, l))).Select(l => (double)l).ToList(),
+                lengths.Select(l => TaskRun.MeanAt(o.Cells!, l)).Where(a => !double.IsNaN(a)).ToList())).ToList(), log2X: true, log10Y: false);
+        Console.WriteLine($"Wrote {output}, {plot} and the heat maps in {folder}/");
+    }
+}

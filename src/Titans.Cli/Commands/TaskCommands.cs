@@ -1,0 +1,173 @@
+using System.CommandLine;
+using Titans.Cli.Reporting;
+using Titans.Cli.Training;
+using Titans.Models;
+using Titans.Runtime;
+using Titans.Tasks.LongContext;
+using Titans.Text;
+using Titans.Training;
+
+namespace Titans.Cli.Commands;
+
+/// <summary>`titans task list | train | eval`: long-context tasks (S-NIAH, BABILong-style, MQAR).</summary>
+public static class TaskCommands
+{
+    static readonly Option<string?> Haystack = new("--haystack")
+        { Description = "UTF-8 text (file or folder of *.txt) the real-text tasks hide their needles in (default: Moby Dick, shipped)" };
+
+    public static Command Create()
+    {
+        var command = new Command("task", "Long-context tasks: single-needle retrieval (S-NIAH), BABILong-style reasoning and associative recall (MQAR).");
+        command.Subcommands.Add(List());
+        command.Subcommands.Add(Train());
+        command.Subcommands.Add(Eval());
+        return command;
+    }
+
+    static string HaystackPath(ParseResult parse) => parse.GetValue(Haystack) ?? LanguageModelCommands.DefaultCorpus;
+
+    static Command List()
+    {
+        var tokenizer = new Option<string>("--tokenizer") { Description = "tokenizer the shortest lengths are counted in", DefaultValueFactory = _ => "bytes" };
+        var command = new Command("list", "The tasks, what they ask, and the shortest example each can make.") { tokenizer, Haystack };
+        command.SetAction(parse => CommonOptions.Run(parse, _ =>
+        {
+            var tokens = Tokenizers.FromSpecification(parse.GetValue(tokenizer)!);
+            foreach (string name in LongContextTasks.Names)
+            {
+                var task = TaskRun.CreateTask(name, tokens, HaystackPath(parse));
+                Console.WriteLine($"{name,-8} {task.Description} (at least {task.MinimumLength} tokens)");
+            }
+            return 0;
+        }));
+        return command;
+    }
+
+    static Command Train()
+    {
+        var options = new TrainingOptions("--length", "tokens per training example (L)");
+        var taskOption = new Option<string>("--task", "-t") { Description = string.Join(", ", LongContextTasks.Names), Required = true };
+        var init = new Option<string?>("--init") { Description = "fine-tune: start from this checkpoint's weights (its model and tokenizer)" };
+        var evalExamples = new Option<int>("--eval-examples") { Description = "validation examples at the training length", DefaultValueFactory = _ => 100 };
+        var train = new Command("train", "Train (or fine-tune) a model on a long-context task at length L; validation is task accuracy at L.")
+            { taskOption, Haystack, init, evalExamples };
+        foreach (var option in options.All) train.Options.Add(option);
+        train.SetAction(parse => CommonOptions.Run(parse, _ =>
+        {
+            var run = new RunOptions("", TrainingOptions.Positive(parse, options.LogEvery), TrainingOptions.Positive(parse, options.EvalEvery),
+                EvalTokens: 1, TrainingOptions.Positive(parse, options.SaveEvery));
+            int examples = TrainingOptions.Positive(parse, evalExamples);
+            if (parse.GetValue(options.Resume) is string from)
+            {
+                string file = TrainingOptions.CheckpointPath(from);
+                ILongContextTask? task = null;
+                string haystack = "";
+                var (trainer, header) = Checkpoint.Resume(file, h =>
+                {
+                    string name = h.Metadata.GetValueOrDefault(TaskRun.TaskKey) ?? throw new ArgumentException($"'{file}' is not a task run; resume it with `titans train --resume`.");
+                    haystack = parse.GetValue(Haystack) ?? h.Metadata.GetValueOrDefault(TaskRun.HaystackKey) ?? LanguageModelCommands.DefaultCorpus;
+                    task = TaskRun.CreateTask(name, h.Tokenizer, haystack);
+                    return new TaskBatches(task);
+                }, options.ResumeSteps(parse));
+                using (trainer)
+                using (trainer.Model)
+                {
+                    Console.WriteLine($"Resuming {ArchitectureNames.Display(trainer.Model.Config.Architecture)} on {task!.Name} at step {trainer.Step} of {trainer.Config.Steps} from {file}");
+                    TrainingRun.Run(trainer, header.Tokenizer, TaskRun.Configure(run with { Directory = Path.GetDirectoryName(Path.GetFullPath(file))! },
+                        task, haystack, trainer.Config, examples), header.ElapsedMilliseconds);
+                }
+                return 0;
+            }
+            var training = options.Training(parse, new TrainingConfig().ValidationFraction);
+            TitansLanguageModel model;
+            ITokenizer tokenizer;
+            if (parse.GetValue(init) is string start)
+            {
+                (model, var header) = Checkpoint.LoadModel(TrainingOptions.CheckpointPath(start));
+                tokenizer = header.Tokenizer;
+                model.train();
+            }
+            else
+            {
+                tokenizer = Tokenizers.FromSpecification(parse.GetValue(options.Tokenizer)!);
+                var config = options.Model(parse, tokenizer);
+                if (config.VocabSize != tokenizer.VocabularySize)
+                    throw new ArgumentException($"The model's VocabSize is {config.VocabSize}, the {tokenizer.Name} tokenizer has {tokenizer.VocabularySize} tokens.");
+                TorchSharp.torch.manual_seed(training.Seed);
+                model = new TitansLanguageModel("model", config);
+            }
+            using (model)
+            {
+                var task = TaskRun.CreateTask(parse.GetValue(taskOption)!, tokenizer, HaystackPath(parse));
+                string folder = parse.GetValue(options.Output)
+                                ?? Path.Combine("runs", $"{task.Name}-{TrainingRun.FolderName(model.Config.Architecture)}-{training.SequenceLength}");
+                TaskRun.Train(model, training, tokenizer, task, HaystackPath(parse), run with { Directory = folder }, examples);
+            }
+            return 0;
+        }));
+        return train;
+    }
+
+    static Command Eval()
+    {
+        var checkpoint = new Option<string>("--checkpoint", "-c") { Description = "run folder or checkpoint file", Required = true };
+        var taskOption = new Option<string?>("--task", "-t") { Description = "task to score (default: the one the model was trained on)" };
+        var lengths = new Option<string?>("--lengths") { Description = "comma-separated context lengths (default: L, 2L, 4L, 8L, 16L for training length L)" };
+        var depths = new Option<string?>("--depths") { Description = "comma-separated needle depths in [0, 1] (default: 0, 0.25, 0.5, 0.75, 1)" };
+        var examples = new Option<int>("--examples") { Description = "examples per (length, depth) cell", DefaultValueFactory = _ => 20 };
+        var chunk = new Option<int>("--chunk") { Description = "tokens per forward pass while streaming", DefaultValueFactory = _ => 512 };
+        var rows = new Option<int>("--batch-size") { Description = "examples streamed side by side", DefaultValueFactory = _ => 10 };
+        var seed = new Option<long>("--seed") { Description = "seed of the examples", DefaultValueFactory = _ => 1 };
+        var output = new Option<string?>("--out") { Description = "result file (.md; the heat map goes next to it as .png; default: eval-<task>.md in the run folder)" };
+        var command = new Command("eval", "Score a model on a long-context task over a grid of lengths and needle depths, streaming through its state; writes a table and a heat map.")
+            { checkpoint, taskOption, Haystack, lengths, depths, examples, chunk, rows, seed, output };
+        command.SetAction(parse => CommonOptions.Run(parse, _ =>
+        {
+            string file = TrainingOptions.CheckpointPath(parse.GetValue(checkpoint)!);
+            var (model, header) = Checkpoint.LoadModel(file);
+            using (model)
+            {
+                string name = parse.GetValue(taskOption) ?? header.Metadata.GetValueOrDefault(TaskRun.TaskKey)
+                              ?? throw new ArgumentException($"'{file}' was not trained on a task; say which with --task.");
+                string haystack = parse.GetValue(Haystack) ?? header.Metadata.GetValueOrDefault(TaskRun.HaystackKey) ?? LanguageModelCommands.DefaultCorpus;
+                if (!File.Exists(haystack) && !Directory.Exists(haystack)) haystack = LanguageModelCommands.DefaultCorpus;
+                var task = TaskRun.CreateTask(name, header.Tokenizer, haystack);
+                int trained = header.Training.SequenceLength;
+                var lengthList = ParseList(parse.GetValue(lengths), "--lengths", int.Parse) ?? new[] { 1, 2, 4, 8, 16 }.Select(f => f * trained).ToList();
+                foreach (int l in lengthList)
+                    if (l + 1 < task.MinimumLength) throw new ArgumentException($"A {task.Name} example needs at least {task.MinimumLength} tokens; the length {l} is too short.");
+                var depthList = task.HasDepth ? ParseList(parse.GetValue(depths), "--depths", double.Parse) ?? TaskRun.Depths(task, 5) : TaskRun.Depths(task, 1);
+                if (depthList.Any(d => d is < 0 or > 1)) throw new ArgumentException("--depths must lie in [0, 1].");
+                string markdown = parse.GetValue(output) ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(file))!, $"eval-{task.Name}.md");
+                string title = $"{task.Name}: {ArchitectureNames.Display(header.Model.Architecture)} trained at {trained:N0} tokens (step {header.Step})";
+                Console.WriteLine($"{title}; {task.Description}; {TrainingOptions.Positive(parse, examples)} examples per cell");
+                var cells = TaskRun.Grid(model, task, lengthList, depthList, TrainingOptions.Positive(parse, examples), TrainingOptions.Positive(parse, chunk),
+                    TrainingOptions.Positive(parse, rows), parse.GetValue(seed),
+                    c => Console.WriteLine($"  length {TaskRun.LengthLabel(c.Length),6}  depth {TaskRun.DepthLabel(c.Depth),9}  accuracy {TaskRun.Percent(c.Accuracy),6}" +
+                                           (c.Failure is null ? $"  ({c.TokensPerSecond:N0} tok/s)" : $"  ({c.Failure})")));
+                TaskRun.Save(markdown, Path.ChangeExtension(markdown, ".png"), title, CommonOptions.CommandLine(parse),
+                    $"{task.Description}. {TrainingOptions.Positive(parse, examples)} examples per cell from the haystack's held-out tail; " +
+                    "an answer counts when greedy decoding writes it exactly.", cells);
+                Console.WriteLine($"Mean accuracy by length: {string.Join("  ", lengthList.Select(l => $"{TaskRun.LengthLabel(l)} {TaskRun.Percent(TaskRun.MeanAt(cells, l))}"))}; " +
+                                  $"peak RSS {ProcessMemory.PeakRss() / (1024.0 * 1024):N0} MiB; wrote {markdown} and its heat map");
+            }
+            return 0;
+        }));
+        return command;
+    }
+
+    static List<T>? ParseList<T>(string? text, string option, Func<string, IFormatProvider, T> parse)
+    {
+        if (text is null) return null;
+        try
+        {
+            var list = text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                .Select(s => parse(s.Replace("_", ""), System.Globalization.CultureInfo.InvariantCulture)).ToList();
+            return list.Count > 0 ? list : throw new FormatException();
+        }
+        catch (Exception e) when (e is FormatException or OverflowException)
+        {
+            throw new ArgumentException($"{option} takes comma-separated numbers, got '{text}'.");
+        }
+    }
+}

@@ -1,0 +1,62 @@
+using System.CommandLine;
+using Titans.Models;
+using Titans.Text;
+using Titans.Training;
+
+namespace Titans.Cli.Commands;
+
+/// <summary>The options `train` and `task train` share: the model, the tokenizer, the optimizer and the run folder.</summary>
+public sealed class TrainingOptions
+{
+    static readonly TrainingConfig Defaults = new();
+    public readonly Option<string> Preset = new("--preset") { Description = $"model size ({string.Join(", ", Presets.Names)})", DefaultValueFactory = _ => "tiny" };
+    public readonly Option<string> Architecture = new("--architecture", "-a") { Description = "transformer++, swa, lmm, mac, mag or mal", DefaultValueFactory = _ => "mac" };
+    public readonly Option<string?> ModelConfig = new("--model-config") { Description = "a model configuration JSON file (as `titans models --json` prints) instead of a preset" };
+    public readonly Option<string> Tokenizer = new("--tokenizer") { Description = "bytes, o200k_base, cl100k_base (tiktoken BPE) or a SentencePiece .model file", DefaultValueFactory = _ => "bytes" };
+    public readonly Option<int> Steps = new("--steps") { Description = "optimizer steps", DefaultValueFactory = _ => Defaults.Steps };
+    public readonly Option<int> Batch = new("--batch-size") { Description = "sequences per micro-batch", DefaultValueFactory = _ => Defaults.BatchSize };
+    public readonly Option<int> Accumulate = new("--accumulate") { Description = "micro-batches per optimizer step (gradient accumulation)", DefaultValueFactory = _ => 1 };
+    public readonly Option<int> Length;
+    public readonly Option<double> LearningRate = new("--lr") { Description = "peak learning rate", DefaultValueFactory = _ => Defaults.LearningRate };
+    public readonly Option<int> Warmup = new("--warmup") { Description = "linear warmup steps (then cosine decay to 10% of the peak)", DefaultValueFactory = _ => Defaults.WarmupSteps };
+    public readonly Option<double> Decay = new("--weight-decay") { Description = "AdamW weight decay (matrices and embeddings)", DefaultValueFactory = _ => Defaults.WeightDecay };
+    public readonly Option<double> Clip = new("--clip") { Description = "maximum gradient norm (0: off)", DefaultValueFactory = _ => Defaults.GradientClip };
+    public readonly Option<long> Seed = new("--seed") { Description = "seed of the weights and of the batch order", DefaultValueFactory = _ => 1 };
+    public readonly Option<string?> Output = new("--out") { Description = "run folder (default: runs/<architecture>-<preset>)" };
+    public readonly Option<string?> Resume = new("--resume") { Description = "continue the run in this folder (or checkpoint file) bit for bit; --steps may extend it" };
+    public readonly Option<int> LogEvery = new("--log-every") { Description = "steps between progress lines", DefaultValueFactory = _ => 10 };
+    public readonly Option<int> EvalEvery = new("--eval-every") { Description = "steps between validations", DefaultValueFactory = _ => 100 };
+    public readonly Option<int> SaveEvery = new("--checkpoint-every") { Description = "steps between checkpoints", DefaultValueFactory = _ => 100 };
+
+    public TrainingOptions(string lengthName = "--seq-len", string lengthDescription = "tokens per training sequence") =>
+        Length = new Option<int>(lengthName) { Description = lengthDescription, DefaultValueFactory = _ => Defaults.SequenceLength };
+
+    public IEnumerable<Option> All => new Option[]
+        { Preset, Architecture, ModelConfig, Tokenizer, Steps, Batch, Accumulate, Length, LearningRate, Warmup, Decay, Clip, Seed, Output, Resume, LogEvery, EvalEvery, SaveEvery };
+
+    /// <summary>The model the options describe: a configuration file, or a preset sized to the tokenizer.</summary>
+    public TitansConfig Model(ParseResult parse, ITokenizer tokenizer) => parse.GetValue(ModelConfig) is string path
+        ? TitansConfig.FromJson(File.ReadAllText(path))
+        : Presets.Get(parse.GetValue(Preset)!, ArchitectureNames.Parse(parse.GetValue(Architecture)!), vocabulary: tokenizer.VocabularySize);
+
+    public TrainingConfig Training(ParseResult parse, double validationFraction) => new TrainingConfig
+    {
+        Steps = parse.GetValue(Steps), BatchSize = parse.GetValue(Batch), AccumulationSteps = parse.GetValue(Accumulate),
+        SequenceLength = parse.GetValue(Length), LearningRate = parse.GetValue(LearningRate), WarmupSteps = parse.GetValue(Warmup),
+        WeightDecay = parse.GetValue(Decay), GradientClip = parse.GetValue(Clip), Seed = parse.GetValue(Seed), ValidationFraction = validationFraction,
+    }.Validate();
+
+    /// <summary>An option's value, refused below 1.</summary>
+    public static int Positive(ParseResult parse, Option<int> option) => parse.GetValue(option) is int v and > 0 ? v
+        : throw new ArgumentException($"{option.Name} must be at least 1, got {parse.GetValue(option)}.");
+
+    /// <summary>The total step count to resume to, if --steps was given.</summary>
+    public int? ResumeSteps(ParseResult parse) => parse.GetResult(Steps) is null ? null : parse.GetValue(Steps);
+
+    /// <summary>The checkpoint file of a run folder, or the file itself.</summary>
+    public static string CheckpointPath(string path)
+    {
+        string file = Directory.Exists(path) ? Path.Combine(path, Cli.Training.TrainingRun.CheckpointFile) : path;
+        return File.Exists(file) ? file : throw new ArgumentException($"No checkpoint at '{file}'.");
+    }
+}

@@ -1,0 +1,165 @@
+using System.Diagnostics;
+using Titans.Cli.Reporting;
+using Titans.Memory;
+using Titans.Models;
+using Titans.Runtime;
+using Titans.Tasks.LongContext;
+using Titans.Text;
+using Titans.Training;
+using static TorchSharp.torch;
+
+namespace Titans.Cli.Training;
+
+/// <summary>One cell of a length × depth grid: accuracy over its examples, and how fast they streamed.</summary>
+/// <param name="Failure">Why the cell has no accuracy (the memory diverged, or the model cannot read that far).</param>
+public sealed record GridCell(int Length, double Depth, double Accuracy, int Examples, double TokensPerSecond, string? Failure);
+
+/// <summary>
+/// Training on a long-context task and scoring a model over a grid of lengths and needle depths. A task run is a training
+/// run (<see cref="TrainingRun"/>) whose batches come from the task generator and whose validation is task accuracy;
+/// its checkpoint records the task and haystack, so `task eval` knows what the model was trained on.
+/// </summary>
+public static class TaskRun
+{
+    public const string TaskKey = "task";
+    public const string HaystackKey = "task_haystack";
+    /// <summary>Transformer++ attends to every earlier token; past this many the cache and the quadratic cost are out of reach.</summary>
+    public const int FullAttentionLimit = 65_536;
+
+    /// <summary>A task by name, its real-text haystack read from <paramref name="haystack"/> only if the task needs one.</summary>
+    public static ILongContextTask CreateTask(string name, ITokenizer tokenizer, string haystack) =>
+        LongContextTasks.Create(name, tokenizer, () => Haystack.FromText(Path.GetFileName(haystack), TextCorpus.Load(haystack), tokenizer));
+
+    /// <summary>
+    /// <paramref name="count"/> evaluation examples of <paramref name="length"/> model inputs (plus the last answer token)
+    /// at one depth, drawn from the haystack's evaluation part; a function of (seed, length, depth) alone.
+    /// </summary>
+    public static List<TaskExample> Examples(ILongContextTask task, int length, double depth, int count, long seed)
+    {
+        var random = new Random(BatchSeed.Of(seed, length, (int)Math.Round(depth * 1_000_000)));
+        return Enumerable.Range(0, count).Select(_ => task.Generate(length + 1, depth, random, evaluation: true)).ToList();
+    }
+
+    /// <summary>Depths spread evenly over [0, 1] for a task that has them; one (ignored) depth otherwise.</summary>
+    public static IReadOnlyList<double> Depths(ILongContextTask task, int count) =>
+        !task.HasDepth ? new[] { double.NaN } : count == 1 ? new[] { 0.5 } : Enumerable.Range(0, count).Select(i => i / (double)(count - 1)).ToList();
+
+    /// <summary>Validation during task training: answer loss and accuracy at the training length.</summary>
+    public static Validation Validate(TitansLanguageModel model, ILongContextTask task, int length, int examples, int rows, long seed)
+    {
+        var depths = Depths(task, Math.Min(examples, 5));
+        var all = depths.SelectMany(d => Examples(task, length, double.IsNaN(d) ? 0.5 : d, (examples + depths.Count - 1) / depths.Count, seed)).ToList();
+        double accuracy = TaskScoring.Score(model, all, chunk: length, rows).Average(s => s.Accuracy);
+        double loss = 0;
+        bool training = model.training;
+        model.eval();
+        using (no_grad())
+            foreach (var batch in all.Chunk(rows))
+            {
+                using var scope = NewDisposeScope();
+                using var tensors = TaskBatches.Tensors(batch);
+                loss += tensors.Loss(model.forward(tensors.Tokens)).to(ScalarType.Float64).item<double>() * batch.Length;
+            }
+        model.train(training);
+        loss /= all.Count;
+        return new Validation(loss, $"validation answer loss {loss:F4}  accuracy {100 * accuracy:F1}% ({all.Count} examples)",
+            new Dictionary<string, object> { ["val_loss"] = loss, ["val_accuracy"] = accuracy, ["val_examples"] = all.Count });
+    }
+
+    /// <summary>
+    /// Trains <paramref name="model"/> (new, or loaded to fine-tune) on the task at the training config's sequence length.
+    /// </summary>
+    public static Validation Train(TitansLanguageModel model, TrainingConfig training, ITokenizer tokenizer, ILongContextTask task,
+        string haystack, RunOptions run, int validationExamples)
+    {
+        if (File.Exists(Path.Combine(run.Directory, TrainingRun.CheckpointFile)))
+            throw new ArgumentException($"'{run.Directory}' already holds a checkpoint; continue it with --resume {run.Directory}, or pick another --out.");
+        if (training.SequenceLength + 1 < task.MinimumLength)
+            throw new ArgumentException($"A {task.Name} example needs at least {task.MinimumLength} tokens with this tokenizer; --length {training.SequenceLength} is too short.");
+        using var trainer = new Trainer(model, training, new TaskBatches(task));
+        Console.WriteLine($"Training {ArchitectureNames.Display(model.Config.Architecture)} ({Quantities.Count(model.parameters().Sum(p => p.numel()))} parameters) " +
+                          $"on {task.Description}; {training.Steps} steps × {training.BatchSize} examples of {training.SequenceLength} tokens → {run.Directory}");
+        return TrainingRun.Run(trainer, tokenizer, Configure(run, task, haystack, training, validationExamples));
+    }
+
+    /// <summary>The run options of a task run: task validation, and the task in the checkpoint.</summary>
+    public static RunOptions Configure(RunOptions run, ILongContextTask task, string haystack, TrainingConfig training, int validationExamples) =>
+        run with
+        {
+            Validate = t => Validate(t.Model, task, training.SequenceLength, validationExamples, training.BatchSize, training.Seed + 1),
+            Metadata = new Dictionary<string, string> { [TaskKey] = task.Name, [HaystackKey] = Path.GetFullPath(haystack) },
+        };
+
+    /// <summary>Scores every (length, depth) cell, reporting each as it finishes.</summary>
+    public static List<GridCell> Grid(TitansLanguageModel model, ILongContextTask task, IReadOnlyList<int> lengths, IReadOnlyList<double> depths,
+        int examples, int chunk, int rows, long seed, Action<GridCell> report)
+    {
+        var cells = new List<GridCell>();
+        foreach (int length in lengths)
+            foreach (double depth in depths)
+            {
+                GridCell cell;
+                if (model.Config.Architecture == Architecture.TransformerPlusPlus && length > FullAttentionLimit)
+                    cell = new GridCell(length, depth, double.NaN, 0, double.NaN,
+                        $"Transformer++ attends to every earlier token; {length:N0} is past the {FullAttentionLimit:N0} this runs it to");
+                else
+                {
+                    var list = Examples(task, length, double.IsNaN(depth) ? 0.5 : depth, examples, seed);
+                    var watch = Stopwatch.StartNew();
+                    try
+                    {
+                        double accuracy = TaskScoring.Score(model, list, chunk, rows).Average(s => s.Accuracy);
+                        cell = new GridCell(length, depth, accuracy, list.Count, (double)list.Count * length / watch.Elapsed.TotalSeconds, null);
+                    }
+                    catch (NonFiniteValueException e)
+                    {
+                        cell = new GridCell(length, depth, double.NaN, list.Count, double.NaN, $"the memory diverged: {e.Message}");
+                    }
+                }
+                cells.Add(cell);
+                report(cell);
+            }
+        return cells;
+    }
+
+    /// <summary>"256", "4K", "2M": a length as a column header.</summary>
+    public static string LengthLabel(int length) =>
+        length >= 1 << 20 && length % (1 << 20) == 0 ? $"{length >> 20}M" : length >= 1024 && length % 1024 == 0 ? $"{length / 1024}K" : $"{length:N0}";
+
+    public static string DepthLabel(double depth) => double.IsNaN(depth) ? "scattered" : $"{100 * depth:0}%";
+
+    /// <summary>Accuracy as a table cell: a percentage, or "—" with the reason in a footnote list.</summary>
+    public static string Percent(double accuracy) => double.IsNaN(accuracy) ? "—" : $"{100 * accuracy:0.#}%";
+
+    /// <summary>Depth-averaged accuracy of one length (NaN when a cell failed).</summary>
+    public static double MeanAt(IEnumerable<GridCell> cells, int length)
+    {
+        var row = cells.Where(c => c.Length == length).ToList();
+        return row.Any(c => double.IsNaN(c.Accuracy)) ? double.NaN : row.Average(c => c.Accuracy);
+    }
+
+    /// <summary>The grid as a depth × length table (with a mean row) and heat map.</summary>
+    public static void Save(string markdown, string png, string title, string command, string about, IReadOnlyList<GridCell> cells)
+    {
+        var lengths = cells.Select(c => c.Length).Distinct().ToList();
+        var depths = cells.Select(c => c.Depth).Distinct().ToList();
+        var grid = new double[depths.Count, lengths.Count];
+        for (int d = 0; d < depths.Count; d++)
+            for (int l = 0; l < lengths.Count; l++)
+                grid[d, l] = cells.First(c => c.Length == lengths[l] && (c.Depth == depths[d] || double.IsNaN(c.Depth) && double.IsNaN(depths[d]))).Accuracy;
+        var rows = depths.Select((depth, d) => (IReadOnlyList<string>)new[] { DepthLabel(depth) }
+            .Concat(lengths.Select((_, l) => Percent(grid[d, l]))).ToList()).ToList();
+        if (depths.Count > 1) rows.Add(new[] { "**mean**" }.Concat(lengths.Select(l => $"**{Percent(MeanAt(cells, l))}**")).ToList());
+        var report = new MarkdownReport(title, command).Paragraph(about)
+            .Table(new[] { "depth \\ length" }.Concat(lengths.Select(LengthLabel)).ToList(), rows);
+        var speeds = lengths.Select(l => cells.Where(c => c.Length == l && !double.IsNaN(c.TokensPerSecond)).Select(c => c.TokensPerSecond).DefaultIfEmpty(double.NaN).Average()).ToList();
+        report.Table(new[] { "length" }.Concat(lengths.Select(LengthLabel)).ToList(),
+            new[] { (IReadOnlyList<string>)new[] { "tokens/s" }.Concat(speeds.Select(s => double.IsNaN(s) ? "—" : $"{s:N0}")).ToList() });
+        var failures = cells.Where(c => c.Failure is not null).Select(c => $"- {LengthLabel(c.Length)} at {DepthLabel(c.Depth)}: {c.Failure}").Distinct().ToList();
+        if (failures.Count > 0) report.Paragraph("No accuracy where:\n\n" + string.Join("\n", failures));
+        report.Paragraph($"Peak resident memory of the process: {ProcessMemory.PeakRss() / (1024.0 * 1024):N0} MiB.");
+        report.Paragraph($"![{title}]({Path.GetFileName(png)})");
+        report.Save(markdown);
+        HeatMap.Save(png, title, "context length (tokens)", "needle depth", lengths.Select(LengthLabel).ToList(), depths.Select(DepthLabel).ToList(), grid);
+    }
+}

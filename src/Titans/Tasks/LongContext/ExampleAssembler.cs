@@ -1,0 +1,76 @@
+using Titans.Text;
+
+namespace Titans.Tasks.LongContext;
+
+/// <summary>A piece of an example's text; answer pieces are what the model is scored on.</summary>
+public sealed record Piece(string Text, bool IsAnswer = false);
+
+/// <summary>
+/// Builds an example: haystack filler with groups of pieces (needles, facts) inserted at sentence starts near their
+/// relative positions (within <see cref="MaxShift"/> tokens; the filler's very start and end count as sentence starts), then the tail (question and answers). Every piece is tokenized on its own, so an answer has the
+/// same tokens wherever it occurs, and the filler is cut so the whole is exactly the requested length.
+/// </summary>
+public sealed class ExampleAssembler(string task, ITokenizer tokenizer, Haystack haystack)
+{
+    readonly Dictionary<string, long[]> cache = new();
+
+    long[] Encode(string text)
+    {
+        if (!cache.TryGetValue(text, out var tokens))
+        {
+            tokens = tokenizer.Encode(text);
+            if (cache.Count < 10_000) cache[text] = tokens;
+        }
+        return tokens;
+    }
+
+    /// <summary>Tokens the pieces take.</summary>
+    public int Count(IEnumerable<Piece> pieces) => pieces.Sum(p => Encode(p.Text).Length);
+
+    public TaskExample Assemble(int length, double depth, IReadOnlyList<(double Position, IReadOnlyList<Piece> Pieces)> insertions,
+        IReadOnlyList<Piece> tail, Random random, bool evaluation, IReadOnlyList<string> facts, string question)
+    {
+        int fixedTokens = insertions.Sum(i => Count(i.Pieces)) + Count(tail);
+        int filler = length - fixedTokens;
+        if (filler < 0)
+            throw new ArgumentException($"A {task} example needs at least {fixedTokens} tokens for its needles, question and answers; {length} is too short.");
+        var (fill, starts) = haystack.Take(filler, random, evaluation);
+        if (starts.Count == 0 || starts[0] != 0) starts.Insert(0, 0);     // the very start and end are places for a needle too
+        starts.Add(filler);
+        var tokens = new List<long>(length);
+        var answers = new List<AnswerSpan>();
+        void Append(IEnumerable<Piece> pieces)
+        {
+            foreach (var piece in pieces)
+            {
+                var encoded = Encode(piece.Text);
+                if (piece.IsAnswer) answers.Add(new AnswerSpan(tokens.Count, encoded.Length, piece.Text));
+                tokens.AddRange(encoded);
+            }
+        }
+        int used = 0;
+        foreach (var (position, pieces) in insertions.OrderBy(i => i.Position))
+        {
+            int at = Nearest(starts, position * filler, used);
+            tokens.AddRange(fill.AsSpan(used, at - used).ToArray());
+            used = at;
+            Append(pieces);
+        }
+        tokens.AddRange(fill.AsSpan(used).ToArray());
+        Append(tail);
+        if (tokens.Count != length) throw new InvalidOperationException($"Assembled {tokens.Count} tokens for a {length}-token {task} example.");
+        return new TaskExample(tokens.ToArray(), answers, depth, facts, question);
+    }
+
+    /// <summary>A needle lands at most this many tokens from the depth asked for: at a sentence start if one is that close, else mid-sentence.</summary>
+    public const int MaxShift = 24;
+
+    /// <summary>The sentence start nearest to <paramref name="target"/>, not before <paramref name="notBefore"/>, if within <see cref="MaxShift"/>.</summary>
+    static int Nearest(List<int> starts, double target, int notBefore)
+    {
+        int best = starts[^1];
+        foreach (int s in starts)
+            if (s >= notBefore && Math.Abs(s - target) < Math.Abs(best - target)) best = s;
+        return Math.Abs(best - target) <= MaxShift ? best : Math.Max(notBefore, (int)Math.Round(target));
+    }
+}

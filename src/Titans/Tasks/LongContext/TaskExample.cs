@@ -1,0 +1,14 @@
+namespace Titans.Tasks.LongContext;
+
+/// <summary>An answer inside an example: tokens [<see cref="Start"/>, Start + <see cref="Length"/>) spell <see cref="Text"/>.</summary>
+public sealed record AnswerSpan(int Start, int Length, string Text);
+
+/// <summary>
+/// One long-context example: exactly the requested number of tokens (haystack, needles, question, answers), which
+/// answer spans a model must predict (each token from the ones before it), and for checking it: the needle depth asked
+/// for, the facts or needles inserted, and the question.
+/// </summary>
+public sealed record TaskExample(long[] Tokens, IReadOnlyList<AnswerSpan> Answers, double Depth, IReadOnlyList<string> Facts, string Question)
+{
+    public int Length => Tokens.Length;
+}

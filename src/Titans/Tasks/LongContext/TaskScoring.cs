@@ -1,0 +1,97 @@
+using Titans.Models;
+using static TorchSharp.torch;
+
+namespace Titans.Tasks.LongContext;
+
+/// <summary>How many of an example's answers the model got exactly right.</summary>
+public sealed record ExampleScore(int Correct, int Answers)
+{
+    public double Accuracy => (double)Correct / Answers;
+}
+
+/// <summary>
+/// Scores examples by streaming them through the model in chunks, carrying its state, so memory models read any length
+/// at constant memory. An answer counts when every one of its tokens is the model's most likely next token given the
+/// tokens before it: exactly when greedy decoding would write the answer. Transformer++ keeps its whole context (its
+/// cache grows with the length), so it is tested beyond its training length as it is, with no windowing.
+/// </summary>
+public static class TaskScoring
+{
+    /// <param name="rows">Examples scored side by side (a batch); examples of one length share a batch.</param>
+    public static IReadOnlyList<ExampleScore> Score(TitansLanguageModel model, IReadOnlyList<TaskExample> examples, int chunk, int rows = 8)
+    {
+        if (chunk < 1) throw new ArgumentException($"The scoring chunk must be at least 1 token, got {chunk}.", nameof(chunk));
+        if (rows < 1) throw new ArgumentException($"Rows must be at least 1, got {rows}.", nameof(rows));
+        var scores = new ExampleScore[examples.Count];
+        var byLength = Enumerable.Range(0, examples.Count).GroupBy(i => examples[i].Length);
+        foreach (var group in byLength)
+            foreach (var batch in group.Chunk(rows))
+            {
+                var batchScores = ScoreBatch(model, batch.Select(i => examples[i]).ToList(), chunk);
+                for (int j = 0; j < batch.Length; j++) scores[batch[j]] = batchScores[j];
+            }
+        return scores;
+    }
+
+    static ExampleScore[] ScoreBatch(TitansLanguageModel model, IReadOnlyList<TaskExample> batch, int chunk)
+    {
+        var predicted = Predict(model, batch, chunk);
+        return batch.Select((example, r) => Check(example, predicted[r])).ToArray();
+    }
+
+    /// <summary>How many answers <paramref name="predicted"/> (the answer tokens one after another, as <see cref="Predict"/> gives them) spells exactly.</summary>
+    public static ExampleScore Check(TaskExample example, ReadOnlySpan<long> predicted)
+    {
+        if (predicted.Length != example.Answers.Sum(a => a.Length))
+            throw new ArgumentException($"{predicted.Length} predicted tokens for {example.Answers.Sum(a => a.Length)} answer tokens.");
+        int at = 0, correct = 0;
+        foreach (var answer in example.Answers)
+        {
+            if (predicted.Slice(at, answer.Length).SequenceEqual(example.Tokens.AsSpan(answer.Start, answer.Length))) correct++;
+            at += answer.Length;
+        }
+        return new ExampleScore(correct, example.Answers.Count);
+    }
+
+    /// <summary>
+    /// The model's most likely token at every answer token of examples of one length (each given the true tokens before
+    /// it), the answers of an example one after another; streamed in chunks of <paramref name="chunk"/> tokens.
+    /// </summary>
+    public static long[][] Predict(TitansLanguageModel model, IReadOnlyList<TaskExample> batch, int chunk)
+    {
+        int length = batch[0].Length - 1;                              // inputs per row
+        if (batch.Any(e => e.Length != length + 1)) throw new ArgumentException("The examples of a batch must all have the same length.");
+        int rows = batch.Count;
+        // Input position → index into the row's answer tokens (the input before an answer token predicts it).
+        var wanted = batch.Select(e => e.Answers.SelectMany(a => Enumerable.Range(a.Start - 1, a.Length)).ToArray()).ToArray();
+        var predicted = wanted.Select(w => new long[w.Length]).ToArray();
+        int firstNeeded = wanted.Min(w => w.Min());                    // chunks before it run for their state alone
+        var inputs = new long[rows * length];
+        for (int r = 0; r < rows; r++) Array.Copy(batch[r].Tokens, 0, inputs, r * length, length);
+        bool training = model.training;
+        model.eval();
+        try
+        {
+            using var noGrad = no_grad();
+            using var x = tensor(inputs, new long[] { rows, length });
+            ModelState? state = null;
+            for (int start = 0; start < length; start += chunk)
+            {
+                using var scope = NewDisposeScope();
+                int take = Math.Min(chunk, length - start);
+                var (logits, next) = model.Forward(x.narrow(1, start, take), state);
+                state?.Dispose();
+                state = next;
+                scope.Detach(next.Tensors);
+                if (start + take <= firstNeeded) continue;
+                var best = logits.argmax(-1).data<long>().ToArray();           // [rows × take]
+                for (int r = 0; r < rows; r++)
+                    for (int i = 0; i < wanted[r].Length; i++)
+                        if (wanted[r][i] >= start && wanted[r][i] < start + take) predicted[r][i] = best[r * take + wanted[r][i] - start];
+            }
+            state?.Dispose();
+        }
+        finally { model.train(training); }
+        return predicted;
+    }
+}

@@ -1,0 +1,45 @@
+using static TorchSharp.torch;
+
+namespace Titans.Training;
+
+/// <summary>
+/// A batch of sequences: input tokens [B, T], next-token targets [B, T], and which positions the loss counts
+/// (<see cref="Scored"/>, [B, T] bool; null for all of them, as in language modelling).
+/// </summary>
+public sealed record TrainingBatch(Tensor Tokens, Tensor Targets, Tensor? Scored = null) : IDisposable
+{
+    /// <summary>Mean cross-entropy (nats) over the scored positions of <paramref name="logits"/> [B, T, V].</summary>
+    public Tensor Loss(Tensor logits)
+    {
+        var reduction = Scored is null ? nn.Reduction.Mean : nn.Reduction.None;
+        Tensor loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), Targets.reshape(-1), reduction: reduction);
+        return Scored is null ? loss : loss.masked_select(Scored.reshape(-1)).mean();
+    }
+
+    public void Dispose()
+    {
+        Tokens.Dispose();
+        Targets.Dispose();
+        Scored?.Dispose();
+    }
+}
+
+/// <summary>
+/// Where a trainer's batches come from. A batch must be a function of (seed, step, micro) alone, so that a resumed run
+/// draws exactly the batches the uninterrupted run would have.
+/// </summary>
+public interface IBatchSource
+{
+    TrainingBatch Batch(long seed, int step, int micro, int batchSize, int sequenceLength);
+}
+
+/// <summary>Stable 32-bit seeds for batches (System.HashCode is randomized per process, so not that).</summary>
+public static class BatchSeed
+{
+    public static int Of(long seed, int step, int micro)
+    {
+        ulong x = (ulong)seed * 0x9E3779B97F4A7C15UL ^ (ulong)step * 0xBF58476D1CE4E5B9UL ^ (ulong)micro * 0x94D049BB133111EBUL;
+        x ^= x >> 31; x *= 0xD6E8FEB86659FD39UL; x ^= x >> 28;
+        return (int)(x & 0x7FFFFFFF);
+    }
+}
