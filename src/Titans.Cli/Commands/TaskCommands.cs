@@ -46,7 +46,7 @@ public static class TaskCommands
     static Command Train()
     {
         var options = new TrainingOptions("--length", "tokens per training example (L)");
-        var taskOption = new Option<string>("--task", "-t") { Description = string.Join(", ", LongContextTasks.Names), Required = true };
+        var taskOption = new Option<string?>("--task", "-t") { Description = $"{string.Join(", ", LongContextTasks.Names)} (required unless resuming)" };
         var init = new Option<string?>("--init") { Description = "fine-tune: start from this checkpoint's weights (its model and tokenizer)" };
         var evalExamples = new Option<int>("--eval-examples") { Description = "validation examples at the training length", DefaultValueFactory = _ => 100 };
         var train = new Command("train", "Train (or fine-tune) a model on a long-context task at length L; validation is task accuracy at L.")
@@ -78,6 +78,7 @@ public static class TaskCommands
                 }
                 return 0;
             }
+            string taskName = parse.GetValue(taskOption) ?? throw new ArgumentException($"Give a --task: {string.Join(", ", LongContextTasks.Names)}.");
             var training = options.Training(parse, new TrainingConfig().ValidationFraction);
             TitansLanguageModel model;
             ITokenizer tokenizer;
@@ -98,7 +99,7 @@ public static class TaskCommands
             }
             using (model)
             {
-                var task = TaskRun.CreateTask(parse.GetValue(taskOption)!, tokenizer, HaystackPath(parse));
+                var task = TaskRun.CreateTask(taskName, tokenizer, HaystackPath(parse));
                 string folder = parse.GetValue(options.Output)
                                 ?? Path.Combine("runs", $"{task.Name}-{TrainingRun.FolderName(model.Config.Architecture)}-{training.SequenceLength}");
                 TaskRun.Train(model, training, tokenizer, task, HaystackPath(parse), run with { Directory = folder }, examples);

@@ -106,6 +106,10 @@ public class CommandLineTests : IDisposable
             (new[] { "eval", "-c", truncated, "--data", corpus }, "checkpoint.safetensors"),
             (new[] { "eval", "-c", Path.Combine(folder, "nowhere") }, "No checkpoint"),
             (new[] { "generate", "-c", truncated }, "--prompt"),
+            (new[] { "task", "train", "--task", "needles", "--out", Path.Combine(folder, "f") }, "Unknown task 'needles'"),
+            (new[] { "task", "train", "--task", "passkey", "--length", "50", "--out", Path.Combine(folder, "g") }, "--length 50 is too short"),
+            (new[] { "task", "train", "--task", "number", "--haystack", latin1, "--out", Path.Combine(folder, "h") }, "not UTF-8 text"),
+            (new[] { "task", "eval", "-c", truncated }, "checkpoint.safetensors"),
         };
         foreach (var (arguments, expected) in cases)
         {
@@ -114,5 +118,40 @@ public class CommandLineTests : IDisposable
             Assert.Contains(expected, error);
             Assert.Single(error.Trim().Split('\n'));
         }
+    }
+
+    [Fact]
+    public void TrainResumeAndEvaluateOnATask()
+    {
+        string run = Path.Combine(folder, "task");
+        string[] Train(int steps, params string[] more) => new[]
+        {
+            "task", "train", "--task", "qa1", "--haystack", corpus, "-a", "lmm", "--length", "200", "--steps", steps.ToString(), "--batch-size", "2",
+            "--warmup", "1", "--out", run, "--log-every", "1", "--eval-every", "2", "--eval-examples", "4", "--checkpoint-every", "2",
+        }.Concat(more).ToArray();
+        var train = Titans(Train(2));
+        Assert.True(train.Code == 0, train.Error + train.Output);
+        Assert.Contains("BABILong qa1", train.Output);
+        Assert.Contains("validation answer loss", train.Output);
+        Assert.True(Metrics(run).Any(m => m.TryGetProperty("val_accuracy", out _)), "validation accuracy is logged");
+        var resumed = Titans("task", "train", "--resume", run, "--steps", "3");
+        Assert.True(resumed.Code == 0, resumed.Error + resumed.Output);
+        Assert.Contains("Resuming LMM on qa1 at step 2 of 3", resumed.Output);
+
+        // Scored over a grid: lengths given, depths meaningless for qa1 (its facts are scattered).
+        string table = Path.Combine(folder, "qa1.md");
+        var eval = Titans("task", "eval", "-c", run, "--lengths", "200,400", "--examples", "3", "--out", table);
+        Assert.True(eval.Code == 0, eval.Error + eval.Output);
+        Assert.Contains("length    400  depth scattered", eval.Output);
+        Assert.True(File.Exists(Path.ChangeExtension(table, ".png")), "the heat map is written");
+        Assert.Contains("| scattered |", File.ReadAllText(table));
+
+        // Another task can be scored with the same model; a language model checkpoint needs --task.
+        var passkey = Titans("task", "eval", "-c", run, "--task", "passkey", "--lengths", "120", "--depths", "0,1", "--examples", "2", "--out", Path.Combine(folder, "pk.md"));
+        Assert.True(passkey.Code == 0, passkey.Error + passkey.Output);
+        Assert.Contains("depth      100%", passkey.Output);
+        var short_ = Titans("task", "eval", "-c", run, "--task", "passkey", "--lengths", "64", "--out", Path.Combine(folder, "x.md"));
+        Assert.Equal(2, short_.Code);
+        Assert.Contains("too short", short_.Error);
     }
 }
