@@ -19,6 +19,7 @@ public static class TaskCommands
     {
         var command = new Command("task", "Long-context tasks: single-needle retrieval (S-NIAH), BABILong-style reasoning and associative recall (MQAR).");
         command.Subcommands.Add(List());
+        command.Subcommands.Add(Show());
         command.Subcommands.Add(Train());
         command.Subcommands.Add(Eval());
         return command;
@@ -38,6 +39,33 @@ public static class TaskCommands
                 var task = TaskRun.CreateTask(name, tokens, HaystackPath(parse));
                 Console.WriteLine($"{name,-8} {task.Description} (at least {task.MinimumLength} tokens)");
             }
+            return 0;
+        }));
+        return command;
+    }
+
+    static Command Show()
+    {
+        var taskOption = new Option<string>("--task", "-t") { Description = string.Join(", ", LongContextTasks.Names), DefaultValueFactory = _ => "passkey" };
+        var length = new Option<int>("--length") { Description = "tokens in the example", DefaultValueFactory = _ => 400 };
+        var depth = new Option<double>("--depth") { Description = "needle depth in [0, 1]", DefaultValueFactory = _ => 0.5 };
+        var seed = new Option<long>("--seed") { Description = "seed of the example", DefaultValueFactory = _ => 1 };
+        var tokenizer = new Option<string>("--tokenizer") { Description = "bytes, o200k_base, cl100k_base or a SentencePiece .model file", DefaultValueFactory = _ => "bytes" };
+        var command = new Command("show", "Print one held-out example of a task as the model reads it, answers in [brackets].")
+            { taskOption, length, depth, seed, tokenizer, Haystack };
+        command.SetAction(parse => CommonOptions.Run(parse, _ =>
+        {
+            var tokens = Tokenizers.FromSpecification(parse.GetValue(tokenizer)!);
+            var task = TaskRun.CreateTask(parse.GetValue(taskOption)!, tokens, HaystackPath(parse));
+            var example = task.Generate(TrainingOptions.Positive(parse, length), parse.GetValue(depth), new Random((int)parse.GetValue(seed)), evaluation: true);
+            int at = 0;
+            foreach (var answer in example.Answers)
+            {
+                Console.Write(tokens.Decode(example.Tokens.AsSpan(at, answer.Start - at)));
+                Console.Write($"[{tokens.Decode(example.Tokens.AsSpan(answer.Start, answer.Length))}]");
+                at = answer.Start + answer.Length;
+            }
+            Console.WriteLine(tokens.Decode(example.Tokens.AsSpan(at)));
             return 0;
         }));
         return command;

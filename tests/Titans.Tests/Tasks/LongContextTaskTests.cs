@@ -124,7 +124,7 @@ public class LongContextTaskTests
         var random = new Random(5);
         List<int> Positions(bool evaluation) => Enumerable.Range(0, 40).Select(_ =>
         {
-            var (tokens, _) = Book.Value.Take(300, random, evaluation);
+            var (tokens, _, _) = Book.Value.Take(300, random, evaluation);
             string start = ByteTokenizer.Instance.Decode(tokens)[..60];
             return book.IndexOf(start, StringComparison.Ordinal);
         }).Where(p => p >= 0).ToList();
@@ -169,7 +169,7 @@ public class LongContextTaskTests
         var random = new Random(7);
         foreach (int count in new[] { 1, 7, 100, 12345 })
         {
-            var (tokens, starts) = haystack.Take(count, random, evaluation: true);
+            var (tokens, starts, _) = haystack.Take(count, random, evaluation: true);
             Assert.Equal(count, tokens.Length);
             string text = ByteTokenizer.Instance.Decode(tokens);
             Assert.True(text.EndsWith(". ") || count < 20, $"'{text[^Math.Min(20, text.Length)..]}' should end a sentence");

@@ -7,7 +7,7 @@ public sealed record Piece(string Text, bool IsAnswer = false);
 
 /// <summary>
 /// Builds an example: haystack filler with groups of pieces (needles, facts) inserted at sentence starts near their
-/// relative positions (within <see cref="MaxShift"/> tokens; the filler's very start and end count as sentence starts), then the tail (question and answers). Every piece is tokenized on its own, so an answer has the
+/// relative positions (sentence starts, else word starts, within <see cref="MaxShift"/> tokens), then the tail (question and answers). Every piece is tokenized on its own, so an answer has the
 /// same tokens wherever it occurs, and the filler is cut so the whole is exactly the requested length.
 /// </summary>
 public sealed class ExampleAssembler(string task, ITokenizer tokenizer, Haystack haystack)
@@ -34,9 +34,12 @@ public sealed class ExampleAssembler(string task, ITokenizer tokenizer, Haystack
         int filler = length - fixedTokens;
         if (filler < 0)
             throw new ArgumentException($"A {task} example needs at least {fixedTokens} tokens for its needles, question and answers; {length} is too short.");
-        var (fill, starts) = haystack.Take(filler, random, evaluation);
-        if (starts.Count == 0 || starts[0] != 0) starts.Insert(0, 0);     // the very start and end are places for a needle too
-        starts.Add(filler);
+        var (fill, starts, words) = haystack.Take(filler, random, evaluation);
+        foreach (var places in new[] { starts, words })
+        {
+            if (places.Count == 0 || places[0] != 0) places.Insert(0, 0);     // the very start and end are places for a needle too
+            places.Add(filler);
+        }
         var tokens = new List<long>(length);
         var answers = new List<AnswerSpan>();
         void Append(IEnumerable<Piece> pieces)
@@ -51,7 +54,7 @@ public sealed class ExampleAssembler(string task, ITokenizer tokenizer, Haystack
         int used = 0;
         foreach (var (position, pieces) in insertions.OrderBy(i => i.Position))
         {
-            int at = Nearest(starts, position * filler, used);
+            int at = Place(starts, words, position * filler, used);
             tokens.AddRange(fill.AsSpan(used, at - used).ToArray());
             used = at;
             Append(pieces);
@@ -62,15 +65,21 @@ public sealed class ExampleAssembler(string task, ITokenizer tokenizer, Haystack
         return new TaskExample(tokens.ToArray(), answers, depth, facts, question);
     }
 
-    /// <summary>A needle lands at most this many tokens from the depth asked for: at a sentence start if one is that close, else mid-sentence.</summary>
+    /// <summary>
+    /// A needle lands at most this many tokens from the depth asked for: at a sentence start if one is that close, else
+    /// at a word start, else (a very long word) exactly there.
+    /// </summary>
     public const int MaxShift = 24;
 
-    /// <summary>The sentence start nearest to <paramref name="target"/>, not before <paramref name="notBefore"/>, if within <see cref="MaxShift"/>.</summary>
-    static int Nearest(List<int> starts, double target, int notBefore)
+    static int Place(List<int> sentences, List<int> words, double target, int notBefore) =>
+        Nearest(sentences, target, notBefore) ?? Nearest(words, target, notBefore) ?? Math.Max(notBefore, (int)Math.Round(target));
+
+    /// <summary>The place nearest to <paramref name="target"/>, not before <paramref name="notBefore"/>, if within <see cref="MaxShift"/>.</summary>
+    static int? Nearest(List<int> places, double target, int notBefore)
     {
-        int best = starts[^1];
-        foreach (int s in starts)
+        int best = places[^1];
+        foreach (int s in places)
             if (s >= notBefore && Math.Abs(s - target) < Math.Abs(best - target)) best = s;
-        return Math.Abs(best - target) <= MaxShift ? best : Math.Max(notBefore, (int)Math.Round(target));
+        return Math.Abs(best - target) <= MaxShift ? best : null;
     }
 }

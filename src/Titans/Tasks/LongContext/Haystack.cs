@@ -20,6 +20,7 @@ public sealed partial class Haystack
     public string Name { get; }
     readonly long[] tokens;
     readonly int[] starts;            // token index of every sentence start, ascending; starts[0] = 0
+    readonly int[] words;             // token index of every word start, ascending
     readonly int evaluationStart;     // the first sentence of the evaluation part (0 when both parts are the whole)
     readonly string[] sentences;      // each sentence's text, for checks that needles do not occur in the filler
 
@@ -28,13 +29,22 @@ public sealed partial class Haystack
         Name = name;
         var all = new List<long>();
         var startList = new List<int>();
+        var wordList = new List<int>();
+        var encoded = new Dictionary<string, long[]>();
+        // Word by word (each with its trailing space), so a needle can go between words where no sentence ends nearby.
         foreach (string sentence in sentenceTexts)
         {
             startList.Add(all.Count);
-            all.AddRange(tokenizer.Encode(sentence + " "));
+            foreach (string word in sentence.Split(' '))
+            {
+                wordList.Add(all.Count);
+                if (!encoded.TryGetValue(word, out var wordTokens)) encoded[word] = wordTokens = tokenizer.Encode(word + " ");
+                all.AddRange(wordTokens);
+            }
         }
         tokens = all.ToArray();
         starts = startList.ToArray();
+        words = wordList.ToArray();
         sentences = sentenceTexts.ToArray();
         evaluationStart = split ? (int)Math.Floor(starts.Length * (1 - EvaluationFraction)) : 0;
         if (split && (evaluationStart < 2 || starts.Length - evaluationStart < 2))
@@ -60,9 +70,9 @@ public sealed partial class Haystack
     /// <summary>
     /// <paramref name="count"/> tokens of filler from the training or evaluation part that end where a sentence ends (so
     /// what follows starts cleanly; like any window of a book, the filler may begin mid-sentence), and the offsets
-    /// within them where sentences start.
+    /// within them where sentences and words start.
     /// </summary>
-    public (long[] Tokens, List<int> SentenceStarts) Take(int count, Random random, bool evaluation)
+    public (long[] Tokens, List<int> SentenceStarts, List<int> WordStarts) Take(int count, Random random, bool evaluation)
     {
         int firstSentence = evaluation ? evaluationStart : 0;
         int endSentence = evaluation || evaluationStart == 0 ? starts.Length : evaluationStart;
@@ -79,10 +89,14 @@ public sealed partial class Haystack
         int skip = (int)(total - count);
         var result = new long[count];
         var boundaries = new List<int>();
+        var wordStarts = new List<int>();
         int written = 0, offset = -skip;
         foreach (var (from, to) in pieces)
         {
             if (offset >= 0) boundaries.Add(offset);
+            int w = Array.BinarySearch(words, from);
+            for (w = w < 0 ? ~w : w; w < words.Length && words[w] < to; w++)
+                if (offset + words[w] - from >= 0) wordStarts.Add(offset + words[w] - from);
             int begin = from + Math.Max(0, -offset);              // the part of this sentence that is kept
             if (begin < to)
             {
@@ -91,7 +105,7 @@ public sealed partial class Haystack
             }
             offset += to - from;
         }
-        return (result, boundaries);
+        return (result, boundaries, wordStarts);
     }
 
     [GeneratedRegex(@"\s+")]
