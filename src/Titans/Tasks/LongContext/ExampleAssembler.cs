@@ -35,11 +35,10 @@ public sealed class ExampleAssembler(string task, ITokenizer tokenizer, Haystack
         if (filler < 0)
             throw new ArgumentException($"A {task} example needs at least {fixedTokens} tokens for its needles, question and answers; {length} is too short.");
         var (fill, starts, words) = haystack.Take(filler, random, evaluation);
-        foreach (var places in new[] { starts, words })
-        {
-            if (places.Count == 0 || places[0] != 0) places.Insert(0, 0);     // the very start and end are places for a needle too
-            places.Add(filler);
-        }
+        // The filler's end is a sentence start for a needle; its very start (often mid-sentence) only a word start.
+        starts.Add(filler);
+        if (words.Count == 0 || words[0] != 0) words.Insert(0, 0);
+        words.Add(filler);
         var tokens = new List<long>(length);
         var answers = new List<AnswerSpan>();
         void Append(IEnumerable<Piece> pieces)
