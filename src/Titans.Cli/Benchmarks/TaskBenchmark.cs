@@ -19,7 +19,7 @@ public static class TaskBenchmark
     public sealed record Options(string Task, string Haystack, string Preset, IReadOnlyList<Architecture> Architectures, TrainingConfig Training,
         IReadOnlyList<int> Factors, int Depths, int Examples, int EvalEvery, string RunsDirectory);
 
-    sealed record Outcome(Architecture Architecture, long Parameters, List<GridCell>? Cells, string? Failure, double TrainSeconds, double TrainAccuracy);
+    sealed record Outcome(Architecture Architecture, long Parameters, List<GridCell>? Cells, string? Failure, double TrainAccuracy);
 
     public static void Run(Options options, string? output, string command)
     {
@@ -48,13 +48,11 @@ public static class TaskBenchmark
                 catch (TrainingDivergedException e) { failure = e.Message; }
             }
             var metrics = TrainingRun.ReadMetrics(Path.Combine(folder, TrainingRun.MetricsFile));
-            double seconds = metrics.Lines.Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement)
-                .Where(r => r.TryGetProperty("elapsed_s", out _)).Select(r => r.GetProperty("elapsed_s").GetDouble()).DefaultIfEmpty(double.NaN).Max();
             double trainAccuracy = metrics.Lines.Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement)
                 .Where(r => r.TryGetProperty("val_accuracy", out _)).Select(r => r.GetProperty("val_accuracy").GetDouble()).DefaultIfEmpty(double.NaN).Last();
             if (failure is not null)
             {
-                outcomes.Add(new Outcome(architecture, config.ParameterCount, null, failure, seconds, double.NaN));
+                outcomes.Add(new Outcome(architecture, config.ParameterCount, null, failure, double.NaN));
                 Console.WriteLine($"{ArchitectureNames.Display(architecture)}: {failure}\n");
                 continue;
             }
@@ -62,10 +60,10 @@ public static class TaskBenchmark
             using (model)
             {
                 Console.WriteLine($"{ArchitectureNames.Display(architecture)}: scoring {task.Name} at {string.Join(", ", lengths.Select(TaskRun.LengthLabel))} tokens");
-                var cells = TaskRun.Grid(model, task, lengths, depths, options.Examples, chunk: 512, rows: 10, seed: 1,
+                var cells = TaskRun.Grid(model, task, lengths, depths, ExamplesPerCell(task, options), chunk: 512, rows: 10, seed: 1,
                     c => Console.WriteLine($"  length {TaskRun.LengthLabel(c.Length),6}  depth {TaskRun.DepthLabel(c.Depth),9}  accuracy {TaskRun.Percent(c.Accuracy),6}" +
                                            (c.Failure is null ? "" : $"  ({c.Failure})")));
-                outcomes.Add(new Outcome(architecture, config.ParameterCount, cells, null, seconds, trainAccuracy));
+                outcomes.Add(new Outcome(architecture, config.ParameterCount, cells, null, trainAccuracy));
                 Console.WriteLine($"{ArchitectureNames.Display(architecture)}: {string.Join("  ", lengths.Select(l => $"{TaskRun.LengthLabel(l)} {TaskRun.Percent(TaskRun.MeanAt(cells, l))}"))}\n");
                 if (output is not null)
                     TaskRun.Save(HeatMapFile(output, architecture, ".md"), HeatMapFile(output, architecture, ".png"),
@@ -74,6 +72,9 @@ public static class TaskBenchmark
         }
         if (output is not null) Report(outcomes, options, task, lengths, output, command);
     }
+
+    /// <summary>A task without depths has one cell per length; it gets the examples all the depths would have had.</summary>
+    static int ExamplesPerCell(ILongContextTask task, Options options) => task.HasDepth ? options.Examples : options.Examples * options.Depths;
 
     static string HeatMapFile(string output, Architecture architecture, string extension) =>
         Path.Combine(Path.GetDirectoryName(Path.GetFullPath(output))!, Path.GetFileNameWithoutExtension(output), TrainingRun.FolderName(architecture) + extension);
@@ -84,14 +85,15 @@ public static class TaskBenchmark
         var report = new MarkdownReport($"Long-context task {task.Name}: accuracy by context length", command)
             .Paragraph($"{task.Description}. Every architecture at the `{options.Preset}` preset trained on the same examples at L = {t.SequenceLength} tokens " +
                        $"({t.Steps} steps × {t.BatchSize} examples, peak learning rate {t.LearningRate}, seed {t.Seed}; loss on the answer tokens only), " +
-                       $"then scored on {options.Examples} held-out examples per (length, depth) cell" +
-                       (task.HasDepth ? $" at {options.Depths} needle depths from 0 to 100%" : "") +
+                       (task.HasDepth ? $"then scored on {options.Examples} held-out examples per (length, depth) cell at {options.Depths} needle depths from 0 to 100%"
+                                      : $"then scored on {ExamplesPerCell(task, options)} held-out examples per length (the facts are scattered, so there is no depth)") +
                        ", streaming through the model's state. An answer counts when greedy decoding writes it exactly. " +
-                       "Accuracy is averaged over depths; the heat maps give every cell.");
-        report.Table(new[] { "model", "parameters", "train (s)" }.Concat(lengths.Select(l => $"{TaskRun.LengthLabel(l)} ({l / t.SequenceLength}L)")).ToList(),
+                       "Accuracy is averaged over depths; the heat maps give every cell. \"validation at L\" is the last validation " +
+                       "during training (100 examples at L). Training speeds are in `bench throughput`; the runs here shared the 2 cores with other jobs.");
+        report.Table(new[] { "model", "parameters", "validation at L" }.Concat(lengths.Select(l => $"{TaskRun.LengthLabel(l)} ({l / t.SequenceLength}L)")).ToList(),
             outcomes.Select(o => (IReadOnlyList<string>)new[]
             {
-                ArchitectureNames.Display(o.Architecture), Quantities.Count(o.Parameters), double.IsNaN(o.TrainSeconds) ? "—" : $"{o.TrainSeconds:F0}",
+                ArchitectureNames.Display(o.Architecture), Quantities.Count(o.Parameters), TaskRun.Percent(o.TrainAccuracy),
             }.Concat(lengths.Select(l => o.Cells is null ? "diverged" : TaskRun.Percent(TaskRun.MeanAt(o.Cells, l)))).ToList()));
         var notes = outcomes.Where(o => o.Failure is not null).Select(o => $"- {ArchitectureNames.Display(o.Architecture)}: {o.Failure}")
             .Concat(outcomes.Where(o => o.Cells is not null).SelectMany(o => o.Cells!.Where(c => c.Failure is not null)

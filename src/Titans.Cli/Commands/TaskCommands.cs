@@ -169,13 +169,13 @@ public static class TaskCommands
                 if (depthList.Any(d => d is < 0 or > 1)) throw new ArgumentException("--depths must lie in [0, 1].");
                 string markdown = parse.GetValue(output) ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(file))!, $"eval-{task.Name}.md");
                 string title = $"{task.Name}: {ArchitectureNames.Display(header.Model.Architecture)} trained at {trained:N0} tokens (step {header.Step})";
-                Console.WriteLine($"{title}; {task.Description}; {TrainingOptions.Positive(parse, examples)} examples per cell");
+                Console.WriteLine($"{title}; {task.Description}; {Examples(TrainingOptions.Positive(parse, examples))} per cell");
                 var cells = TaskRun.Grid(model, task, lengthList, depthList, TrainingOptions.Positive(parse, examples), TrainingOptions.Positive(parse, chunk),
                     TrainingOptions.Positive(parse, rows), parse.GetValue(seed),
                     c => Console.WriteLine($"  length {TaskRun.LengthLabel(c.Length),6}  depth {TaskRun.DepthLabel(c.Depth),9}  accuracy {TaskRun.Percent(c.Accuracy),6}" +
                                            (c.Failure is null ? $"  ({c.TokensPerSecond:N0} tok/s)" : $"  ({c.Failure})")));
                 TaskRun.Save(markdown, Path.ChangeExtension(markdown, ".png"), title, CommonOptions.CommandLine(parse),
-                    $"{task.Description}. {TrainingOptions.Positive(parse, examples)} examples per cell from the haystack's held-out tail; " +
+                    $"{task.Description}. {Examples(TrainingOptions.Positive(parse, examples))} per cell from the haystack's held-out tail; " +
                     "an answer counts when greedy decoding writes it exactly.", cells);
                 Console.WriteLine($"Mean accuracy by length: {string.Join("  ", lengthList.Select(l => $"{TaskRun.LengthLabel(l)} {TaskRun.Percent(TaskRun.MeanAt(cells, l))}"))}; " +
                                   $"peak RSS {ProcessMemory.PeakRss() / (1024.0 * 1024):N0} MiB; wrote {markdown} and its heat map");
@@ -184,6 +184,8 @@ public static class TaskCommands
         }));
         return command;
     }
+
+    static string Examples(int count) => count == 1 ? "1 example" : $"{count} examples";
 
     static List<T>? ParseList<T>(string? text, string option, Func<string, IFormatProvider, T> parse)
     {
