@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Titans.Cli.Reporting;
 using Titans.Cli.Training;
 using Titans.Models;
@@ -70,7 +69,6 @@ public static class LanguageModelBenchmark
         Report(outcomes, options, data, output, plot, command);
     }
 
-    /// <summary>Whether the folder holds a finished run of exactly this model and training (else it is trained again).</summary>
     static void Report(List<Outcome> outcomes, Options options, TokenData data, string? output, string? plot, string command)
     {
         var training = options.Training;

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Titans.Cli.Reporting;
 using Titans.Cli.Training;
 using Titans.Models;
@@ -26,7 +25,7 @@ public static class TaskBenchmark
         var tokenizer = ByteTokenizer.Instance;
         var task = TaskRun.CreateTask(options.Task, tokenizer, options.Haystack);
         int length = options.Training.SequenceLength;
-        if (length + 1 < task.MinimumLength) throw new ArgumentException($"A {task.Name} example needs at least {task.MinimumLength} tokens; --length {length} is too short.");
+        TaskRun.RequireLength(task, length, $"--length {length}");
         var lengths = options.Factors.Select(f => f * length).ToList();
         var depths = TaskRun.Depths(task, options.Depths);
         var outcomes = new List<Outcome>();
@@ -36,7 +35,7 @@ public static class TaskBenchmark
             string folder = Path.Combine(options.RunsDirectory, TrainingRun.FolderName(architecture));
             string checkpoint = Path.Combine(folder, TrainingRun.CheckpointFile);
             string? failure = null;
-            if (TrainingRun.IsFinished(checkpoint, config, options.Training))
+            if (TrainingRun.IsFinished(checkpoint, config, options.Training, TaskRun.Metadata(task, options.Haystack)))
                 Console.WriteLine($"{ArchitectureNames.Display(architecture)}: reusing the finished run in {folder}");
             else
             {
@@ -48,8 +47,7 @@ public static class TaskBenchmark
                 catch (TrainingDivergedException e) { failure = e.Message; }
             }
             var metrics = TrainingRun.ReadMetrics(Path.Combine(folder, TrainingRun.MetricsFile));
-            double trainAccuracy = metrics.Lines.Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement)
-                .Where(r => r.TryGetProperty("val_accuracy", out _)).Select(r => r.GetProperty("val_accuracy").GetDouble()).DefaultIfEmpty(double.NaN).Last();
+            double trainAccuracy = metrics.Validation.Select(v => v.Accuracy).DefaultIfEmpty(double.NaN).Last();
             if (failure is not null)
             {
                 outcomes.Add(new Outcome(architecture, config.ParameterCount, null, failure, double.NaN));

@@ -73,9 +73,7 @@ public static class BenchCommands
                 Steps = parse.GetValue(steps), BatchSize = parse.GetValue(batch), SequenceLength = parse.GetValue(length),
                 LearningRate = parse.GetValue(lr), Seed = parse.GetValue(seed),
             }.Validate();
-            var chosen = parse.GetValue(architectures)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
-                .Select(ArchitectureNames.Parse).Distinct().ToList();
-            if (chosen.Count == 0) throw new ArgumentException("--architectures names no architecture.");
+            var chosen = Architectures(parse.GetValue(architectures)!);
             if (parse.GetValue(evalEvery) < 1) throw new ArgumentException($"--eval-every must be at least 1, got {parse.GetValue(evalEvery)}.");
             Presets.Get(parse.GetValue(preset)!, Architecture.Mac);   // an unknown preset fails before any training
             var options = new LanguageModelBenchmark.Options(parse.GetValue(data)!, parse.GetValue(preset)!, chosen, training,
@@ -113,10 +111,8 @@ public static class BenchCommands
                 Steps = parse.GetValue(steps), BatchSize = parse.GetValue(batch), SequenceLength = parse.GetValue(length),
                 LearningRate = parse.GetValue(lr), Seed = parse.GetValue(seed), WarmupSteps = Math.Min(50, parse.GetValue(steps)),
             }.Validate();
-            var chosen = parse.GetValue(architectures)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
-                .Select(ArchitectureNames.Parse).Distinct().ToList();
-            if (chosen.Count == 0) throw new ArgumentException("--architectures names no architecture.");
-            Presets.Get(parse.GetValue(preset)!, Architecture.Mac);
+            var chosen = Architectures(parse.GetValue(architectures)!);
+            Presets.Get(parse.GetValue(preset)!, Architecture.Mac);   // an unknown preset fails before any training
             string name = parse.GetValue(task)!;
             var options = new TaskBenchmark.Options(name, parse.GetValue(haystack)!, parse.GetValue(preset)!, chosen, training,
                 IntList(parse.GetValue(factors)!, "--factors"), TrainingOptions.Positive(parse, depths), TrainingOptions.Positive(parse, examples),
@@ -125,6 +121,13 @@ public static class BenchCommands
             return 0;
         }));
         return command;
+    }
+
+    /// <summary>The architectures a comma-separated --architectures list names, each once.</summary>
+    static List<Architecture> Architectures(string text)
+    {
+        var chosen = text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).Select(ArchitectureNames.Parse).Distinct().ToList();
+        return chosen.Count > 0 ? chosen : throw new ArgumentException("--architectures names no architecture.");
     }
 
     static IReadOnlyList<int> IntList(string text, string option)

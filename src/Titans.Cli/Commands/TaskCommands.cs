@@ -27,6 +27,24 @@ public static class TaskCommands
 
     static string HaystackPath(ParseResult parse) => parse.GetValue(Haystack) ?? LanguageModelCommands.DefaultCorpus;
 
+    /// <summary>
+    /// A checkpoint's haystack: the --haystack given, else the one it trained with, else the shipped default. Evaluation
+    /// draws from any text's held-out tail, so where the recorded file is gone (and only then) it may say so and use the
+    /// default; a resumed run must see the same text, so it may not.
+    /// </summary>
+    static string HaystackOf(ParseResult parse, Checkpoint.Header header, bool fallBackWhenGone)
+    {
+        if (parse.GetValue(Haystack) is string given) return given;
+        string? recorded = header.Metadata.GetValueOrDefault(TaskRun.HaystackKey);
+        if (recorded is null) return LanguageModelCommands.DefaultCorpus;
+        if (fallBackWhenGone && !File.Exists(recorded) && !Directory.Exists(recorded))
+        {
+            Console.WriteLine($"The haystack the model trained with, '{recorded}', is gone; using {LanguageModelCommands.DefaultCorpus} (choose with --haystack).");
+            return LanguageModelCommands.DefaultCorpus;
+        }
+        return recorded;
+    }
+
     static Command List()
     {
         var tokenizer = new Option<string>("--tokenizer") { Description = "tokenizer the shortest lengths are counted in", DefaultValueFactory = _ => "bytes" };
@@ -93,7 +111,7 @@ public static class TaskCommands
                 var (trainer, header) = Checkpoint.Resume(file, h =>
                 {
                     string name = h.Metadata.GetValueOrDefault(TaskRun.TaskKey) ?? throw new ArgumentException($"'{file}' is not a task run; resume it with `titans train --resume`.");
-                    haystack = parse.GetValue(Haystack) ?? h.Metadata.GetValueOrDefault(TaskRun.HaystackKey) ?? LanguageModelCommands.DefaultCorpus;
+                    haystack = HaystackOf(parse, h, fallBackWhenGone: false);
                     task = TaskRun.CreateTask(name, h.Tokenizer, haystack);
                     return new TaskBatches(task);
                 }, options.ResumeSteps(parse));
@@ -120,8 +138,7 @@ public static class TaskCommands
             {
                 tokenizer = Tokenizers.FromSpecification(parse.GetValue(options.Tokenizer)!);
                 var config = options.Model(parse, tokenizer);
-                if (config.VocabSize != tokenizer.VocabularySize)
-                    throw new ArgumentException($"The model's VocabSize is {config.VocabSize}, the {tokenizer.Name} tokenizer has {tokenizer.VocabularySize} tokens.");
+                TrainingRun.RequireVocabulary(config, tokenizer);
                 TorchSharp.torch.manual_seed(training.Seed);
                 model = new TitansLanguageModel("model", config);
             }
@@ -158,13 +175,11 @@ public static class TaskCommands
             {
                 string name = parse.GetValue(taskOption) ?? header.Metadata.GetValueOrDefault(TaskRun.TaskKey)
                               ?? throw new ArgumentException($"'{file}' was not trained on a task; say which with --task.");
-                string haystack = parse.GetValue(Haystack) ?? header.Metadata.GetValueOrDefault(TaskRun.HaystackKey) ?? LanguageModelCommands.DefaultCorpus;
-                if (!File.Exists(haystack) && !Directory.Exists(haystack)) haystack = LanguageModelCommands.DefaultCorpus;
+                string haystack = HaystackOf(parse, header, fallBackWhenGone: true);
                 var task = TaskRun.CreateTask(name, header.Tokenizer, haystack);
                 int trained = header.Training.SequenceLength;
                 var lengthList = ParseList(parse.GetValue(lengths), "--lengths", int.Parse) ?? new[] { 1, 2, 4, 8, 16 }.Select(f => f * trained).ToList();
-                foreach (int l in lengthList)
-                    if (l + 1 < task.MinimumLength) throw new ArgumentException($"A {task.Name} example needs at least {task.MinimumLength} tokens; the length {l} is too short.");
+                foreach (int l in lengthList) TaskRun.RequireLength(task, l, $"the length {l}");
                 var depthList = task.HasDepth ? ParseList(parse.GetValue(depths), "--depths", double.Parse) ?? TaskRun.Depths(task, 5) : TaskRun.Depths(task, 1);
                 if (depthList.Any(d => d is < 0 or > 1)) throw new ArgumentException("--depths must lie in [0, 1].");
                 string markdown = parse.GetValue(output) ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(file))!, $"eval-{task.Name}.md");

@@ -40,6 +40,16 @@ public static class TaskRun
         return Enumerable.Range(0, count).Select(_ => task.Generate(length + 1, depth, random, evaluation: true)).ToList();
     }
 
+    /// <summary>
+    /// Refuses a length (model inputs; the example has one token more) too short for the task's needles, question and
+    /// answers; <paramref name="what"/> names it in the message.
+    /// </summary>
+    public static void RequireLength(ILongContextTask task, int length, string what)
+    {
+        if (length + 1 < task.MinimumLength)
+            throw new ArgumentException($"A {task.Name} example needs at least {task.MinimumLength} tokens with this tokenizer; {what} is too short.");
+    }
+
     /// <summary>Depths spread evenly over [0, 1] for a task that has them; one (ignored) depth otherwise.</summary>
     public static IReadOnlyList<double> Depths(ILongContextTask task, int count) =>
         !task.HasDepth ? new[] { double.NaN } : count == 1 ? new[] { 0.5 } : Enumerable.Range(0, count).Select(i => i / (double)(count - 1)).ToList();
@@ -49,8 +59,8 @@ public static class TaskRun
     {
         var depths = Depths(task, Math.Min(examples, 5));
         var all = depths.SelectMany(d => Examples(task, length, double.IsNaN(d) ? 0.5 : d, (examples + depths.Count - 1) / depths.Count, seed)).ToList();
-        double accuracy = TaskScoring.Score(model, all, chunk: length, rows).Average(s => s.Accuracy);
-        double loss = 0;
+        // One pass per batch gives both the answer loss and the greedy answers (examples this short need no streaming).
+        double loss = 0, accuracy = 0;
         bool training = model.training;
         model.eval();
         using (no_grad())
@@ -58,10 +68,15 @@ public static class TaskRun
             {
                 using var scope = NewDisposeScope();
                 using var tensors = TaskBatches.Tensors(batch);
-                loss += tensors.Loss(model.forward(tensors.Tokens)).to(ScalarType.Float64).item<double>() * batch.Length;
+                Tensor logits = model.forward(tensors.Tokens);
+                loss += tensors.Loss(logits).to(ScalarType.Float64).item<double>() * batch.Length;
+                var best = logits.argmax(-1).data<long>().ToArray();
+                for (int j = 0; j < batch.Length; j++)
+                    accuracy += TaskScoring.Check(batch[j], batch[j].AnswerInputs.Select(p => best[j * length + p]).ToArray()).Accuracy;
             }
         model.train(training);
         loss /= all.Count;
+        accuracy /= all.Count;
         return new Validation(loss, $"validation answer loss {loss:F4}  accuracy {100 * accuracy:F1}% ({all.Count} examples)",
             new Dictionary<string, object> { ["val_loss"] = loss, ["val_accuracy"] = accuracy, ["val_examples"] = all.Count });
     }
@@ -72,10 +87,8 @@ public static class TaskRun
     public static Validation Train(TitansLanguageModel model, TrainingConfig training, ITokenizer tokenizer, ILongContextTask task,
         string haystack, RunOptions run, int validationExamples)
     {
-        if (File.Exists(Path.Combine(run.Directory, TrainingRun.CheckpointFile)))
-            throw new ArgumentException($"'{run.Directory}' already holds a checkpoint; continue it with --resume {run.Directory}, or pick another --out.");
-        if (training.SequenceLength + 1 < task.MinimumLength)
-            throw new ArgumentException($"A {task.Name} example needs at least {task.MinimumLength} tokens with this tokenizer; --length {training.SequenceLength} is too short.");
+        TrainingRun.RefuseExisting(run.Directory);
+        RequireLength(task, training.SequenceLength, $"--length {training.SequenceLength}");
         using var trainer = new Trainer(model, training, new TaskBatches(task));
         Console.WriteLine($"Training {ArchitectureNames.Display(model.Config.Architecture)} ({Quantities.Count(model.parameters().Sum(p => p.numel()))} parameters) " +
                           $"on {task.Description}; {training.Steps} steps × {training.BatchSize} examples of {training.SequenceLength} tokens → {run.Directory}");
@@ -87,8 +100,12 @@ public static class TaskRun
         run with
         {
             Validate = t => Validate(t.Model, task, training.SequenceLength, validationExamples, training.BatchSize, training.Seed + 1),
-            Metadata = new Dictionary<string, string> { [TaskKey] = task.Name, [HaystackKey] = Path.GetFullPath(haystack) },
+            Metadata = Metadata(task, haystack),
         };
+
+    /// <summary>What a task run's checkpoint records of its task.</summary>
+    public static IReadOnlyDictionary<string, string> Metadata(ILongContextTask task, string haystack) =>
+        new Dictionary<string, string> { [TaskKey] = task.Name, [HaystackKey] = Path.GetFullPath(haystack) };
 
     /// <summary>Scores every (length, depth) cell, reporting each as it finishes.</summary>
     public static List<GridCell> Grid(TitansLanguageModel model, ILongContextTask task, IReadOnlyList<int> lengths, IReadOnlyList<double> depths,

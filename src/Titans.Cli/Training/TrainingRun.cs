@@ -38,15 +38,26 @@ public static class TrainingRun
     /// <summary>A run folder's name for an architecture: <c>mac</c>, <c>transformerpp</c>, <c>swa</c>, …</summary>
     public static string FolderName(Architecture architecture) => ArchitectureNames.Display(architecture).ToLowerInvariant().Replace("+", "p");
 
+    /// <summary>A new run never overwrites a folder that already holds a checkpoint.</summary>
+    public static void RefuseExisting(string directory)
+    {
+        if (File.Exists(Path.Combine(directory, CheckpointFile)))
+            throw new ArgumentException($"'{directory}' already holds a checkpoint; continue it with --resume {directory}, or pick another --out.");
+    }
+
+    /// <summary>The model's vocabulary must be the tokenizer's.</summary>
+    public static void RequireVocabulary(TitansConfig config, ITokenizer tokenizer)
+    {
+        if (config.VocabSize != tokenizer.VocabularySize)
+            throw new ArgumentException($"The model's VocabSize is {config.VocabSize}, the {tokenizer.Name} tokenizer has {tokenizer.VocabularySize} tokens.");
+    }
+
     /// <summary>Trains a new model; refuses to overwrite a folder that already holds a checkpoint.</summary>
     public static Validation Start(TitansConfig config, TrainingConfig training, ITokenizer tokenizer, TokenData data,
         string corpus, RunOptions run)
     {
-        string existing = Path.Combine(run.Directory, CheckpointFile);
-        if (File.Exists(existing))
-            throw new ArgumentException($"'{run.Directory}' already holds a checkpoint; continue it with --resume {run.Directory}, or pick another --out.");
-        if (config.VocabSize != tokenizer.VocabularySize)
-            throw new ArgumentException($"The model's VocabSize is {config.VocabSize}, the {tokenizer.Name} tokenizer has {tokenizer.VocabularySize} tokens.");
+        RefuseExisting(run.Directory);
+        RequireVocabulary(config, tokenizer);
         TorchSharp.torch.manual_seed(training.Seed);
         using var model = new TitansLanguageModel("model", config);
         using var trainer = new Trainer(model, training, data);
@@ -142,15 +153,19 @@ public static class TrainingRun
         catch (NonFiniteValueException e) { return new Scores(windows, null, e.Message); }
     }
 
-    /// <summary>Whether a checkpoint is the finished run of exactly this model and training (benchmarks reuse it).</summary>
-    public static bool IsFinished(string checkpoint, TitansConfig config, TrainingConfig training)
+    /// <summary>
+    /// Whether a checkpoint is the finished run of exactly this model and training, and holds <paramref name="metadata"/>
+    /// (a task run's task and haystack), so benchmarks may reuse it.
+    /// </summary>
+    public static bool IsFinished(string checkpoint, TitansConfig config, TrainingConfig training, IReadOnlyDictionary<string, string>? metadata = null)
     {
         if (!File.Exists(checkpoint)) return false;
         try
         {
             using var content = Checkpoints.SafeTensors.Load(checkpoint);
             var header = Checkpoint.ReadHeader(checkpoint, content);
-            return header.Step == training.Steps && header.Training == training && header.Model == config;
+            return header.Step == training.Steps && header.Training == training && header.Model == config &&
+                   (metadata ?? new Dictionary<string, string>()).All(m => header.Metadata.GetValueOrDefault(m.Key) == m.Value);
         }
         catch (InvalidDataException) { return false; }
     }
@@ -164,7 +179,8 @@ public static class TrainingRun
             }, log2X: false, log10Y: false);
 
     /// <summary>The lines of a metrics log up to a step, and the curves they hold.</summary>
-    public sealed record Metrics(List<string> Lines, List<(int Step, double Loss)> Train, List<(int Step, double Loss, double Bpb)> Validation);
+    /// <param name="Validation">Bits per byte of a corpus run, accuracy of a task run (NaN where the run has none).</param>
+    public sealed record Metrics(List<string> Lines, List<(int Step, double Loss)> Train, List<(int Step, double Loss, double Bpb, double Accuracy)> Validation);
 
     /// <summary>Reads a metrics log, keeping steps ≤ <paramref name="upTo"/>; a torn last line is skipped.</summary>
     public static Metrics ReadMetrics(string path, int upTo = int.MaxValue)
@@ -181,12 +197,14 @@ public static class TrainingRun
                 if (step > upTo) continue;
                 metrics.Lines.Add(line);
                 if (root.TryGetProperty("loss", out var loss)) metrics.Train.Add((step, loss.GetDouble()));
-                if (root.TryGetProperty("val_loss", out var val)) metrics.Validation.Add((step, val.GetDouble(), root.TryGetProperty("val_bpb", out var bpb) ? bpb.GetDouble() : double.NaN));
+                if (root.TryGetProperty("val_loss", out var val)) metrics.Validation.Add((step, val.GetDouble(), Optional(root, "val_bpb"), Optional(root, "val_accuracy")));
             }
             catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException) { }
         }
         return metrics;
     }
+
+    static double Optional(JsonElement root, string name) => root.TryGetProperty(name, out var value) ? value.GetDouble() : double.NaN;
 
     static void Append(string path, object record) => File.AppendAllText(path, JsonSerializer.Serialize(record) + "\n");
 

@@ -23,8 +23,8 @@ public sealed class BabiTask : ILongContextTask
         assembler = new ExampleAssembler(Name, tokenizer, haystack);
         // The longest a story can be: the longest fact sentences and question for this task's vocabulary.
         var random = new Random(0);
-        MinimumLength = Enumerable.Range(0, 200).Select(_ => BabiStories.Generate(task, this.facts, random))
-            .Max(s => assembler.Count(Pieces(s).Facts.SelectMany(f => f)) + assembler.Count(Pieces(s).Tail));
+        MinimumLength = Enumerable.Range(0, 200).Select(_ => Pieces(BabiStories.Generate(task, this.facts, random)))
+            .Max(p => assembler.Count(p.Facts.SelectMany(f => f)) + assembler.Count(p.Tail));
     }
 
     public string Name => $"qa{task}";

@@ -22,7 +22,10 @@ public sealed partial class Haystack
     readonly int[] starts;            // token index of every sentence start, ascending; starts[0] = 0
     readonly int[] words;             // token index of every word start, ascending
     readonly int evaluationStart;     // the first sentence of the evaluation part (0 when both parts are the whole)
-    readonly string[] sentences;      // each sentence's text, for checks that needles do not occur in the filler
+    readonly string text;             // the sentences joined by spaces, for checks that needles do not occur in the filler
+    // MQAR checks 8 three-letter keys per example: each is scanned for once. Bounded, since numbers and UUIDs never repeat.
+    readonly Dictionary<string, bool> contains = new();
+    const int ContainsCacheSize = 20_000;
 
     Haystack(string name, IReadOnlyList<string> sentenceTexts, ITokenizer tokenizer, bool split)
     {
@@ -45,7 +48,7 @@ public sealed partial class Haystack
         tokens = all.ToArray();
         starts = startList.ToArray();
         words = wordList.ToArray();
-        sentences = sentenceTexts.ToArray();
+        text = string.Join(' ', sentenceTexts);
         evaluationStart = split ? (int)Math.Floor(starts.Length * (1 - EvaluationFraction)) : 0;
         if (split && (evaluationStart < 2 || starts.Length - evaluationStart < 2))
             throw new ArgumentException($"The haystack '{name}' has {starts.Length} sentences; it needs at least 20 to keep a training and an evaluation part.");
@@ -65,7 +68,13 @@ public sealed partial class Haystack
         new("noise", SentenceEnd().Split(NoiseText), tokenizer, split: false);
 
     /// <summary>Whether a string occurs in any sentence of the haystack (needles and keys must not).</summary>
-    public bool Contains(string text) => sentences.Any(s => s.Contains(text, StringComparison.Ordinal));
+    public bool Contains(string value)
+    {
+        if (contains.TryGetValue(value, out bool found)) return found;
+        found = text.Contains(value, StringComparison.Ordinal);
+        if (contains.Count < ContainsCacheSize) contains[value] = found;
+        return found;
+    }
 
     /// <summary>
     /// <paramref name="count"/> tokens of filler from the training or evaluation part that end where a sentence ends (so

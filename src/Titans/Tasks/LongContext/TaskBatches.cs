@@ -30,8 +30,7 @@ public sealed class TaskBatches(ILongContextTask task) : IBatchSource
         for (int b = 0; b < examples.Count; b++)
         {
             examples[b].Tokens.CopyTo(tokens, b * length);
-            foreach (var span in examples[b].Answers)
-                for (int i = 0; i < span.Length; i++) scored[b * (length - 1) + span.Start - 1 + i] = true;
+            foreach (int position in examples[b].AnswerInputs) scored[b * (length - 1) + position] = true;
         }
         using var all = tensor(tokens, new long[] { examples.Count, length });
         return new TrainingBatch(all.narrow(1, 0, length - 1).contiguous(), all.narrow(1, 1, length - 1).contiguous(),

@@ -11,4 +11,7 @@ public sealed record AnswerSpan(int Start, int Length, string Text);
 public sealed record TaskExample(long[] Tokens, IReadOnlyList<AnswerSpan> Answers, double Depth, IReadOnlyList<string> Facts, string Question)
 {
     public int Length => Tokens.Length;
+
+    /// <summary>The input positions that predict an answer token (each the one before it), the answers one after another.</summary>
+    public IEnumerable<int> AnswerInputs => Answers.SelectMany(a => Enumerable.Range(a.Start - 1, a.Length));
 }

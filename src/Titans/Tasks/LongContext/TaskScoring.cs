@@ -62,8 +62,7 @@ public static class TaskScoring
         int length = batch[0].Length - 1;                              // inputs per row
         if (batch.Any(e => e.Length != length + 1)) throw new ArgumentException("The examples of a batch must all have the same length.");
         int rows = batch.Count;
-        // Input position → index into the row's answer tokens (the input before an answer token predicts it).
-        var wanted = batch.Select(e => e.Answers.SelectMany(a => Enumerable.Range(a.Start - 1, a.Length)).ToArray()).ToArray();
+        var wanted = batch.Select(e => e.AnswerInputs.ToArray()).ToArray();
         var predicted = wanted.Select(w => new long[w.Length]).ToArray();
         int firstNeeded = wanted.Min(w => w.Min());                    // chunks before it run for their state alone
         var inputs = new long[rows * length];
