@@ -15,10 +15,10 @@ namespace Titans.Cli.Benchmarks;
 /// </summary>
 public static class TaskBenchmark
 {
-    public sealed record Options(string Task, string Haystack, string Preset, IReadOnlyList<Architecture> Architectures, TrainingConfig Training,
+    public sealed record Options(string Task, string Haystack, string Preset, IReadOnlyList<Architecture> Architectures, MacWrite MacWrite, TrainingConfig Training,
         IReadOnlyList<int> Factors, int Depths, int Examples, int EvalEvery, string RunsDirectory);
 
-    sealed record Outcome(Architecture Architecture, long Parameters, List<GridCell>? Cells, string? Failure, double TrainAccuracy);
+    sealed record Outcome(Architecture Architecture, string Name, long Parameters, List<GridCell>? Cells, string? Failure, double TrainAccuracy);
 
     public static void Run(Options options, string? output, string command)
     {
@@ -31,12 +31,13 @@ public static class TaskBenchmark
         var outcomes = new List<Outcome>();
         foreach (var architecture in options.Architectures)
         {
-            var config = Presets.Get(options.Preset, architecture);
+            var config = Presets.Get(options.Preset, architecture).WithMacWrite(options.MacWrite);
+            string name = ArchitectureNames.Display(config);
             string folder = Path.Combine(options.RunsDirectory, TrainingRun.FolderName(architecture));
             string checkpoint = Path.Combine(folder, TrainingRun.CheckpointFile);
             string? failure = null;
             if (TrainingRun.IsFinished(checkpoint, config, options.Training, TaskRun.Metadata(task, options.Haystack)))
-                Console.WriteLine($"{ArchitectureNames.Display(architecture)}: reusing the finished run in {folder}");
+                Console.WriteLine($"{name}: reusing the finished run in {folder}");
             else
             {
                 if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
@@ -50,22 +51,22 @@ public static class TaskBenchmark
             double trainAccuracy = metrics.Validation.Select(v => v.Accuracy).DefaultIfEmpty(double.NaN).Last();
             if (failure is not null)
             {
-                outcomes.Add(new Outcome(architecture, config.ParameterCount, null, failure, double.NaN));
-                Console.WriteLine($"{ArchitectureNames.Display(architecture)}: {failure}\n");
+                outcomes.Add(new Outcome(architecture, name, config.ParameterCount, null, failure, double.NaN));
+                Console.WriteLine($"{name}: {failure}\n");
                 continue;
             }
             var (model, _) = Checkpoint.LoadModel(checkpoint);
             using (model)
             {
-                Console.WriteLine($"{ArchitectureNames.Display(architecture)}: scoring {task.Name} at {string.Join(", ", lengths.Select(TaskRun.LengthLabel))} tokens");
+                Console.WriteLine($"{name}: scoring {task.Name} at {string.Join(", ", lengths.Select(TaskRun.LengthLabel))} tokens");
                 var cells = TaskRun.Grid(model, task, lengths, depths, ExamplesPerCell(task, options), chunk: 512, rows: 10, seed: 1,
                     c => Console.WriteLine($"  length {TaskRun.LengthLabel(c.Length),6}  depth {TaskRun.DepthLabel(c.Depth),9}  accuracy {TaskRun.Percent(c.Accuracy),6}" +
                                            (c.Failure is null ? "" : $"  ({c.Failure})")));
-                outcomes.Add(new Outcome(architecture, config.ParameterCount, cells, null, trainAccuracy));
-                Console.WriteLine($"{ArchitectureNames.Display(architecture)}: {string.Join("  ", lengths.Select(l => $"{TaskRun.LengthLabel(l)} {TaskRun.Percent(TaskRun.MeanAt(cells, l))}"))}\n");
+                outcomes.Add(new Outcome(architecture, name, config.ParameterCount, cells, null, trainAccuracy));
+                Console.WriteLine($"{name}: {string.Join("  ", lengths.Select(l => $"{TaskRun.LengthLabel(l)} {TaskRun.Percent(TaskRun.MeanAt(cells, l))}"))}\n");
                 if (output is not null)
                     TaskRun.Save(HeatMapFile(output, architecture, ".md"), HeatMapFile(output, architecture, ".png"),
-                        $"{task.Name}: {ArchitectureNames.Display(architecture)} trained at {length} tokens", command, task.Description + ".", cells);
+                        $"{task.Name}: {name} trained at {length} tokens", command, task.Description + ".", cells);
             }
         }
         if (output is not null) Report(outcomes, options, task, lengths, output, command);
@@ -91,20 +92,20 @@ public static class TaskBenchmark
         report.Table(new[] { "model", "parameters", "validation at L" }.Concat(lengths.Select(l => $"{TaskRun.LengthLabel(l)} ({l / t.SequenceLength}L)")).ToList(),
             outcomes.Select(o => (IReadOnlyList<string>)new[]
             {
-                ArchitectureNames.Display(o.Architecture), Quantities.Count(o.Parameters), TaskRun.Percent(o.TrainAccuracy),
+                o.Name, Quantities.Count(o.Parameters), TaskRun.Percent(o.TrainAccuracy),
             }.Concat(lengths.Select(l => o.Cells is null ? "diverged" : TaskRun.Percent(TaskRun.MeanAt(o.Cells, l)))).ToList()));
-        var notes = outcomes.Where(o => o.Failure is not null).Select(o => $"- {ArchitectureNames.Display(o.Architecture)}: {o.Failure}")
+        var notes = outcomes.Where(o => o.Failure is not null).Select(o => $"- {o.Name}: {o.Failure}")
             .Concat(outcomes.Where(o => o.Cells is not null).SelectMany(o => o.Cells!.Where(c => c.Failure is not null)
-                .Select(c => $"- {ArchitectureNames.Display(o.Architecture)} at {TaskRun.LengthLabel(c.Length)}: {c.Failure}")).Distinct()).ToList();
+                .Select(c => $"- {o.Name} at {TaskRun.LengthLabel(c.Length)}: {c.Failure}")).Distinct()).ToList();
         if (notes.Count > 0) report.Paragraph("Where a cell has no accuracy:\n\n" + string.Join("\n", notes));
         string folder = Path.GetFileNameWithoutExtension(output);
         report.Paragraph("Heat maps (depth × length): " + string.Join(", ", outcomes.Where(o => o.Cells is not null)
-            .Select(o => $"[{ArchitectureNames.Display(o.Architecture)}]({folder}/{TrainingRun.FolderName(o.Architecture)}.png)")) + ".");
+            .Select(o => $"[{o.Name}]({folder}/{TrainingRun.FolderName(o.Architecture)}.png)")) + ".");
         string plot = Path.ChangeExtension(output, ".png");
         report.Paragraph($"![accuracy by length]({Path.GetFileName(plot)})");
         report.Save(output);
         LinePlot.Save(plot, $"{task.Name}: accuracy by context length (trained at {t.SequenceLength})", "context length (tokens)", "accuracy (mean over depths)",
-            outcomes.Where(o => o.Cells is not null).Select(o => new PlotSeries(ArchitectureNames.Display(o.Architecture),
+            outcomes.Where(o => o.Cells is not null).Select(o => new PlotSeries(o.Name,
                 lengths.Where(l => !double.IsNaN(TaskRun.MeanAt(o.Cells!, l))).Select(l => (double)l).ToList(),
                 lengths.Select(l => TaskRun.MeanAt(o.Cells!, l)).Where(a => !double.IsNaN(a)).ToList())).ToList(), log2X: true, log10Y: false);
         Console.WriteLine($"Wrote {output}, {plot} and the heat maps in {folder}/");

@@ -100,10 +100,11 @@ public static class BenchCommands
         var examples = new Option<int>("--examples") { Description = "examples per (length, depth) cell", DefaultValueFactory = _ => 20 };
         var evalEvery = new Option<int>("--eval-every") { Description = "steps between validations during training", DefaultValueFactory = _ => 200 };
         var runs = new Option<string?>("--runs") { Description = "folder of the runs (default: runs/bench-tasks-<task>-<L>)" };
+        var macWrite = new Option<string>("--mac-write") { Description = "what MAC writes into its memory: attention (the paper's) or segment (the segment's input)", DefaultValueFactory = _ => "attention" };
         var output = new Option<string?>("--out") { Description = "write the table here (e.g. docs/bench-tasks-passkey.md; heat maps go in a folder beside it)" };
         var command = new Command("tasks",
             "Train every architecture on a long-context task at length L and score each at L … 16L over needle depths (table, heat maps, plot).")
-            { task, haystack, preset, architectures, steps, batch, length, lr, seed, factors, depths, examples, evalEvery, runs, output };
+            { task, haystack, preset, architectures, macWrite, steps, batch, length, lr, seed, factors, depths, examples, evalEvery, runs, output };
         command.SetAction(parse => CommonOptions.Run(parse, _ =>
         {
             var training = new TrainingConfig
@@ -114,7 +115,7 @@ public static class BenchCommands
             var chosen = Architectures(parse.GetValue(architectures)!);
             Presets.Get(parse.GetValue(preset)!, Architecture.Mac);   // an unknown preset fails before any training
             string name = parse.GetValue(task)!;
-            var options = new TaskBenchmark.Options(name, parse.GetValue(haystack)!, parse.GetValue(preset)!, chosen, training,
+            var options = new TaskBenchmark.Options(name, parse.GetValue(haystack)!, parse.GetValue(preset)!, chosen, ArchitectureNames.ParseMacWrite(parse.GetValue(macWrite)!), training,
                 IntList(parse.GetValue(factors)!, "--factors"), TrainingOptions.Positive(parse, depths), TrainingOptions.Positive(parse, examples),
                 TrainingOptions.Positive(parse, evalEvery), parse.GetValue(runs) ?? Path.Combine("runs", $"bench-tasks-{name}-{training.SequenceLength}"));
             TaskBenchmark.Run(options, parse.GetValue(output), CommonOptions.CommandLine(parse));

@@ -14,6 +14,7 @@ public sealed class Block : StreamingModule<BlockState>
 {
     readonly Architecture architecture;
     readonly int segment;
+    readonly MacWrite macWrite;
     // Field names are the checkpoint's tensor names.
     readonly RmsNorm mixer_norm, ffn_norm;
     readonly RmsNorm? memory_norm;                          // MAL: pre-norm of the memory layer
@@ -30,6 +31,7 @@ public sealed class Block : StreamingModule<BlockState>
     {
         architecture = config.Architecture;
         segment = config.SegmentLength;
+        macWrite = config.MacWrite;
         int d = config.ModelDim;
         mixer_norm = new RmsNorm("mixer_norm", d);
         ffn_norm = new RmsNorm("ffn_norm", d);
@@ -107,8 +109,8 @@ public sealed class Block : StreamingModule<BlockState>
     /// MAC (§4.1), segment by segment (segments are aligned to absolute positions, so a piece may start or end inside
     /// one): (1) h = M*_{t−1}(q), a read of the memory as it was when the segment began; (2) attention over
     /// [persistent ‖ h ‖ segment], where query i sees h_j and s_j for j ≤ i; (3) y = the attention output; (4) the
-    /// memory is updated with ŷ = y / rms(y) (keys and values from it); (5) o = y ⊙ σ(norm(M_t(ŷ))), the read of the
-    /// updated memory.
+    /// memory is updated with ŷ = y / rms(y) (keys and values from it; <see cref="MacWrite.SegmentInput"/> writes the
+    /// segment's own tokens instead); (5) o = y ⊙ σ(norm(M_t(ŷ))), the read of the updated memory.
     /// Step 5 reads token i with the memory written up to token i (the memory's own causal read), since the memory
     /// at the segment's end would show token i the segment's later tokens.
     /// </summary>
@@ -129,8 +131,9 @@ public sealed class Block : StreamingModule<BlockState>
             (Tensor attended, cache) = attention!.Forward(piece, read, cache);
             // The attention output is not normalized; written raw, its scale drives the inner loop's steps and the outer
             // gradients explode (SOTU, tiny: |g| up to 8e5, then divergence). A learned scale let that scale grow back
-            // (|g| median 34 by step 800), so the write is normalized without one.
-            (Tensor remembered, memoryState) = memory.Forward(RmsNorm.Normalize(attended), memoryState);
+            // (|g| median 34 by step 800), so the write is normalized without one. The segment input is normalized already.
+            Tensor written = macWrite == MacWrite.SegmentInput ? piece : RmsNorm.Normalize(attended);
+            (Tensor remembered, memoryState) = memory.Forward(written, memoryState);
             outputs.Add(attended * memory_out_norm!.forward(remembered).sigmoid());
             done += size;
             position += size;

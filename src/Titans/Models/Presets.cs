@@ -55,6 +55,18 @@ public static class ArchitectureNames
         _ => architecture.ToString().ToUpperInvariant(),
     };
 
+    /// <summary>A model's name in tables: its architecture's, and MAC's write when it is not the paper's.</summary>
+    public static string Display(TitansConfig config) =>
+        Display(config.Architecture) + (config.Architecture == Architecture.Mac && config.MacWrite == MacWrite.SegmentInput ? " (segment write)" : "");
+
+    /// <summary>MAC's write on the command line: attention (the paper's, the attention output) or segment (the segment input).</summary>
+    public static MacWrite ParseMacWrite(string text) => text.Trim().ToLowerInvariant() switch
+    {
+        "attention" or "attention-output" => MacWrite.AttentionOutput,
+        "segment" or "segment-input" => MacWrite.SegmentInput,
+        _ => throw new ArgumentException($"Unknown MAC write '{text}'; use attention (the paper's) or segment.", nameof(text)),
+    };
+
     /// <summary>Accepts the display names, the enum names and short forms (tpp, transformer, swa), in any case.</summary>
     public static Architecture Parse(string text)
     {

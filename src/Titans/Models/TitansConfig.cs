@@ -22,6 +22,19 @@ public enum Architecture
     Mal,
 }
 
+/// <summary>What MAC writes into its memory after attending over a segment (TITANS.md §4.1, step 4).</summary>
+[JsonConverter(typeof(JsonStringEnumConverter<MacWrite>))]
+public enum MacWrite
+{
+    /// <summary>The paper's: keys and values from the attention output y_t (normalized), M_t = M_{t−1}(y_t).</summary>
+    AttentionOutput,
+    /// <summary>
+    /// Keys and values from the segment's own tokens, as LMM writes, still after attention (the read of step 1 sees
+    /// only earlier segments). An ablation: on the pass key the paper's write never learned retrieval, this one does.
+    /// </summary>
+    SegmentInput,
+}
+
 /// <summary>
 /// One serializable configuration of a language model: pre-norm residual blocks (RMSNorm), a sequence mixer chosen
 /// by <see cref="Architecture"/>, a SwiGLU feed-forward, and a language-model head.
@@ -38,6 +51,8 @@ public sealed record TitansConfig
     public int Window { get; init; } = 64;
     /// <summary>MAC's segment length C: the span of its attention, a multiple of the memory's chunk size.</summary>
     public int SegmentLength { get; init; } = 32;
+    /// <summary>What MAC writes into its memory (step 4 of §4.1): the attention output (the paper) or the segment input.</summary>
+    public MacWrite MacWrite { get; init; } = MacWrite.AttentionOutput;
     /// <summary>Persistent memory tokens N_p per block (MAC, MAG, MAL): learned, input independent, seen by every query.</summary>
     public int PersistentTokens { get; init; } = 4;
     /// <summary>SwiGLU hidden width; 0 picks 8/3·d rounded up to a multiple of 16 (Llama).</summary>
@@ -79,6 +94,9 @@ public sealed record TitansConfig
         return this with { FeedForwardDim = (int)width };
     }
 
+    /// <summary>MAC with this write; other architectures have no such choice and are returned as they are.</summary>
+    public TitansConfig WithMacWrite(MacWrite write) => Architecture == Architecture.Mac ? this with { MacWrite = write } : this;
+
     public TitansConfig Validate()
     {
         Require(VocabSize >= 2, nameof(VocabSize), $"must be at least 2, got {VocabSize}");
@@ -96,6 +114,7 @@ public sealed record TitansConfig
         if (UsesPersistentMemory)
             Require(PersistentTokens >= 0, nameof(PersistentTokens), $"must be 0 or more, got {PersistentTokens}");
         if (UsesMemory) MemoryConfig.Validate();
+        Require(Enum.IsDefined(MacWrite), nameof(MacWrite), $"unknown value {MacWrite}");
         if (Architecture == Architecture.Mac)
             Require(SegmentLength >= 1 && SegmentLength % Memory.ChunkSize == 0, nameof(SegmentLength),
                 $"must be a positive multiple of the memory's chunk size {Memory.ChunkSize} (so each segment ends on a " +

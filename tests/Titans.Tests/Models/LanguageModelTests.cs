@@ -9,17 +9,17 @@ namespace Titans.Tests.Models;
 /// <summary>The language model around each mixer: causality, streaming, gradients, configuration, bad input.</summary>
 public class LanguageModelTests
 {
-    static TitansConfig Tiny(Architecture architecture) => new()
+    static TitansConfig Tiny(Architecture architecture, MacWrite write = MacWrite.AttentionOutput) => new()
     {
-        Architecture = architecture, VocabSize = 32, ModelDim = 16, Layers = 2, Heads = 2, Window = 5, SegmentLength = 8,
+        Architecture = architecture, MacWrite = write, VocabSize = 32, ModelDim = 16, Layers = 2, Heads = 2, Window = 5, SegmentLength = 8,
         PersistentTokens = 3,
         Memory = new NeuralMemoryConfig { Heads = 2, Depth = 2, Expansion = 2, ChunkSize = 4 },
     };
 
-    static TitansLanguageModel Build(Architecture architecture)
+    static TitansLanguageModel Build(Architecture architecture, MacWrite write = MacWrite.AttentionOutput)
     {
         manual_seed(1);
-        var model = new TitansLanguageModel("model", Tiny(architecture));
+        var model = new TitansLanguageModel("model", Tiny(architecture, write));
         model.to(F64);
         return model;
     }
@@ -27,15 +27,21 @@ public class LanguageModelTests
     static Tensor Tokens(long seed, long batch, long length) =>
         randint(0, 32, new long[] { batch, length }, dtype: ScalarType.Int64, generator: Seeded(seed));
 
-    public static TheoryData<Architecture> Architectures() =>
-        new(Enum.GetValues<Architecture>());
+    /// <summary>Every architecture, and MAC once more with its other write.</summary>
+    public static TheoryData<Architecture, MacWrite> Models()
+    {
+        var data = new TheoryData<Architecture, MacWrite>();
+        foreach (var a in Enum.GetValues<Architecture>()) data.Add(a, MacWrite.AttentionOutput);
+        data.Add(Architecture.Mac, MacWrite.SegmentInput);
+        return data;
+    }
 
     [Theory]
-    [MemberData(nameof(Architectures))]
-    public void LogitsAtTDoNotDependOnLaterTokens(Architecture architecture)
+    [MemberData(nameof(Models))]
+    public void LogitsAtTDoNotDependOnLaterTokens(Architecture architecture, MacWrite write)
     {
         using var scope = NewDisposeScope();
-        var model = Build(architecture);
+        var model = Build(architecture, write);
         Tensor tokens = Tokens(2, 2, 19), changed = tokens.clone();
         changed[.., 11..] = Tokens(3, 2, 8);
         Tensor a = model.forward(tokens), b = model.forward(changed);
@@ -44,11 +50,11 @@ public class LanguageModelTests
     }
 
     [Theory]
-    [MemberData(nameof(Architectures))]
-    public void StreamingInPiecesEqualsWhole(Architecture architecture)
+    [MemberData(nameof(Models))]
+    public void StreamingInPiecesEqualsWhole(Architecture architecture, MacWrite write)
     {
         using var scope = NewDisposeScope();
-        var model = Build(architecture);
+        var model = Build(architecture, write);
         Tensor tokens = Tokens(4, 2, 27);
         Tensor whole = model.forward(tokens);
         var pieces = new List<Tensor>();
@@ -65,11 +71,11 @@ public class LanguageModelTests
     }
 
     [Theory]
-    [MemberData(nameof(Architectures))]
-    public void GradientsReachEveryParameter(Architecture architecture)
+    [MemberData(nameof(Models))]
+    public void GradientsReachEveryParameter(Architecture architecture, MacWrite write)
     {
         using var scope = NewDisposeScope();
-        var model = Build(architecture);
+        var model = Build(architecture, write);
         Tensor tokens = Tokens(5, 2, 13);
         Tensor logits = model.forward(tokens.narrow(1, 0, 12));
         nn.functional.cross_entropy(logits.reshape(-1, 32), tokens.narrow(1, 1, 12).reshape(-1)).backward();

@@ -7,15 +7,15 @@ using static Titans.Tests.TestTensors;
 
 namespace Titans.Tests.Models;
 
-/// <summary>MAC (TITANS.md §4.1) follows the paper's order: read, attend, write the attention output, gate.</summary>
+/// <summary>MAC (TITANS.md §4.1) follows the paper's order: read, attend, write the attention output, gate; or writes the segment (the ablation).</summary>
 public class MemoryAsContextTests
 {
-    static Block Build(int convKernel = 4)
+    static Block Build(int convKernel = 4, MacWrite write = MacWrite.AttentionOutput)
     {
         manual_seed(3);
         var config = new TitansConfig
         {
-            Architecture = Architecture.Mac, ModelDim = 16, Heads = 2, SegmentLength = 8, PersistentTokens = 3,
+            Architecture = Architecture.Mac, ModelDim = 16, Heads = 2, SegmentLength = 8, PersistentTokens = 3, MacWrite = write,
             Memory = new NeuralMemoryConfig { Heads = 2, Depth = 2, Expansion = 2, ChunkSize = 4, ConvKernel = convKernel },
         };
         var block = new Block("block", config.Validate());
@@ -25,10 +25,11 @@ public class MemoryAsContextTests
 
     /// <summary>
     /// The segment loop written out with the memory and attention of the block: segment by segment, read with the memory
-    /// of the segment's start, attend with a fresh context, then write either the attention output (the paper) or, for
-    /// the control, the segment itself before attending.
+    /// of the segment's start, attend with a fresh context, then write either the attention output (the paper) or the
+    /// segment itself. The read is of the segment's start either way, so writing the segment before attending (the
+    /// order the paper's MAC does not have) computes the same as writing it after: what is written is what differs.
     /// </summary>
-    static (Tensor Output, MemoryWeights Memory) Reference(Block block, Tensor x, bool updateBeforeAttention)
+    static (Tensor Output, MemoryWeights Memory) Reference(Block block, Tensor x, MacWrite write)
     {
         var memory = block.Memory!;
         var state = memory.InitialState(x.shape[0], F64);
@@ -41,7 +42,7 @@ public class MemoryAsContextTests
             (Tensor read, conv) = memory.Read(segment, start, conv);
             Tensor remembered;
             Tensor attended;
-            if (updateBeforeAttention)
+            if (write == MacWrite.SegmentInput)
             {
                 (remembered, state) = memory.Forward(segment, state);
                 attended = block.Attention!.Forward(segment, read, null).Output;
@@ -66,15 +67,30 @@ public class MemoryAsContextTests
         var (output, state) = block.MemoryAsContext(x, null);
         var memory = block.Memory!.CurrentMemory(state.Memory!);
 
-        var (expected, expectedMemory) = Reference(block, x, updateBeforeAttention: false);
+        var (expected, expectedMemory) = Reference(block, x, MacWrite.AttentionOutput);
         AssertClose(expected, output, 1e-12, "MAC outputs");
         AssertClose(expectedMemory, memory, 1e-12, "memory after the last token");
 
-        // The control: the same loop wired the other way round gives other outputs and another memory, so the
-        // comparison above can tell the two orders apart.
-        var (wrong, wrongMemory) = Reference(block, x, updateBeforeAttention: true);
-        Assert.True((wrong - output).abs().max().item<double>() > 1e-6, "update-before-attention must differ");
-        Assert.True((wrongMemory.Weights[0] - memory.Weights[0]).abs().max().item<double>() > 1e-6);
+        // The control: the same loop writing the segment gives other outputs and another memory, so the comparison
+        // above can tell the two writes apart.
+        var (other, otherMemory) = Reference(block, x, MacWrite.SegmentInput);
+        Assert.True((other - output).abs().max().item<double>() > 1e-6, "writing the segment must differ");
+        Assert.True((otherMemory.Weights[0] - memory.Weights[0]).abs().max().item<double>() > 1e-6);
+    }
+
+    [Fact]
+    public void TheSegmentWriteStoresTheSegmentInput()
+    {
+        // MacWrite.SegmentInput: the same weights, the memory written with the segment's tokens (as LMM writes them).
+        using var scope = NewDisposeScope();
+        var block = Build(write: MacWrite.SegmentInput);
+        Tensor x = Normal(Seeded(4), 2, 21, 16);
+        var (output, state) = block.MemoryAsContext(x, null);
+        var (expected, expectedMemory) = Reference(block, x, MacWrite.SegmentInput);
+        AssertClose(expected, output, 1e-12, "MAC outputs");
+        AssertClose(expectedMemory, block.Memory!.CurrentMemory(state.Memory!), 1e-12, "memory after the last token");
+        var (paper, _) = Reference(block, x, MacWrite.AttentionOutput);
+        Assert.True((paper - output).abs().max().item<double>() > 1e-6, "the paper's write must differ");
     }
 
     [Fact]
