@@ -102,6 +102,7 @@ public class CommandLineTests : IDisposable
             (new[] { "train", "--data", tinyCorpus, "--seq-len", "64", "--out", Path.Combine(folder, "c") }, "sequence"),
             (new[] { "train", "--data", corpus, "--preset", "huge", "--out", Path.Combine(folder, "d") }, "Unknown preset 'huge'"),
             (new[] { "train", "--data", corpus, "--tokenizer", "gpt2", "--out", Path.Combine(folder, "e") }, "Unknown tokenizer 'gpt2'"),
+            (new[] { "train", "--data", corpus, "--mac-write", "output", "--out", Path.Combine(folder, "i") }, "Unknown MAC write 'output'"),
             (new[] { "train", "--data", Path.Combine(folder, "missing.txt") }, "No corpus"),
             (new[] { "eval", "-c", truncated, "--data", corpus }, "checkpoint.safetensors"),
             (new[] { "eval", "-c", Path.Combine(folder, "nowhere") }, "No checkpoint"),
