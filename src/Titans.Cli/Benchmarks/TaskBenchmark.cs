@@ -18,7 +18,10 @@ public static class TaskBenchmark
     public sealed record Options(string Task, string Haystack, string Preset, IReadOnlyList<Architecture> Architectures, MacWrite MacWrite, TrainingConfig Training,
         IReadOnlyList<int> Factors, int Depths, int Examples, int EvalEvery, string RunsDirectory);
 
-    sealed record Outcome(Architecture Architecture, string Name, long Parameters, List<GridCell>? Cells, string? Failure, double TrainAccuracy);
+    sealed record Outcome(TitansConfig Config, List<GridCell>? Cells, string? Failure, double TrainAccuracy)
+    {
+        public string Name => ArchitectureNames.Display(Config);
+    }
 
     public static void Run(Options options, string? output, string command)
     {
@@ -51,7 +54,7 @@ public static class TaskBenchmark
             double trainAccuracy = metrics.Validation.Select(v => v.Accuracy).DefaultIfEmpty(double.NaN).Last();
             if (failure is not null)
             {
-                outcomes.Add(new Outcome(architecture, name, config.ParameterCount, null, failure, double.NaN));
+                outcomes.Add(new Outcome(config, null, failure, double.NaN));
                 Console.WriteLine($"{name}: {failure}\n");
                 continue;
             }
@@ -62,7 +65,7 @@ public static class TaskBenchmark
                 var cells = TaskRun.Grid(model, task, lengths, depths, ExamplesPerCell(task, options), chunk: 512, rows: 10, seed: 1,
                     c => Console.WriteLine($"  length {TaskRun.LengthLabel(c.Length),6}  depth {TaskRun.DepthLabel(c.Depth),9}  accuracy {TaskRun.Percent(c.Accuracy),6}" +
                                            (c.Failure is null ? "" : $"  ({c.Failure})")));
-                outcomes.Add(new Outcome(architecture, name, config.ParameterCount, cells, null, trainAccuracy));
+                outcomes.Add(new Outcome(config, cells, null, trainAccuracy));
                 Console.WriteLine($"{name}: {string.Join("  ", lengths.Select(l => $"{TaskRun.LengthLabel(l)} {TaskRun.Percent(TaskRun.MeanAt(cells, l))}"))}\n");
                 if (output is not null)
                     TaskRun.Save(HeatMapFile(output, architecture, ".md"), HeatMapFile(output, architecture, ".png"),
@@ -92,7 +95,7 @@ public static class TaskBenchmark
         report.Table(new[] { "model", "parameters", "validation at L" }.Concat(lengths.Select(l => $"{TaskRun.LengthLabel(l)} ({l / t.SequenceLength}L)")).ToList(),
             outcomes.Select(o => (IReadOnlyList<string>)new[]
             {
-                o.Name, Quantities.Count(o.Parameters), TaskRun.Percent(o.TrainAccuracy),
+                o.Name, Quantities.Count(o.Config.ParameterCount), TaskRun.Percent(o.TrainAccuracy),
             }.Concat(lengths.Select(l => o.Cells is null ? "diverged" : TaskRun.Percent(TaskRun.MeanAt(o.Cells, l)))).ToList()));
         var notes = outcomes.Where(o => o.Failure is not null).Select(o => $"- {o.Name}: {o.Failure}")
             .Concat(outcomes.Where(o => o.Cells is not null).SelectMany(o => o.Cells!.Where(c => c.Failure is not null)
@@ -100,7 +103,7 @@ public static class TaskBenchmark
         if (notes.Count > 0) report.Paragraph("Where a cell has no accuracy:\n\n" + string.Join("\n", notes));
         string folder = Path.GetFileNameWithoutExtension(output);
         report.Paragraph("Heat maps (depth × length): " + string.Join(", ", outcomes.Where(o => o.Cells is not null)
-            .Select(o => $"[{o.Name}]({folder}/{TrainingRun.FolderName(o.Architecture)}.png)")) + ".");
+            .Select(o => $"[{o.Name}]({folder}/{TrainingRun.FolderName(o.Config.Architecture)}.png)")) + ".");
         string plot = Path.ChangeExtension(output, ".png");
         report.Paragraph($"![accuracy by length]({Path.GetFileName(plot)})");
         report.Save(output);

@@ -100,7 +100,7 @@ public static class BenchCommands
         var examples = new Option<int>("--examples") { Description = "examples per (length, depth) cell", DefaultValueFactory = _ => 20 };
         var evalEvery = new Option<int>("--eval-every") { Description = "steps between validations during training", DefaultValueFactory = _ => 200 };
         var runs = new Option<string?>("--runs") { Description = "folder of the runs (default: runs/bench-tasks-<task>-<L>)" };
-        var macWrite = new Option<string>("--mac-write") { Description = "what MAC writes into its memory: attention (the paper's) or segment (the segment's input)", DefaultValueFactory = _ => "attention" };
+        var macWrite = TrainingOptions.MacWriteOption();
         var output = new Option<string?>("--out") { Description = "write the table here (e.g. docs/bench-tasks-passkey.md; heat maps go in a folder beside it)" };
         var command = new Command("tasks",
             "Train every architecture on a long-context task at length L and score each at L … 16L over needle depths (table, heat maps, plot).")

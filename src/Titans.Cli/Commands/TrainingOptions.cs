@@ -11,7 +11,7 @@ public sealed class TrainingOptions
     static readonly TrainingConfig Defaults = new();
     public readonly Option<string> Preset = new("--preset") { Description = $"model size ({string.Join(", ", Presets.Names)})", DefaultValueFactory = _ => "tiny" };
     public readonly Option<string> Architecture = new("--architecture", "-a") { Description = "transformer++, swa, lmm, mac, mag or mal", DefaultValueFactory = _ => "mac" };
-    public readonly Option<string> MacWrite = new("--mac-write") { Description = "what MAC writes into its memory: attention (the attention output, the paper's) or segment (the segment's input)", DefaultValueFactory = _ => "attention" };
+    public readonly Option<string> MacWrite = MacWriteOption();
     public readonly Option<string?> ModelConfig = new("--model-config") { Description = "a model configuration JSON file (as `titans models --json` prints) instead of a preset" };
     public readonly Option<string> Tokenizer = new("--tokenizer") { Description = "bytes, o200k_base, cl100k_base (tiktoken BPE) or a SentencePiece .model file", DefaultValueFactory = _ => "bytes" };
     public readonly Option<int> Steps = new("--steps") { Description = "optimizer steps", DefaultValueFactory = _ => Defaults.Steps };
@@ -47,6 +47,13 @@ public sealed class TrainingOptions
         SequenceLength = parse.GetValue(Length), LearningRate = parse.GetValue(LearningRate), WarmupSteps = parse.GetValue(Warmup),
         WeightDecay = parse.GetValue(Decay), GradientClip = parse.GetValue(Clip), Seed = parse.GetValue(Seed), ValidationFraction = validationFraction,
     }.Validate();
+
+    /// <summary>--mac-write, which `train`, `task train` and `bench tasks` share; <see cref="ArchitectureNames.ParseMacWrite"/> reads it.</summary>
+    public static Option<string> MacWriteOption() => new("--mac-write")
+    {
+        Description = "what MAC writes into its memory: attention (the attention output, the paper's) or segment (the segment's input)",
+        DefaultValueFactory = _ => "attention",
+    };
 
     /// <summary>An option's value, refused below 1.</summary>
     public static int Positive(ParseResult parse, Option<int> option) => parse.GetValue(option) is int v and > 0 ? v
