@@ -40,7 +40,7 @@ public static class LanguageModelCommands
                 using (trainer)
                 using (trainer.Model)
                 {
-                    Console.WriteLine($"Resuming {ArchitectureNames.Display(trainer.Model.Config.Architecture)} at step {trainer.Step} of {trainer.Config.Steps} from {file}");
+                    Console.WriteLine($"Resuming {ArchitectureNames.Display(trainer.Model.Config)} at step {trainer.Step} of {trainer.Config.Steps} from {file}");
                     TrainingRun.Run(trainer, header.Tokenizer, run with { Directory = Path.GetDirectoryName(Path.GetFullPath(file))! }, header.ElapsedMilliseconds);
                 }
                 return 0;
@@ -81,7 +81,7 @@ public static class LanguageModelCommands
                 if (context < 1) throw new ArgumentException($"--max-context must be at least 1, got {context}.");
                 var result = Evaluation.Run(model, tokens, header.Tokenizer, parse.GetValue(chunk), context,
                     restartEveryModel: parse.GetValue(windows));
-                Console.WriteLine($"{ArchitectureNames.Display(header.Model.Architecture)} step {header.Step} on {corpus}: {result.Tokens:N0} tokens, " +
+                Console.WriteLine($"{ArchitectureNames.Display(header.Model)} step {header.Step} on {corpus}: {result.Tokens:N0} tokens, " +
                                   $"loss {result.Loss:F4} nats, perplexity {result.Perplexity:F3}, {result.BitsPerByte:F4} bits/byte " +
                                   $"({result.Tokens / watch.Elapsed.TotalSeconds:N0} tok/s, peak RSS {ProcessMemory.PeakRss() / (1024.0 * 1024):N0} MiB)");
             }

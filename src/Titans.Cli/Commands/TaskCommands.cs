@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Titans.Cli.Reporting;
 using Titans.Cli.Training;
+using Titans.Experiments;
 using Titans.Models;
 using Titans.Runtime;
 using Titans.Tasks.LongContext;
@@ -9,7 +10,7 @@ using Titans.Training;
 
 namespace Titans.Cli.Commands;
 
-/// <summary>`titans task list | train | eval`: long-context tasks (S-NIAH, BABILong-style, MQAR).</summary>
+/// <summary>`titans task list | show | train | eval | trace`: long-context tasks (S-NIAH, BABILong-style, MQAR).</summary>
 public static class TaskCommands
 {
     static readonly Option<string?> Haystack = new("--haystack")
@@ -22,6 +23,7 @@ public static class TaskCommands
         command.Subcommands.Add(Show());
         command.Subcommands.Add(Train());
         command.Subcommands.Add(Eval());
+        command.Subcommands.Add(Trace());
         return command;
     }
 
@@ -118,7 +120,7 @@ public static class TaskCommands
                 using (trainer)
                 using (trainer.Model)
                 {
-                    Console.WriteLine($"Resuming {ArchitectureNames.Display(trainer.Model.Config.Architecture)} on {task!.Name} at step {trainer.Step} of {trainer.Config.Steps} from {file}");
+                    Console.WriteLine($"Resuming {ArchitectureNames.Display(trainer.Model.Config)} on {task!.Name} at step {trainer.Step} of {trainer.Config.Steps} from {file}");
                     TrainingRun.Run(trainer, header.Tokenizer, TaskRun.Configure(run with { Directory = Path.GetDirectoryName(Path.GetFullPath(file))! },
                         task, haystack, trainer.Config, examples), header.ElapsedMilliseconds);
                 }
@@ -183,7 +185,7 @@ public static class TaskCommands
                 var depthList = task.HasDepth ? ParseList(parse.GetValue(depths), "--depths", double.Parse) ?? TaskRun.Depths(task, 5) : TaskRun.Depths(task, 1);
                 if (depthList.Any(d => d is < 0 or > 1)) throw new ArgumentException("--depths must lie in [0, 1].");
                 string markdown = parse.GetValue(output) ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(file))!, $"eval-{task.Name}.md");
-                string title = $"{task.Name}: {ArchitectureNames.Display(header.Model.Architecture)} trained at {trained:N0} tokens (step {header.Step})";
+                string title = $"{task.Name}: {ArchitectureNames.Display(header.Model)} trained at {trained:N0} tokens (step {header.Step})";
                 Console.WriteLine($"{title}; {task.Description}; {Examples(TrainingOptions.Positive(parse, examples))} per cell");
                 var cells = TaskRun.Grid(model, task, lengthList, depthList, TrainingOptions.Positive(parse, examples), TrainingOptions.Positive(parse, chunk),
                     TrainingOptions.Positive(parse, rows), parse.GetValue(seed),
@@ -199,6 +201,77 @@ public static class TaskCommands
         }));
         return command;
     }
+
+    static Command Trace()
+    {
+        var checkpoint = new Option<string>("--checkpoint", "-c") { Description = "run folder or checkpoint file", Required = true };
+        var taskOption = new Option<string?>("--task", "-t") { Description = "task of the example (default: the one the model was trained on)" };
+        var length = new Option<int?>("--length") { Description = "tokens in the example (default: 16 L for training length L)" };
+        var depth = new Option<double>("--depth") { Description = "needle depth in [0, 1]", DefaultValueFactory = _ => 0.5 };
+        var window = new Option<int?>("--window") { Description = "tokens per traced window (default: L)" };
+        var seed = new Option<long>("--seed") { Description = "seed of the example", DefaultValueFactory = _ => 1 };
+        var output = new Option<string?>("--out") { Description = "result file (.md; the plot goes next to it as .png; default: trace-<task>.md in the run folder)" };
+        var command = new Command("trace", "Stream one long example through a memory model and report, window by window, the memory's mean gates and the norms of its weights and momentum.")
+            { checkpoint, taskOption, Haystack, length, depth, window, seed, output };
+        command.SetAction(parse => CommonOptions.Run(parse, _ =>
+        {
+            string file = TrainingOptions.CheckpointPath(parse.GetValue(checkpoint)!);
+            var (model, header) = Checkpoint.LoadModel(file);
+            using (model)
+            {
+                string name = parse.GetValue(taskOption) ?? header.Metadata.GetValueOrDefault(TaskRun.TaskKey)
+                              ?? throw new ArgumentException($"'{file}' was not trained on a task; say which with --task.");
+                var task = TaskRun.CreateTask(name, header.Tokenizer, HaystackOf(parse, header, fallBackWhenGone: true));
+                int trained = header.Training.SequenceLength;
+                int tokens = parse.GetValue(length) is int given ? AtLeastOne(given, "--length") : 16 * trained;
+                TaskRun.RequireLength(task, tokens, $"the length {tokens}");
+                double needle = parse.GetValue(depth);
+                if (needle is < 0 or > 1) throw new ArgumentException("--depth must lie in [0, 1].");
+                int size = parse.GetValue(window) is int w ? AtLeastOne(w, "--window") : trained;
+                var example = task.Generate(tokens, needle, new Random((int)parse.GetValue(seed)), evaluation: true);
+                string title = $"{task.Name} trace: {ArchitectureNames.Display(header.Model)} trained at {trained:N0} tokens (step {header.Step})";
+                Console.WriteLine($"{title}; {tokens:N0} tokens, needle depth {TaskRun.DepthLabel(needle)}, windows of {size:N0}");
+                var trace = MemoryTrace.Run(model, example.Tokens, size);
+                string markdown = parse.GetValue(output) ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(file))!, $"trace-{task.Name}.md");
+                SaveTrace(markdown, Path.ChangeExtension(markdown, ".png"), title, CommonOptions.CommandLine(parse), trace,
+                    $"One {task.Name} example of {tokens:N0} tokens from the haystack's held-out tail, needle depth {TaskRun.DepthLabel(needle)}, " +
+                    $"answer at token {example.Answers[0].Start:N0}; streamed in windows of {size:N0} tokens (the training length is {trained:N0}). " +
+                    "Per window: the mean next-token loss, the memory's mean gates over the tokens it wrote (θ inner learning rate, α forgetting, " +
+                    "η surprise decay) and, at the window's end, the Frobenius norms of its weights W and momentum S per memory layer.");
+                Console.WriteLine($"wrote {markdown} and its plot");
+            }
+            return 0;
+        }));
+        return command;
+    }
+
+    static void SaveTrace(string markdown, string png, string title, string command, MemoryTraceResult trace, string about)
+    {
+        var report = new MarkdownReport(title, command).Paragraph(about);
+        var series = new List<PlotSeries>();
+        for (int b = 0; b < trace.InitialWeightNorms.Count; b++)
+        {
+            var initial = trace.InitialWeightNorms[b];
+            var blocks = trace.Windows.Select(w => w.Blocks[b]).ToList();
+            int layers = initial.Count, index = blocks[0].Block;
+            var header = new[] { "tokens", "loss", "θ", "α", "η" }.Concat(Enumerable.Range(1, layers).Select(l => $"‖W{l}‖"))
+                .Concat(Enumerable.Range(1, layers).Select(l => $"‖S{l}‖")).ToList();
+            var rows = new List<IReadOnlyList<string>> { new[] { "0 (W₀)", "", "", "", "" }.Concat(initial.Select(n => $"{n:F2}")).Concat(initial.Select(_ => "")).ToList() };
+            rows.AddRange(trace.Windows.Select((w, i) => (IReadOnlyList<string>)new[] { $"{w.End:N0}", $"{w.Loss:F3}", $"{blocks[i].Theta:F4}", $"{blocks[i].Alpha:G3}", $"{blocks[i].Eta:F3}" }
+                .Concat(blocks[i].WeightNorms.Select(n => $"{n:F2}")).Concat(blocks[i].MomentumNorms.Select(n => $"{n:F3}")).ToList()));
+            report.Paragraph($"Block {index}:").Table(header, rows);
+            for (int l = 0; l < layers; l++)
+                series.Add(new PlotSeries($"block {index} W{l + 1}", new[] { 0.0 }.Concat(trace.Windows.Select(w => (double)w.End)).ToList(),
+                    new[] { 1.0 }.Concat(blocks.Select(x => x.WeightNorms[l] / initial[l])).ToList()));
+            Console.WriteLine($"  block {index}: ‖W‖/‖W₀‖ at the end {string.Join(", ", Enumerable.Range(0, layers).Select(l => $"{blocks[^1].WeightNorms[l] / initial[l]:F3}"))}");
+        }
+        report.Paragraph($"![{title}]({Path.GetFileName(png)})");
+        report.Save(markdown);
+        LinePlot.Save(png, title, "tokens read", "‖W‖ / ‖W₀‖", series, log2X: false, log10Y: false);
+    }
+
+    static int AtLeastOne(int value, string option) =>
+        value > 0 ? value : throw new ArgumentException($"{option} must be at least 1, got {value}.");
 
     static string Examples(int count) => count == 1 ? "1 example" : $"{count} examples";
 

@@ -90,7 +90,7 @@ public static class TaskRun
         TrainingRun.RefuseExisting(run.Directory);
         RequireLength(task, training.SequenceLength, $"--length {training.SequenceLength}");
         using var trainer = new Trainer(model, training, new TaskBatches(task));
-        Console.WriteLine($"Training {ArchitectureNames.Display(model.Config.Architecture)} ({Quantities.Count(model.parameters().Sum(p => p.numel()))} parameters) " +
+        Console.WriteLine($"Training {ArchitectureNames.Display(model.Config)} ({Quantities.Count(model.parameters().Sum(p => p.numel()))} parameters) " +
                           $"on {task.Description}; {training.Steps} steps × {training.BatchSize} examples of {training.SequenceLength} tokens → {run.Directory}");
         return TrainingRun.Run(trainer, tokenizer, Configure(run, task, haystack, training, validationExamples));
     }

@@ -61,7 +61,7 @@ public static class TrainingRun
         TorchSharp.torch.manual_seed(training.Seed);
         using var model = new TitansLanguageModel("model", config);
         using var trainer = new Trainer(model, training, data);
-        Console.WriteLine($"Training {ArchitectureNames.Display(config.Architecture)} ({Quantities.Count(model.parameters().Sum(p => p.numel()))} parameters) " +
+        Console.WriteLine($"Training {ArchitectureNames.Display(config)} ({Quantities.Count(model.parameters().Sum(p => p.numel()))} parameters) " +
                           $"on {data.Train.Length:N0} tokens of {corpus}, validating on {data.Validation.Length:N0}; " +
                           $"{training.Steps} steps × {training.TokensPerStep:N0} tokens → {run.Directory}");
         return Run(trainer, tokenizer, run);

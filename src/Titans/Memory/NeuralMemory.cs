@@ -18,6 +18,9 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
 {
     public NeuralMemoryConfig Config { get; }
 
+    /// <summary>Sees the gates of every token this memory writes (not of reads); for diagnostics such as <see cref="Experiments.MemoryTrace"/>.</summary>
+    internal Action<MemoryGates>? GateObserver { get; set; }
+
     // Field names are the checkpoint's tensor names.
     readonly Linear q_proj, k_proj, v_proj;
     readonly CausalDepthwiseConv1d? qkv_conv;
@@ -80,6 +83,7 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
         NeuralMemoryState start = state ?? InitialState(batch, x.dtype, x.device);
 
         MemoryInputs inputs = Project(x, start.ConvCache);
+        GateObserver?.Invoke(inputs.Gates);
         long pending = start.PendingTokens;
         long h = Config.Heads, dh = Config.HeadDim;
         // Tokens since the last chunk boundary join this call's mini-batch; their outputs were already returned.

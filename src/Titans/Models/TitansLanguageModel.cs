@@ -18,6 +18,8 @@ public sealed class TitansLanguageModel : StreamingModule<ModelState>
     readonly RmsNorm norm;
     readonly Linear head;
 
+    internal IList<Block> Blocks => blocks;
+
     public TitansLanguageModel(string name, TitansConfig config) : base(name)
     {
         Config = config.Validate();

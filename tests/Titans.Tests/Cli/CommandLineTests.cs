@@ -154,5 +154,16 @@ public class CommandLineTests : IDisposable
         var short_ = Titans("task", "eval", "-c", run, "--task", "passkey", "--lengths", "64", "--out", Path.Combine(folder, "x.md"));
         Assert.Equal(2, short_.Code);
         Assert.Contains("too short", short_.Error);
+
+        // The memory traced over one long example: a table per memory block and a plot.
+        string trace = Path.Combine(folder, "trace.md");
+        var traced = Titans("task", "trace", "-c", run, "--length", "400", "--window", "100", "--out", trace);
+        Assert.True(traced.Code == 0, traced.Error + traced.Output);
+        Assert.Contains("| 400 |", File.ReadAllText(trace));
+        Assert.Contains("‖W₀‖ at the end", traced.Output);
+        Assert.True(File.Exists(Path.ChangeExtension(trace, ".png")), "the plot is written");
+        var badDepth = Titans("task", "trace", "-c", run, "--depth", "2", "--out", trace);
+        Assert.Equal(2, badDepth.Code);
+        Assert.Contains("--depth must lie in [0, 1]", badDepth.Error);
     }
 }

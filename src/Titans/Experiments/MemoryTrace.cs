@@ -1,0 +1,96 @@
+using Titans.Memory;
+using Titans.Models;
+using static TorchSharp.torch;
+
+namespace Titans.Experiments;
+
+/// <summary>
+/// One memory block over one window of a stream: the mean gates of the tokens it wrote there (θ the inner learning
+/// rate, α the forgetting, η the surprise decay; means over tokens and heads) and the Frobenius norms of its weights
+/// W^(l) and momentum S^(l) at the window's end, one per memory layer.
+/// </summary>
+public sealed record MemoryBlockTrace(int Block, double Theta, double Alpha, double Eta, IReadOnlyList<double> WeightNorms, IReadOnlyList<double> MomentumNorms);
+
+/// <summary>One window [Start, End) of a traced stream: the model's mean next-token loss there and each memory block's trace.</summary>
+public sealed record MemoryTraceWindow(long Start, long End, double Loss, IReadOnlyList<MemoryBlockTrace> Blocks);
+
+/// <summary>A traced stream: ‖W_0^(l)‖ of each memory block (the state every sequence starts from) and the windows in order.</summary>
+public sealed record MemoryTraceResult(IReadOnlyList<IReadOnlyList<double>> InitialWeightNorms, IReadOnlyList<MemoryTraceWindow> Windows);
+
+/// <summary>
+/// Looks inside the memory while a model streams one long sequence: how its gates and the size of its state evolve with
+/// the position. A model extrapolates in length only where its memory's state stays like the states it saw in training;
+/// this shows where it does not (for example weights that keep shrinking under forgetting long after the training length).
+/// </summary>
+public static class MemoryTrace
+{
+    public static MemoryTraceResult Run(TitansLanguageModel model, long[] tokens, int window)
+    {
+        if (window <= 0) throw new ArgumentOutOfRangeException(nameof(window), "The window must be positive.");
+        if (tokens.Length < 2) throw new ArgumentException("A trace needs at least two tokens.", nameof(tokens));
+        var memories = model.Blocks.Select((b, i) => (Index: i, Memory: b.Memory)).Where(m => m.Memory is not null)
+            .Select(m => (m.Index, Memory: m.Memory!)).ToArray();
+        if (memories.Length == 0)
+            throw new ArgumentException($"{ArchitectureNames.Display(model.Config)} has no neural memory to trace.", nameof(model));
+
+        var sums = new double[memories.Length, 4]; // θ, α, η, tokens, per block, over the current window
+        for (int m = 0; m < memories.Length; m++)
+        {
+            int slot = m;
+            memories[m].Memory.GateObserver = gates =>
+            {
+                using var scope = NewDisposeScope();
+                sums[slot, 0] += gates.Theta.sum().item<float>();
+                sums[slot, 1] += (1 - gates.LayerLogDecay(0).exp()).mean(new long[] { -1 }).sum().item<float>();
+                sums[slot, 2] += gates.LogEta.exp().sum().item<float>();
+                sums[slot, 3] += gates.Theta.numel();
+            };
+        }
+        bool training = model.training;
+        model.eval();
+        ModelState? state = null;
+        try
+        {
+            using var noGrad = no_grad();
+            using var all = tensor(tokens, new long[] { 1, tokens.Length });
+            IReadOnlyList<double>[] initial;
+            using (NewDisposeScope()) initial = memories.Select(m => Norms(m.Memory.InitialState(1).Memory.Weights)).ToArray();
+            var windows = new List<MemoryTraceWindow>();
+            for (long start = 0; start < tokens.Length; start += window)
+            {
+                using var scope = NewDisposeScope();
+                long take = Math.Min(window, tokens.Length - start);
+                Array.Clear(sums);
+                var (logits, next) = model.Forward(all.narrow(1, start, take), state);
+                state?.Dispose();
+                state = next;
+                scope.Detach(next.Tensors);
+                // Position t predicts token t + 1; the last token of the stream predicts nothing.
+                long scored = Math.Min(take, tokens.Length - 1 - start);
+                double loss = scored <= 0 ? double.NaN : nn.functional.cross_entropy(logits[0].narrow(0, 0, scored),
+                    all[0].narrow(0, start + 1, scored)).item<float>();
+                var blocks = memories.Select((m, i) =>
+                {
+                    var memory = m.Memory.CurrentMemory(state.Blocks[m.Index].Memory!);
+                    double count = Math.Max(1, sums[i, 3]);
+                    return new MemoryBlockTrace(m.Index, sums[i, 0] / count, sums[i, 1] / count, sums[i, 2] / count,
+                        Norms(memory.Weights), Norms(memory.Momentum));
+                }).ToList();
+                windows.Add(new MemoryTraceWindow(start, start + take, loss, blocks));
+            }
+            return new MemoryTraceResult(initial, windows);
+        }
+        finally
+        {
+            state?.Dispose();
+            foreach (var m in memories) m.Memory.GateObserver = null;
+            model.train(training);
+        }
+    }
+
+    static IReadOnlyList<double> Norms(IEnumerable<Tensor> tensors)
+    {
+        using var scope = NewDisposeScope();
+        return tensors.Select(t => (double)t.norm().item<float>()).ToArray();
+    }
+}
