@@ -16,7 +16,7 @@ namespace Titans.Cli.Benchmarks;
 public static class TaskBenchmark
 {
     public sealed record Options(string Task, string Haystack, string Preset, IReadOnlyList<Architecture> Architectures, MacWrite MacWrite, TrainingConfig Training,
-        IReadOnlyList<int> Factors, int Depths, int Examples, int EvalEvery, string RunsDirectory);
+        IReadOnlyList<int> Factors, int Depths, int Examples, int EvalEvery, string RunsDirectory, double? InitialForgetting = null);
 
     sealed record Outcome(TitansConfig Config, List<GridCell>? Cells, string? Failure, double TrainAccuracy)
     {
@@ -34,7 +34,7 @@ public static class TaskBenchmark
         var outcomes = new List<Outcome>();
         foreach (var architecture in options.Architectures)
         {
-            var config = Presets.Get(options.Preset, architecture).WithMacWrite(options.MacWrite);
+            var config = Presets.Get(options.Preset, architecture).WithMacWrite(options.MacWrite).WithInitialForgetting(options.InitialForgetting).Validate();
             string name = ArchitectureNames.Display(config);
             string folder = Path.Combine(options.RunsDirectory, TrainingRun.FolderName(architecture));
             string checkpoint = Path.Combine(folder, TrainingRun.CheckpointFile);
@@ -85,7 +85,8 @@ public static class TaskBenchmark
     {
         var t = options.Training;
         var report = new MarkdownReport($"Long-context task {task.Name}: accuracy by context length", command)
-            .Paragraph($"{task.Description}. Every architecture at the `{options.Preset}` preset trained on the same examples at L = {t.SequenceLength} tokens " +
+            .Paragraph($"{task.Description}. Every architecture at the `{options.Preset}` preset" +
+                       (options.InitialForgetting is double a ? $" (memories with initial forgetting α₀ = {a})" : "") + " trained on the same examples at L = {t.SequenceLength} tokens " +
                        $"({t.Steps} steps × {t.BatchSize} examples, peak learning rate {t.LearningRate}, seed {t.Seed}; loss on the answer tokens only), " +
                        (task.HasDepth ? $"then scored on {options.Examples} held-out examples per (length, depth) cell at {options.Depths} needle depths from 0 to 100%"
                                       : $"then scored on {ExamplesPerCell(task, options)} held-out examples per length (the facts are scattered, so there is no depth)") +

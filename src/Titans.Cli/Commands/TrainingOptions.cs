@@ -12,6 +12,7 @@ public sealed class TrainingOptions
     public readonly Option<string> Preset = new("--preset") { Description = $"model size ({string.Join(", ", Presets.Names)})", DefaultValueFactory = _ => "tiny" };
     public readonly Option<string> Architecture = new("--architecture", "-a") { Description = "transformer++, swa, lmm, mac, mag or mal", DefaultValueFactory = _ => "mac" };
     public readonly Option<string> MacWrite = MacWriteOption();
+    public readonly Option<double?> InitialForgetting = InitialForgettingOption();
     public readonly Option<string?> ModelConfig = new("--model-config") { Description = "a model configuration JSON file (as `titans models --json` prints) instead of a preset" };
     public readonly Option<string> Tokenizer = new("--tokenizer") { Description = "bytes, o200k_base, cl100k_base (tiktoken BPE) or a SentencePiece .model file", DefaultValueFactory = _ => "bytes" };
     public readonly Option<int> Steps = new("--steps") { Description = "optimizer steps", DefaultValueFactory = _ => Defaults.Steps };
@@ -33,13 +34,14 @@ public sealed class TrainingOptions
         Length = new Option<int>(lengthName) { Description = lengthDescription, DefaultValueFactory = _ => Defaults.SequenceLength };
 
     public IEnumerable<Option> All => new Option[]
-        { Preset, Architecture, MacWrite, ModelConfig, Tokenizer, Steps, Batch, Accumulate, Length, LearningRate, Warmup, Decay, Clip, Seed, Output, Resume, LogEvery, EvalEvery, SaveEvery };
+        { Preset, Architecture, MacWrite, InitialForgetting, ModelConfig, Tokenizer, Steps, Batch, Accumulate, Length, LearningRate, Warmup, Decay, Clip, Seed, Output, Resume, LogEvery, EvalEvery, SaveEvery };
 
     /// <summary>The model the options describe: a configuration file, or a preset sized to the tokenizer.</summary>
-    public TitansConfig Model(ParseResult parse, ITokenizer tokenizer) => parse.GetValue(ModelConfig) is string path
+    public TitansConfig Model(ParseResult parse, ITokenizer tokenizer) => (parse.GetValue(ModelConfig) is string path
         ? TitansConfig.FromJson(File.ReadAllText(path))
         : Presets.Get(parse.GetValue(Preset)!, ArchitectureNames.Parse(parse.GetValue(Architecture)!), vocabulary: tokenizer.VocabularySize)
-            .WithMacWrite(ArchitectureNames.ParseMacWrite(parse.GetValue(MacWrite)!));
+            .WithMacWrite(ArchitectureNames.ParseMacWrite(parse.GetValue(MacWrite)!)))
+        .WithInitialForgetting(parse.GetValue(InitialForgetting)).Validate();
 
     public TrainingConfig Training(ParseResult parse, double validationFraction) => new TrainingConfig
     {
@@ -53,6 +55,12 @@ public sealed class TrainingOptions
     {
         Description = "what MAC writes into its memory: attention (the attention output, the paper's) or segment (the segment's input)",
         DefaultValueFactory = _ => "attention",
+    };
+
+    /// <summary>--initial-forgetting, which `train`, `task train`, `bench lm` and `bench tasks` share: α₀ of every memory model.</summary>
+    public static Option<double?> InitialForgettingOption() => new("--initial-forgetting")
+    {
+        Description = "the memory's forgetting gate α at the start of training, in (0, 1) (default: the preset's, 0.01)",
     };
 
     /// <summary>An option's value, refused below 1.</summary>

@@ -97,6 +97,10 @@ public sealed record TitansConfig
     /// <summary>MAC with this write; other architectures have no such choice and are returned as they are.</summary>
     public TitansConfig WithMacWrite(MacWrite write) => Architecture == Architecture.Mac ? this with { MacWrite = write } : this;
 
+    /// <summary>This model with the memory's initial forgetting α₀ (null: unchanged); models without memory are returned as they are.</summary>
+    public TitansConfig WithInitialForgetting(double? alpha) =>
+        alpha is double a && UsesMemory ? this with { Memory = Memory with { InitialForgetting = a } } : this;
+
     public TitansConfig Validate()
     {
         Require(VocabSize >= 2, nameof(VocabSize), $"must be at least 2, got {VocabSize}");

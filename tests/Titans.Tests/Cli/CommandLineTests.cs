@@ -103,6 +103,7 @@ public class CommandLineTests : IDisposable
             (new[] { "train", "--data", corpus, "--preset", "huge", "--out", Path.Combine(folder, "d") }, "Unknown preset 'huge'"),
             (new[] { "train", "--data", corpus, "--tokenizer", "gpt2", "--out", Path.Combine(folder, "e") }, "Unknown tokenizer 'gpt2'"),
             (new[] { "train", "--data", corpus, "--mac-write", "output", "--out", Path.Combine(folder, "i") }, "Unknown MAC write 'output'"),
+            (new[] { "train", "--data", corpus, "-a", "lmm", "--initial-forgetting", "1.5", "--out", Path.Combine(folder, "j") }, "must lie in (0, 1), got 1.5"),
             (new[] { "train", "--data", Path.Combine(folder, "missing.txt") }, "No corpus"),
             (new[] { "eval", "-c", truncated, "--data", corpus }, "checkpoint.safetensors"),
             (new[] { "eval", "-c", Path.Combine(folder, "nowhere") }, "No checkpoint"),

@@ -92,6 +92,20 @@ public class PresetTests
     }
 
     [Fact]
+    public void InitialForgettingChangesOnlyTheMemorysStartingGate()
+    {
+        var lmm = Presets.Get("tiny", Architecture.Lmm);
+        var changed = lmm.WithInitialForgetting(0.001);
+        Assert.Equal(0.001, changed.Memory.InitialForgetting);
+        Assert.Equal((lmm with { Memory = lmm.Memory with { InitialForgetting = 0.001 } }).ToJson(), changed.ToJson());
+        Assert.Equal(lmm.ParameterCount, changed.ParameterCount);
+        Assert.Same(lmm, lmm.WithInitialForgetting(null));
+        var transformer = Presets.Get("tiny", Architecture.TransformerPlusPlus);
+        Assert.Same(transformer, transformer.WithInitialForgetting(0.001));
+        Assert.Contains("InitialForgetting", Assert.Throws<ArgumentException>(() => lmm.WithInitialForgetting(0).Validate()).Message);
+    }
+
+    [Fact]
     public void MacSegmentMustEndOnAChunkBoundary()
     {
         var config = Presets.Get("tiny", Architecture.Mac) with { SegmentLength = 30 };
