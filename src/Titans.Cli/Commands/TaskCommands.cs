@@ -210,32 +210,48 @@ public static class TaskCommands
         var depth = new Option<double>("--depth") { Description = "needle depth in [0, 1]", DefaultValueFactory = _ => 0.5 };
         var window = new Option<int?>("--window") { Description = "tokens per traced window (default: L)" };
         var seed = new Option<long>("--seed") { Description = "seed of the example", DefaultValueFactory = _ => 1 };
-        var output = new Option<string?>("--out") { Description = "result file (.md; the plot goes next to it as .png; default: trace-<task>.md in the run folder)" };
-        var command = new Command("trace", "Stream one long example through a memory model and report, window by window, the memory's mean gates and the norms of its weights and momentum.")
-            { checkpoint, taskOption, Haystack, length, depth, window, seed, output };
+        var text = new Option<string?>("--text") { Description = "trace the first --length tokens of this UTF-8 text (file or folder of *.txt) instead of a task example, e.g. for a language model" };
+        var output = new Option<string?>("--out") { Description = "result file (.md; the plot goes next to it as .png; default: trace-<task or text>.md in the run folder)" };
+        var command = new Command("trace", "Stream one long example (or a text) through a memory model and report, window by window, the memory's mean gates and the norms of its weights and momentum.")
+            { checkpoint, taskOption, Haystack, text, length, depth, window, seed, output };
         command.SetAction(parse => CommonOptions.Run(parse, _ =>
         {
             string file = TrainingOptions.CheckpointPath(parse.GetValue(checkpoint)!);
             var (model, header) = Checkpoint.LoadModel(file);
             using (model)
             {
-                string name = parse.GetValue(taskOption) ?? header.Metadata.GetValueOrDefault(TaskRun.TaskKey)
-                              ?? throw new ArgumentException($"'{file}' was not trained on a task; say which with --task.");
-                var task = TaskRun.CreateTask(name, header.Tokenizer, HaystackOf(parse, header, fallBackWhenGone: true));
                 int trained = header.Training.SequenceLength;
                 int tokens = parse.GetValue(length) is int given ? AtLeastOne(given, "--length") : 16 * trained;
-                TaskRun.RequireLength(task, tokens, $"the length {tokens}");
-                double needle = parse.GetValue(depth);
-                if (needle is < 0 or > 1) throw new ArgumentException("--depth must lie in [0, 1].");
                 int size = parse.GetValue(window) is int w ? AtLeastOne(w, "--window") : trained;
-                var example = task.Generate(tokens, needle, new Random((int)parse.GetValue(seed)), evaluation: true);
-                string title = $"{task.Name} trace: {ArchitectureNames.Display(header.Model)} trained at {trained:N0} tokens (step {header.Step})";
-                Console.WriteLine($"{title}; {tokens:N0} tokens, needle depth {TaskRun.DepthLabel(needle)}, windows of {size:N0}");
-                var trace = MemoryTrace.Run(model, example.Tokens, size);
-                string markdown = parse.GetValue(output) ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(file))!, $"trace-{task.Name}.md");
+                string name, source;
+                long[] sequence;
+                if (parse.GetValue(text) is string path)
+                {
+                    long[] all = header.Tokenizer.Encode(TextCorpus.Load(path));
+                    if (all.Length < 2) throw new ArgumentException($"'{path}' holds fewer than 2 tokens.");
+                    sequence = all.Length > tokens ? all[..tokens] : all;
+                    name = Path.GetFileNameWithoutExtension(Path.TrimEndingDirectorySeparator(path));
+                    source = $"The first {sequence.Length:N0} tokens of `{path}`";
+                }
+                else
+                {
+                    name = parse.GetValue(taskOption) ?? header.Metadata.GetValueOrDefault(TaskRun.TaskKey)
+                           ?? throw new ArgumentException($"'{file}' was not trained on a task; say which with --task, or trace a text with --text.");
+                    var task = TaskRun.CreateTask(name, header.Tokenizer, HaystackOf(parse, header, fallBackWhenGone: true));
+                    TaskRun.RequireLength(task, tokens, $"the length {tokens}");
+                    double needle = parse.GetValue(depth);
+                    if (needle is < 0 or > 1) throw new ArgumentException("--depth must lie in [0, 1].");
+                    var example = task.Generate(tokens, needle, new Random((int)parse.GetValue(seed)), evaluation: true);
+                    sequence = example.Tokens;
+                    source = $"One {task.Name} example of {tokens:N0} tokens from the haystack's held-out tail, needle depth {TaskRun.DepthLabel(needle)}, " +
+                             $"answer at token {example.Answers[0].Start:N0}";
+                }
+                string title = $"{name} trace: {ArchitectureNames.Display(header.Model)} trained at {trained:N0} tokens (step {header.Step})";
+                Console.WriteLine($"{title}; {sequence.Length:N0} tokens, windows of {size:N0}");
+                var trace = MemoryTrace.Run(model, sequence, size);
+                string markdown = parse.GetValue(output) ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(file))!, $"trace-{name}.md");
                 SaveTrace(markdown, Path.ChangeExtension(markdown, ".png"), title, CommonOptions.CommandLine(parse), trace,
-                    $"One {task.Name} example of {tokens:N0} tokens from the haystack's held-out tail, needle depth {TaskRun.DepthLabel(needle)}, " +
-                    $"answer at token {example.Answers[0].Start:N0}; streamed in windows of {size:N0} tokens (the training length is {trained:N0}). " +
+                    $"{source}; streamed in windows of {size:N0} tokens (the training length is {trained:N0}). " +
                     "Per window: the mean next-token loss, the memory's mean gates over the tokens it wrote (θ inner learning rate, α forgetting, " +
                     "η surprise decay) and, at the window's end, the Frobenius norms of its weights W and momentum S per memory layer.");
                 Console.WriteLine($"wrote {markdown} and its plot");

@@ -163,6 +163,11 @@ public class CommandLineTests : IDisposable
         Assert.Contains("| 400 |", File.ReadAllText(trace));
         Assert.Contains("‖W₀‖ at the end", traced.Output);
         Assert.True(File.Exists(Path.ChangeExtension(trace, ".png")), "the plot is written");
+        // A text instead of a task example: its first --length tokens.
+        string textTrace = Path.Combine(folder, "text-trace.md");
+        var text = Titans("task", "trace", "-c", run, "--text", corpus, "--length", "300", "--window", "100", "--out", textTrace);
+        Assert.True(text.Code == 0, text.Error + text.Output);
+        Assert.Contains("The first 300 tokens of", File.ReadAllText(textTrace));
         var badDepth = Titans("task", "trace", "-c", run, "--depth", "2", "--out", trace);
         Assert.Equal(2, badDepth.Code);
         Assert.Contains("--depth must lie in [0, 1]", badDepth.Error);
