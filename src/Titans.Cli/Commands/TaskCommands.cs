@@ -221,8 +221,8 @@ public static class TaskCommands
             using (model)
             {
                 int trained = header.Training.SequenceLength;
-                int tokens = parse.GetValue(length) is int given ? AtLeastOne(given, "--length") : 16 * trained;
-                int size = parse.GetValue(window) is int w ? AtLeastOne(w, "--window") : trained;
+                int tokens = parse.GetValue(length) is int given ? TrainingOptions.Positive(given, "--length") : 16 * trained;
+                int size = parse.GetValue(window) is int w ? TrainingOptions.Positive(w, "--window") : trained;
                 string name, source;
                 long[] sequence;
                 if (parse.GetValue(text) is string path)
@@ -285,9 +285,6 @@ public static class TaskCommands
         report.Save(markdown);
         LinePlot.Save(png, title, "tokens read", "‖W‖ / ‖W₀‖", series, log2X: false, log10Y: false);
     }
-
-    static int AtLeastOne(int value, string option) =>
-        value > 0 ? value : throw new ArgumentException($"{option} must be at least 1, got {value}.");
 
     static string Examples(int count) => count == 1 ? "1 example" : $"{count} examples";
 

@@ -64,8 +64,11 @@ public sealed class TrainingOptions
     };
 
     /// <summary>An option's value, refused below 1.</summary>
-    public static int Positive(ParseResult parse, Option<int> option) => parse.GetValue(option) is int v and > 0 ? v
-        : throw new ArgumentException($"{option.Name} must be at least 1, got {parse.GetValue(option)}.");
+    public static int Positive(ParseResult parse, Option<int> option) => Positive(parse.GetValue(option), option.Name);
+
+    /// <summary>A value given for the named option, refused below 1.</summary>
+    public static int Positive(int value, string option) =>
+        value > 0 ? value : throw new ArgumentException($"{option} must be at least 1, got {value}.");
 
     /// <summary>The total step count to resume to, if --steps was given.</summary>
     public int? ResumeSteps(ParseResult parse) => parse.GetResult(Steps) is null ? null : parse.GetValue(Steps);
