@@ -99,9 +99,9 @@ public static class LanguageModelBenchmark
                        $"{first.Layers} layers, {first.Heads} heads, window {first.Window}, MAC segment {first.SegmentLength}, " +
                        $"{first.PersistentTokens} persistent tokens, memory depth {first.Memory.Depth}, chunk {first.Memory.ChunkSize}, initial forgetting α₀ = {first.Memory.InitialForgetting}); " +
                        "every model has the preset's Transformer++ parameter count (feed-forward width balanced). Each model trains " +
-                       $"{training.Steps} steps × {training.BatchSize} sequences × {windowLength} bytes = {tokens:N0} tokens " +
+                       $"{training.Steps} steps × {training.BatchSize} sequences × {windowLength} bytes = {tokens:N0} tokens{TrainingRun.PrefixNote(training)} " +
                        $"with the same batches (seed {training.Seed}), AdamW (lr {training.LearningRate}, {training.WarmupSteps} warmup " +
-                       $"steps, cosine to {training.MinLearningRateRatio:P0}, weight decay {training.WeightDecay}, clip {training.GradientClip}).\n\n" +
+                       $"steps, cosine to {training.MinLearningRateRatio:P0}, weight decay {training.WeightDecay}{(training.InitialMemoryWeightDecay is double w0 ? $" (memories' W₀: {w0})" : "")}, clip {training.GradientClip}).\n\n" +
                        $"Scored on the first {heldOut + 1:N0} held-out bytes, cut into {streams} contiguous streams of {heldOut / streams:N0} bytes. " +
                        $"**Windows**: every model starts afresh every {windowLength} bytes, the length it trained on, so all see the same " +
                        $"context. **Streamed**: each stream runs through the model in {windowLength}-byte chunks carrying the state (memory, " +

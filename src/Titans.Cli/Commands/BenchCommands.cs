@@ -63,16 +63,19 @@ public static class BenchCommands
         var runs = new Option<string>("--runs") { Description = "folder of the runs (one per architecture)", DefaultValueFactory = _ => Path.Combine("runs", "bench-lm") };
         var output = new Option<string?>("--out") { Description = "write a markdown table here (e.g. docs/bench-lm-sotu.md)" };
         var forgetting = TrainingOptions.InitialForgettingOption();
+        var initialDecay = TrainingOptions.InitialMemoryDecayOption();
+        var prefix = TrainingOptions.StreamPrefixOption();
         var plot = new Option<string?>("--plot") { Description = "write the loss curves here (e.g. docs/bench-lm-sotu.png; validation curves go beside it)" };
         var command = new Command("lm",
             "Train every architecture at equal parameter count on the same tokens and compare validation bits per byte (table and loss curves).")
-            { data, preset, architectures, forgetting, steps, batch, length, lr, seed, evalTokens, evalEvery, runs, output, plot };
+            { data, preset, architectures, forgetting, initialDecay, prefix, steps, batch, length, lr, seed, evalTokens, evalEvery, runs, output, plot };
         command.SetAction(parse => CommonOptions.Run(parse, _ =>
         {
             var training = new TrainingConfig
             {
                 Steps = parse.GetValue(steps), BatchSize = parse.GetValue(batch), SequenceLength = parse.GetValue(length),
-                LearningRate = parse.GetValue(lr), Seed = parse.GetValue(seed),
+                LearningRate = parse.GetValue(lr), Seed = parse.GetValue(seed), InitialMemoryWeightDecay = parse.GetValue(initialDecay),
+                StreamPrefix = parse.GetValue(prefix),
             }.Validate();
             var chosen = Architectures(parse.GetValue(architectures)!);
             if (parse.GetValue(evalEvery) < 1) throw new ArgumentException($"--eval-every must be at least 1, got {parse.GetValue(evalEvery)}.");
@@ -103,16 +106,19 @@ public static class BenchCommands
         var runs = new Option<string?>("--runs") { Description = "folder of the runs (default: runs/bench-tasks-<task>-<L>)" };
         var macWrite = TrainingOptions.MacWriteOption();
         var forgetting = TrainingOptions.InitialForgettingOption();
+        var initialDecay = TrainingOptions.InitialMemoryDecayOption();
+        var prefix = TrainingOptions.StreamPrefixOption();
         var output = new Option<string?>("--out") { Description = "write the table here (e.g. docs/bench-tasks-passkey.md; heat maps go in a folder beside it)" };
         var command = new Command("tasks",
             "Train every architecture on a long-context task at length L and score each at L … 16L over needle depths (table, heat maps, plot).")
-            { task, haystack, preset, architectures, macWrite, forgetting, steps, batch, length, lr, seed, factors, depths, examples, evalEvery, runs, output };
+            { task, haystack, preset, architectures, macWrite, forgetting, initialDecay, prefix, steps, batch, length, lr, seed, factors, depths, examples, evalEvery, runs, output };
         command.SetAction(parse => CommonOptions.Run(parse, _ =>
         {
             var training = new TrainingConfig
             {
                 Steps = parse.GetValue(steps), BatchSize = parse.GetValue(batch), SequenceLength = parse.GetValue(length),
                 LearningRate = parse.GetValue(lr), Seed = parse.GetValue(seed), WarmupSteps = Math.Min(50, parse.GetValue(steps)),
+                InitialMemoryWeightDecay = parse.GetValue(initialDecay), StreamPrefix = parse.GetValue(prefix),
             }.Validate();
             var chosen = Architectures(parse.GetValue(architectures)!);
             Presets.Get(parse.GetValue(preset)!, Architecture.Mac);   // an unknown preset fails before any training

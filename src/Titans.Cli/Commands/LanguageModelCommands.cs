@@ -58,7 +58,7 @@ public static class LanguageModelCommands
     public static TokenData LoadData(string corpus, ITokenizer tokenizer, TrainingConfig training)
     {
         var tokens = tokenizer.Encode(TextCorpus.Load(corpus));
-        return new TokenData(tokens, training.ValidationFraction, training.SequenceLength);
+        return new TokenData(tokens, training.ValidationFraction, training.SequenceLength, training.StreamPrefix);
     }
 
     static Command Eval()

@@ -19,9 +19,11 @@ public sealed class TrainingOptions
     public readonly Option<int> Batch = new("--batch-size") { Description = "sequences per micro-batch", DefaultValueFactory = _ => Defaults.BatchSize };
     public readonly Option<int> Accumulate = new("--accumulate") { Description = "micro-batches per optimizer step (gradient accumulation)", DefaultValueFactory = _ => 1 };
     public readonly Option<int> Length;
+    public readonly Option<int> Prefix = StreamPrefixOption();
     public readonly Option<double> LearningRate = new("--lr") { Description = "peak learning rate", DefaultValueFactory = _ => Defaults.LearningRate };
     public readonly Option<int> Warmup = new("--warmup") { Description = "linear warmup steps (then cosine decay to 10% of the peak)", DefaultValueFactory = _ => Defaults.WarmupSteps };
     public readonly Option<double> Decay = new("--weight-decay") { Description = "AdamW weight decay (matrices and embeddings)", DefaultValueFactory = _ => Defaults.WeightDecay };
+    public readonly Option<double?> InitialMemoryDecay = InitialMemoryDecayOption();
     public readonly Option<double> Clip = new("--clip") { Description = "maximum gradient norm (0: off)", DefaultValueFactory = _ => Defaults.GradientClip };
     public readonly Option<long> Seed = new("--seed") { Description = "seed of the weights and of the batch order", DefaultValueFactory = _ => 1 };
     public readonly Option<string?> Output = new("--out") { Description = "run folder (default: runs/<architecture>-<preset>)" };
@@ -34,7 +36,7 @@ public sealed class TrainingOptions
         Length = new Option<int>(lengthName) { Description = lengthDescription, DefaultValueFactory = _ => Defaults.SequenceLength };
 
     public IEnumerable<Option> All => new Option[]
-        { Preset, Architecture, MacWrite, InitialForgetting, ModelConfig, Tokenizer, Steps, Batch, Accumulate, Length, LearningRate, Warmup, Decay, Clip, Seed, Output, Resume, LogEvery, EvalEvery, SaveEvery };
+        { Preset, Architecture, MacWrite, InitialForgetting, ModelConfig, Tokenizer, Steps, Batch, Accumulate, Length, Prefix, LearningRate, Warmup, Decay, InitialMemoryDecay, Clip, Seed, Output, Resume, LogEvery, EvalEvery, SaveEvery };
 
     /// <summary>The model the options describe: a configuration file, or a preset sized to the tokenizer.</summary>
     public TitansConfig Model(ParseResult parse, ITokenizer tokenizer) => (parse.GetValue(ModelConfig) is string path
@@ -46,8 +48,8 @@ public sealed class TrainingOptions
     public TrainingConfig Training(ParseResult parse, double validationFraction) => new TrainingConfig
     {
         Steps = parse.GetValue(Steps), BatchSize = parse.GetValue(Batch), AccumulationSteps = parse.GetValue(Accumulate),
-        SequenceLength = parse.GetValue(Length), LearningRate = parse.GetValue(LearningRate), WarmupSteps = parse.GetValue(Warmup),
-        WeightDecay = parse.GetValue(Decay), GradientClip = parse.GetValue(Clip), Seed = parse.GetValue(Seed), ValidationFraction = validationFraction,
+        SequenceLength = parse.GetValue(Length), StreamPrefix = parse.GetValue(Prefix), LearningRate = parse.GetValue(LearningRate), WarmupSteps = parse.GetValue(Warmup),
+        WeightDecay = parse.GetValue(Decay), InitialMemoryWeightDecay = parse.GetValue(InitialMemoryDecay), GradientClip = parse.GetValue(Clip), Seed = parse.GetValue(Seed), ValidationFraction = validationFraction,
     }.Validate();
 
     /// <summary>--mac-write, which `train`, `task train` and `bench tasks` share; <see cref="ArchitectureNames.ParseMacWrite"/> reads it.</summary>
@@ -61,6 +63,20 @@ public sealed class TrainingOptions
     public static Option<double?> InitialForgettingOption() => new("--initial-forgetting")
     {
         Description = "the memory's forgetting gate α at the start of training, in (0, 1) (default: the preset's, 0.01)",
+    };
+
+    /// <summary>--initial-memory-decay, which `train`, `task train`, `bench lm` and `bench tasks` share: the weight decay of the memories' W₀.</summary>
+    public static Option<double?> InitialMemoryDecayOption() => new("--initial-memory-decay")
+    {
+        Description = "AdamW weight decay of the memories' initial weights W₀ (default: --weight-decay; 0 keeps W₀ out of it)",
+    };
+
+    /// <summary>--stream-prefix, which `train`, `task train`, `bench lm` and `bench tasks` share.</summary>
+    public static Option<int> StreamPrefixOption() => new("--stream-prefix")
+    {
+        Description = "run up to this many tokens of the same stream (uniform per micro-batch) through the model without gradient " +
+                      "before each training sequence, so training sees the memory late in a stream (0: off)",
+        DefaultValueFactory = _ => 0,
     };
 
     /// <summary>An option's value, refused below 1.</summary>

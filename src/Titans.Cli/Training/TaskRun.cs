@@ -91,7 +91,7 @@ public static class TaskRun
         RequireLength(task, training.SequenceLength, $"--length {training.SequenceLength}");
         using var trainer = new Trainer(model, training, new TaskBatches(task));
         Console.WriteLine($"Training {ArchitectureNames.Display(model.Config)} ({Quantities.Count(model.parameters().Sum(p => p.numel()))} parameters) " +
-                          $"on {task.Description}; {training.Steps} steps × {training.BatchSize} examples of {training.SequenceLength} tokens → {run.Directory}");
+                          $"on {task.Description}; {training.Steps} steps × {training.BatchSize} examples of {training.SequenceLength} tokens{TrainingRun.PrefixNote(training)} → {run.Directory}");
         return TrainingRun.Run(trainer, tokenizer, Configure(run, task, haystack, training, validationExamples));
     }
 

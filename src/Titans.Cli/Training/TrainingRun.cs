@@ -63,9 +63,13 @@ public static class TrainingRun
         using var trainer = new Trainer(model, training, data);
         Console.WriteLine($"Training {ArchitectureNames.Display(config)} ({Quantities.Count(model.parameters().Sum(p => p.numel()))} parameters) " +
                           $"on {data.Train.Length:N0} tokens of {corpus}, validating on {data.Validation.Length:N0}; " +
-                          $"{training.Steps} steps × {training.TokensPerStep:N0} tokens → {run.Directory}");
+                          $"{training.Steps} steps × {training.TokensPerStep:N0} tokens{PrefixNote(training)} → {run.Directory}");
         return Run(trainer, tokenizer, run);
     }
+
+    /// <summary>" after up to N tokens streamed without gradient" when training uses a stream prefix, else "".</summary>
+    public static string PrefixNote(TrainingConfig training) =>
+        training.StreamPrefix > 0 ? $" (each after up to {training.StreamPrefix:N0} tokens streamed without gradient)" : "";
 
     public static Validation Run(Trainer trainer, ITokenizer tokenizer, RunOptions options, long elapsedBefore = 0)
     {

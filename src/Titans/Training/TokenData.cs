@@ -8,7 +8,8 @@ public sealed class TokenData : IBatchSource
     public long[] Train { get; }
     public long[] Validation { get; }
 
-    public TokenData(long[] tokens, double validationFraction, int sequenceLength)
+    /// <param name="streamPrefix">the longest prefix training will ask for (<see cref="TrainingConfig.StreamPrefix"/>); the training part must hold it.</param>
+    public TokenData(long[] tokens, double validationFraction, int sequenceLength, int streamPrefix = 0)
     {
         long validation = (long)Math.Ceiling(tokens.Length * validationFraction);
         long train = tokens.Length - validation;
@@ -19,21 +20,34 @@ public sealed class TokenData : IBatchSource
                 $"sequence length of {sequenceLength:N0} needs at least {sequenceLength + 1:N0} in each. Use a shorter sequence length or a larger corpus.");
         Train = tokens[..(int)train];
         Validation = tokens[(int)train..];
+        RequireRoom(streamPrefix, sequenceLength);
+    }
+
+    void RequireRoom(int prefixLength, int sequenceLength)
+    {
+        long window = (long)prefixLength + sequenceLength + 1;
+        if (window > Train.Length)
+            throw new ArgumentException($"A {prefixLength:N0}-token stream prefix and a {sequenceLength:N0}-token sequence need {window:N0} " +
+                                        $"training tokens, but the corpus has {Train.Length:N0}. Use a shorter prefix or a larger corpus.");
     }
 
     /// <summary>
     /// Micro-batch <paramref name="micro"/> of optimizer step <paramref name="step"/>: random windows of the training
-    /// part, [B, T] inputs and the [B, T] next tokens. The windows are a function of (seed, step, micro) alone, so a
-    /// resumed run draws exactly the batches the uninterrupted run would have.
+    /// part, [B, T] inputs and the [B, T] next tokens, with the <paramref name="prefixLength"/> tokens before each window
+    /// as the prefix. The windows are a function of (seed, step, micro) alone, so a resumed run draws exactly the
+    /// batches the uninterrupted run would have.
     /// </summary>
-    public TrainingBatch Batch(long seed, int step, int micro, int batchSize, int sequenceLength)
+    public TrainingBatch Batch(long seed, int step, int micro, int batchSize, int sequenceLength, int prefixLength = 0)
     {
+        RequireRoom(prefixLength, sequenceLength);
+        int window = prefixLength + sequenceLength + 1;
         var random = new Random(BatchSeed.Of(seed, step, micro));
-        long span = Train.Length - sequenceLength;                  // window starts in [0, span)
-        var windows = new long[batchSize * (sequenceLength + 1)];
+        long span = Train.Length - window + 1;                      // window starts in [0, span)
+        var windows = new long[batchSize * window];
         for (int b = 0; b < batchSize; b++)
-            Array.Copy(Train, random.NextInt64(span), windows, b * (sequenceLength + 1), sequenceLength + 1);
-        using var all = tensor(windows, new long[] { batchSize, sequenceLength + 1 });
-        return new TrainingBatch(all.narrow(1, 0, sequenceLength).contiguous(), all.narrow(1, 1, sequenceLength).contiguous());
+            Array.Copy(Train, random.NextInt64(span), windows, b * window, window);
+        using var all = tensor(windows, new long[] { batchSize, window });
+        return new TrainingBatch(all.narrow(1, prefixLength, sequenceLength).contiguous(), all.narrow(1, prefixLength + 1, sequenceLength).contiguous(),
+            Prefix: prefixLength > 0 ? all.narrow(1, 0, prefixLength).contiguous() : null);
     }
 }

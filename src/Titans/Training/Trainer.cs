@@ -14,7 +14,7 @@ public sealed class TrainingDivergedException(string message, Exception? inner =
 
 /// <summary>
 /// Trains a language model on token windows: AdamW (weight decay on matrices and embeddings, none on norm gains and
-/// 1-D parameters), warmup + cosine schedule, gradient accumulation and clipping. Every step runs in its own dispose
+/// 1-D parameters, the memories' W₀ optionally their own), warmup + cosine schedule, gradient accumulation and clipping. Every step runs in its own dispose
 /// scope. The batches, the schedule and the optimizer state are all a function of the step count and what
 /// <see cref="Checkpoint"/> saves, so a resumed run continues bit for bit.
 /// </summary>
@@ -36,14 +36,20 @@ public sealed class Trainer : IDisposable
         Config = config.Validate();
         Data = data;
         var named = model.named_parameters().ToList();
-        var decayed = named.Where(p => p.parameter.dim() >= 2).ToList();
+        bool separate = config.InitialMemoryWeightDecay is double w0 && w0 != config.WeightDecay;
+        var initialMemory = separate ? named.Where(p => NeuralMemory.IsInitialWeight(p.name)).ToList() : new();
+        var decayed = named.Where(p => p.parameter.dim() >= 2).Except(initialMemory).ToList();
         var plain = named.Where(p => p.parameter.dim() < 2).ToList();
-        Parameters = decayed.Concat(plain).Select(p => (p.name, p.parameter)).ToList();
-        Optimizer = new AdamW(new[]
+        // Without a separate W₀ decay the groups (and so the optimizer's state order) are those of earlier checkpoints.
+        Parameters = decayed.Concat(plain).Concat(initialMemory).Select(p => (p.name, p.parameter)).ToList();
+        var groups = new List<AdamW.ParamGroup>
         {
-            new AdamW.ParamGroup(decayed.Select(p => p.parameter), config.LearningRate, config.Beta1, config.Beta2, 1e-8, config.WeightDecay),
-            new AdamW.ParamGroup(plain.Select(p => p.parameter), config.LearningRate, config.Beta1, config.Beta2, 1e-8, 0.0),
-        }, config.LearningRate, config.Beta1, config.Beta2, 1e-8, config.WeightDecay);
+            new(decayed.Select(p => p.parameter), config.LearningRate, config.Beta1, config.Beta2, 1e-8, config.WeightDecay),
+            new(plain.Select(p => p.parameter), config.LearningRate, config.Beta1, config.Beta2, 1e-8, 0.0),
+        };
+        if (initialMemory.Count > 0)
+            groups.Add(new(initialMemory.Select(p => p.parameter), config.LearningRate, config.Beta1, config.Beta2, 1e-8, config.InitialMemoryWeightDecay!.Value));
+        Optimizer = new AdamW(groups, config.LearningRate, config.Beta1, config.Beta2, 1e-8, config.WeightDecay);
     }
 
     /// <summary>One optimizer step over <see cref="TrainingConfig.AccumulationSteps"/> micro-batches.</summary>
@@ -57,9 +63,10 @@ public sealed class Trainer : IDisposable
         for (int micro = 0; micro < Config.AccumulationSteps; micro++)
         {
             using var scope = NewDisposeScope();
-            using var batch = Data.Batch(Config.Seed, Step, micro, Config.BatchSize, Config.SequenceLength);
+            int prefix = BatchSeed.PrefixLength(Config.Seed, Step, micro, Config.StreamPrefix);
+            using var batch = Data.Batch(Config.Seed, Step, micro, Config.BatchSize, Config.SequenceLength, prefix);
             Tensor logits;
-            try { logits = Model.forward(batch.Tokens); }
+            try { logits = Forward(batch); }
             catch (NonFiniteValueException e)
             {
                 throw new TrainingDivergedException($"Training diverged at step {Step + 1}: {e.Message} The step was not applied; " +
@@ -83,6 +90,15 @@ public sealed class Trainer : IDisposable
         Optimizer.step();
         Step++;
         return new StepResult(Step, loss, norm, lr, Config.TokensPerStep);
+    }
+
+    /// <summary>The logits of a batch's inputs, after streaming its prefix (if any) through the model without gradient.</summary>
+    Tensor Forward(TrainingBatch batch)
+    {
+        if (batch.Prefix is not Tensor prefix) return Model.forward(batch.Tokens);
+        ModelState state;
+        using (no_grad()) (_, state) = Model.Forward(prefix, null);
+        return Model.Forward(batch.Tokens, state).Output;
     }
 
     /// <summary>The global L2 norm of the gradients, in float64.</summary>

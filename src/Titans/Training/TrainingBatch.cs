@@ -4,9 +4,11 @@ namespace Titans.Training;
 
 /// <summary>
 /// A batch of sequences: input tokens [B, T], next-token targets [B, T], and which positions the loss counts
-/// (<see cref="Scored"/>, [B, T] bool; null for all of them, as in language modelling).
+/// (<see cref="Scored"/>, [B, T] bool; null for all of them, as in language modelling). <see cref="Prefix"/> ([B, P],
+/// or null) is what comes before the inputs in each stream: the trainer runs it through the model without gradient
+/// and starts the inputs from the state it leaves.
 /// </summary>
-public sealed record TrainingBatch(Tensor Tokens, Tensor Targets, Tensor? Scored = null) : IDisposable
+public sealed record TrainingBatch(Tensor Tokens, Tensor Targets, Tensor? Scored = null, Tensor? Prefix = null) : IDisposable
 {
     /// <summary>Mean cross-entropy (nats) over the scored positions of <paramref name="logits"/> [B, T, V].</summary>
     public Tensor Loss(Tensor logits)
@@ -21,6 +23,7 @@ public sealed record TrainingBatch(Tensor Tokens, Tensor Targets, Tensor? Scored
         Tokens.Dispose();
         Targets.Dispose();
         Scored?.Dispose();
+        Prefix?.Dispose();
     }
 }
 
@@ -30,7 +33,11 @@ public sealed record TrainingBatch(Tensor Tokens, Tensor Targets, Tensor? Scored
 /// </summary>
 public interface IBatchSource
 {
-    TrainingBatch Batch(long seed, int step, int micro, int batchSize, int sequenceLength);
+    /// <summary>
+    /// <paramref name="batchSize"/> sequences of <paramref name="sequenceLength"/> inputs, each after
+    /// <paramref name="prefixLength"/> tokens of the same stream (0: none, and <see cref="TrainingBatch.Prefix"/> is null).
+    /// </summary>
+    TrainingBatch Batch(long seed, int step, int micro, int batchSize, int sequenceLength, int prefixLength = 0);
 }
 
 /// <summary>Stable 32-bit seeds for batches (System.HashCode is randomized per process, so not that).</summary>
@@ -42,4 +49,8 @@ public static class BatchSeed
         x ^= x >> 31; x *= 0xD6E8FEB86659FD39UL; x ^= x >> 28;
         return (int)(x & 0x7FFFFFFF);
     }
+
+    /// <summary>The prefix length of a micro-batch, uniform in [0, <paramref name="maximum"/>], drawn apart from its content.</summary>
+    public static int PrefixLength(long seed, int step, int micro, int maximum) =>
+        maximum == 0 ? 0 : new Random(Of(seed, step, micro) ^ 0x2545F491).Next(maximum + 1);
 }

@@ -13,10 +13,21 @@ public sealed record TrainingConfig
     public int BatchSize { get; init; } = 16;
     public int AccumulationSteps { get; init; } = 1;
     public int SequenceLength { get; init; } = 256;
+    /// <summary>
+    /// At most this many tokens of the same stream come before each micro-batch's sequences (uniform in [0, max] per
+    /// micro-batch); the model runs them without gradient and trains from the state they leave, so training sees the
+    /// memory as it is late in a stream (truncated backpropagation through time). 0: every sequence starts afresh.
+    /// </summary>
+    public int StreamPrefix { get; init; }
     public double LearningRate { get; init; } = 3e-3;
     public double MinLearningRateRatio { get; init; } = 0.1;
     public int WarmupSteps { get; init; } = 50;
     public double WeightDecay { get; init; } = 0.1;
+    /// <summary>
+    /// Weight decay of the memories' initial weights W₀ (null: <see cref="WeightDecay"/>). Decay pulls W₀ small, so the
+    /// first chunk's write replaces it (docs/mac-memory-write.md); 0 leaves W₀ to the data.
+    /// </summary>
+    public double? InitialMemoryWeightDecay { get; init; }
     public double Beta1 { get; init; } = 0.9;
     public double Beta2 { get; init; } = 0.95;
     /// <summary>Maximum global gradient norm; 0 turns clipping off.</summary>
@@ -42,10 +53,12 @@ public sealed record TrainingConfig
         Require(BatchSize >= 1, nameof(BatchSize), $"must be at least 1, got {BatchSize}");
         Require(AccumulationSteps >= 1, nameof(AccumulationSteps), $"must be at least 1, got {AccumulationSteps}");
         Require(SequenceLength >= 1, nameof(SequenceLength), $"must be at least 1, got {SequenceLength}");
+        Require(StreamPrefix >= 0, nameof(StreamPrefix), $"must not be negative, got {StreamPrefix}");
         Require(LearningRate > 0 && double.IsFinite(LearningRate), nameof(LearningRate), $"must be positive, got {LearningRate}");
         Require(MinLearningRateRatio is >= 0 and <= 1, nameof(MinLearningRateRatio), $"must lie in [0, 1], got {MinLearningRateRatio}");
         Require(WarmupSteps >= 0, nameof(WarmupSteps), $"must not be negative, got {WarmupSteps}");
         Require(WeightDecay >= 0, nameof(WeightDecay), $"must not be negative, got {WeightDecay}");
+        Require(InitialMemoryWeightDecay is null or >= 0, nameof(InitialMemoryWeightDecay), $"must not be negative, got {InitialMemoryWeightDecay}");
         Require(Beta1 is >= 0 and < 1, nameof(Beta1), $"must lie in [0, 1), got {Beta1}");
         Require(Beta2 is >= 0 and < 1, nameof(Beta2), $"must lie in [0, 1), got {Beta2}");
         Require(GradientClip >= 0, nameof(GradientClip), $"must not be negative (0 turns clipping off), got {GradientClip}");

@@ -135,6 +135,33 @@ public class LongContextTaskTests
         Assert.True(evaluation.Min() > book.Length * 0.8, "the evaluation part is the end of the book");
     }
 
+    [Fact]
+    public void APrefixIsTheStartOfALongerExampleAndHoldsNoAnswer()
+    {
+        var source = new TaskBatches(Task("passkey"));
+        const int length = 128, prefix = 200;
+        using var batch = source.Batch(seed: 4, step: 2, micro: 0, batchSize: 3, sequenceLength: length, prefixLength: prefix);
+        using var plain = source.Batch(seed: 4, step: 2, micro: 0, batchSize: 3, sequenceLength: length);
+        Assert.Null(plain.Prefix);
+        Assert.Equal(new long[] { 3, prefix }, batch.Prefix!.shape);
+        Assert.Equal(new long[] { 3, length }, batch.Tokens.shape);
+        // The same draw as a plain batch of the whole length: prefix, inputs and the last target are one example.
+        var random = new Random(Titans.Training.BatchSeed.Of(4, 2, 0));
+        var task = Task("passkey");
+        for (int b = 0; b < 3; b++)
+        {
+            var example = task.Generate(prefix + length + 1, random.NextDouble(), random, evaluation: false);
+            long[] joined = batch.Prefix[b].data<long>().Concat(batch.Tokens[b].data<long>()).Append(batch.Targets[b, -1].item<long>()).ToArray();
+            Assert.Equal(example.Tokens, joined);
+            var scored = Enumerable.Range(0, length).Where(i => batch.Scored![b, i].item<bool>()).Select(i => i + prefix);
+            Assert.Equal(example.AnswerInputs, scored);
+        }
+        // An example too short to keep its answer after the prefix is refused by name.
+        var shortExample = task.Generate(length, 0.5, new Random(1), evaluation: false);
+        var error = Assert.Throws<ArgumentException>(() => TaskBatches.Tensors(new[] { shortExample }, prefixLength: shortExample.AnswerInputs.Min() + 1));
+        Assert.Contains("prefix", error.Message);
+    }
+
     [Theory]
     [MemberData(nameof(AllTasks))]
     public void TheSameSeedGivesTheSameExamples(string name)

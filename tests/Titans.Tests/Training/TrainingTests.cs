@@ -25,23 +25,25 @@ public class TrainingTests : IDisposable
 
     static TokenData Data(TrainingConfig config) => new(ByteTokenizer.Instance.Encode(Text), config.ValidationFraction, config.SequenceLength);
 
-    static Trainer NewTrainer(Architecture architecture)
+    static Trainer NewTrainer(Architecture architecture, double? initialMemoryDecay = null, int streamPrefix = 0)
     {
         manual_seed(3);
-        return new Trainer(new TitansLanguageModel("model", SmallConfig(architecture)), Training, Data(Training));
+        var training = Training with { InitialMemoryWeightDecay = initialMemoryDecay, StreamPrefix = streamPrefix };
+        return new Trainer(new TitansLanguageModel("model", SmallConfig(architecture)), training, Data(training));
     }
 
     [Theory]
-    [InlineData(Architecture.Mac)]
-    [InlineData(Architecture.TransformerPlusPlus)]
-    [InlineData(Architecture.Mag)]
-    public void ResumingContinuesBitForBit(Architecture architecture)
+    [InlineData(Architecture.Mac, null, 0)]
+    [InlineData(Architecture.TransformerPlusPlus, null, 0)]
+    [InlineData(Architecture.Mag, null, 0)]
+    [InlineData(Architecture.Lmm, 0.0, 24)]
+    public void ResumingContinuesBitForBit(Architecture architecture, double? initialMemoryDecay, int streamPrefix)
     {
-        using var straight = NewTrainer(architecture);
+        using var straight = NewTrainer(architecture, initialMemoryDecay, streamPrefix);
         var straightLosses = Enumerable.Range(0, 6).Select(_ => straight.TrainStep().Loss).ToList();
 
         string path = Path.Combine(folder, "checkpoint.safetensors");
-        using (var first = NewTrainer(architecture))
+        using (var first = NewTrainer(architecture, initialMemoryDecay, streamPrefix))
         {
             for (int i = 0; i < 3; i++) first.TrainStep();
             Checkpoint.Save(path, first, ByteTokenizer.Instance);
@@ -58,6 +60,78 @@ public class TrainingTests : IDisposable
             resumed.Model.Dispose();
         }
         straight.Model.Dispose();
+    }
+
+    [Fact]
+    public void TheMemoriesInitialWeightsTakeTheirOwnWeightDecay()
+    {
+        // AdamW's decay is decoupled: p ← p·(1 − lr·λ) − lr·adam(g). One step from the same weights on the same batch
+        // differs between λ_W₀ = 0 and the shared λ by exactly lr·λ·W₀ on every W₀, and by nothing elsewhere.
+        using var shared = NewTrainer(Architecture.Mag);
+        using var own = NewTrainer(Architecture.Mag, initialMemoryDecay: 0.0);
+        var before = shared.Model.named_parameters().ToDictionary(p => p.name, p => p.parameter.detach().clone());
+        shared.TrainStep();
+        var step = own.TrainStep();
+        int initialWeights = 0;
+        foreach (var ((name, a), (_, b)) in shared.Model.named_parameters().Zip(own.Model.named_parameters()))
+        {
+            if (Titans.Memory.NeuralMemory.IsInitialWeight(name))
+            {
+                initialWeights++;
+                var expected = before[name] * (step.LearningRate * Training.WeightDecay);
+                TestTensors.AssertClose(expected.to(ScalarType.Float64), (b - a).to(ScalarType.Float64), 1e-6, name);
+            }
+            else Assert.True(a.eq(b).all().item<bool>(), $"{name} should not depend on the memories' W₀ decay");
+        }
+        int memories = own.Model.modules().OfType<Titans.Memory.NeuralMemory>().Count();
+        Assert.True(memories > 0);
+        Assert.Equal(memories * SmallConfig(Architecture.Mag).Memory.Depth, initialWeights);
+        foreach (var t in before.Values) t.Dispose();
+        shared.Model.Dispose();
+        own.Model.Dispose();
+    }
+
+    [Theory]
+    [InlineData(Architecture.Mac)]
+    [InlineData(Architecture.Lmm)]
+    public void AStreamPrefixIsTheTextBeforeTheSequenceAndTheLossIsTheStreamsLoss(Architecture architecture)
+    {
+        // The prefix is the corpus right before each window; the step's loss is the model's loss on the window when it
+        // has read the prefix first (here in one pass over both), not the loss of the window alone.
+        const int prefix = 24;
+        using var trainer = NewTrainer(architecture, streamPrefix: prefix);
+        var data = (TokenData)trainer.Data;
+        int drawn = BatchSeed.PrefixLength(Training.Seed, 0, 0, prefix);
+        Assert.InRange(drawn, 1, prefix); // this seed's first micro-batch has a prefix
+        double expected, alone;
+        using (var batch = data.Batch(Training.Seed, 0, 0, Training.BatchSize, Training.SequenceLength, drawn))
+        using (no_grad())
+        {
+            Assert.Equal(new long[] { Training.BatchSize, drawn }, batch.Prefix!.shape);
+            for (int b = 0; b < Training.BatchSize; b++)
+            {
+                long[] stream = batch.Prefix[b].data<long>().Concat(batch.Tokens[b].data<long>()).ToArray();
+                int start = Enumerable.Range(0, data.Train.Length - stream.Length + 1).First(i => data.Train.AsSpan(i, stream.Length).SequenceEqual(stream));
+                Assert.Equal(data.Train[start + stream.Length], batch.Targets[b, -1].item<long>());
+            }
+            using var whole = cat(new[] { batch.Prefix, batch.Tokens }, 1);
+            expected = batch.Loss(trainer.Model.forward(whole).narrow(1, drawn, Training.SequenceLength)).item<float>();
+            alone = batch.Loss(trainer.Model.forward(batch.Tokens)).item<float>();
+        }
+        var perMicro = new List<double>();
+        for (int micro = 0; micro < Training.AccumulationSteps; micro++)
+        {
+            int p = BatchSeed.PrefixLength(Training.Seed, 0, micro, prefix);
+            using var batch = data.Batch(Training.Seed, 0, micro, Training.BatchSize, Training.SequenceLength, p);
+            using var scope = NewDisposeScope();
+            using var _ = no_grad();
+            using var whole = batch.Prefix is null ? batch.Tokens.alias() : cat(new[] { batch.Prefix, batch.Tokens }, 1);
+            perMicro.Add(batch.Loss(trainer.Model.forward(whole).narrow(1, p, Training.SequenceLength)).item<float>());
+        }
+        Assert.NotEqual(expected, alone, 3);
+        Assert.Equal(perMicro.Average(), trainer.TrainStep().Loss, 4);
+        Assert.Equal(perMicro[0], expected, 6);
+        trainer.Model.Dispose();
     }
 
     [Fact]
