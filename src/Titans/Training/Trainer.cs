@@ -14,9 +14,11 @@ public sealed class TrainingDivergedException(string message, Exception? inner =
 
 /// <summary>
 /// Trains a language model on token windows: AdamW (weight decay on matrices and embeddings, none on norm gains and
-/// 1-D parameters, the memories' W₀ optionally their own), warmup + cosine schedule, gradient accumulation and clipping. Every step runs in its own dispose
-/// scope. The batches, the schedule and the optimizer state are all a function of the step count and what
-/// <see cref="Checkpoint"/> saves, so a resumed run continues bit for bit.
+/// 1-D parameters, the memories' W₀ optionally their own), warmup + cosine schedule, gradient accumulation and
+/// clipping, and optionally a stream prefix run without gradient before each micro-batch (truncated backpropagation
+/// through time, <see cref="TrainingConfig.StreamPrefix"/>). Every step runs in its own dispose scope. The batches,
+/// the schedule and the optimizer state are all a function of the step count and what <see cref="Checkpoint"/> saves,
+/// so a resumed run continues bit for bit.
 /// </summary>
 public sealed class Trainer : IDisposable
 {
