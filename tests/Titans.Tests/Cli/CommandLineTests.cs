@@ -134,9 +134,10 @@ public class CommandLineTests : IDisposable
             "task", "train", "--task", "qa1", "--haystack", corpus, "-a", "lmm", "--length", "200", "--steps", steps.ToString(), "--batch-size", "2",
             "--warmup", "1", "--out", run, "--log-every", "1", "--eval-every", "2", "--eval-examples", "4", "--checkpoint-every", "2",
         }.Concat(more).ToArray();
-        var train = Titans(Train(2));
+        var train = Titans(Train(2, "--stream-prefix", "100"));
         Assert.True(train.Code == 0, train.Error + train.Output);
         Assert.Contains("BABILong qa1", train.Output);
+        Assert.Contains("each after up to 100 tokens streamed without gradient", train.Output);
         Assert.Contains("validation answer loss", train.Output);
         Assert.True(Metrics(run).Any(m => m.TryGetProperty("val_accuracy", out _)), "validation accuracy is logged");
         var resumed = Titans("task", "train", "--resume", run, "--steps", "3");
