@@ -67,7 +67,7 @@ public static class TrainingRun
         return Run(trainer, tokenizer, run);
     }
 
-    /// <summary>" after up to N tokens streamed without gradient" when training uses a stream prefix, else "".</summary>
+    /// <summary>" (each after up to N tokens streamed without gradient)" when training uses a stream prefix, else "".</summary>
     public static string PrefixNote(TrainingConfig training) =>
         training.StreamPrefix > 0 ? $" (each after up to {training.StreamPrefix:N0} tokens streamed without gradient)" : "";
 

@@ -67,9 +67,7 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
     }
 
     /// <summary>Whether a parameter name (as <c>named_parameters</c> gives it) is one of a memory's initial weights W₀.</summary>
-    public static bool IsInitialWeight(string parameterName) =>
-        parameterName == nameof(initial_weights) || parameterName.StartsWith(nameof(initial_weights) + ".") ||
-        parameterName.Contains("." + nameof(initial_weights) + ".");
+    public static bool IsInitialWeight(string parameterName) => parameterName.Split('.').Contains(nameof(initial_weights));
 
     static double Logit(double p) => Math.Log(p / (1 - p));
 
