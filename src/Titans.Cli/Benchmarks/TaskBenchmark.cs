@@ -11,14 +11,15 @@ namespace Titans.Cli.Benchmarks;
 /// `titans bench tasks`: trains every architecture (one preset, equal parameter count) on a long-context task at length L
 /// with the same examples, schedule and seed, then scores each over L … 16L and the needle depths, streaming through its
 /// state. Writes a table of accuracy by length, one heat map per architecture and a plot of accuracy against length.
-/// Finished runs in the runs folder are reused.
+/// Finished runs in the runs folder are reused. With an initial runs folder, each architecture is fine-tuned from its
+/// finished run there instead of trained from scratch (a second stage, e.g. with a stream prefix, in one regime for all).
 /// </summary>
 public static class TaskBenchmark
 {
     public sealed record Options(string Task, string Haystack, string Preset, IReadOnlyList<Architecture> Architectures, MacWrite MacWrite, TrainingConfig Training,
-        IReadOnlyList<int> Factors, int Depths, int Examples, int EvalEvery, string RunsDirectory, double? InitialForgetting = null);
+        IReadOnlyList<int> Factors, int Depths, int Examples, int EvalEvery, string RunsDirectory, double? InitialForgetting = null, string? InitFrom = null);
 
-    sealed record Outcome(TitansConfig Config, List<GridCell>? Cells, string? Failure, double TrainAccuracy)
+    sealed record Outcome(TitansConfig Config, List<GridCell>? Cells, string? Failure, double TrainAccuracy, int? StartStep)
     {
         public string Name => ArchitectureNames.Display(Config);
     }
@@ -34,27 +35,39 @@ public static class TaskBenchmark
         var outcomes = new List<Outcome>();
         foreach (var architecture in options.Architectures)
         {
-            var config = Presets.Get(options.Preset, architecture).WithMacWrite(options.MacWrite).WithInitialForgetting(options.InitialForgetting).Validate();
-            string name = ArchitectureNames.Display(config);
             string folder = Path.Combine(options.RunsDirectory, TrainingRun.FolderName(architecture));
             string checkpoint = Path.Combine(folder, TrainingRun.CheckpointFile);
+            string? init = options.InitFrom is null ? null : StartCheckpoint(options.InitFrom, architecture);
+            // A fine-tune keeps the model of the run it starts from; otherwise the preset's, the same for every architecture.
+            TitansLanguageModel? start = null;
+            int? startStep = null;
+            if (init is not null)
+            {
+                var (loaded, header) = Checkpoint.LoadModel(init);
+                (start, startStep) = (loaded, header.Step);
+            }
+            using var startModel = start;
+            var config = start?.Config ?? Presets.Get(options.Preset, architecture).WithMacWrite(options.MacWrite).WithInitialForgetting(options.InitialForgetting).Validate();
+            string name = ArchitectureNames.Display(config);
             string? failure = null;
-            if (TrainingRun.IsFinished(checkpoint, config, options.Training, TaskRun.Metadata(task, options.Haystack)))
+            if (TrainingRun.IsFinished(checkpoint, config, options.Training, TaskRun.Metadata(task, options.Haystack, init)))
                 Console.WriteLine($"{name}: reusing the finished run in {folder}");
             else
             {
                 if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
                 TorchSharp.torch.manual_seed(options.Training.Seed);
-                using var fresh = new TitansLanguageModel("model", config);
+                using var fresh = start is null ? new TitansLanguageModel("model", config) : null;
+                var trained = start ?? fresh!;
+                trained.train();
                 var run = new RunOptions(folder, LogEvery: 50, options.EvalEvery, EvalTokens: 1, CheckpointEvery: options.Training.Steps);
-                try { TaskRun.Train(fresh, options.Training, tokenizer, task, options.Haystack, run, validationExamples: 100); }
+                try { TaskRun.Train(trained, options.Training, tokenizer, task, options.Haystack, run, validationExamples: 100, init); }
                 catch (TrainingDivergedException e) { failure = e.Message; }
             }
             var metrics = TrainingRun.ReadMetrics(Path.Combine(folder, TrainingRun.MetricsFile));
             double trainAccuracy = metrics.Validation.Select(v => v.Accuracy).DefaultIfEmpty(double.NaN).Last();
             if (failure is not null)
             {
-                outcomes.Add(new Outcome(config, null, failure, double.NaN));
+                outcomes.Add(new Outcome(config, null, failure, double.NaN, startStep));
                 Console.WriteLine($"{name}: {failure}\n");
                 continue;
             }
@@ -65,7 +78,7 @@ public static class TaskBenchmark
                 var cells = TaskRun.Grid(model, task, lengths, depths, ExamplesPerCell(task, options), chunk: 512, rows: 10, seed: 1,
                     c => Console.WriteLine($"  length {TaskRun.LengthLabel(c.Length),6}  depth {TaskRun.DepthLabel(c.Depth),9}  accuracy {TaskRun.Percent(c.Accuracy),6}" +
                                            (c.Failure is null ? "" : $"  ({c.Failure})")));
-                outcomes.Add(new Outcome(config, cells, null, trainAccuracy));
+                outcomes.Add(new Outcome(config, cells, null, trainAccuracy, startStep));
                 Console.WriteLine($"{name}: {string.Join("  ", lengths.Select(l => $"{TaskRun.LengthLabel(l)} {TaskRun.Percent(TaskRun.MeanAt(cells, l))}"))}\n");
                 if (output is not null)
                     TaskRun.Save(HeatMapFile(output, architecture, ".md"), HeatMapFile(output, architecture, ".png"),
@@ -73,6 +86,14 @@ public static class TaskBenchmark
             }
         }
         if (output is not null) Report(outcomes, options, task, lengths, output, command);
+    }
+
+    /// <summary>The finished run an architecture's fine-tune starts from, in the initial runs folder; a missing one is named.</summary>
+    static string StartCheckpoint(string runs, Architecture architecture)
+    {
+        string file = Path.GetFullPath(Path.Combine(runs, TrainingRun.FolderName(architecture), TrainingRun.CheckpointFile));
+        return File.Exists(file) ? file
+            : throw new FileNotFoundException($"--init-from: there is no {ArchitectureNames.Display(architecture)} run to start from ({file} does not exist).", file);
     }
 
     /// <summary>A task without depths has one cell per length; it gets the examples all the depths would have had.</summary>
@@ -85,8 +106,10 @@ public static class TaskBenchmark
     {
         var t = options.Training;
         var report = new MarkdownReport($"Long-context task {task.Name}: accuracy by context length", command)
-            .Paragraph($"{task.Description}. Every architecture at the `{options.Preset}` preset" +
-                       (options.InitialForgetting is double a ? $" (memories with initial forgetting α₀ = {a})" : "") + " trained on the same examples at L = {t.SequenceLength} tokens{TrainingRun.PrefixNote(t)} " +
+            .Paragraph($"{task.Description}. " + (options.InitFrom is null
+                           ? $"Every architecture at the `{options.Preset}` preset" + (options.InitialForgetting is double a ? $" (memories with initial forgetting α₀ = {a})" : "") + " trained"
+                           : $"Every architecture fine-tuned from its own finished run in `{options.InitFrom}` (after {string.Join(" or ", outcomes.Select(o => o.StartStep).Distinct())} steps there)") +
+                       $" on the same examples at L = {t.SequenceLength} tokens{TrainingRun.PrefixNote(t)} " +
                        $"({t.Steps} steps × {t.BatchSize} examples, peak learning rate {t.LearningRate}{(t.InitialMemoryWeightDecay is double w0 ? $", weight decay of the memories' W₀ {w0}" : "")}, seed {t.Seed}; loss on the answer tokens only), " +
                        (task.HasDepth ? $"then scored on {options.Examples} held-out examples per (length, depth) cell at {options.Depths} needle depths from 0 to 100%"
                                       : $"then scored on {ExamplesPerCell(task, options)} held-out examples per length (the facts are scattered, so there is no depth)") +

@@ -108,10 +108,14 @@ public static class BenchCommands
         var forgetting = TrainingOptions.InitialForgettingOption();
         var initialDecay = TrainingOptions.InitialMemoryDecayOption();
         var prefix = TrainingOptions.StreamPrefixOption();
+        var initFrom = new Option<string?>("--init-from")
+        {
+            Description = "fine-tune: start each architecture from its finished run in this runs folder (e.g. an earlier bench's --runs), keeping its model",
+        };
         var output = new Option<string?>("--out") { Description = "write the table here (e.g. docs/bench-tasks-passkey.md; heat maps go in a folder beside it)" };
         var command = new Command("tasks",
             "Train every architecture on a long-context task at length L and score each at L … 16L over needle depths (table, heat maps, plot).")
-            { task, haystack, preset, architectures, macWrite, forgetting, initialDecay, prefix, steps, batch, length, lr, seed, factors, depths, examples, evalEvery, runs, output };
+            { task, haystack, preset, architectures, macWrite, forgetting, initialDecay, prefix, initFrom, steps, batch, length, lr, seed, factors, depths, examples, evalEvery, runs, output };
         command.SetAction(parse => CommonOptions.Run(parse, _ =>
         {
             var training = new TrainingConfig
@@ -126,7 +130,7 @@ public static class BenchCommands
             var options = new TaskBenchmark.Options(name, parse.GetValue(haystack)!, parse.GetValue(preset)!, chosen, ArchitectureNames.ParseMacWrite(parse.GetValue(macWrite)!), training,
                 IntList(parse.GetValue(factors)!, "--factors"), TrainingOptions.Positive(parse, depths), TrainingOptions.Positive(parse, examples),
                 TrainingOptions.Positive(parse, evalEvery), parse.GetValue(runs) ?? Path.Combine("runs", $"bench-tasks-{name}-{training.SequenceLength}"),
-                parse.GetValue(forgetting));
+                parse.GetValue(forgetting), parse.GetValue(initFrom));
             TaskBenchmark.Run(options, parse.GetValue(output), CommonOptions.CommandLine(parse));
             return 0;
         }));

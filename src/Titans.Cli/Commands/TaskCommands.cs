@@ -122,7 +122,7 @@ public static class TaskCommands
                 {
                     Console.WriteLine($"Resuming {ArchitectureNames.Display(trainer.Model.Config)} on {task!.Name} at step {trainer.Step} of {trainer.Config.Steps} from {file}");
                     TrainingRun.Run(trainer, header.Tokenizer, TaskRun.Configure(run with { Directory = Path.GetDirectoryName(Path.GetFullPath(file))! },
-                        task, haystack, trainer.Config, examples), header.ElapsedMilliseconds);
+                        task, haystack, trainer.Config, examples, header.Metadata.GetValueOrDefault(TaskRun.InitKey)), header.ElapsedMilliseconds);
                 }
                 return 0;
             }
@@ -130,9 +130,10 @@ public static class TaskCommands
             var training = options.Training(parse, new TrainingConfig().ValidationFraction);
             TitansLanguageModel model;
             ITokenizer tokenizer;
-            if (parse.GetValue(init) is string start)
+            string? startFile = parse.GetValue(init) is string start ? TrainingOptions.CheckpointPath(start) : null;
+            if (startFile is not null)
             {
-                (model, var header) = Checkpoint.LoadModel(TrainingOptions.CheckpointPath(start));
+                (model, var header) = Checkpoint.LoadModel(startFile);
                 tokenizer = header.Tokenizer;
                 model.train();
             }
@@ -149,7 +150,7 @@ public static class TaskCommands
                 var task = TaskRun.CreateTask(taskName, tokenizer, HaystackPath(parse));
                 string folder = parse.GetValue(options.Output)
                                 ?? Path.Combine("runs", $"{task.Name}-{TrainingRun.FolderName(model.Config.Architecture)}-{training.SequenceLength}");
-                TaskRun.Train(model, training, tokenizer, task, HaystackPath(parse), run with { Directory = folder }, examples);
+                TaskRun.Train(model, training, tokenizer, task, HaystackPath(parse), run with { Directory = folder }, examples, startFile);
             }
             return 0;
         }));

@@ -23,6 +23,8 @@ public static class TaskRun
 {
     public const string TaskKey = "task";
     public const string HaystackKey = "task_haystack";
+    /// <summary>The checkpoint a fine-tune started from: "" (or absent, in older checkpoints) when trained from scratch.</summary>
+    public const string InitKey = "init";
     /// <summary>Transformer++ attends to every earlier token; past this many the cache and the quadratic cost are out of reach.</summary>
     public const int FullAttentionLimit = 65_536;
 
@@ -85,27 +87,31 @@ public static class TaskRun
     /// Trains <paramref name="model"/> (new, or loaded to fine-tune) on the task at the training config's sequence length.
     /// </summary>
     public static Validation Train(TitansLanguageModel model, TrainingConfig training, ITokenizer tokenizer, ILongContextTask task,
-        string haystack, RunOptions run, int validationExamples)
+        string haystack, RunOptions run, int validationExamples, string? init = null)
     {
         TrainingRun.RefuseExisting(run.Directory);
         RequireLength(task, training.SequenceLength, $"--length {training.SequenceLength}");
         using var trainer = new Trainer(model, training, new TaskBatches(task));
         Console.WriteLine($"Training {ArchitectureNames.Display(model.Config)} ({Quantities.Count(model.parameters().Sum(p => p.numel()))} parameters) " +
                           $"on {task.Description}; {training.Steps} steps × {training.BatchSize} examples of {training.SequenceLength} tokens{TrainingRun.PrefixNote(training)} → {run.Directory}");
-        return TrainingRun.Run(trainer, tokenizer, Configure(run, task, haystack, training, validationExamples));
+        return TrainingRun.Run(trainer, tokenizer, Configure(run, task, haystack, training, validationExamples, init));
     }
 
-    /// <summary>The run options of a task run: task validation, and the task in the checkpoint.</summary>
-    public static RunOptions Configure(RunOptions run, ILongContextTask task, string haystack, TrainingConfig training, int validationExamples) =>
+    /// <summary>The run options of a task run: task validation, and the task (and the fine-tune's start) in the checkpoint.</summary>
+    public static RunOptions Configure(RunOptions run, ILongContextTask task, string haystack, TrainingConfig training, int validationExamples,
+        string? init = null) =>
         run with
         {
             Validate = t => Validate(t.Model, task, training.SequenceLength, validationExamples, training.BatchSize, training.Seed + 1),
-            Metadata = Metadata(task, haystack),
+            Metadata = Metadata(task, haystack, init),
         };
 
-    /// <summary>What a task run's checkpoint records of its task.</summary>
-    public static IReadOnlyDictionary<string, string> Metadata(ILongContextTask task, string haystack) =>
-        new Dictionary<string, string> { [TaskKey] = task.Name, [HaystackKey] = Path.GetFullPath(haystack) };
+    /// <summary>What a task run's checkpoint records of its task and of the checkpoint a fine-tune started from ("" from scratch).</summary>
+    public static IReadOnlyDictionary<string, string> Metadata(ILongContextTask task, string haystack, string? init = null) =>
+        new Dictionary<string, string>
+        {
+            [TaskKey] = task.Name, [HaystackKey] = Path.GetFullPath(haystack), [InitKey] = string.IsNullOrEmpty(init) ? "" : Path.GetFullPath(init),
+        };
 
     /// <summary>Scores every (length, depth) cell, reporting each as it finishes.</summary>
     public static List<GridCell> Grid(TitansLanguageModel model, ILongContextTask task, IReadOnlyList<int> lengths, IReadOnlyList<double> depths,

@@ -159,7 +159,7 @@ public static class TrainingRun
 
     /// <summary>
     /// Whether a checkpoint is the finished run of exactly this model and training, and holds <paramref name="metadata"/>
-    /// (a task run's task and haystack), so benchmarks may reuse it.
+    /// (a task run's task, haystack and start; a key the checkpoint lacks reads as ""), so benchmarks may reuse it.
     /// </summary>
     public static bool IsFinished(string checkpoint, TitansConfig config, TrainingConfig training, IReadOnlyDictionary<string, string>? metadata = null)
     {
@@ -169,7 +169,7 @@ public static class TrainingRun
             using var content = Checkpoints.SafeTensors.Load(checkpoint);
             var header = Checkpoint.ReadHeader(checkpoint, content);
             return header.Step == training.Steps && header.Training == training && header.Model == config &&
-                   (metadata ?? new Dictionary<string, string>()).All(m => header.Metadata.GetValueOrDefault(m.Key) == m.Value);
+                   (metadata ?? new Dictionary<string, string>()).All(m => (header.Metadata.GetValueOrDefault(m.Key) ?? "") == m.Value);
         }
         catch (InvalidDataException) { return false; }
     }

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Titans.Cli;
 using Titans.Tests.Text;
+using Titans.Training;
 
 namespace Titans.Tests.Cli;
 
@@ -175,5 +176,63 @@ public class CommandLineTests : IDisposable
         var badDepth = Titans("task", "trace", "-c", run, "--depth", "2", "--out", trace);
         Assert.Equal(2, badDepth.Code);
         Assert.Contains("--depth must lie in [0, 1]", badDepth.Error);
+    }
+
+    [Fact]
+    public void BenchTasksFineTunesEveryArchitectureFromAnEarlierBench()
+    {
+        string[] Bench(string runs, params string[] more) => new[]
+        {
+            "bench", "tasks", "--task", "passkey", "--haystack", corpus, "--architectures", "lmm", "--length", "128", "--steps", "2", "--batch-size", "2",
+            "--factors", "1", "--depths", "1", "--examples", "2", "--eval-every", "2", "--runs", runs,
+        }.Concat(more).ToArray();
+        string first = Path.Combine(folder, "stage1"), second = Path.Combine(folder, "stage2"), report = Path.Combine(folder, "stage2.md");
+        var scratch = Titans(Bench(first));
+        Assert.True(scratch.Code == 0, scratch.Error + scratch.Output);
+
+        var tuned = Titans(Bench(second, "--init-from", first, "--stream-prefix", "50", "--out", report));
+        Assert.True(tuned.Code == 0, tuned.Error + tuned.Output);
+        Assert.Contains($"Every architecture fine-tuned from its own finished run in `{first}` (after 2 steps there)", File.ReadAllText(report));
+        string start = Path.Combine(first, "lmm", "checkpoint.safetensors"), end = Path.Combine(second, "lmm", "checkpoint.safetensors");
+        var (model, header) = Checkpoint.LoadModel(end);
+        model.Dispose();
+        Assert.Equal(Path.GetFullPath(start), header.Metadata["init"]);
+
+        // The fine-tune is exactly `task train --init` with the same training: the same weights, bit for bit.
+        string single = Path.Combine(folder, "single");
+        var alone = Titans("task", "train", "--task", "passkey", "--haystack", corpus, "--init", Path.Combine(first, "lmm"), "--length", "128", "--steps", "2",
+            "--batch-size", "2", "--warmup", "2", "--stream-prefix", "50", "--eval-every", "2", "--eval-examples", "2", "--out", single);
+        Assert.True(alone.Code == 0, alone.Error + alone.Output);
+        AssertSameWeights(end, Path.Combine(single, "checkpoint.safetensors"));
+        AssertDifferentWeights(start, end);
+
+        // Run again, the finished fine-tune is reused; from scratch into the same folder it is not (it started elsewhere).
+        var reused = Titans(Bench(second, "--init-from", first, "--stream-prefix", "50"));
+        Assert.Contains("LMM: reusing the finished run", reused.Output);
+        var fresh = Titans(Bench(second, "--stream-prefix", "50"));
+        Assert.True(fresh.Code == 0, fresh.Error + fresh.Output);
+        Assert.DoesNotContain("reusing", fresh.Output);
+
+        var missing = Titans(Bench(second, "--init-from", Path.Combine(folder, "nowhere")));
+        Assert.Equal(2, missing.Code);
+        Assert.Contains("there is no LMM run to start from", missing.Error);
+        Assert.Single(missing.Error.Trim().Split('\n'));
+    }
+
+    static void AssertSameWeights(string a, string b) => Assert.True(MaxDifference(a, b) == 0, $"{a} and {b} differ");
+
+    static void AssertDifferentWeights(string a, string b) => Assert.True(MaxDifference(a, b) > 0, $"{a} and {b} are the same");
+
+    static double MaxDifference(string a, string b)
+    {
+        var (first, _) = Checkpoint.LoadModel(a);
+        var (second, _) = Checkpoint.LoadModel(b);
+        using (first)
+        using (second)
+        using (TorchSharp.torch.NewDisposeScope())
+        {
+            var right = second.state_dict();
+            return first.state_dict().Max(p => (p.Value - right[p.Key]).abs().max().item<float>());
+        }
     }
 }
