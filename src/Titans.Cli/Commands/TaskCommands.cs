@@ -277,6 +277,12 @@ public static class TaskCommands
             rows.AddRange(trace.Windows.Select((w, i) => (IReadOnlyList<string>)new[] { $"{w.End:N0}", $"{w.Loss:F3}", $"{blocks[i].Theta:F4}", $"{blocks[i].Alpha:G3}", $"{blocks[i].Eta:F3}" }
                 .Concat(blocks[i].WeightNorms.Select(n => $"{n:F2}")).Concat(blocks[i].MomentumNorms.Select(n => $"{n:F3}")).ToList()));
             report.Paragraph($"Block {index}:").Table(header, rows);
+            int heads = blocks[0].HeadAlpha.Count;
+            report.Paragraph($"Block {index} by head: mean θ and α over each window, and log₁₀ of the retention since token 0 under forgetting alone.")
+                .Table(new[] { "tokens" }.Concat(Enumerable.Range(1, heads).Select(h => $"θ h{h}")).Concat(Enumerable.Range(1, heads).Select(h => $"α h{h}"))
+                        .Concat(Enumerable.Range(1, heads).Select(h => $"log₁₀ kept h{h}")).ToList(),
+                    trace.Windows.Select((w, i) => (IReadOnlyList<string>)new[] { $"{w.End:N0}" }.Concat(blocks[i].HeadTheta.Select(x => $"{x:F4}"))
+                        .Concat(blocks[i].HeadAlpha.Select(x => $"{x:G3}")).Concat(blocks[i].HeadLog10Retention.Select(x => $"{x:F2}")).ToList()).ToList());
             for (int l = 0; l < layers; l++)
                 series.Add(new PlotSeries($"block {index} W{l + 1}", new[] { 0.0 }.Concat(trace.Windows.Select(w => (double)w.End)).ToList(),
                     new[] { 1.0 }.Concat(blocks.Select(x => x.WeightNorms[l] / initial[l])).ToList()));

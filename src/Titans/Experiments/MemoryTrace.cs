@@ -7,9 +7,16 @@ namespace Titans.Experiments;
 /// <summary>
 /// One memory block over one window of a stream: the mean gates of the tokens it wrote there (θ the inner learning
 /// rate, α the forgetting, η the surprise decay; means over tokens and heads) and the Frobenius norms of its weights
-/// W^(l) and momentum S^(l) at the window's end, one per memory layer.
+/// W^(l) and momentum S^(l) at the window's end, one per memory layer. Per head: the mean θ and α over the window's
+/// tokens, and log₁₀ of the retention since the stream's first token, log₁₀ Π_t (1 − α_t): the share of a weight written
+/// at token 0 that forgetting alone leaves by the window's end (with channel-wise forgetting, the mean over channels).
 /// </summary>
-public sealed record MemoryBlockTrace(int Block, double Theta, double Alpha, double Eta, IReadOnlyList<double> WeightNorms, IReadOnlyList<double> MomentumNorms);
+public sealed record MemoryBlockTrace(int Block, double Theta, double Alpha, double Eta, IReadOnlyList<double> WeightNorms, IReadOnlyList<double> MomentumNorms)
+{
+    public IReadOnlyList<double> HeadTheta { get; init; } = Array.Empty<double>();
+    public IReadOnlyList<double> HeadAlpha { get; init; } = Array.Empty<double>();
+    public IReadOnlyList<double> HeadLog10Retention { get; init; } = Array.Empty<double>();
+}
 
 /// <summary>One window [Start, End) of a traced stream: the model's mean next-token loss there and each memory block's trace.</summary>
 public sealed record MemoryTraceWindow(long Start, long End, double Loss, IReadOnlyList<MemoryBlockTrace> Blocks);
@@ -33,17 +40,30 @@ public static class MemoryTrace
         if (memories.Length == 0)
             throw new ArgumentException($"{ArchitectureNames.Display(model.Config)} has no neural memory to trace.", nameof(model));
 
-        var sums = new double[memories.Length, 4]; // θ, α, η, tokens, per block, over the current window
+        // Per block and head: sums of θ, α, η over the current window, its token count, and Σ log(1 − α) since token 0.
+        var sums = memories.Select(m => new double[m.Memory.Config.Heads, 4]).ToArray();
+        var logRetention = memories.Select(m => new double[m.Memory.Config.Heads]).ToArray();
         for (int m = 0; m < memories.Length; m++)
         {
             int slot = m;
             memories[m].Memory.GateObserver = gates =>
             {
                 using var scope = NewDisposeScope();
-                sums[slot, 0] += gates.Theta.sum().item<float>();
-                sums[slot, 1] += (1 - gates.LayerLogDecay(0).exp()).mean(new long[] { -1 }).sum().item<float>();
-                sums[slot, 2] += gates.LogEta.exp().sum().item<float>();
-                sums[slot, 3] += gates.Theta.numel();
+                var byToken = new long[] { 0, 2 };                                   // [B, H, T] → [H]
+                Tensor logDecay = gates.LayerLogDecay(0).mean(new long[] { -1 });    // [B, H, T], mean over channels
+                float[] theta = gates.Theta.sum(byToken).data<float>().ToArray();
+                float[] alpha = (1 - logDecay.exp()).sum(byToken).data<float>().ToArray();
+                float[] eta = gates.LogEta.exp().sum(byToken).data<float>().ToArray();
+                float[] retained = logDecay.sum(byToken).div(gates.Theta.shape[0]).data<float>().ToArray();
+                long count = gates.Theta.shape[0] * gates.Theta.shape[2];
+                for (int h = 0; h < theta.Length; h++)
+                {
+                    sums[slot][h, 0] += theta[h];
+                    sums[slot][h, 1] += alpha[h];
+                    sums[slot][h, 2] += eta[h];
+                    sums[slot][h, 3] += count;
+                    logRetention[slot][h] += retained[h];
+                }
             };
         }
         bool training = model.training;
@@ -60,7 +80,7 @@ public static class MemoryTrace
             {
                 using var scope = NewDisposeScope();
                 long take = Math.Min(window, tokens.Length - start);
-                Array.Clear(sums);
+                foreach (var blockSums in sums) Array.Clear(blockSums);
                 var (logits, next) = model.Forward(all.narrow(1, start, take), state);
                 state?.Dispose();
                 state = next;
@@ -72,9 +92,15 @@ public static class MemoryTrace
                 var blocks = memories.Select((m, i) =>
                 {
                     var memory = m.Memory.CurrentMemory(state.Blocks[m.Index].Memory!);
-                    double count = Math.Max(1, sums[i, 3]);
-                    return new MemoryBlockTrace(m.Index, sums[i, 0] / count, sums[i, 1] / count, sums[i, 2] / count,
-                        Norms(memory.Weights), Norms(memory.Momentum));
+                    int heads = sums[i].GetLength(0);
+                    double Mean(int gate, int head) => sums[i][head, gate] / Math.Max(1, sums[i][head, 3]);
+                    double MeanOverHeads(int gate) => Enumerable.Range(0, heads).Average(h => Mean(gate, h));
+                    return new MemoryBlockTrace(m.Index, MeanOverHeads(0), MeanOverHeads(1), MeanOverHeads(2), Norms(memory.Weights), Norms(memory.Momentum))
+                    {
+                        HeadTheta = Enumerable.Range(0, heads).Select(h => Mean(0, h)).ToArray(),
+                        HeadAlpha = Enumerable.Range(0, heads).Select(h => Mean(1, h)).ToArray(),
+                        HeadLog10Retention = logRetention[i].Select(r => r / Math.Log(10)).ToArray(),
+                    };
                 }).ToList();
                 windows.Add(new MemoryTraceWindow(start, start + take, loss, blocks));
             }

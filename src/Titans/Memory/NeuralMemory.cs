@@ -48,9 +48,9 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
         }
         gate_bias = new Parameter(cat(new[]
         {
-            full(h, Logit(config.InitialInnerLearningRate / config.MaxInnerLearningRate)),
+            HeadLogits(h, config.InitialInnerLearningRate / config.MaxInnerLearningRate, config.LastHeadInitialInnerLearningRate / config.MaxInnerLearningRate),
             full(h, Logit(config.InitialMomentum)),
-            full(h * config.ForgettingChannels, Logit(config.InitialForgetting)),
+            HeadLogits(h, config.InitialForgetting, config.LastHeadInitialForgetting).repeat_interleave(config.ForgettingChannels),
         }));
         initial_weights = new ParameterList();
         foreach (var (o, i) in config.LayerShapes)
@@ -70,6 +70,10 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
     public static bool IsInitialWeight(string parameterName) => parameterName.Split('.').Contains(nameof(initial_weights));
 
     static double Logit(double p) => Math.Log(p / (1 - p));
+
+    /// <summary>σ⁻¹ of each head's initial gate: <paramref name="first"/> for all, or log-spaced from it to <paramref name="last"/>.</summary>
+    static Tensor HeadLogits(int heads, double first, double? last) =>
+        tensor(Enumerable.Range(0, heads).Select(i => (float)Logit(last is double l && heads > 1 ? first * Math.Pow(l / first, i / (double)(heads - 1)) : first)).ToArray());
 
     /// <summary>The memory as a function of explicit weights, with this module's wrapper parameters.</summary>
     public MemoryMlp Mlp => new(Config.Activation, Config.ResidualLayerNorm, ln_weight, ln_bias);

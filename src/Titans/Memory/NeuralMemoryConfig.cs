@@ -78,6 +78,14 @@ public sealed record NeuralMemoryConfig
     public double InitialInnerLearningRate { get; init; } = 0.05;
     public double InitialMomentum { get; init; } = 0.9;
     public double InitialForgetting { get; init; } = 0.01;
+    /// <summary>
+    /// Multi-timescale heads: the last head's initial α and θ. Head h of H starts at the first head's value times
+    /// (last / first)^(h / (H − 1)), log-spaced, so some heads begin as slow long-term stores (little written, little
+    /// forgotten) and others as fast ones. Null: every head starts at <see cref="InitialForgetting"/> and
+    /// <see cref="InitialInnerLearningRate"/>.
+    /// </summary>
+    public double? LastHeadInitialForgetting { get; init; }
+    public double? LastHeadInitialInnerLearningRate { get; init; }
     public OutputGate OutputGate { get; init; } = OutputGate.Silu;
     public MemoryAlgorithm Algorithm { get; init; } = MemoryAlgorithm.Chunked;
 
@@ -146,6 +154,9 @@ public sealed record NeuralMemoryConfig
             $"must lie strictly between 0 and MaxInnerLearningRate ({MaxInnerLearningRate}), got {InitialInnerLearningRate}");
         Require(InitialMomentum > 0 && InitialMomentum < 1, nameof(InitialMomentum), $"must lie in (0, 1), got {InitialMomentum}");
         Require(InitialForgetting > 0 && InitialForgetting < 1, nameof(InitialForgetting), $"must lie in (0, 1), got {InitialForgetting}");
+        Require(LastHeadInitialForgetting is null or > 0 and < 1, nameof(LastHeadInitialForgetting), $"must lie in (0, 1), got {LastHeadInitialForgetting}");
+        Require(LastHeadInitialInnerLearningRate is null || (LastHeadInitialInnerLearningRate > 0 && LastHeadInitialInnerLearningRate < MaxInnerLearningRate),
+            nameof(LastHeadInitialInnerLearningRate), $"must lie strictly between 0 and MaxInnerLearningRate ({MaxInnerLearningRate}), got {LastHeadInitialInnerLearningRate}");
         Require(!ChannelwiseForgetting || Forgetting, nameof(ChannelwiseForgetting),
             "asks for per-channel forgetting while Forgetting is off; turn Forgetting on or ChannelwiseForgetting off");
         Require(Enum.IsDefined(Activation), nameof(Activation), $"unknown value {Activation}");

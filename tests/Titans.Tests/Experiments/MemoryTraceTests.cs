@@ -47,6 +47,9 @@ public class MemoryTraceTests
                 Assert.Equal(weights.Weights[l].norm().item<float>(), traced.WeightNorms[l], 3);
                 Assert.Equal(weights.Momentum[l].norm().item<float>(), traced.MomentumNorms[l], 3);
             }
+            // The retention since token 0 only shrinks as the stream goes on.
+            for (int h = 0; h < 2; h++)
+                Assert.True(traced.HeadLog10Retention[h] < trace.Windows[0].Blocks[b].HeadLog10Retention[h], $"block {b} head {h}");
             var initial = memory.InitialState(1).Memory.Weights;
             for (int l = 0; l < 2; l++) Assert.Equal(initial[l].norm().item<float>(), trace.InitialWeightNorms[b][l], 4);
         }
@@ -64,9 +67,10 @@ public class MemoryTraceTests
         var trace = MemoryTrace.Run(model, tokens, window: 24);
         using var noGrad = no_grad();
         // LMM's first block writes RMSNorm(embedding): observe the gates of a plain forward pass.
-        var seen = new List<(double Theta, double Alpha, double Eta)>();
+        var seen = new List<(double Theta, double Alpha, double Eta, float[] HeadAlpha, float[] HeadLogKept)>();
         model.Blocks[0].Memory!.GateObserver = g => seen.Add((g.Theta.mean().item<float>(),
-            (1 - g.LogDecay.exp()).mean().item<float>(), g.LogEta.exp().mean().item<float>()));
+            (1 - g.LogDecay.exp()).mean().item<float>(), g.LogEta.exp().mean().item<float>(),
+            (1 - g.LogDecay.exp())[0].mean(new long[] { -1 }).data<float>().ToArray(), g.LogDecay[0].sum(-1).data<float>().ToArray()));
         model.Forward(tensor(tokens).unsqueeze(0), null);
         model.Blocks[0].Memory!.GateObserver = null;
         var traced = trace.Windows[0].Blocks[0];
@@ -74,6 +78,14 @@ public class MemoryTraceTests
         Assert.Equal(seen[0].Theta, traced.Theta, 5);
         Assert.Equal(seen[0].Alpha, traced.Alpha, 6);
         Assert.Equal(seen[0].Eta, traced.Eta, 5);
+        // Per head: the mean α, and log₁₀ Π (1 − α) over the whole (single-window) stream.
+        Assert.Equal(2, traced.HeadAlpha.Count);
+        for (int h = 0; h < 2; h++)
+        {
+            Assert.Equal(seen[0].HeadAlpha[h], traced.HeadAlpha[h], 6);
+            Assert.Equal(seen[0].HeadLogKept[h] / Math.Log(10), traced.HeadLog10Retention[h], 5);
+            Assert.True(traced.HeadLog10Retention[h] < 0, "forgetting leaves less than all");
+        }
         var config = model.Config.MemoryConfig;
         Assert.InRange(traced.Theta, 0, config.MaxInnerLearningRate);
         Assert.InRange(traced.Alpha, 0, 1);

@@ -260,6 +260,34 @@ public class NeuralMemoryTests
     }
 
     [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void MultiTimescaleHeadsStartLogSpacedFromTheFirstHeadToTheLast(bool channelwise)
+    {
+        using var scope = NewDisposeScope();
+        Tensor x = Normal(Seeded(12), 1, 3, 8);
+        var config = Tiny() with { Heads = 4, DataDependentGates = false, ChannelwiseForgetting = channelwise, InitialForgetting = 0.01 };
+        var alike = Build(config).Project(x, null).Gates;
+        var spread = Build(config with { LastHeadInitialForgetting = 1e-5, LastHeadInitialInnerLearningRate = 0.001 }).Project(x, null).Gates;
+        double[] Heads(Tensor gate) => gate[0].select(-1, 0).to(F64).data<double>().ToArray(); // [H] at token 0
+        // α per head (every channel of a head alike), from log(1 − α).
+        double[] Alpha(MemoryGates g) => Heads(1 - g.LayerLogDecay(0).mean(new long[] { -1 }).exp());
+        for (int h = 0; h < 4; h++)
+        {
+            Assert.Equal(0.1, Heads(alike.Theta)[h], 6);
+            Assert.Equal(0.01, Alpha(alike)[h], 6);
+            Assert.Equal(0.1 * Math.Pow(0.01, h / 3.0), Heads(spread.Theta)[h], 6);   // 0.1 … 0.001
+            Assert.Equal(0.01 * Math.Pow(0.001, h / 3.0), Alpha(spread)[h], 6);     // 0.01 … 10⁻⁵
+        }
+        if (channelwise)
+            foreach (var layer in spread.ChannelLogDecay!)
+                Assert.True((layer - layer.narrow(-1, 0, 1)).abs().max().item<double>() < 1e-6, "a head's channels start alike");
+        Assert.Equal(alike.LogEta.to(F64).data<double>().ToArray(), spread.LogEta.to(F64).data<double>().ToArray());
+    }
+
+    [Theory]
+    [InlineData("{\"LastHeadInitialForgetting\": 1.5}", "LastHeadInitialForgetting")]
+    [InlineData("{\"LastHeadInitialInnerLearningRate\": 0.5}", "LastHeadInitialInnerLearningRate")]
     [InlineData("{\"Depth\": 0}", "Depth")]
     [InlineData("{\"ModelDim\": 10, \"Heads\": 4}", "Heads")]
     [InlineData("{\"ChunkSize\": 0}", "ChunkSize")]
