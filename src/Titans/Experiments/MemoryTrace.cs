@@ -51,10 +51,10 @@ public static class MemoryTrace
                 using var scope = NewDisposeScope();
                 var byToken = new long[] { 0, 2 };                                   // [B, H, T] → [H]
                 Tensor logDecay = gates.LayerLogDecay(0).mean(new long[] { -1 });    // [B, H, T], mean over channels
-                float[] theta = gates.Theta.sum(byToken).data<float>().ToArray();
-                float[] alpha = (1 - logDecay.exp()).sum(byToken).data<float>().ToArray();
-                float[] eta = gates.LogEta.exp().sum(byToken).data<float>().ToArray();
-                float[] retained = logDecay.sum(byToken).div(gates.Theta.shape[0]).data<float>().ToArray();
+                double[] theta = PerHead(gates.Theta.sum(byToken));
+                double[] alpha = PerHead((1 - logDecay.exp()).sum(byToken));
+                double[] eta = PerHead(gates.LogEta.exp().sum(byToken));
+                double[] retained = PerHead(logDecay.sum(byToken).div(gates.Theta.shape[0]));
                 long count = gates.Theta.shape[0] * gates.Theta.shape[2];
                 for (int h = 0; h < theta.Length; h++)
                 {
@@ -113,6 +113,9 @@ public static class MemoryTrace
             model.train(training);
         }
     }
+
+    /// <summary>A per-head vector [H] as doubles, whatever the model's float type.</summary>
+    static double[] PerHead(Tensor values) => values.to_type(ScalarType.Float64).data<double>().ToArray();
 
     static IReadOnlyList<double> Norms(IEnumerable<Tensor> tensors)
     {
