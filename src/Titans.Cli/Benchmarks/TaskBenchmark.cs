@@ -109,8 +109,8 @@ public static class TaskBenchmark
             .Paragraph($"{task.Description}. " + (options.InitFrom is null
                            ? $"Every architecture at the `{options.Preset}` preset" + (options.InitialForgetting is double a ? $" (memories with initial forgetting α₀ = {a})" : "") + " trained"
                            : $"Every architecture fine-tuned from its own finished run in `{options.InitFrom}` (after {string.Join(" or ", outcomes.Select(o => o.StartStep).Distinct())} steps there)") +
-                       $" on the same examples at L = {t.SequenceLength} tokens{TrainingRun.PrefixNote(t)} " +
-                       $"({t.Steps} steps × {t.BatchSize} examples, peak learning rate {t.LearningRate}{(t.InitialMemoryWeightDecay is double w0 ? $", weight decay of the memories' W₀ {w0}" : "")}, seed {t.Seed}; loss on the answer tokens only), " +
+                       $" on the same examples at L = {t.SequenceLength} tokens " +
+                       $"({t.Steps} steps × {t.BatchSize} examples{(TrainingRun.PrefixPhrase(t) is string p ? $", {p}" : "")}, peak learning rate {t.LearningRate}{(t.InitialMemoryWeightDecay is double w0 ? $", weight decay of the memories' W₀ {w0}" : "")}, seed {t.Seed}; loss on the answer tokens only), " +
                        (task.HasDepth ? $"then scored on {options.Examples} held-out examples per (length, depth) cell at {options.Depths} needle depths from 0 to 100%"
                                       : $"then scored on {ExamplesPerCell(task, options)} held-out examples per length (the facts are scattered, so there is no depth)") +
                        ", streaming through the model's state. An answer counts when greedy decoding writes it exactly. " +

@@ -68,8 +68,11 @@ public static class TrainingRun
     }
 
     /// <summary>" (each after up to N tokens streamed without gradient)" when training uses a stream prefix, else "".</summary>
-    public static string PrefixNote(TrainingConfig training) =>
-        training.StreamPrefix > 0 ? $" (each after up to {training.StreamPrefix:N0} tokens streamed without gradient)" : "";
+    public static string PrefixNote(TrainingConfig training) => PrefixPhrase(training) is string phrase ? $" ({phrase})" : "";
+
+    /// <summary>"each after up to N tokens streamed without gradient" when training uses a stream prefix, else null.</summary>
+    public static string? PrefixPhrase(TrainingConfig training) =>
+        training.StreamPrefix > 0 ? $"each after up to {training.StreamPrefix:N0} tokens streamed without gradient" : null;
 
     public static Validation Run(Trainer trainer, ITokenizer tokenizer, RunOptions options, long elapsedBefore = 0)
     {

@@ -193,6 +193,7 @@ public class CommandLineTests : IDisposable
         var tuned = Titans(Bench(second, "--init-from", first, "--stream-prefix", "50", "--out", report));
         Assert.True(tuned.Code == 0, tuned.Error + tuned.Output);
         Assert.Contains($"Every architecture fine-tuned from its own finished run in `{first}` (after 2 steps there)", File.ReadAllText(report));
+        Assert.Contains("(2 steps × 2 examples, each after up to 50 tokens streamed without gradient, peak learning rate", File.ReadAllText(report));
         string start = Path.Combine(first, "lmm", "checkpoint.safetensors"), end = Path.Combine(second, "lmm", "checkpoint.safetensors");
         var (model, header) = Checkpoint.LoadModel(end);
         model.Dispose();
