@@ -57,10 +57,9 @@ public static class TaskBenchmark
                 if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
                 TorchSharp.torch.manual_seed(options.Training.Seed);
                 using var fresh = start is null ? new TitansLanguageModel("model", config) : null;
-                var trained = start ?? fresh!;
-                trained.train();
+                start?.train();
                 var run = new RunOptions(folder, LogEvery: 50, options.EvalEvery, EvalTokens: 1, CheckpointEvery: options.Training.Steps);
-                try { TaskRun.Train(trained, options.Training, tokenizer, task, options.Haystack, run, validationExamples: 100, init); }
+                try { TaskRun.Train(start ?? fresh!, options.Training, tokenizer, task, options.Haystack, run, validationExamples: 100, init); }
                 catch (TrainingDivergedException e) { failure = e.Message; }
             }
             var metrics = TrainingRun.ReadMetrics(Path.Combine(folder, TrainingRun.MetricsFile));

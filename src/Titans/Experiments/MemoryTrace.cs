@@ -40,8 +40,10 @@ public static class MemoryTrace
         if (memories.Length == 0)
             throw new ArgumentException($"{ArchitectureNames.Display(model.Config)} has no neural memory to trace.", nameof(model));
 
-        // Per block and head: sums of θ, α, η over the current window, its token count, and Σ log(1 − α) since token 0.
-        var sums = memories.Select(m => new double[m.Memory.Config.Heads, 4]).ToArray();
+        // Per block and head: sums of θ, α, η over the current window, and Σ log(1 − α) since token 0; per block, the
+        // window's token count (the same for every head).
+        var sums = memories.Select(m => new double[m.Memory.Config.Heads, 3]).ToArray();
+        var counts = new double[memories.Length];
         var logRetention = memories.Select(m => new double[m.Memory.Config.Heads]).ToArray();
         for (int m = 0; m < memories.Length; m++)
         {
@@ -50,18 +52,18 @@ public static class MemoryTrace
             {
                 using var scope = NewDisposeScope();
                 var byToken = new long[] { 0, 2 };                                   // [B, H, T] → [H]
-                Tensor logDecay = gates.LayerLogDecay(0).mean(new long[] { -1 });    // [B, H, T], mean over channels
+                var channels = new long[] { -1 };                                    // [B, H, T, C] → [B, H, T]
+                Tensor layerDecay = gates.LayerLogDecay(0);
                 double[] theta = PerHead(gates.Theta.sum(byToken));
-                double[] alpha = PerHead((1 - logDecay.exp()).sum(byToken));
+                double[] alpha = PerHead((1 - layerDecay.exp()).mean(channels).sum(byToken));
                 double[] eta = PerHead(gates.LogEta.exp().sum(byToken));
-                double[] retained = PerHead(logDecay.sum(byToken).div(gates.Theta.shape[0]));
-                long count = gates.Theta.shape[0] * gates.Theta.shape[2];
+                double[] retained = PerHead(layerDecay.mean(channels).sum(byToken).div(gates.Theta.shape[0]));
+                counts[slot] += gates.Theta.shape[0] * gates.Theta.shape[2];
                 for (int h = 0; h < theta.Length; h++)
                 {
                     sums[slot][h, 0] += theta[h];
                     sums[slot][h, 1] += alpha[h];
                     sums[slot][h, 2] += eta[h];
-                    sums[slot][h, 3] += count;
                     logRetention[slot][h] += retained[h];
                 }
             };
@@ -81,6 +83,7 @@ public static class MemoryTrace
                 using var scope = NewDisposeScope();
                 long take = Math.Min(window, tokens.Length - start);
                 foreach (var blockSums in sums) Array.Clear(blockSums);
+                Array.Clear(counts);
                 var (logits, next) = model.Forward(all.narrow(1, start, take), state);
                 state?.Dispose();
                 state = next;
@@ -93,7 +96,7 @@ public static class MemoryTrace
                 {
                     var memory = m.Memory.CurrentMemory(state.Blocks[m.Index].Memory!);
                     int heads = sums[i].GetLength(0);
-                    double Mean(int gate, int head) => sums[i][head, gate] / Math.Max(1, sums[i][head, 3]);
+                    double Mean(int gate, int head) => sums[i][head, gate] / Math.Max(1, counts[i]);
                     double MeanOverHeads(int gate) => Enumerable.Range(0, heads).Average(h => Mean(gate, h));
                     return new MemoryBlockTrace(m.Index, MeanOverHeads(0), MeanOverHeads(1), MeanOverHeads(2), Norms(memory.Weights), Norms(memory.Momentum))
                     {

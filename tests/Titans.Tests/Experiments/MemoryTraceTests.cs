@@ -8,13 +8,13 @@ namespace Titans.Tests.Experiments;
 /// <summary>The memory trace reports what the memory computes: its gates and the state a plain stream ends in.</summary>
 public class MemoryTraceTests
 {
-    static TitansLanguageModel Model(Architecture architecture)
+    static TitansLanguageModel Model(Architecture architecture, bool channelwise = false)
     {
         manual_seed(5);
         var config = new TitansConfig
         {
             Architecture = architecture, VocabSize = 32, ModelDim = 16, Layers = 2, Heads = 2, SegmentLength = 8, Window = 8,
-            PersistentTokens = 2, Memory = new NeuralMemoryConfig { Heads = 2, Depth = 2, Expansion = 2, ChunkSize = 4 },
+            PersistentTokens = 2, Memory = new NeuralMemoryConfig { Heads = 2, Depth = 2, Expansion = 2, ChunkSize = 4, ChannelwiseForgetting = channelwise },
         };
         return new TitansLanguageModel("model", config.Validate());
     }
@@ -59,18 +59,21 @@ public class MemoryTraceTests
         Assert.All(model.Blocks, b => Assert.Null(b.Memory!.GateObserver));
     }
 
-    [Fact]
-    public void TheGatesAreTheMeansOfWhatTheMemoryComputes()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void TheGatesAreTheMeansOfWhatTheMemoryComputes(bool channelwise)
     {
-        using var model = Model(Architecture.Lmm);
+        using var model = Model(Architecture.Lmm, channelwise);
         long[] tokens = Tokens(24);
         var trace = MemoryTrace.Run(model, tokens, window: 24);
         using var noGrad = no_grad();
         // LMM's first block writes RMSNorm(embedding): observe the gates of a plain forward pass.
         var seen = new List<(double Theta, double Alpha, double Eta, float[] HeadAlpha, float[] HeadLogKept)>();
         model.Blocks[0].Memory!.GateObserver = g => seen.Add((g.Theta.mean().item<float>(),
-            (1 - g.LogDecay.exp()).mean().item<float>(), g.LogEta.exp().mean().item<float>(),
-            (1 - g.LogDecay.exp())[0].mean(new long[] { -1 }).data<float>().ToArray(), g.LogDecay[0].sum(-1).data<float>().ToArray()));
+            (1 - g.LayerLogDecay(0).exp()).mean().item<float>(), g.LogEta.exp().mean().item<float>(),
+            (1 - g.LayerLogDecay(0).exp())[0].mean(new long[] { 1, 2 }).data<float>().ToArray(),
+            g.LayerLogDecay(0)[0].mean(new long[] { -1 }).sum(-1).data<float>().ToArray()));
         model.Forward(tensor(tokens).unsqueeze(0), null);
         model.Blocks[0].Memory!.GateObserver = null;
         var traced = trace.Windows[0].Blocks[0];
