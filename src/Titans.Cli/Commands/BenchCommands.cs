@@ -62,26 +62,24 @@ public static class BenchCommands
         var evalEvery = new Option<int>("--eval-every") { Description = "steps between validations during training (on up to 64K tokens)", DefaultValueFactory = _ => 250 };
         var runs = new Option<string>("--runs") { Description = "folder of the runs (one per architecture)", DefaultValueFactory = _ => Path.Combine("runs", "bench-lm") };
         var output = new Option<string?>("--out") { Description = "write a markdown table here (e.g. docs/bench-lm-sotu.md)" };
-        var forgetting = TrainingOptions.InitialForgettingOption();
-        var initialDecay = TrainingOptions.InitialMemoryDecayOption();
-        var prefix = TrainingOptions.StreamPrefixOption();
+        var shared = new SharedTrainingOptions();
         var plot = new Option<string?>("--plot") { Description = "write the loss curves here (e.g. docs/bench-lm-sotu.png; validation curves go beside it)" };
         var command = new Command("lm",
             "Train every architecture at equal parameter count on the same tokens and compare validation bits per byte (table and loss curves).")
-            { data, preset, architectures, forgetting, initialDecay, prefix, steps, batch, length, lr, seed, evalTokens, evalEvery, runs, output, plot };
+            { data, preset, architectures, steps, batch, length, lr, seed, evalTokens, evalEvery, runs, output, plot };
+        foreach (var option in shared.All) command.Options.Add(option);
         command.SetAction(parse => CommonOptions.Run(parse, _ =>
         {
-            var training = new TrainingConfig
+            var training = shared.Apply(parse, new TrainingConfig
             {
                 Steps = parse.GetValue(steps), BatchSize = parse.GetValue(batch), SequenceLength = parse.GetValue(length),
-                LearningRate = parse.GetValue(lr), Seed = parse.GetValue(seed), InitialMemoryWeightDecay = parse.GetValue(initialDecay),
-                StreamPrefix = parse.GetValue(prefix),
-            }.Validate();
+                LearningRate = parse.GetValue(lr), Seed = parse.GetValue(seed),
+            }).Validate();
             var chosen = Architectures(parse.GetValue(architectures)!);
             if (parse.GetValue(evalEvery) < 1) throw new ArgumentException($"--eval-every must be at least 1, got {parse.GetValue(evalEvery)}.");
             Presets.Get(parse.GetValue(preset)!, Architecture.Mac);   // an unknown preset fails before any training
             var options = new LanguageModelBenchmark.Options(parse.GetValue(data)!, parse.GetValue(preset)!, chosen, training,
-                parse.GetValue(evalTokens), parse.GetValue(evalEvery), parse.GetValue(runs)!, parse.GetValue(forgetting));
+                parse.GetValue(evalTokens), parse.GetValue(evalEvery), parse.GetValue(runs)!, parse.GetValue(shared.InitialForgetting));
             LanguageModelBenchmark.Run(options, parse.GetValue(output), parse.GetValue(plot), CommonOptions.CommandLine(parse));
             return 0;
         }));
@@ -105,9 +103,7 @@ public static class BenchCommands
         var evalEvery = new Option<int>("--eval-every") { Description = "steps between validations during training", DefaultValueFactory = _ => 200 };
         var runs = new Option<string?>("--runs") { Description = "folder of the runs (default: runs/bench-tasks-<task>-<L>)" };
         var macWrite = TrainingOptions.MacWriteOption();
-        var forgetting = TrainingOptions.InitialForgettingOption();
-        var initialDecay = TrainingOptions.InitialMemoryDecayOption();
-        var prefix = TrainingOptions.StreamPrefixOption();
+        var shared = new SharedTrainingOptions();
         var initFrom = new Option<string?>("--init-from")
         {
             Description = "fine-tune: start each architecture from its finished run in this runs folder (e.g. an earlier bench's --runs), keeping its model",
@@ -115,22 +111,22 @@ public static class BenchCommands
         var output = new Option<string?>("--out") { Description = "write the table here (e.g. docs/bench-tasks-passkey.md; heat maps go in a folder beside it)" };
         var command = new Command("tasks",
             "Train every architecture on a long-context task at length L and score each at L … 16L over needle depths (table, heat maps, plot).")
-            { task, haystack, preset, architectures, macWrite, forgetting, initialDecay, prefix, initFrom, steps, batch, length, lr, seed, factors, depths, examples, evalEvery, runs, output };
+            { task, haystack, preset, architectures, macWrite, initFrom, steps, batch, length, lr, seed, factors, depths, examples, evalEvery, runs, output };
+        foreach (var option in shared.All) command.Options.Add(option);
         command.SetAction(parse => CommonOptions.Run(parse, _ =>
         {
-            var training = new TrainingConfig
+            var training = shared.Apply(parse, new TrainingConfig
             {
                 Steps = parse.GetValue(steps), BatchSize = parse.GetValue(batch), SequenceLength = parse.GetValue(length),
                 LearningRate = parse.GetValue(lr), Seed = parse.GetValue(seed), WarmupSteps = Math.Min(50, parse.GetValue(steps)),
-                InitialMemoryWeightDecay = parse.GetValue(initialDecay), StreamPrefix = parse.GetValue(prefix),
-            }.Validate();
+            }).Validate();
             var chosen = Architectures(parse.GetValue(architectures)!);
             Presets.Get(parse.GetValue(preset)!, Architecture.Mac);   // an unknown preset fails before any training
             string name = parse.GetValue(task)!;
             var options = new TaskBenchmark.Options(name, parse.GetValue(haystack)!, parse.GetValue(preset)!, chosen, ArchitectureNames.ParseMacWrite(parse.GetValue(macWrite)!), training,
                 IntList(parse.GetValue(factors)!, "--factors"), TrainingOptions.Positive(parse, depths), TrainingOptions.Positive(parse, examples),
                 TrainingOptions.Positive(parse, evalEvery), parse.GetValue(runs) ?? Path.Combine("runs", $"bench-tasks-{name}-{training.SequenceLength}"),
-                parse.GetValue(forgetting), parse.GetValue(initFrom));
+                parse.GetValue(shared.InitialForgetting), parse.GetValue(initFrom));
             TaskBenchmark.Run(options, parse.GetValue(output), CommonOptions.CommandLine(parse));
             return 0;
         }));

@@ -12,18 +12,16 @@ public sealed class TrainingOptions
     public readonly Option<string> Preset = new("--preset") { Description = $"model size ({string.Join(", ", Presets.Names)})", DefaultValueFactory = _ => "tiny" };
     public readonly Option<string> Architecture = new("--architecture", "-a") { Description = "transformer++, swa, lmm, mac, mag or mal", DefaultValueFactory = _ => "mac" };
     public readonly Option<string> MacWrite = MacWriteOption();
-    public readonly Option<double?> InitialForgetting = InitialForgettingOption();
+    public readonly SharedTrainingOptions Shared = new();
     public readonly Option<string?> ModelConfig = new("--model-config") { Description = "a model configuration JSON file (as `titans models --json` prints) instead of a preset" };
     public readonly Option<string> Tokenizer = new("--tokenizer") { Description = "bytes, o200k_base, cl100k_base (tiktoken BPE) or a SentencePiece .model file", DefaultValueFactory = _ => "bytes" };
     public readonly Option<int> Steps = new("--steps") { Description = "optimizer steps", DefaultValueFactory = _ => Defaults.Steps };
     public readonly Option<int> Batch = new("--batch-size") { Description = "sequences per micro-batch", DefaultValueFactory = _ => Defaults.BatchSize };
     public readonly Option<int> Accumulate = new("--accumulate") { Description = "micro-batches per optimizer step (gradient accumulation)", DefaultValueFactory = _ => 1 };
     public readonly Option<int> Length;
-    public readonly Option<int> Prefix = StreamPrefixOption();
     public readonly Option<double> LearningRate = new("--lr") { Description = "peak learning rate", DefaultValueFactory = _ => Defaults.LearningRate };
     public readonly Option<int> Warmup = new("--warmup") { Description = "linear warmup steps (then cosine decay to 10% of the peak)", DefaultValueFactory = _ => Defaults.WarmupSteps };
     public readonly Option<double> Decay = new("--weight-decay") { Description = "AdamW weight decay (matrices and embeddings)", DefaultValueFactory = _ => Defaults.WeightDecay };
-    public readonly Option<double?> InitialMemoryDecay = InitialMemoryDecayOption();
     public readonly Option<double> Clip = new("--clip") { Description = "maximum gradient norm (0: off)", DefaultValueFactory = _ => Defaults.GradientClip };
     public readonly Option<long> Seed = new("--seed") { Description = "seed of the weights and of the batch order", DefaultValueFactory = _ => 1 };
     public readonly Option<string?> Output = new("--out") { Description = "run folder (default: runs/<architecture>-<preset>)" };
@@ -35,48 +33,28 @@ public sealed class TrainingOptions
     public TrainingOptions(string lengthName = "--seq-len", string lengthDescription = "tokens per training sequence") =>
         Length = new Option<int>(lengthName) { Description = lengthDescription, DefaultValueFactory = _ => Defaults.SequenceLength };
 
-    public IEnumerable<Option> All => new Option[]
-        { Preset, Architecture, MacWrite, InitialForgetting, ModelConfig, Tokenizer, Steps, Batch, Accumulate, Length, Prefix, LearningRate, Warmup, Decay, InitialMemoryDecay, Clip, Seed, Output, Resume, LogEvery, EvalEvery, SaveEvery };
+    public IEnumerable<Option> All => new Option[] { Preset, Architecture, MacWrite, ModelConfig, Tokenizer, Steps, Batch, Accumulate, Length }
+        .Concat(Shared.All).Concat(new Option[] { LearningRate, Warmup, Decay, Clip, Seed, Output, Resume, LogEvery, EvalEvery, SaveEvery });
 
     /// <summary>The model the options describe: a configuration file, or a preset sized to the tokenizer.</summary>
     public TitansConfig Model(ParseResult parse, ITokenizer tokenizer) => (parse.GetValue(ModelConfig) is string path
         ? TitansConfig.FromJson(File.ReadAllText(path))
         : Presets.Get(parse.GetValue(Preset)!, ArchitectureNames.Parse(parse.GetValue(Architecture)!), vocabulary: tokenizer.VocabularySize)
             .WithMacWrite(ArchitectureNames.ParseMacWrite(parse.GetValue(MacWrite)!)))
-        .WithInitialForgetting(parse.GetValue(InitialForgetting)).Validate();
+        .WithInitialForgetting(parse.GetValue(Shared.InitialForgetting)).Validate();
 
-    public TrainingConfig Training(ParseResult parse, double validationFraction) => new TrainingConfig
+    public TrainingConfig Training(ParseResult parse, double validationFraction) => Shared.Apply(parse, new TrainingConfig
     {
         Steps = parse.GetValue(Steps), BatchSize = parse.GetValue(Batch), AccumulationSteps = parse.GetValue(Accumulate),
-        SequenceLength = parse.GetValue(Length), StreamPrefix = parse.GetValue(Prefix), LearningRate = parse.GetValue(LearningRate), WarmupSteps = parse.GetValue(Warmup),
-        WeightDecay = parse.GetValue(Decay), InitialMemoryWeightDecay = parse.GetValue(InitialMemoryDecay), GradientClip = parse.GetValue(Clip), Seed = parse.GetValue(Seed), ValidationFraction = validationFraction,
-    }.Validate();
+        SequenceLength = parse.GetValue(Length), LearningRate = parse.GetValue(LearningRate), WarmupSteps = parse.GetValue(Warmup),
+        WeightDecay = parse.GetValue(Decay), GradientClip = parse.GetValue(Clip), Seed = parse.GetValue(Seed), ValidationFraction = validationFraction,
+    }).Validate();
 
     /// <summary>--mac-write, which `train`, `task train` and `bench tasks` share; <see cref="ArchitectureNames.ParseMacWrite"/> reads it.</summary>
     public static Option<string> MacWriteOption() => new("--mac-write")
     {
         Description = "what MAC writes into its memory: attention (the attention output, the paper's) or segment (the segment's input)",
         DefaultValueFactory = _ => "attention",
-    };
-
-    /// <summary>--initial-forgetting, which `train`, `task train`, `bench lm` and `bench tasks` share: α₀ of every memory model.</summary>
-    public static Option<double?> InitialForgettingOption() => new("--initial-forgetting")
-    {
-        Description = "the memory's forgetting gate α at the start of training, in (0, 1) (default: the preset's, 0.01)",
-    };
-
-    /// <summary>--initial-memory-decay, which `train`, `task train`, `bench lm` and `bench tasks` share: the weight decay of the memories' W₀.</summary>
-    public static Option<double?> InitialMemoryDecayOption() => new("--initial-memory-decay")
-    {
-        Description = "AdamW weight decay of the memories' initial weights W₀ (default: --weight-decay; 0 keeps W₀ out of it)",
-    };
-
-    /// <summary>--stream-prefix, which `train`, `task train`, `bench lm` and `bench tasks` share.</summary>
-    public static Option<int> StreamPrefixOption() => new("--stream-prefix")
-    {
-        Description = "run up to this many tokens of the same stream (uniform per micro-batch) through the model without gradient " +
-                      "before each training sequence, so training sees the memory late in a stream (0: off)",
-        DefaultValueFactory = _ => 0,
     };
 
     /// <summary>An option's value, refused below 1.</summary>

@@ -70,9 +70,14 @@ public static class TrainingRun
     /// <summary>" (each after up to N tokens streamed without gradient)" when training uses a stream prefix, else "".</summary>
     public static string PrefixNote(TrainingConfig training) => PrefixPhrase(training) is string phrase ? $" ({phrase})" : "";
 
-    /// <summary>"each after up to N tokens streamed without gradient" when training uses a stream prefix, else null.</summary>
-    public static string? PrefixPhrase(TrainingConfig training) =>
-        training.StreamPrefix > 0 ? $"each after up to {training.StreamPrefix:N0} tokens streamed without gradient" : null;
+    /// <summary>"each after up to N tokens streamed without gradient" (or "M–N tokens") when training uses a stream prefix, else null.</summary>
+    public static string? PrefixPhrase(TrainingConfig training) => training switch
+    {
+        { StreamPrefix: 0 } => null,
+        { MinStreamPrefix: 0 } => $"each after up to {training.StreamPrefix:N0} tokens streamed without gradient",
+        _ when training.MinStreamPrefix == training.StreamPrefix => $"each after {training.StreamPrefix:N0} tokens streamed without gradient",
+        _ => $"each after {training.MinStreamPrefix:N0}–{training.StreamPrefix:N0} tokens streamed without gradient",
+    };
 
     public static Validation Run(Trainer trainer, ITokenizer tokenizer, RunOptions options, long elapsedBefore = 0)
     {

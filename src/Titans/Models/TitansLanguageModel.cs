@@ -33,6 +33,18 @@ public sealed class TitansLanguageModel : StreamingModule<ModelState>
     /// <summary>tokens: [B, T] int64 ids → logits [B, T, vocab], and the state to continue from.</summary>
     public override (Tensor Output, ModelState State) Forward(Tensor tokens, ModelState? state)
     {
+        var (logits, next) = Run(tokens, state, withLogits: true);
+        return (logits!, next);
+    }
+
+    /// <summary>
+    /// The state after <paramref name="tokens"/>, without the logits (the final norm and head are skipped): for text that
+    /// is only read, such as a training stream's prefix or the chunks of an example before its answer.
+    /// </summary>
+    public ModelState Advance(Tensor tokens, ModelState? state) => Run(tokens, state, withLogits: false).State;
+
+    (Tensor? Logits, ModelState State) Run(Tensor tokens, ModelState? state, bool withLogits)
+    {
         CheckTokens(tokens);
         if (state is not null && state.Blocks.Count != blocks.Count)
             throw new ArgumentException($"The state has {state.Blocks.Count} blocks, the model {blocks.Count}.", nameof(state));
@@ -41,9 +53,9 @@ public sealed class TitansLanguageModel : StreamingModule<ModelState>
         var states = new BlockState[blocks.Count];
         for (int i = 0; i < blocks.Count; i++)
             (x, states[i]) = blocks[i].Forward(x, state?.Blocks[i]);
-        Tensor logits = head.forward(norm.forward(x));
+        Tensor? logits = withLogits ? head.forward(norm.forward(x)) : null;
         var next = new ModelState(states, (state?.Position ?? 0) + tokens.shape[1]);
-        scope.MoveToOuter(next.Tensors.Append(logits));
+        scope.MoveToOuter(logits is null ? next.Tensors : next.Tensors.Append(logits));
         return (logits, next);
     }
 

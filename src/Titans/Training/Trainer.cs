@@ -65,7 +65,7 @@ public sealed class Trainer : IDisposable
         for (int micro = 0; micro < Config.AccumulationSteps; micro++)
         {
             using var scope = NewDisposeScope();
-            int prefix = BatchSeed.PrefixLength(Config.Seed, Step, micro, Config.StreamPrefix);
+            int prefix = BatchSeed.PrefixLength(Config.Seed, Step, micro, Config.StreamPrefix, Config.MinStreamPrefix);
             using var batch = Data.Batch(Config.Seed, Step, micro, Config.BatchSize, Config.SequenceLength, prefix);
             Tensor logits;
             try { logits = Forward(batch); }
@@ -99,7 +99,7 @@ public sealed class Trainer : IDisposable
     {
         if (batch.Prefix is not Tensor prefix) return Model.forward(batch.Tokens);
         ModelState state;
-        using (no_grad()) (_, state) = Model.Forward(prefix, null);
+        using (no_grad()) state = Model.Advance(prefix, null);
         return Model.Forward(batch.Tokens, state).Output;
     }
 

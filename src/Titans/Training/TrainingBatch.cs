@@ -50,7 +50,10 @@ public static class BatchSeed
         return (int)(x & 0x7FFFFFFF);
     }
 
-    /// <summary>The prefix length of a micro-batch, uniform in [0, <paramref name="maximum"/>], drawn apart from its content.</summary>
-    public static int PrefixLength(long seed, int step, int micro, int maximum) =>
-        maximum == 0 ? 0 : new Random(Of(seed, step, micro) ^ 0x2545F491).Next(maximum + 1);
+    /// <summary>
+    /// The prefix length of a micro-batch, uniform in [<paramref name="minimum"/>, <paramref name="maximum"/>], drawn
+    /// apart from its content (with minimum 0, the same draw as before the minimum existed).
+    /// </summary>
+    public static int PrefixLength(long seed, int step, int micro, int maximum, int minimum = 0) =>
+        maximum == 0 ? 0 : minimum + new Random(Of(seed, step, micro) ^ 0x2545F491).Next(maximum - minimum + 1);
 }

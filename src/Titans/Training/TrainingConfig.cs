@@ -19,6 +19,11 @@ public sealed record TrainingConfig
     /// memory as it is late in a stream (truncated backpropagation through time). 0: every sequence starts afresh.
     /// </summary>
     public int StreamPrefix { get; init; }
+    /// <summary>
+    /// The shortest prefix (uniform in [min, <see cref="StreamPrefix"/>]); raising it trains more often on a memory that
+    /// wrote a far needle and then much noise. 0: prefixes from none at all.
+    /// </summary>
+    public int MinStreamPrefix { get; init; }
     public double LearningRate { get; init; } = 3e-3;
     public double MinLearningRateRatio { get; init; } = 0.1;
     public int WarmupSteps { get; init; } = 50;
@@ -54,6 +59,8 @@ public sealed record TrainingConfig
         Require(AccumulationSteps >= 1, nameof(AccumulationSteps), $"must be at least 1, got {AccumulationSteps}");
         Require(SequenceLength >= 1, nameof(SequenceLength), $"must be at least 1, got {SequenceLength}");
         Require(StreamPrefix >= 0, nameof(StreamPrefix), $"must not be negative, got {StreamPrefix}");
+        Require(MinStreamPrefix >= 0 && MinStreamPrefix <= StreamPrefix, nameof(MinStreamPrefix),
+            $"must lie in [0, StreamPrefix = {StreamPrefix}], got {MinStreamPrefix}");
         Require(LearningRate > 0 && double.IsFinite(LearningRate), nameof(LearningRate), $"must be positive, got {LearningRate}");
         Require(MinLearningRateRatio is >= 0 and <= 1, nameof(MinLearningRateRatio), $"must lie in [0, 1], got {MinLearningRateRatio}");
         Require(WarmupSteps >= 0, nameof(WarmupSteps), $"must not be negative, got {WarmupSteps}");

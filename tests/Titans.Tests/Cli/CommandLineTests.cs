@@ -106,6 +106,7 @@ public class CommandLineTests : IDisposable
             (new[] { "train", "--data", corpus, "--mac-write", "output", "--out", Path.Combine(folder, "i") }, "Unknown MAC write 'output'"),
             (new[] { "train", "--data", corpus, "-a", "lmm", "--initial-forgetting", "1.5", "--out", Path.Combine(folder, "j") }, "must lie in (0, 1), got 1.5"),
             (new[] { "train", "--data", corpus, "--stream-prefix", "-5", "--out", Path.Combine(folder, "k") }, "StreamPrefix must not be negative, got -5"),
+            (new[] { "train", "--data", corpus, "--stream-prefix", "100", "--stream-prefix-min", "200", "--out", Path.Combine(folder, "n") }, "MinStreamPrefix must lie in [0, StreamPrefix = 100], got 200"),
             (new[] { "train", "--data", corpus, "--initial-memory-decay", "-1", "--out", Path.Combine(folder, "l") }, "must not be negative, got -1"),
             (new[] { "train", "--data", tinyCorpus, "--seq-len", "8", "--stream-prefix", "4000", "--val-fraction", "0.5", "--out", Path.Combine(folder, "m") }, "Use a shorter prefix"),
             (new[] { "train", "--data", Path.Combine(folder, "missing.txt") }, "No corpus"),

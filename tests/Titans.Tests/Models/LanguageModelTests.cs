@@ -72,6 +72,25 @@ public class LanguageModelTests
 
     [Theory]
     [MemberData(nameof(Models))]
+    public void AdvancingWithoutLogitsLeavesTheSameStateAsAForward(Architecture architecture, MacWrite write)
+    {
+        // Read text with Advance, then continue: the logits are those of one pass over everything.
+        using var scope = NewDisposeScope();
+        var model = Build(architecture, write);
+        Tensor tokens = Tokens(5, 2, 21);
+        Tensor whole = model.forward(tokens);
+        ModelState read = model.Advance(tokens.narrow(1, 0, 6), null);
+        ModelState advanced = model.Advance(tokens.narrow(1, 6, 7), read);
+        var (_, forwarded) = model.Forward(tokens.narrow(1, 6, 7), read);
+        Assert.Equal(13, advanced.Position);
+        Assert.Equal(forwarded.Tensors.Count(), advanced.Tensors.Count());
+        Assert.All(advanced.Tensors.Zip(forwarded.Tensors), pair => Assert.True(pair.First.shape.SequenceEqual(pair.Second.shape) && pair.First.allclose(pair.Second, rtol: 0, atol: 0), "the states differ"));
+        var (rest, _) = model.Forward(tokens.narrow(1, 13, 8), advanced);
+        AssertClose(whole.narrow(1, 13, 8), rest, 1e-12, "logits after the advanced state");
+    }
+
+    [Theory]
+    [MemberData(nameof(Models))]
     public void GradientsReachEveryParameter(Architecture architecture, MacWrite write)
     {
         using var scope = NewDisposeScope();

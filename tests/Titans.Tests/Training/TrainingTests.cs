@@ -135,6 +135,42 @@ public class TrainingTests : IDisposable
     }
 
     [Fact]
+    public void PrefixLengthsAreUniformOverTheirRangeAndTheOldDrawWithoutAMinimum()
+    {
+        // Without a minimum the draw is the one earlier runs were trained with, so they resume bit for bit.
+        var plain = Enumerable.Range(0, 400).Select(step => BatchSeed.PrefixLength(7, step, 0, 896)).ToList();
+        Assert.Equal(Enumerable.Range(0, 400).Select(step => new Random(BatchSeed.Of(7, step, 0) ^ 0x2545F491).Next(897)), plain);
+        var ranged = Enumerable.Range(0, 400).Select(step => BatchSeed.PrefixLength(7, step, 0, 896, 448)).ToList();
+        Assert.All(ranged, p => Assert.InRange(p, 448, 896));
+        Assert.True(ranged.Min() < 460 && ranged.Max() > 884, $"the draws span {ranged.Min()}–{ranged.Max()}");
+        Assert.All(Enumerable.Range(0, 50), step => Assert.Equal(896, BatchSeed.PrefixLength(7, step, 1, 896, 896)));
+        Assert.Equal(0, BatchSeed.PrefixLength(7, 3, 0, 0, 0));
+    }
+
+    [Fact]
+    public void AFixedStreamPrefixPutsThatManyTokensBeforeEveryMicroBatch()
+    {
+        const int prefix = 24;
+        manual_seed(3);
+        var training = Training with { StreamPrefix = prefix, MinStreamPrefix = prefix };
+        using var trainer = new Trainer(new TitansLanguageModel("model", SmallConfig(Architecture.Lmm)), training, Data(training));
+        var data = (TokenData)trainer.Data;
+        var perMicro = new List<double>();
+        for (int micro = 0; micro < Training.AccumulationSteps; micro++)
+        {
+            using var batch = data.Batch(Training.Seed, 0, micro, Training.BatchSize, Training.SequenceLength, prefix);
+            using var scope = NewDisposeScope();
+            using var _ = no_grad();
+            using var whole = cat(new[] { batch.Prefix!, batch.Tokens }, 1);
+            perMicro.Add(batch.Loss(trainer.Model.forward(whole).narrow(1, prefix, Training.SequenceLength)).item<float>());
+        }
+        Assert.Equal(perMicro.Average(), trainer.TrainStep().Loss, 4);
+        Assert.Throws<ArgumentException>(() => (training with { MinStreamPrefix = prefix + 1 }).Validate());
+        Assert.Throws<ArgumentException>(() => (training with { MinStreamPrefix = -1 }).Validate());
+        trainer.Model.Dispose();
+    }
+
+    [Fact]
     public void CheckpointWeightsLoadByNameAndGiveTheSameLogits()
     {
         using var trainer = NewTrainer(Architecture.Mal);

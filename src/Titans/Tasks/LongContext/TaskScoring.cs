@@ -78,11 +78,15 @@ public static class TaskScoring
             {
                 using var scope = NewDisposeScope();
                 int take = Math.Min(chunk, length - start);
-                var (logits, next) = model.Forward(x.narrow(1, start, take), state);
+                bool needed = start + take > firstNeeded;
+                Tensor? logits = null;
+                ModelState next;
+                if (needed) (logits, next) = model.Forward(x.narrow(1, start, take), state);
+                else next = model.Advance(x.narrow(1, start, take), state);
                 state?.Dispose();
                 state = next;
                 scope.Detach(next.Tensors);
-                if (start + take <= firstNeeded) continue;
+                if (logits is null) continue;
                 var best = logits.argmax(-1).data<long>().ToArray();           // [rows × take]
                 for (int r = 0; r < rows; r++)
                     for (int i = 0; i < wanted[r].Length; i++)
