@@ -67,7 +67,7 @@ public static class TrainingRun
         return Run(trainer, tokenizer, run);
     }
 
-    /// <summary>" (each after up to N tokens streamed without gradient)" when training uses a stream prefix, else "".</summary>
+    /// <summary><see cref="PrefixPhrase"/> in parentheses after a space when training uses a stream prefix, else "".</summary>
     public static string PrefixNote(TrainingConfig training) => PrefixPhrase(training) is string phrase ? $" ({phrase})" : "";
 
     /// <summary>"each after up to N tokens streamed without gradient" (or "M–N tokens") when training uses a stream prefix, else null.</summary>

@@ -118,20 +118,22 @@ public class TrainingTests : IDisposable
             expected = batch.Loss(trainer.Model.forward(whole).narrow(1, drawn, Training.SequenceLength)).item<float>();
             alone = batch.Loss(trainer.Model.forward(batch.Tokens)).item<float>();
         }
-        var perMicro = new List<double>();
-        for (int micro = 0; micro < Training.AccumulationSteps; micro++)
-        {
-            int p = BatchSeed.PrefixLength(Training.Seed, 0, micro, prefix);
-            using var batch = data.Batch(Training.Seed, 0, micro, Training.BatchSize, Training.SequenceLength, p);
-            using var scope = NewDisposeScope();
-            using var _ = no_grad();
-            using var whole = batch.Prefix is null ? batch.Tokens.alias() : cat(new[] { batch.Prefix, batch.Tokens }, 1);
-            perMicro.Add(batch.Loss(trainer.Model.forward(whole).narrow(1, p, Training.SequenceLength)).item<float>());
-        }
+        var perMicro = Enumerable.Range(0, Training.AccumulationSteps)
+            .Select(micro => LossAfterPrefix(trainer, data, micro, BatchSeed.PrefixLength(Training.Seed, 0, micro, prefix))).ToList();
         Assert.NotEqual(expected, alone, 3);
         Assert.Equal(perMicro.Average(), trainer.TrainStep().Loss, 4);
         Assert.Equal(perMicro[0], expected, 6);
         trainer.Model.Dispose();
+    }
+
+    /// <summary>The loss of step 0's micro-batch on its window, with its prefix of the given length read first in one pass.</summary>
+    static double LossAfterPrefix(Trainer trainer, TokenData data, int micro, int prefix)
+    {
+        using var batch = data.Batch(Training.Seed, 0, micro, Training.BatchSize, Training.SequenceLength, prefix);
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        using var whole = batch.Prefix is null ? batch.Tokens.alias() : cat(new[] { batch.Prefix, batch.Tokens }, 1);
+        return batch.Loss(trainer.Model.forward(whole).narrow(1, prefix, Training.SequenceLength)).item<float>();
     }
 
     [Fact]
@@ -155,15 +157,7 @@ public class TrainingTests : IDisposable
         var training = Training with { StreamPrefix = prefix, MinStreamPrefix = prefix };
         using var trainer = new Trainer(new TitansLanguageModel("model", SmallConfig(Architecture.Lmm)), training, Data(training));
         var data = (TokenData)trainer.Data;
-        var perMicro = new List<double>();
-        for (int micro = 0; micro < Training.AccumulationSteps; micro++)
-        {
-            using var batch = data.Batch(Training.Seed, 0, micro, Training.BatchSize, Training.SequenceLength, prefix);
-            using var scope = NewDisposeScope();
-            using var _ = no_grad();
-            using var whole = cat(new[] { batch.Prefix!, batch.Tokens }, 1);
-            perMicro.Add(batch.Loss(trainer.Model.forward(whole).narrow(1, prefix, Training.SequenceLength)).item<float>());
-        }
+        var perMicro = Enumerable.Range(0, Training.AccumulationSteps).Select(micro => LossAfterPrefix(trainer, data, micro, prefix)).ToList();
         Assert.Equal(perMicro.Average(), trainer.TrainStep().Loss, 4);
         Assert.Throws<ArgumentException>(() => (training with { MinStreamPrefix = prefix + 1 }).Validate());
         Assert.Throws<ArgumentException>(() => (training with { MinStreamPrefix = -1 }).Validate());
