@@ -26,6 +26,7 @@ public static class Evaluation
     {
         if (chunk < 1) throw new ArgumentException($"The evaluation chunk must be at least 1 token, got {chunk}.", nameof(chunk));
         if (rows < 1) throw new ArgumentException($"Rows must be at least 1, got {rows}.", nameof(rows));
+        if (maxContext < 1) throw new ArgumentException($"The maximum context must be at least 1 token, got {maxContext}.", nameof(maxContext));
         long length = (stream.Length - 1) / rows;                   // predictions per row
         if (length < 1) throw new ArgumentException($"Evaluation needs at least {rows + 1} tokens, got {stream.Length}.", nameof(stream));
         var inputs = new long[rows * length];
@@ -45,11 +46,14 @@ public static class Evaluation
             using var x = tensor(inputs, new long[] { rows, length });
             using var y = tensor(targets, new long[] { rows, length });
             ModelState? state = null;
-            for (long start = 0; start < length; start += chunk)
+            for (long start = 0, take; start < length; start += take)
             {
                 using var scope = NewDisposeScope();
-                long take = Math.Min(chunk, length - start);
-                if (restarts && state is not null && state.Position + take > maxContext) { state.Dispose(); state = null; }
+                // A piece never crosses a restart: a model that restarts every maxContext tokens sees exactly that many,
+                // whatever the chunk (a restart checked only between chunks would let a context grow to the chunk size).
+                if (restarts && state is not null && state.Position >= maxContext) { state.Dispose(); state = null; }
+                take = Math.Min(chunk, length - start);
+                if (restarts) take = Math.Min(take, maxContext - (state?.Position ?? 0));
                 var (logits, next) = model.Forward(x.narrow(1, start, take), state);
                 state?.Dispose();
                 state = next;

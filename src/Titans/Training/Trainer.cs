@@ -13,8 +13,8 @@ public sealed record StepResult(int Step, double Loss, double GradientNorm, doub
 public sealed class TrainingDivergedException(string message, Exception? inner = null) : Exception(message, inner);
 
 /// <summary>
-/// Trains a language model on token windows: AdamW (weight decay on matrices and embeddings, none on norm gains and
-/// 1-D parameters, the memories' W₀ optionally their own), warmup + cosine schedule, gradient accumulation and
+/// Trains a language model on token windows: AdamW (weight decay on matrices and embeddings, none on the parameters
+/// <see cref="WeightDecay"/> names, the memories' W₀ optionally their own), warmup + cosine schedule, gradient accumulation and
 /// clipping, and optionally a stream prefix run without gradient before each micro-batch (truncated backpropagation
 /// through time, <see cref="TrainingConfig.StreamPrefix"/>). Every step runs in its own dispose scope. The batches,
 /// the schedule and the optimizer state are all a function of the step count and what <see cref="Checkpoint"/> saves,
@@ -40,8 +40,8 @@ public sealed class Trainer : IDisposable
         var named = model.named_parameters().ToList();
         bool separate = config.InitialMemoryWeightDecay is double w0 && w0 != config.WeightDecay;
         var initialMemory = separate ? named.Where(p => NeuralMemory.IsInitialWeight(p.name)).ToList() : new();
-        var decayed = named.Where(p => p.parameter.dim() >= 2).Except(initialMemory).ToList();
-        var plain = named.Where(p => p.parameter.dim() < 2).ToList();
+        var plain = named.Where(p => WeightDecay.IsExempt(p.name)).ToList();
+        var decayed = named.Except(plain).Except(initialMemory).ToList();
         // Without a separate W₀ decay the groups (and so the optimizer's state order) are those of earlier checkpoints.
         Parameters = decayed.Concat(plain).Concat(initialMemory).Select(p => (p.name, p.parameter)).ToList();
         var groups = new List<AdamW.ParamGroup>
