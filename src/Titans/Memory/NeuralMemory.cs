@@ -145,6 +145,28 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
         return Scan(q, state.PendingKeys, state.PendingValues, state.PendingGates, state.Memory).Final;
     }
 
+    /// <summary>
+    /// Truncated backpropagation through a stream: <paramref name="state"/>, reached without gradient (a stream prefix),
+    /// with its weights put back in the gradient path of <paramref name="start"/>, the state the stream began from (W₀, or
+    /// MAG's and MAL's write of the persistent tokens). The values are unchanged (W + (W_s − W_s) is W bit for bit);
+    /// the gradient treats the prefix's writes as a constant offset, ∂W/∂W_s = I, so W₀ learns from every sequence and
+    /// not only from those that start a stream. Under retention toward W₀ that is the exact derivative of the
+    /// recurrence's linear part; under plain forgetting the exact one would be Π(1 − α) over the prefix, which vanishes.
+    /// Returns a new state with handles of its own; the given one is left as it is.
+    /// </summary>
+    public static NeuralMemoryState WithGradientToStart(NeuralMemoryState state, NeuralMemoryState start) =>
+        new(new MemoryWeights(LinkToStart(state.Memory.Weights, start.Memory.Weights), state.Memory.Momentum.Select(m => m.alias()).ToArray()),
+            state.PendingKeys.alias(), state.PendingValues.alias(),
+            new MemoryGates(state.PendingGates.Theta.alias(), state.PendingGates.LogDecay.alias(), state.PendingGates.LogEta.alias())
+            {
+                ChannelLogDecay = state.PendingGates.ChannelLogDecay?.Select(c => c.alias()).ToArray(),
+            },
+            state.ConvCache?.alias(), state.Position);
+
+    /// <summary>Weights W.detach() + (W_s − W_s.detach()): the values of <paramref name="weights"/>, the gradient path of <paramref name="start"/>.</summary>
+    public static Tensor[] LinkToStart(IReadOnlyList<Tensor> weights, IReadOnlyList<Tensor> start) =>
+        weights.Zip(start, (w, s) => w.detach() + (s - s.detach())).ToArray();
+
     /// <summary>A fresh sequence: W = W_0 (learned), S = 0, nothing pending, zero convolution history.</summary>
     public NeuralMemoryState InitialState(long batch, ScalarType? dtype = null, Device? device = null)
     {

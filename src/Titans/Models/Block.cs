@@ -98,11 +98,34 @@ public sealed class Block : StreamingModule<BlockState>
     /// MAG and MAL run the memory over [p ‖ x] (§4.2, §4.3): at a sequence start it first reads the persistent memory
     /// tokens (their outputs are not used), so every sequence starts from W_0 updated on p. Null without persistent memory.
     /// </summary>
-    NeuralMemoryState? PersistentPrefix(Tensor like)
+    NeuralMemoryState? PersistentPrefix(Tensor like) => PersistentPrefix(like.shape[0], like.dtype);
+
+    NeuralMemoryState? PersistentPrefix(long batch, ScalarType dtype)
     {
         if (attention!.PersistentMemory is not Tensor p) return null;
-        var (_, state) = memory!.Forward(p.to(like.dtype).unsqueeze(0).expand(like.shape[0], -1, -1), null);
+        var (_, state) = memory!.Forward(p.to(dtype).unsqueeze(0).expand(batch, -1, -1), null);
         return state;
+    }
+
+    /// <summary>
+    /// <paramref name="state"/>, reached without gradient, with its memory tied to the gradient path of the state a stream
+    /// starts from (<see cref="NeuralMemory.WithGradientToStart"/>); MAC's segment read is tied the same way. Blocks
+    /// without memory return their state with handles of their own.
+    /// </summary>
+    internal BlockState WithGradientToStart(BlockState state)
+    {
+        var attentionCache = state.Attention is null ? null : state.Attention with { Keys = state.Attention.Keys.alias(), Values = state.Attention.Values.alias() };
+        if (memory is null || state.Memory is null)
+            return new BlockState(attentionCache, null, state.SegmentMemory?.Select(w => w.alias()).ToArray(), state.ReadConvCache?.alias());
+        Tensor like = state.Memory.Memory.Weights[0];
+        using var scope = torch.NewDisposeScope();
+        NeuralMemoryState start = (architecture is Architecture.Mag or Architecture.Mal ? PersistentPrefix(like.shape[0], like.dtype) : null)
+                                  ?? memory.InitialState(like.shape[0], like.dtype, like.device);
+        var next = new BlockState(attentionCache, NeuralMemory.WithGradientToStart(state.Memory, start),
+            state.SegmentMemory is null ? null : NeuralMemory.LinkToStart(state.SegmentMemory, start.Memory.Weights),
+            state.ReadConvCache?.alias());
+        scope.MoveToOuter(next.Tensors);
+        return next;
     }
 
     /// <summary>

@@ -43,6 +43,19 @@ public sealed class TitansLanguageModel : StreamingModule<ModelState>
     /// </summary>
     public ModelState Advance(Tensor tokens, ModelState? state) => Run(tokens, state, withLogits: false).State;
 
+    /// <summary>
+    /// A state reached without gradient (a training stream's prefix) with every memory tied back to the gradient path of
+    /// its starting state, so the memories' W₀ (and MAG's and MAL's persistent write) learn from a sequence that starts
+    /// late in a stream (<see cref="NeuralMemory.WithGradientToStart"/>). Values are unchanged; the given state is left
+    /// as it is.
+    /// </summary>
+    public ModelState WithGradientToStart(ModelState state)
+    {
+        if (state.Blocks.Count != blocks.Count)
+            throw new ArgumentException($"The state has {state.Blocks.Count} blocks, the model {blocks.Count}.", nameof(state));
+        return new ModelState(blocks.Select((b, i) => b.WithGradientToStart(state.Blocks[i])).ToArray(), state.Position);
+    }
+
     (Tensor? Logits, ModelState State) Run(Tensor tokens, ModelState? state, bool withLogits)
     {
         CheckTokens(tokens);

@@ -94,13 +94,16 @@ public sealed class Trainer : IDisposable
         return new StepResult(Step, loss, norm, lr, Config.TokensPerStep);
     }
 
-    /// <summary>The logits of a batch's inputs, after streaming its prefix (if any) through the model without gradient.</summary>
+    /// <summary>
+    /// The logits of a batch's inputs, after streaming its prefix (if any) through the model without gradient; the
+    /// memories' starting state stays in the gradient path (<see cref="TitansLanguageModel.WithGradientToStart"/>).
+    /// </summary>
     Tensor Forward(TrainingBatch batch)
     {
         if (batch.Prefix is not Tensor prefix) return Model.forward(batch.Tokens);
         ModelState state;
         using (no_grad()) state = Model.Advance(prefix, null);
-        return Model.Forward(batch.Tokens, state).Output;
+        return Model.Forward(batch.Tokens, Model.WithGradientToStart(state)).Output;
     }
 
     /// <summary>The global L2 norm of the gradients, in float64.</summary>

@@ -134,4 +134,36 @@ public class LanguageModelTests
         Assert.Contains("[0, 32)", Assert.Throws<ArgumentException>(() => model.forward(tensor(new long[,] { { 1, 32 } }))).Message);
         Assert.Contains("int64", Assert.Throws<ArgumentException>(() => model.forward(zeros(1, 3))).Message);
     }
+
+    [Theory]
+    [MemberData(nameof(Models))]
+    public void AStateReachedWithoutGradientIsTiedBackToTheMemoriesStart(Architecture architecture, MacWrite write)
+    {
+        // A stream prefix runs without gradient; tied back to the start, the logits are the same bit for bit, and W₀ gets
+        // the gradient of the state the prefix left: Σ over the batch of ∂L/∂W_prefix (straight-through, ∂W/∂W₀ = I).
+        using var scope = NewDisposeScope();
+        var model = Build(architecture, write);
+        Tensor prefix = Tokens(30, 2, 13), tokens = Tokens(31, 2, 11);
+        Tensor probe = Normal(Seeded(32), 2, 11, 32);
+        ModelState state;
+        using (no_grad()) state = model.Advance(prefix, null);
+        var initial = model.named_parameters().Where(p => NeuralMemory.IsInitialWeight(p.name)).ToList();
+        Assert.Equal(architecture is Architecture.TransformerPlusPlus or Architecture.SlidingWindow ? 0 : 4, initial.Count);
+
+        var (linkedLogits, _) = model.Forward(tokens, model.WithGradientToStart(state));
+        Assert.True(model.Forward(tokens, state).Output.eq(linkedLogits).all().item<bool>(), "tying back must not change the logits");
+        (linkedLogits * probe).sum().backward();
+        foreach (var (name, w0) in initial)
+            Assert.True(w0.grad is not null && w0.grad.abs().max().item<double>() > 0, $"{name} learns nothing after a prefix");
+        if (architecture != Architecture.Lmm) return;
+
+        // LMM: the same gradient from the prefix's weights made leaves.
+        var leaves = state.Blocks.Select(b => b.Memory!.Memory.Weights.Select(w => w.detach().requires_grad_(true)).ToArray()).ToArray();
+        var leafState = new ModelState(state.Blocks.Select((b, i) => new BlockState(null, new NeuralMemoryState(
+            new MemoryWeights(leaves[i], b.Memory!.Memory.Momentum), b.Memory.PendingKeys, b.Memory.PendingValues, b.Memory.PendingGates,
+            b.Memory.ConvCache, b.Memory.Position))).ToArray(), state.Position);
+        (model.Forward(tokens, leafState).Output * probe).sum().backward();
+        for (int i = 0; i < initial.Count; i++)
+            AssertClose(leaves[i / 2][i % 2].grad!.sum(dim: 0), initial[i].parameter.grad!, 1e-12, initial[i].name);
+    }
 }

@@ -176,6 +176,23 @@ public class TrainingTests : IDisposable
         return batch.Loss(trainer.Model.forward(whole).narrow(1, prefix, Training.SequenceLength)).item<float>();
     }
 
+    [Theory]
+    [InlineData(Architecture.Lmm)]
+    [InlineData(Architecture.Mal)]
+    public void TheMemoriesStartLearnsFromSequencesThatStartLateInAStream(Architecture architecture)
+    {
+        // Every micro-batch has a prefix, so no sequence starts a stream; W₀ must learn all the same.
+        manual_seed(3);
+        var training = Training with { StreamPrefix = 24, MinStreamPrefix = 24 };
+        using var trainer = new Trainer(new TitansLanguageModel("model", SmallConfig(architecture)), training, Data(training));
+        trainer.TrainStep();
+        var initial = trainer.Model.named_parameters().Where(p => Titans.Memory.NeuralMemory.IsInitialWeight(p.name)).ToList();
+        Assert.NotEmpty(initial);
+        foreach (var (name, w0) in initial)
+            Assert.True(w0.grad is not null && w0.grad.abs().max().item<float>() > 0, $"{name} got no gradient");
+        trainer.Model.Dispose();
+    }
+
     [Fact]
     public void PrefixLengthsAreUniformOverTheirRangeAndTheOldDrawWithoutAMinimum()
     {
