@@ -17,9 +17,11 @@ public static class ChunkedMemoryScan
     /// <param name="values">[B, H, T, d_h]</param>
     /// <param name="gates">per token, [B, H, T] (channel-wise forgetting: [B, H, T, out_l] per layer)</param>
     /// <param name="state">state at a chunk boundary</param>
+    /// <param name="stabilizers">what keeps the state bounded (<see cref="MemoryStabilizers"/>); null: none, the paper's recurrence</param>
     public static MemoryScanResult Scan(MemoryMlp mlp, Tensor queries, Tensor keys, Tensor values, MemoryGates gates,
-        MemoryWeights state, int chunkSize)
+        MemoryWeights state, int chunkSize, MemoryStabilizers? stabilizers = null)
     {
+        stabilizers ??= MemoryStabilizers.None;
         long batch = keys.shape[0], heads = keys.shape[1], length = keys.shape[2], dim = keys.shape[3];
         if (length == 0)
             return new MemoryScanResult(queries.narrow(2, 0, 0), state, 0, state);
@@ -68,7 +70,7 @@ public static class ChunkedMemoryScan
                 DecayCoefficients[] decay = channelDecay is null
                     ? Enumerable.Repeat(new DecayCoefficients(sharedRetention![c], sharedCarry![c], sharedMixing![c]), state.Depth).ToArray()
                     : channelDecay.Select(layer => ChunkCoefficients.Decay(layer[c], thetas[c], chunkMomentum)).ToArray();
-                (outputs[c], next) = Chunk(mlp, q[c], k[c], v[c], current, decay, chunkMomentum, endRow);
+                (outputs[c], next) = Chunk(mlp, q[c], k[c], v[c], current, decay, chunkMomentum, endRow, stabilizers);
                 scope.MoveToOuter(next.Tensors.Append(outputs[c]));
             }
             // Without autograd the old state is garbage; with it, the graph keeps what it needs and the handle can go.
@@ -82,11 +84,12 @@ public static class ChunkedMemoryScan
     }
 
     static (Tensor Output, MemoryWeights End) Chunk(MemoryMlp mlp, Tensor queries, Tensor keys, Tensor values,
-        MemoryWeights start, DecayCoefficients[] decay, MomentumCoefficients momentum, long endRow)
+        MemoryWeights start, DecayCoefficients[] decay, MomentumCoefficients momentum, long endRow, MemoryStabilizers stabilizers)
     {
-        // u_i = δ_i ⊗ a_i for every token of the chunk, all at the chunk's starting weights M_0.
-        InnerGradientFactors f = mlp.GradientFactors(start.Weights, keys, values);
+        // u_i = δ_i ⊗ a_i for every token of the chunk, all at the chunk's starting weights M_0 (soft-clamped if asked).
+        InnerGradientFactors f = stabilizers.Clip(mlp.GradientFactors(start.Weights, keys, values));
         int depth = start.Depth;
+        IReadOnlyList<Tensor>? anchor = stabilizers.RetentionTarget;   // W₀: forgetting returns there instead of to 0
 
         // Retrieval with the per-token weights M_t (state after token t), layer by layer in the dual form.
         Tensor a = queries;
@@ -101,6 +104,7 @@ public static class ChunkedMemoryScan
                 : (decay[l].Mixing * scores.unsqueeze(-3))                            // per channel c: Σ_i C[c,t,i] P[t,i] Δ[i,c]
                     .matmul(f.Deltas[l].transpose(-1, -2).unsqueeze(-1)).squeeze(-1).transpose(-1, -2);
             Tensor z = A * fromWeights + d * fromMomentum - written;
+            if (anchor is not null) z = z + (1 - A) * a.matmul(anchor[l].transpose(-1, -2));     // + (1 − A_t) W₀ z_t
             a = l < depth - 1 ? mlp.Activate(z) : z;
         }
         Tensor output = mlp.Output(queries, a);
@@ -117,10 +121,12 @@ public static class ChunkedMemoryScan
             Tensor cEnd = decay[l].Mixing.select(-2, endRow);                                  // [B,H,C,b]
             // Three passes over the state-sized tensors: the sum in one addcmul, the rank-b update fused into baddbmm.
             Tensor deltasT = f.Deltas[l].transpose(-1, -2);                                    // [B,H,out,b]
-            weights[l] = AddProduct((aEnd * start.Weights[l]).addcmul_(dEnd, start.Momentum[l], 1), -(cEnd * deltasT), f.Inputs[l]);
+            Tensor carried = (aEnd * start.Weights[l]).addcmul_(dEnd, start.Momentum[l], 1);
+            if (anchor is not null) carried = carried + (1 - aEnd) * anchor[l];
+            weights[l] = AddProduct(carried, -(cEnd * deltasT), f.Inputs[l]);
             momentumOut[l] = AddProduct(eEnd * start.Momentum[l], -(mEnd * deltasT), f.Inputs[l]);
         }
-        return (output, new MemoryWeights(weights, momentumOut));
+        return (output, stabilizers.Renormalize(new MemoryWeights(weights, momentumOut)));
     }
 
     /// <summary>x + a·b for [B, H, m, k]·[B, H, k, n], fused into one baddbmm over the flattened B·H batch.</summary>

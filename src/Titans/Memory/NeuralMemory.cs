@@ -129,13 +129,31 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
     }
 
     /// <summary>Dispatches to the configured path; both compute the same function.</summary>
-    public MemoryScanResult Scan(Tensor queries, Tensor keys, Tensor values, MemoryGates gates, MemoryWeights memory) =>
-        Config.Algorithm switch
+    public MemoryScanResult Scan(Tensor queries, Tensor keys, Tensor values, MemoryGates gates, MemoryWeights memory)
+    {
+        MemoryStabilizers stabilizers = Stabilizers(keys.dtype);
+        return Config.Algorithm switch
         {
-            MemoryAlgorithm.Chunked => ChunkedMemoryScan.Scan(Mlp, queries, keys, values, gates, memory, Config.ChunkSize),
-            MemoryAlgorithm.Sequential => SequentialMemoryScan.Scan(Mlp, queries, keys, values, gates, memory, Config.ChunkSize),
+            MemoryAlgorithm.Chunked => ChunkedMemoryScan.Scan(Mlp, queries, keys, values, gates, memory, Config.ChunkSize, stabilizers),
+            MemoryAlgorithm.Sequential => SequentialMemoryScan.Scan(Mlp, queries, keys, values, gates, memory, Config.ChunkSize, stabilizers),
             _ => throw new ArgumentOutOfRangeException(nameof(Config.Algorithm)),
         };
+    }
+
+    /// <summary>The configured stabilizers, with W₀ (a parameter, so in the gradient path) as their retention and norm targets.</summary>
+    public MemoryStabilizers Stabilizers(ScalarType dtype)
+    {
+        if (!Config.RetainTowardInitial && Config.FixedNorm == FastWeightNorm.None && Config.InnerGradientClip == 0)
+            return MemoryStabilizers.None;
+        Tensor[] initial = initial_weights.Select(w => w.to(dtype).unsqueeze(0)).ToArray();   // [1, H, out, in]
+        var stabilizers = new MemoryStabilizers
+        {
+            RetentionTarget = Config.RetainTowardInitial ? initial : null,
+            RowNorms = Config.FixedNorm == FastWeightNorm.Rows,
+            GradientClip = Config.InnerGradientClip,
+        };
+        return Config.FixedNorm == FastWeightNorm.None ? stabilizers : stabilizers with { NormTarget = initial.Select(stabilizers.Norm).ToArray() };
+    }
 
     /// <summary>The memory weights after every token seen so far: the pending mini-batch closed early.</summary>
     public MemoryWeights CurrentMemory(NeuralMemoryState state)

@@ -21,6 +21,19 @@ public enum MemoryAlgorithm
     Sequential,
 }
 
+/// <summary>Whether and how the memory's weights are rescaled after each chunk's update (<see cref="NeuralMemoryConfig.FixedNorm"/>).</summary>
+[JsonConverter(typeof(JsonStringEnumConverter<FastWeightNorm>))]
+public enum FastWeightNorm
+{
+    /// <summary>No rescaling (the paper).</summary>
+    None,
+    /// <summary>Every row (output channel) of every layer back to the norm of the same row of W₀ (LaCT's fast-weight norm).</summary>
+    Rows,
+    /// <summary>Every layer of every head as a whole back to the Frobenius norm of its W₀ (for the last layer under the
+    /// LayerNorm wrapper this leaves the memory's function unchanged).</summary>
+    Layers,
+}
+
 /// <summary>
 /// Named special cases of the memory (TITANS.md §4.5), each nothing but a setting of the switches below
 /// (<see cref="NeuralMemoryConfig.As"/>).
@@ -86,6 +99,18 @@ public sealed record NeuralMemoryConfig
     /// </summary>
     public double? LastHeadInitialForgetting { get; init; }
     public double? LastHeadInitialInnerLearningRate { get; init; }
+    /// <summary>
+    /// Stabilizer (docs/memory-stability.md): forgetting returns the memory toward its initial weights instead of toward 0,
+    /// M_t = W₀ + (1 − α_t)(M_{t−1} − W₀) + S_t. Needs <see cref="Forgetting"/>.
+    /// </summary>
+    public bool RetainTowardInitial { get; init; }
+    /// <summary>Stabilizer: after each chunk's update the weights' rows (or layers) are rescaled to W₀'s norms, momentum alike.</summary>
+    public FastWeightNorm FixedNorm { get; init; } = FastWeightNorm.None;
+    /// <summary>
+    /// Stabilizer: soft limit c on each token's inner gradient per layer, u ← u · c·tanh(‖u‖/c)/‖u‖ (titans-pytorch's
+    /// max_grad_norm); 0 turns it off.
+    /// </summary>
+    public double InnerGradientClip { get; init; }
     public OutputGate OutputGate { get; init; } = OutputGate.Silu;
     public MemoryAlgorithm Algorithm { get; init; } = MemoryAlgorithm.Chunked;
 
@@ -159,6 +184,11 @@ public sealed record NeuralMemoryConfig
             nameof(LastHeadInitialInnerLearningRate), $"must lie strictly between 0 and MaxInnerLearningRate ({MaxInnerLearningRate}), got {LastHeadInitialInnerLearningRate}");
         Require(!ChannelwiseForgetting || Forgetting, nameof(ChannelwiseForgetting),
             "asks for per-channel forgetting while Forgetting is off; turn Forgetting on or ChannelwiseForgetting off");
+        Require(!RetainTowardInitial || Forgetting, nameof(RetainTowardInitial),
+            "asks forgetting to return toward W₀ while Forgetting is off; turn Forgetting on or RetainTowardInitial off");
+        Require(double.IsFinite(InnerGradientClip) && InnerGradientClip >= 0, nameof(InnerGradientClip),
+            $"must be 0 (off) or a positive gradient norm, got {InnerGradientClip}");
+        Require(Enum.IsDefined(FixedNorm), nameof(FixedNorm), $"unknown value {FixedNorm}");
         Require(Enum.IsDefined(Activation), nameof(Activation), $"unknown value {Activation}");
         Require(Enum.IsDefined(OutputGate), nameof(OutputGate), $"unknown value {OutputGate}");
         Require(Enum.IsDefined(Algorithm), nameof(Algorithm), $"unknown value {Algorithm}");

@@ -7,15 +7,18 @@ namespace Titans.Memory;
 /// The slow, obviously-correct reference (TITANS.md §2): the recurrence written token by token,
 ///     S_t = η_t S_{t−1} − θ_t ∇ℓ(M_0; k_t, v_t),   M_t = (1 − α_t) M_{t−1} + S_t,   y_t = M_t(q_t),
 /// where M_0 is the state at the start of the token's mini-batch of b tokens (b = 1: fully sequential, every gradient
-/// at the previous token's weights). The inner gradient comes from TorchSharp autograd, independent of the analytic
+/// at the previous token's weights), with the stabilizers of <see cref="MemoryStabilizers"/> written out token by token.
+/// The inner gradient comes from TorchSharp autograd, independent of the analytic
 /// formulas of <see cref="MemoryMlp.GradientFactors"/>. When the caller records gradients, the inner gradient is
 /// taken with create_graph so outer-loop gradients flow through it too.
 /// </summary>
 public static class SequentialMemoryScan
 {
     public static MemoryScanResult Scan(MemoryMlp mlp, Tensor queries, Tensor keys, Tensor values, MemoryGates gates,
-        MemoryWeights state, int chunkSize)
+        MemoryWeights state, int chunkSize, MemoryStabilizers? stabilizers = null)
     {
+        stabilizers ??= MemoryStabilizers.None;
+        IReadOnlyList<Tensor>? anchor = stabilizers.RetentionTarget;
         long length = keys.shape[2];
         bool outerGradients = is_grad_enabled();
         Tensor[] weights = state.Weights, momentum = state.Momentum;
@@ -31,11 +34,24 @@ public static class SequentialMemoryScan
             for (long t = start; t < start + size; t++)
             {
                 Tensor[] grads = InnerGradient(mlp, chunkStart, keys.narrow(2, t, 1), values.narrow(2, t, 1), outerGradients);
+                if (stabilizers.GradientClip > 0)   // soft clamp of ‖∇_{W^(l)} ℓ‖ (Frobenius) per token and layer
+                    grads = grads.Select(u => u * stabilizers.ClipFactor(u.square().sum(new long[] { -2, -1 }, keepdim: true).sqrt())).ToArray();
                 Tensor theta = Gate(gates.Theta, t), eta = Gate(gates.LogEta, t).exp();
                 momentum = momentum.Zip(grads, (s, u) => eta * s - theta * u).ToArray();
                 // (1 − α_t) per row of W^(l): [B, H, C, 1] with C = 1 (scalar gate) or out_l (channel-wise).
-                weights = weights.Select((w, l) => layerDecay[l].select(2, t).exp().unsqueeze(-1) * w + momentum[l]).ToArray();
+                // Forgetting toward W₀ (retention target) or toward 0: M_t = W₀ + (1 − α_t)(M_{t−1} − W₀) + S_t.
+                weights = weights.Select((w, l) =>
+                {
+                    Tensor keep = layerDecay[l].select(2, t).exp().unsqueeze(-1);
+                    return anchor is null ? keep * w + momentum[l] : anchor[l] + keep * (w - anchor[l]) + momentum[l];
+                }).ToArray();
                 outputs.Add(mlp.Forward(weights, queries.narrow(2, t, 1)));
+            }
+            if (stabilizers.NormTarget is not null)   // the chunk's update is done: rows (or layers) back to their target norms
+            {
+                var factors = weights.Select((w, l) => stabilizers.NormTarget[l] / stabilizers.Norm(w).clamp_min(1e-12)).ToArray();
+                weights = weights.Zip(factors, (w, f) => w * f).ToArray();
+                momentum = momentum.Zip(factors, (s, f) => s * f).ToArray();
             }
             if (size == chunkSize)
             {

@@ -14,6 +14,10 @@ public class NeuralMemoryTests
         InitialInnerLearningRate = 0.1,
     };
 
+    /// <summary>Every stabilizer on: retention toward W₀, row norms fixed to W₀'s, the inner gradient soft-clamped.</summary>
+    static NeuralMemoryConfig Stabilized(int chunk = 4) =>
+        Tiny(chunk) with { RetainTowardInitial = true, FixedNorm = FastWeightNorm.Rows, InnerGradientClip = 0.5 };
+
     static NeuralMemory Build(NeuralMemoryConfig config, long seed = 1)
     {
         manual_seed(seed);
@@ -27,10 +31,13 @@ public class NeuralMemoryTests
     [InlineData(MemoryAlgorithm.Chunked, 16)]
     [InlineData(MemoryAlgorithm.Sequential, 3)]
     [InlineData(MemoryAlgorithm.Chunked, 5, true)]
-    public void StreamingInRandomPiecesEqualsOnePass(MemoryAlgorithm algorithm, int chunk, bool channelwise = false)
+    [InlineData(MemoryAlgorithm.Chunked, 4, false, true)]
+    [InlineData(MemoryAlgorithm.Chunked, 5, true, true)]
+    [InlineData(MemoryAlgorithm.Sequential, 3, false, true)]
+    public void StreamingInRandomPiecesEqualsOnePass(MemoryAlgorithm algorithm, int chunk, bool channelwise = false, bool stabilized = false)
     {
         using var scope = NewDisposeScope();
-        var memory = Build(Tiny(chunk) with { Algorithm = algorithm, ChannelwiseForgetting = channelwise });
+        var memory = Build((stabilized ? Stabilized(chunk) : Tiny(chunk)) with { Algorithm = algorithm, ChannelwiseForgetting = channelwise });
         Tensor x = Normal(Seeded(2), 2, 41, 8);
         var (whole, wholeState) = memory.Forward(x, null);
 
@@ -55,12 +62,15 @@ public class NeuralMemoryTests
         AssertClose(memory.CurrentMemory(wholeState), current, 1e-12, "memory after every token");
     }
 
-    [Fact]
-    public void ChunkedModuleEqualsSequentialModule()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void ChunkedModuleEqualsSequentialModule(bool stabilized)
     {
         using var scope = NewDisposeScope();
-        var chunked = Build(Tiny(5));
-        var sequential = Build(Tiny(5) with { Algorithm = MemoryAlgorithm.Sequential });
+        var config = stabilized ? Stabilized(5) : Tiny(5);
+        var chunked = Build(config);
+        var sequential = Build(config with { Algorithm = MemoryAlgorithm.Sequential });
         Tensor x = Normal(Seeded(4), 2, 23, 8);
         AssertClose(sequential.forward(x), chunked.forward(x), 1e-12, "outputs");
     }
@@ -104,10 +114,11 @@ public class NeuralMemoryTests
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
-    public void OuterGradientsReachEveryParameter(bool channelwise)
+    [InlineData(false, true)]
+    public void OuterGradientsReachEveryParameter(bool channelwise, bool stabilized = false)
     {
         using var scope = NewDisposeScope();
-        var memory = Build(Tiny() with { ChannelwiseForgetting = channelwise });
+        var memory = Build((stabilized ? Stabilized() : Tiny()) with { ChannelwiseForgetting = channelwise });
         Tensor x = Normal(Seeded(7), 2, 19, 8);
         memory.forward(x).square().sum().backward();
         foreach (var (name, p) in memory.named_parameters())
@@ -118,11 +129,13 @@ public class NeuralMemoryTests
         }
     }
 
-    [Fact]
-    public void OuterGradientsAgreeWithFiniteDifferences()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void OuterGradientsAgreeWithFiniteDifferences(bool stabilized)
     {
         using var scope = NewDisposeScope();
-        var memory = Build(Tiny(3));
+        var memory = Build(stabilized ? Stabilized(3) : Tiny(3));
         Tensor x = Normal(Seeded(8), 1, 10, 8);
         Tensor probe = Normal(Seeded(9), 1, 10, 8);
         double Loss() { using (no_grad()) return (memory.forward(x) * probe).sum().item<double>(); }
@@ -180,6 +193,9 @@ public class NeuralMemoryTests
                      Tiny() with { OutputGate = OutputGate.None }, Tiny() with { OutputGate = OutputGate.Sigmoid },
                      Tiny() with { Depth = 4 }, Tiny() with { ChannelwiseForgetting = true },
                      Tiny() with { ChannelwiseForgetting = true, DataDependentGates = false, Depth = 1 },
+                     Tiny() with { RetainTowardInitial = true }, Tiny() with { FixedNorm = FastWeightNorm.Rows },
+                     Tiny() with { FixedNorm = FastWeightNorm.Layers }, Tiny() with { InnerGradientClip = 0.1 },
+                     Stabilized() with { ChannelwiseForgetting = true, Depth = 3 },
                  }.Concat(Enum.GetValues<MemoryVariant>().Select(v => Tiny().As(v))))
         {
             var memory = Build(config);
@@ -296,6 +312,9 @@ public class NeuralMemoryTests
     [InlineData("{\"Activation\": \"Tanh\"}", "Activation")]
     [InlineData("{\"Depth\": ", "Malformed")]
     [InlineData("{\"ChannelwiseForgetting\": true, \"Forgetting\": false}", "ChannelwiseForgetting")]
+    [InlineData("{\"RetainTowardInitial\": true, \"Forgetting\": false}", "RetainTowardInitial")]
+    [InlineData("{\"InnerGradientClip\": -1}", "InnerGradientClip")]
+    [InlineData("{\"FixedNorm\": \"Columns\"}", "FixedNorm")]
     public void BadConfigurationIsRejectedWithItsName(string json, string named)
     {
         var error = Assert.Throws<ArgumentException>(() => NeuralMemoryConfig.FromJson(json));
