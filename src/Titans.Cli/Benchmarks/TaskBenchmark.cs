@@ -17,7 +17,7 @@ namespace Titans.Cli.Benchmarks;
 public static class TaskBenchmark
 {
     public sealed record Options(string Task, string Haystack, string Preset, IReadOnlyList<Architecture> Architectures, MacWrite MacWrite, TrainingConfig Training,
-        IReadOnlyList<int> Factors, int Depths, int Examples, int EvalEvery, string RunsDirectory, double? InitialForgetting = null, string? InitFrom = null);
+        IReadOnlyList<int> Factors, int Depths, int Examples, int EvalEvery, string RunsDirectory, double? InitialForgetting = null, string? InitFrom = null, string? MemoryPatch = null);
 
     sealed record Outcome(TitansConfig Config, List<GridCell>? Cells, string? Failure, double TrainAccuracy, int? StartStep)
     {
@@ -47,7 +47,7 @@ public static class TaskBenchmark
                 (start, startStep) = (loaded, header.Step);
             }
             using var startModel = start;
-            var config = start?.Config ?? Presets.Get(options.Preset, architecture).WithMacWrite(options.MacWrite).WithInitialForgetting(options.InitialForgetting).Validate();
+            var config = start?.Config ?? Presets.Get(options.Preset, architecture).WithMacWrite(options.MacWrite).WithInitialForgetting(options.InitialForgetting).WithMemory(options.MemoryPatch).Validate();
             string name = ArchitectureNames.Display(config);
             string? failure = null;
             if (TrainingRun.IsFinished(checkpoint, config, options.Training, TaskRun.Metadata(task, options.Haystack, init)))
@@ -106,7 +106,8 @@ public static class TaskBenchmark
         var t = options.Training;
         var report = new MarkdownReport($"Long-context task {task.Name}: accuracy by context length", command)
             .Paragraph($"{task.Description}. " + (options.InitFrom is null
-                           ? $"Every architecture at the `{options.Preset}` preset" + (options.InitialForgetting is double a ? $" (memories with initial forgetting α₀ = {a})" : "") + " trained"
+                           ? $"Every architecture at the `{options.Preset}` preset" + (options.InitialForgetting is double a ? $" (memories with initial forgetting α₀ = {a})" : "") +
+                             (options.MemoryPatch is null ? "" : $" (memories with `{options.MemoryPatch}`)") + " trained"
                            : $"Every architecture fine-tuned from its own finished run in `{options.InitFrom}` (after {string.Join(" or ", outcomes.Select(o => o.StartStep).Distinct())} steps there)") +
                        $" on the same examples at L = {t.SequenceLength} tokens " +
                        $"({t.Steps} steps × {t.BatchSize} examples{(TrainingRun.PrefixPhrase(t) is string p ? $", {p}" : "")}, peak learning rate {t.LearningRate}{(t.InitialMemoryWeightDecay is double w0 ? $", weight decay of the memories' W₀ {w0}" : "")}, seed {t.Seed}; loss on the answer tokens only), " +

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Titans.Cli.Benchmarks;
+using Titans.Memory;
 using Titans.Models;
 using Titans.Tasks.LongContext;
 using Titans.Training;
@@ -17,6 +18,7 @@ public static class BenchCommands
         bench.Subcommands.Add(ThroughputBench());
         bench.Subcommands.Add(LanguageModelBench());
         bench.Subcommands.Add(TaskBench());
+        bench.Subcommands.Add(StabilityBench());
         return bench;
     }
 
@@ -77,9 +79,10 @@ public static class BenchCommands
             }).Validate();
             var chosen = Architectures(parse.GetValue(architectures)!);
             if (parse.GetValue(evalEvery) < 1) throw new ArgumentException($"--eval-every must be at least 1, got {parse.GetValue(evalEvery)}.");
-            Presets.Get(parse.GetValue(preset)!, Architecture.Mac);   // an unknown preset fails before any training
+            Presets.Get(parse.GetValue(preset)!, Architecture.Mac).WithMemory(parse.GetValue(shared.Memory));   // an unknown preset or bad --memory fails before any training
             var options = new LanguageModelBenchmark.Options(parse.GetValue(data)!, parse.GetValue(preset)!, chosen, training,
-                parse.GetValue(evalTokens), parse.GetValue(evalEvery), parse.GetValue(runs)!, parse.GetValue(shared.InitialForgetting));
+                parse.GetValue(evalTokens), parse.GetValue(evalEvery), parse.GetValue(runs)!, parse.GetValue(shared.InitialForgetting),
+                parse.GetValue(shared.Memory));
             LanguageModelBenchmark.Run(options, parse.GetValue(output), parse.GetValue(plot), CommonOptions.CommandLine(parse));
             return 0;
         }));
@@ -121,12 +124,12 @@ public static class BenchCommands
                 LearningRate = parse.GetValue(lr), Seed = parse.GetValue(seed), WarmupSteps = Math.Min(50, parse.GetValue(steps)),
             }).Validate();
             var chosen = Architectures(parse.GetValue(architectures)!);
-            Presets.Get(parse.GetValue(preset)!, Architecture.Mac);   // an unknown preset fails before any training
+            Presets.Get(parse.GetValue(preset)!, Architecture.Mac).WithMemory(parse.GetValue(shared.Memory));   // an unknown preset or bad --memory fails before any training
             string name = parse.GetValue(task)!;
             var options = new TaskBenchmark.Options(name, parse.GetValue(haystack)!, parse.GetValue(preset)!, chosen, ArchitectureNames.ParseMacWrite(parse.GetValue(macWrite)!), training,
                 IntList(parse.GetValue(factors)!, "--factors"), TrainingOptions.Positive(parse, depths), TrainingOptions.Positive(parse, examples),
                 TrainingOptions.Positive(parse, evalEvery), parse.GetValue(runs) ?? Path.Combine("runs", $"bench-tasks-{name}-{training.SequenceLength}"),
-                parse.GetValue(shared.InitialForgetting), parse.GetValue(initFrom));
+                parse.GetValue(shared.InitialForgetting), parse.GetValue(initFrom), parse.GetValue(shared.Memory));
             TaskBenchmark.Run(options, parse.GetValue(output), CommonOptions.CommandLine(parse));
             return 0;
         }));
@@ -181,6 +184,60 @@ public static class BenchCommands
         {
             StreamBenchmark.Run(parse.GetValue(tokens), parse.GetValue(piece), parse.GetValue(width), device, parse.GetValue(output),
                 CommonOptions.CommandLine(parse));
+            return 0;
+        }));
+        return command;
+    }
+
+    static Command StabilityBench()
+    {
+        var quick = new Option<bool>("--quick") { Description = "tiny memory only, lengths to 4K, streams to 64K tokens, one seed: under 2 minutes" };
+        var data = new Option<string>("--data") { Description = "UTF-8 text read as bytes (default: Moby Dick, shipped)", DefaultValueFactory = _ => LanguageModelCommands.DefaultCorpus };
+        var presets = new Option<string?>("--presets") { Description = "comma-separated presets whose memory to measure (default: tiny,small; wider ones are cut to 2 heads)" };
+        var variants = new Option<string?>("--variants") { Description = $"comma-separated variants (default: all of {string.Join(", ", StabilityBenchmark.Variants.Select(v => v.Name))})" };
+        var lengths = new Option<string?>("--lengths") { Description = "outer-gradient lengths (default: 256,1024,4096,16384)" };
+        var points = new Option<string?>("--points") { Description = "stream points in tokens (default: 1K … 1M)" };
+        var seeds = new Option<int?>("--seeds") { Description = "initializations per outer-gradient cell, median reported (default: 3)" };
+        var tracePreset = new Option<string?>("--trace-preset") { Description = "preset whose memory is streamed (default: tiny)" };
+        var memoryPatch = new Option<string?>("--memory") { Description = "JSON fields set over every preset's memory before the variants, e.g. '{\"InitialInnerLearningRate\": 0.01}'" };
+        var output = new Option<string?>("--out") { Description = "write a markdown table here (e.g. docs/memory-stability/bench.md)" };
+        var plot = new Option<string?>("--plot") { Description = "write the plot of ‖W‖/‖W₀‖ along the stream here (PNG)" };
+        var command = new Command("stability",
+            "Outer-gradient norm against length and the memory's state along a long real-text stream, for the paper's memory and each stabilizer.")
+            { quick, data, presets, variants, lengths, points, seeds, tracePreset, memoryPatch, output, plot };
+        command.SetAction(parse => CommonOptions.Run(parse, _ =>
+        {
+            var options = StabilityBenchmark.Defaults(parse.GetValue(quick), parse.GetValue(data)!);
+            if (parse.GetValue(presets) is string p)
+            {
+                var names = p.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+                foreach (var name in names) Presets.Get(name, Architecture.Lmm);   // unknown presets fail first
+                options = options with { Presets = names };
+            }
+            if (parse.GetValue(variants) is string v)
+                options = options with
+                {
+                    Variants = v.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).Select(name =>
+                        StabilityBenchmark.Variants.FirstOrDefault(x => x.Name == name) ?? throw new ArgumentException(
+                            $"Unknown variant '{name}'; the variants are {string.Join(", ", StabilityBenchmark.Variants.Select(x => x.Name))}.")).ToList(),
+                };
+            if (parse.GetValue(lengths) is string l) options = options with { Lengths = IntList(l, "--lengths") };
+            if (parse.GetValue(points) is string pts) options = options with { Points = IntList(pts, "--points").Select(x => (long)x).ToList() };
+            if (parse.GetValue(seeds) is int s)
+                options = options with { Seeds = s >= 1 ? s : throw new ArgumentException($"--seeds must be at least 1, got {s}.") };
+            if (parse.GetValue(tracePreset) is string t)
+            {
+                Presets.Get(t, Architecture.Lmm);
+                options = options with { TracePreset = t };
+            }
+            if (parse.GetValue(memoryPatch) is string patch)
+            {
+                NeuralMemoryConfig.Patch(new NeuralMemoryConfig(), patch);   // a bad patch fails before any work
+                options = options with { MemoryPatch = patch };
+            }
+            if (options.Lengths.Count == 0 || options.Points.Count == 0 || options.Variants.Count == 0 || options.Presets.Count == 0)
+                throw new ArgumentException("--lengths, --points, --variants and --presets must each name at least one.");
+            StabilityBenchmark.Run(options, parse.GetValue(output), parse.GetValue(plot), CommonOptions.CommandLine(parse));
             return 0;
         }));
         return command;

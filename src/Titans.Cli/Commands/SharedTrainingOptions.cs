@@ -4,7 +4,8 @@ using Titans.Training;
 namespace Titans.Cli.Commands;
 
 /// <summary>
-/// The memory and stream options `train`, `task train`, `bench lm` and `bench tasks` share: α₀ of every memory model,
+/// The memory and stream options `train`, `task train`, `bench lm` and `bench tasks` share: α₀ and any other field of every
+/// memory model's configuration,
 /// the weight decay of the memories' W₀, and the stream prefix (truncated backpropagation through time).
 /// </summary>
 public sealed class SharedTrainingOptions
@@ -12,6 +13,10 @@ public sealed class SharedTrainingOptions
     public readonly Option<double?> InitialForgetting = new("--initial-forgetting")
     {
         Description = "the memory's forgetting gate α at the start of training, in (0, 1) (default: the preset's, 0.01)",
+    };
+    public readonly Option<string?> Memory = new("--memory")
+    {
+        Description = "JSON fields set over every memory's configuration, e.g. '{\"RetainTowardInitial\": false}' (the paper's plain memory)",
     };
     public readonly Option<double?> InitialMemoryDecay = new("--initial-memory-decay")
     {
@@ -29,7 +34,11 @@ public sealed class SharedTrainingOptions
         DefaultValueFactory = _ => 0,
     };
 
-    public IEnumerable<Option> All => new Option[] { InitialForgetting, InitialMemoryDecay, StreamPrefix, MinStreamPrefix };
+    public IEnumerable<Option> All => new Option[] { InitialForgetting, Memory, InitialMemoryDecay, StreamPrefix, MinStreamPrefix };
+
+    /// <summary>A model configuration with --initial-forgetting and --memory applied to its memory (not yet validated).</summary>
+    public Models.TitansConfig ApplyTo(ParseResult parse, Models.TitansConfig model) =>
+        model.WithInitialForgetting(parse.GetValue(InitialForgetting)).WithMemory(parse.GetValue(Memory));
 
     /// <summary>The training configuration with these options' values in it (not yet validated).</summary>
     public TrainingConfig Apply(ParseResult parse, TrainingConfig training) => training with

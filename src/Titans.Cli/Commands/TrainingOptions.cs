@@ -37,11 +37,10 @@ public sealed class TrainingOptions
         .Concat(Shared.All).Concat(new Option[] { LearningRate, Warmup, Decay, Clip, Seed, Output, Resume, LogEvery, EvalEvery, SaveEvery });
 
     /// <summary>The model the options describe: a configuration file, or a preset sized to the tokenizer.</summary>
-    public TitansConfig Model(ParseResult parse, ITokenizer tokenizer) => (parse.GetValue(ModelConfig) is string path
+    public TitansConfig Model(ParseResult parse, ITokenizer tokenizer) => Shared.ApplyTo(parse, parse.GetValue(ModelConfig) is string path
         ? TitansConfig.FromJson(File.ReadAllText(path))
         : Presets.Get(parse.GetValue(Preset)!, ArchitectureNames.Parse(parse.GetValue(Architecture)!), vocabulary: tokenizer.VocabularySize)
-            .WithMacWrite(ArchitectureNames.ParseMacWrite(parse.GetValue(MacWrite)!)))
-        .WithInitialForgetting(parse.GetValue(Shared.InitialForgetting)).Validate();
+            .WithMacWrite(ArchitectureNames.ParseMacWrite(parse.GetValue(MacWrite)!))).Validate();
 
     public TrainingConfig Training(ParseResult parse, double validationFraction) => Shared.Apply(parse, new TrainingConfig
     {

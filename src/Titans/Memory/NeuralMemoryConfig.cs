@@ -201,4 +201,7 @@ public sealed record NeuralMemoryConfig
 
     /// <summary>Parses and validates; a malformed document or an impossible value throws with the reason.</summary>
     public static NeuralMemoryConfig FromJson(string json) => ConfigJson.Parse<NeuralMemoryConfig>(json, c => c.Validate());
+
+    /// <summary>This configuration with the fields of a JSON object set over it; an unknown field or impossible value throws naming it.</summary>
+    public static NeuralMemoryConfig Patch(NeuralMemoryConfig config, string json) => ConfigJson.Patch(config, json, c => c.Validate());
 }

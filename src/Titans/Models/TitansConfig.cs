@@ -101,6 +101,13 @@ public sealed record TitansConfig
     public TitansConfig WithInitialForgetting(double? alpha) =>
         alpha is double a && UsesMemory ? this with { Memory = Memory with { InitialForgetting = a } } : this;
 
+    /// <summary>
+    /// This model with the fields of a JSON object set over its memory's configuration (e.g. <c>{"RetainTowardInitial": false}</c>;
+    /// null: unchanged); models without memory are returned as they are. An unknown field throws naming it.
+    /// </summary>
+    public TitansConfig WithMemory(string? patch) =>
+        patch is not null && UsesMemory ? this with { Memory = NeuralMemoryConfig.Patch(Memory, patch) with { ModelDim = Memory.ModelDim } } : this;
+
     public TitansConfig Validate()
     {
         Require(VocabSize >= 2, nameof(VocabSize), $"must be at least 2, got {VocabSize}");

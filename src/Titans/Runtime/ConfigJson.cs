@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.Json.Nodes;
 
 namespace Titans.Runtime;
 
@@ -16,6 +17,25 @@ public static class ConfigJson
         try { config = JsonSerializer.Deserialize<T>(json, Options); }
         catch (JsonException e) { throw new ArgumentException($"Malformed {typeof(T).Name} JSON: {e.Message}", nameof(json), e); }
         return validate(config ?? throw new ArgumentException($"{typeof(T).Name} JSON is null.", nameof(json)));
+    }
+
+    /// <summary>
+    /// <paramref name="config"/> with the fields of a JSON object <paramref name="patch"/> set over it (e.g.
+    /// <c>{"InitialInnerLearningRate": 0.01}</c>), validated. A field the type does not have is an error that names it.
+    /// </summary>
+    public static T Patch<T>(T config, string patch, Func<T, T> validate) where T : class
+    {
+        JsonObject target = JsonNode.Parse(Serialize(config))!.AsObject();
+        JsonObject changes;
+        try { changes = JsonNode.Parse(patch) as JsonObject ?? throw new ArgumentException($"A {typeof(T).Name} patch must be a JSON object, got: {patch}"); }
+        catch (JsonException e) { throw new ArgumentException($"Malformed {typeof(T).Name} JSON patch: {e.Message}", nameof(patch), e); }
+        foreach (var (key, value) in changes.ToList())
+        {
+            if (!target.ContainsKey(key))
+                throw new ArgumentException($"{typeof(T).Name} has no field '{key}'; its fields are {string.Join(", ", target.Select(p => p.Key))}.", nameof(patch));
+            target[key] = value?.DeepClone();
+        }
+        return Parse(target.ToJsonString(), validate);
     }
 
     /// <summary>Throws <see cref="ArgumentException"/> "Type.Field problem." unless <paramref name="ok"/>.</summary>

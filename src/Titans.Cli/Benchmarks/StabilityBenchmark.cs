@@ -1,0 +1,147 @@
+using System.Diagnostics;
+using Spectre.Console;
+using Titans.Cli.Reporting;
+using Titans.Experiments;
+using Titans.Memory;
+using Titans.Models;
+using Titans.Text;
+
+namespace Titans.Cli.Benchmarks;
+
+/// <summary>
+/// `titans bench stability`: for the paper's plain memory and each stabilizer alone and combined, (1) the outer-gradient
+/// norm at initialization against the length it runs through, per preset memory, and (2) the state along a long
+/// real-text stream: ‖W‖/‖W₀‖ per layer, ‖S‖ and the relative step per chunk (docs/memory-stability.md).
+/// </summary>
+public static class StabilityBenchmark
+{
+    /// <summary>A memory as the paper has it or with stabilizers; <see cref="Apply"/> turns a preset's memory into it.</summary>
+    public sealed record Variant(string Name, string Description, Func<NeuralMemoryConfig, NeuralMemoryConfig> Apply);
+
+    /// <summary>Soft limit of the inner-gradient clamp in the "clip" variant.</summary>
+    public const double Clip = 1.0;
+
+    public static IReadOnlyList<Variant> Variants { get; } = new Variant[]
+    {
+        new("paper", "the preset's memory as the paper has it", c => c),
+        new("retention", "forgetting toward W₀", c => c with { RetainTowardInitial = true }),
+        new("rows", "rows fixed to W₀'s norms", c => c with { FixedNorm = FastWeightNorm.Rows }),
+        new("layers", "layers fixed to W₀'s norms", c => c with { FixedNorm = FastWeightNorm.Layers }),
+        new("clip", $"inner gradient soft-clamped to {Clip}", c => c with { InnerGradientClip = Clip }),
+        new("timescales", "heads log-spaced in α₀ (to α₀/1000) and θ₀ (to θ₀/10), η₀ = 0.5",
+            c => c with { LastHeadInitialForgetting = c.InitialForgetting / 1000, LastHeadInitialInnerLearningRate = c.InitialInnerLearningRate / 10, InitialMomentum = 0.5 }),
+        new("retention+rows+clip", "the three stabilizers together",
+            c => c with { RetainTowardInitial = true, FixedNorm = FastWeightNorm.Rows, InnerGradientClip = Clip }),
+    };
+
+    public sealed record Options(bool Quick, IReadOnlyList<string> Presets, IReadOnlyList<Variant> Variants, IReadOnlyList<int> Lengths,
+        int Seeds, string TracePreset, IReadOnlyList<long> Points, string Data, string? MemoryPatch = null);
+
+    public static Options Defaults(bool quick, string data) => quick
+        ? new Options(true, new[] { "tiny" }, Variants, new[] { 256, 1024, 4096 }, 1, "tiny", new long[] { 1024, 16384, 65536 }, data)
+        : new Options(false, new[] { "tiny", "small" }, Variants, new[] { 256, 1024, 4096, 16384 }, 3, "tiny",
+            new long[] { 1024, 4096, 16384, 65536, 102400, 262144, 1048576 }, data);
+
+    public static void Run(Options options, string? output, string? plot, string command)
+    {
+        long[] text = ByteTokenizer.Instance.Encode(TextCorpus.Load(options.Data));
+        int longest = options.Lengths.Max();
+        if (text.Length < longest + 1)
+            throw new ArgumentException($"{options.Data} has {text.Length:N0} bytes; the outer gradient at {longest:N0} tokens needs {longest + 1:N0}.");
+        var watch = Stopwatch.StartNew();
+
+        // (1) Outer-gradient norm against length, median over seeds (each seed a new initialization).
+        var gradientRows = new List<string[]>();
+        foreach (string preset in options.Presets)
+        {
+            NeuralMemoryConfig baseMemory = PresetMemory(preset, options.MemoryPatch);
+            foreach (var variant in options.Variants)
+            {
+                var config = variant.Apply(baseMemory).Validate();
+                var medians = options.Lengths.Select(length =>
+                {
+                    var norms = Enumerable.Range(1, options.Seeds).Select(seed =>
+                    {
+                        using var probe = new MemoryStability(config, seed);
+                        return probe.OuterGradientNorm(text, length);
+                    }).ToList();
+                    return Median(norms);
+                }).ToList();
+                double growth = medians[^1] / medians[0];
+                var row = new[] { preset, variant.Name }.Concat(medians.Select(Format)).Append($"{growth:0.##}×").ToArray();
+                gradientRows.Add(row);
+                AnsiConsole.MarkupLine(Markup.Escape($"outer gradient  {preset,-6} {variant.Name,-20} " +
+                    string.Join("  ", options.Lengths.Zip(medians, (l, m) => $"{l}: {Format(m)}")) + $"  growth {growth:0.##}×  ({watch.Elapsed.TotalSeconds:N0} s)"));
+            }
+        }
+
+        // (2) The state along a long stream of the same text (repeated past its end).
+        var traceRows = new List<string[]>();
+        var series = new List<PlotSeries>();
+        NeuralMemoryConfig traceMemory = PresetMemory(options.TracePreset, options.MemoryPatch);
+        foreach (var variant in options.Variants)
+        {
+            using var probe = new MemoryStability(variant.Apply(traceMemory).Validate(), seed: 1);
+            var points = probe.Trace(text, options.Points, progress: p => AnsiConsole.MarkupLine(Markup.Escape(
+                $"stream  {variant.Name,-20} {p.Tokens,9:N0} tokens  " +
+                string.Join("  ", p.Layers.Select((l, i) => $"W{i + 1} {l.WeightRatio:0.###} (heads {l.MinHeadRatio:0.###}–{l.MaxHeadRatio:0.###}) step {l.RelativeStep:0.####}")) +
+                $"  ({watch.Elapsed.TotalSeconds:N0} s)")));
+            foreach (var point in points)
+                traceRows.Add(new[] { variant.Name, $"{point.Tokens:N0}" }
+                    .Concat(point.Layers.Select(l => $"{l.WeightRatio:0.###} ({l.MinHeadRatio:0.###}–{l.MaxHeadRatio:0.###})"))
+                    .Concat(point.Layers.Select(l => Format(l.MomentumNorm)))
+                    .Concat(point.Layers.Select(l => $"{l.RelativeStep:0.####}")).ToArray());
+            for (int l = 0; l < traceMemory.Depth; l++)
+                series.Add(new PlotSeries($"{variant.Name}, W{l + 1}", points.Select(p => (double)p.Tokens).ToList(),
+                    points.Select(p => p.Layers[l].WeightRatio).ToList()));
+        }
+
+        AnsiConsole.MarkupLine($"Done in {watch.Elapsed.TotalMinutes:N1} min.");
+        if (plot is not null)
+        {
+            LinePlot.Save(plot, $"Memory state along a stream of real text ({options.TracePreset} memory, initialization)",
+                "tokens streamed", "‖W‖ / ‖W₀‖", series, log2X: true, log10Y: false);
+            AnsiConsole.MarkupLine($"Wrote {plot}");
+        }
+        if (output is null) return;
+        int depth = traceMemory.Depth;
+        new MarkdownReport("Memory stability: outer gradients against length, and the state along a stream", command)
+            .Paragraph((options.MemoryPatch is null ? "" : $"Every preset's memory with `{options.MemoryPatch}` set over it. ") +
+                       $"One neural memory at initialization reads real text ({Path.GetFileName(options.Data)}, bytes): each byte a fixed " +
+                       "random vector of unit RMS, and a fixed random head turns the memory's output into next-byte logits. " +
+                       $"Variants: {string.Join("; ", options.Variants.Select(v => $"**{v.Name}**: {v.Description}"))}. " +
+                       $"Total time {watch.Elapsed.TotalMinutes:N1} min.")
+            .Paragraph($"**Outer-gradient norm** (the global norm of the memory's parameter gradients of the mean next-byte " +
+                       $"cross-entropy over the first L bytes; median of {options.Seeds} initialization seed(s)), and its growth from " +
+                       $"L = {options.Lengths[0]:N0} to L = {longest:N0}. A stable recurrence keeps this flat; an exploding one grows with L.")
+            .Table(new[] { "preset", "memory" }.Concat(options.Lengths.Select(l => $"L = {l:N0}")).Append("growth").ToArray(), gradientRows)
+            .Paragraph($"**State along a stream** ({options.TracePreset} preset's memory, seed 1, streamed without gradient in pieces of " +
+                       $"4,096 bytes, the text repeated past its end): ‖W‖/‖W₀‖ per layer over all heads (the smallest and largest " +
+                       "head's in brackets), the momentum's norm ‖S‖, and the relative step ‖ΔW‖/‖W‖ of one chunk's update (mean over " +
+                       "heads and the 4 chunks after the point).")
+            .Table(new[] { "memory", "tokens" }
+                .Concat(Enumerable.Range(1, depth).Select(l => $"‖W{l}‖/‖W{l}₀‖"))
+                .Concat(Enumerable.Range(1, depth).Select(l => $"‖S{l}‖"))
+                .Concat(Enumerable.Range(1, depth).Select(l => $"step W{l}")).ToArray(), traceRows)
+            .Save(output);
+        AnsiConsole.MarkupLine($"Wrote {output}");
+    }
+
+    /// <summary>A preset's memory; presets wider than 384 are cut to 2 heads (the heads are independent memories of d_h = 64).</summary>
+    /// <param name="patch">JSON fields set over the preset's memory (null: none)</param>
+    public static NeuralMemoryConfig PresetMemory(string preset, string? patch = null)
+    {
+        var memory = Presets.Get(preset, Architecture.Lmm).MemoryConfig;
+        if (patch is not null) memory = NeuralMemoryConfig.Patch(memory, patch);
+        return memory.ModelDim > 384 ? memory with { Heads = 2, ModelDim = 2 * memory.HeadDim } : memory;
+    }
+
+    static double Median(IReadOnlyList<double> values)
+    {
+        var sorted = values.Order().ToArray();
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
+    }
+
+    static string Format(double value) => !double.IsFinite(value) ? value.ToString()
+        : Math.Abs(value) >= 1e4 || (Math.Abs(value) < 1e-3 && value != 0) ? value.ToString("0.0E+0") : value.ToString("0.###");
+}
