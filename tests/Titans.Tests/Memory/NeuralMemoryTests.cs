@@ -340,4 +340,50 @@ public class NeuralMemoryTests
         var (_, state) = memory.Forward(Normal(Seeded(17), 2, 4, 8), null);
         Assert.Contains("batch", Assert.Throws<ArgumentException>(() => memory.Forward(Normal(Seeded(18), 1, 4, 8), state)).Message);
     }
+
+    /// <summary>The smallest and largest ‖W‖/‖W₀‖ of any head and layer after streaming x through the memory.</summary>
+    static (double Min, double Max) WeightRatios(NeuralMemoryConfig config, Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var memory = Build(config with { DataDependentGates = false });
+        using var noGrad = no_grad();
+        var (_, state) = memory.Forward(x, null);
+        var initial = memory.InitialState(1, F64).Memory.Weights;
+        var ratios = memory.CurrentMemory(state).Weights.Zip(initial, (w, w0) =>
+            (w.square().sum(new long[] { -2, -1 }).sqrt() / w0.square().sum(new long[] { -2, -1 }).sqrt())).Select(r => r.flatten()).ToArray();
+        Tensor all = cat(ratios, 0);
+        return (all.min().item<double>(), all.max().item<double>());
+    }
+
+    /// <summary>
+    /// A stream on which the plain memory leaves the band [0.5, 2] of ‖W‖/‖W₀‖, and the same memory with one stabilizer
+    /// stays in it: forgetting toward 0 with few writes shrinks the plain memory (retention holds it at W₀); a large inner
+    /// step grows it (a fixed norm holds it exactly; a clamped gradient keeps the steps small).
+    /// </summary>
+    [Theory]
+    [InlineData("retention")]
+    [InlineData("rows")]
+    [InlineData("layers")]
+    [InlineData("clip")]
+    public void EachStabilizerKeepsTheMemoryInItsBand(string stabilizer)
+    {
+        using var scope = NewDisposeScope();
+        Tensor x = Normal(Seeded(50), 1, 512, 8);
+        NeuralMemoryConfig plain = stabilizer == "retention"
+            ? Tiny(8) with { InitialForgetting = 0.05, InitialInnerLearningRate = 0.001, MaxInnerLearningRate = 0.01 }   // forgets more than it writes
+            : Tiny(8) with { InitialForgetting = 0.0001, InitialInnerLearningRate = 0.15 };                              // writes hard, forgets little
+        NeuralMemoryConfig stabilized = stabilizer switch
+        {
+            "retention" => plain with { RetainTowardInitial = true },
+            "rows" => plain with { FixedNorm = FastWeightNorm.Rows },
+            "layers" => plain with { FixedNorm = FastWeightNorm.Layers },
+            _ => plain with { InnerGradientClip = 0.05 },
+        };
+        var (plainMin, plainMax) = WeightRatios(plain, x);
+        var (min, max) = WeightRatios(stabilized, x);
+        Assert.True(plainMin < 0.5 || plainMax > 2, $"the plain memory stayed in the band ({plainMin:G3}–{plainMax:G3}); the test shows nothing");
+        Assert.True(min >= 0.5 && max <= 2, $"{stabilizer}: ‖W‖/‖W₀‖ {min:G3}–{max:G3} left the band [0.5, 2]");
+        if (stabilizer is "rows" or "layers")
+            Assert.True(Math.Abs(min - 1) < 1e-9 && Math.Abs(max - 1) < 1e-9, $"{stabilizer}: the norm is not fixed ({min}–{max})");
+    }
 }
