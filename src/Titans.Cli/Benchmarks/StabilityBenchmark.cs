@@ -18,20 +18,32 @@ public static class StabilityBenchmark
     /// <summary>A memory as the paper has it or with stabilizers; <see cref="Apply"/> turns a preset's memory into it.</summary>
     public sealed record Variant(string Name, string Description, Func<NeuralMemoryConfig, NeuralMemoryConfig> Apply);
 
-    /// <summary>Soft limit of the inner-gradient clamp in the "clip" variant.</summary>
+    /// <summary>Soft limit of the inner-gradient clamp in the variants that use it.</summary>
     public const double Clip = 1.0;
 
+    /// <summary>The paper's plain memory: no stabilizer, and the gates the presets started from before (θ₀ 0.05, η₀ 0.9).</summary>
+    public static NeuralMemoryConfig Paper(NeuralMemoryConfig c) => c with
+    {
+        RetainTowardInitial = false, FixedNorm = FastWeightNorm.None, InnerGradientClip = 0, InitialInnerLearningRate = 0.05, InitialMomentum = 0.9,
+        LastHeadInitialForgetting = null, LastHeadInitialInnerLearningRate = null,
+    };
+
+    static NeuralMemoryConfig SmallSteps(NeuralMemoryConfig c) => c with { InitialInnerLearningRate = 0.01, InitialMomentum = 0.5 };
+
+    /// <summary>Each stabilizer alone on the paper's memory, then the presets' default and the default with the rest added.</summary>
     public static IReadOnlyList<Variant> Variants { get; } = new Variant[]
     {
-        new("paper", "the preset's memory as the paper has it", c => c),
-        new("retention", "forgetting toward W₀", c => c with { RetainTowardInitial = true }),
-        new("rows", "rows fixed to W₀'s norms", c => c with { FixedNorm = FastWeightNorm.Rows }),
-        new("layers", "layers fixed to W₀'s norms", c => c with { FixedNorm = FastWeightNorm.Layers }),
-        new("clip", $"inner gradient soft-clamped to {Clip}", c => c with { InnerGradientClip = Clip }),
-        new("timescales", "heads log-spaced in α₀ (to α₀/1000) and θ₀ (to θ₀/10), η₀ = 0.5",
-            c => c with { LastHeadInitialForgetting = c.InitialForgetting / 1000, LastHeadInitialInnerLearningRate = c.InitialInnerLearningRate / 10, InitialMomentum = 0.5 }),
-        new("retention+rows+clip", "the three stabilizers together",
-            c => c with { RetainTowardInitial = true, FixedNorm = FastWeightNorm.Rows, InnerGradientClip = Clip }),
+        new("paper", "the paper's plain memory (θ₀ 0.05, η₀ 0.9, forgetting toward 0)", Paper),
+        new("small-steps", "the paper's memory with θ₀ 0.01, η₀ 0.5", c => SmallSteps(Paper(c))),
+        new("retention", "the paper's memory, forgetting toward W₀", c => Paper(c) with { RetainTowardInitial = true }),
+        new("rows", "the paper's memory, rows fixed to W₀'s norms", c => Paper(c) with { FixedNorm = FastWeightNorm.Rows }),
+        new("layers", "the paper's memory, layers fixed to W₀'s norms", c => Paper(c) with { FixedNorm = FastWeightNorm.Layers }),
+        new("clip", $"the paper's memory, inner gradient soft-clamped to {Clip}", c => Paper(c) with { InnerGradientClip = Clip }),
+        new("timescales", "the paper's memory, heads log-spaced in α₀ (to α₀/1000) and θ₀ (to θ₀/10)",
+            c => Paper(c) with { LastHeadInitialForgetting = c.InitialForgetting / 1000, LastHeadInitialInnerLearningRate = 0.005 }),
+        new("default", "the presets' memory: forgetting toward W₀, θ₀ 0.01, η₀ 0.5", c => SmallSteps(Paper(c)) with { RetainTowardInitial = true }),
+        new("default+rows+clip", "the default with rows fixed to W₀'s norms and the clamp",
+            c => SmallSteps(Paper(c)) with { RetainTowardInitial = true, FixedNorm = FastWeightNorm.Rows, InnerGradientClip = Clip }),
     };
 
     public sealed record Options(bool Quick, IReadOnlyList<string> Presets, IReadOnlyList<Variant> Variants, IReadOnlyList<int> Lengths,

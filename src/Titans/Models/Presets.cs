@@ -7,7 +7,8 @@ namespace Titans.Models;
 /// CPU, and <c>170m</c>, <c>340m</c>, <c>760m</c> follow the shapes of the paper's model sizes (TITANS.md §5: chunk 16,
 /// MAC segment 512, window 2048, 128 persistent tokens, a 32K vocabulary). Every architecture of a preset has the
 /// same width, depth and heads; its feed-forward width is set so its parameter count matches the preset's
-/// Transformer++ (equal parameter count, as the paper compares them).
+/// Transformer++ (equal parameter count, as the paper compares them). Every preset's memory is the stable form chosen in
+/// docs/memory-stability.md: retention toward W₀ and small initial inner steps.
 /// </summary>
 public static class Presets
 {
@@ -41,7 +42,14 @@ public static class Presets
     {
         VocabSize = vocab, ModelDim = dim, Layers = layers, Heads = heads, Window = window, SegmentLength = segment,
         PersistentTokens = persistent,
-        Memory = new NeuralMemoryConfig { ModelDim = dim, Heads = heads, Depth = 2, Expansion = expansion, ChunkSize = 16, ConvKernel = 4 },
+        Memory = new NeuralMemoryConfig
+        {
+            ModelDim = dim, Heads = heads, Depth = 2, Expansion = expansion, ChunkSize = 16, ConvKernel = 4,
+            // The stable memory (docs/memory-stability.md): forgetting returns toward W₀, and an inner step of θ₀/(1 − η₀) =
+            // 0.02 instead of 0.5. Without either, the state drifts over long streams and the outer gradients explode
+            // with length. The paper's plain form is NeuralMemoryConfig's own default (RetainTowardInitial = false, θ₀ 0.05, η₀ 0.9).
+            RetainTowardInitial = true, InitialInnerLearningRate = 0.01, InitialMomentum = 0.5,
+        },
     };
 }
 
