@@ -41,8 +41,10 @@ public static class StabilityBenchmark
         new("clip", $"the paper's memory, inner gradient soft-clamped to {Clip}", c => Paper(c) with { InnerGradientClip = Clip }),
         new("timescales", "the paper's memory, heads log-spaced in α₀ (to α₀/1000) and θ₀ (to θ₀/10)",
             c => Paper(c) with { LastHeadInitialForgetting = c.InitialForgetting / 1000, LastHeadInitialInnerLearningRate = 0.005 }),
-        new("default", "the presets' memory: forgetting toward W₀, θ₀ 0.01, η₀ 0.5", c => SmallSteps(Paper(c)) with { RetainTowardInitial = true }),
-        new("default+rows+clip", "the default with rows fixed to W₀'s norms and the clamp",
+        new("retention+small-steps", "the paper's memory, forgetting toward W₀, θ₀ 0.01, η₀ 0.5", c => SmallSteps(Paper(c)) with { RetainTowardInitial = true }),
+        new("default", $"the presets' memory: forgetting toward W₀, θ₀ 0.01, η₀ 0.5, inner gradient soft-clamped to {Clip}",
+            c => SmallSteps(Paper(c)) with { RetainTowardInitial = true, InnerGradientClip = Clip }),
+        new("default+rows", "the default with rows fixed to W₀'s norms",
             c => SmallSteps(Paper(c)) with { RetainTowardInitial = true, FixedNorm = FastWeightNorm.Rows, InnerGradientClip = Clip }),
     };
 
@@ -64,6 +66,7 @@ public static class StabilityBenchmark
 
         // (1) Outer-gradient norm against length, median over seeds (each seed a new initialization).
         var gradientRows = new List<string[]>();
+        var gradientSeries = new List<PlotSeries>();
         foreach (string preset in options.Presets)
         {
             NeuralMemoryConfig baseMemory = PresetMemory(preset, options.MemoryPatch);
@@ -80,10 +83,15 @@ public static class StabilityBenchmark
                     return Median(norms);
                 }).ToList();
                 double growth = medians[^1] / medians[0];
-                var row = new[] { preset, variant.Name }.Concat(medians.Select(Format)).Append($"{growth:0.##}×").ToArray();
+                var row = new[] { preset, variant.Name }.Concat(medians.Select(Format)).Append(Growth(growth)).ToArray();
                 gradientRows.Add(row);
+                if (preset == options.Presets[0])   // overflowed points are left out of the plot
+                {
+                    var finite = options.Lengths.Zip(medians).Where(p => double.IsFinite(p.Second)).ToList();
+                    gradientSeries.Add(new PlotSeries(variant.Name, finite.Select(p => (double)p.First).ToList(), finite.Select(p => p.Second).ToList()));
+                }
                 AnsiConsole.MarkupLine(Markup.Escape($"outer gradient  {preset,-6} {variant.Name,-20} " +
-                    string.Join("  ", options.Lengths.Zip(medians, (l, m) => $"{l}: {Format(m)}")) + $"  growth {growth:0.##}×  ({watch.Elapsed.TotalSeconds:N0} s)"));
+                    string.Join("  ", options.Lengths.Zip(medians, (l, m) => $"{l}: {Format(m)}")) + $"  growth {Growth(growth)}  ({watch.Elapsed.TotalSeconds:N0} s)"));
             }
         }
 
@@ -103,17 +111,18 @@ public static class StabilityBenchmark
                     .Concat(point.Layers.Select(l => $"{l.WeightRatio:0.###} ({l.MinHeadRatio:0.###}–{l.MaxHeadRatio:0.###})"))
                     .Concat(point.Layers.Select(l => Format(l.MomentumNorm)))
                     .Concat(point.Layers.Select(l => $"{l.RelativeStep:0.####}")).ToArray());
-            for (int l = 0; l < traceMemory.Depth; l++)
-                series.Add(new PlotSeries($"{variant.Name}, W{l + 1}", points.Select(p => (double)p.Tokens).ToList(),
-                    points.Select(p => p.Layers[l].WeightRatio).ToList()));
+            series.Add(new PlotSeries(variant.Name, points.Select(p => (double)p.Tokens).ToList(), points.Select(p => p.Layers[^1].WeightRatio).ToList()));
         }
 
         AnsiConsole.MarkupLine($"Done in {watch.Elapsed.TotalMinutes:N1} min.");
+        string? statePlot = plot is null ? null : Path.Combine(Path.GetDirectoryName(plot) ?? "", Path.GetFileNameWithoutExtension(plot) + "-state.png");
         if (plot is not null)
         {
-            LinePlot.Save(plot, $"Memory state along a stream of real text ({options.TracePreset} memory, initialization)",
-                "tokens streamed", "‖W‖ / ‖W₀‖", series, log2X: true, log10Y: false);
-            AnsiConsole.MarkupLine($"Wrote {plot}");
+            LinePlot.Save(plot, $"Outer-gradient norm at initialization ({options.Presets[0]} memory; overflow not drawn)",
+                "L (tokens the gradient runs through)", "gradient norm", gradientSeries, log2X: true, log10Y: true);
+            LinePlot.Save(statePlot!, $"Last memory layer along a stream of real text ({options.TracePreset} memory, initialization)",
+                "tokens streamed", "‖W_L‖ / ‖W_L,0‖", series, log2X: true, log10Y: false);
+            AnsiConsole.MarkupLine($"Wrote {plot} and {statePlot}");
         }
         if (output is null) return;
         int depth = traceMemory.Depth;
@@ -131,6 +140,7 @@ public static class StabilityBenchmark
                        $"4,096 bytes, the text repeated past its end): ‖W‖/‖W₀‖ per layer over all heads (the smallest and largest " +
                        "head's in brackets), the momentum's norm ‖S‖, and the relative step ‖ΔW‖/‖W‖ of one chunk's update (mean over " +
                        "heads and the 4 chunks after the point).")
+            .Paragraph(plot is null ? "" : $"![outer gradient against length]({Path.GetFileName(plot)})\n\n![last layer along the stream]({Path.GetFileName(statePlot)})")
             .Table(new[] { "memory", "tokens" }
                 .Concat(Enumerable.Range(1, depth).Select(l => $"‖W{l}‖/‖W{l}₀‖"))
                 .Concat(Enumerable.Range(1, depth).Select(l => $"‖S{l}‖"))
@@ -148,12 +158,16 @@ public static class StabilityBenchmark
         return memory.ModelDim > 384 ? memory with { Heads = 2, ModelDim = 2 * memory.HeadDim } : memory;
     }
 
+    static string Growth(double ratio) => double.IsFinite(ratio) ? (ratio >= 1e4 ? $"{ratio:0.0E+0}×" : $"{ratio:0.##}×") : "overflow";
+
+    /// <summary>The median, with overflowed values (∞, NaN) counted as the largest.</summary>
     static double Median(IReadOnlyList<double> values)
     {
-        var sorted = values.Order().ToArray();
+        var sorted = values.Select(v => double.IsFinite(v) ? v : double.PositiveInfinity).Order().ToArray();
         return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
     }
 
-    static string Format(double value) => !double.IsFinite(value) ? value.ToString()
+    /// <summary>A number for the tables; a gradient that overflowed float32 (∞ or NaN) reads "overflow".</summary>
+    static string Format(double value) => !double.IsFinite(value) ? "overflow"
         : Math.Abs(value) >= 1e4 || (Math.Abs(value) < 1e-3 && value != 0) ? value.ToString("0.0E+0") : value.ToString("0.###");
 }

@@ -59,6 +59,7 @@ public static class BenchCommands
         var batch = new Option<int>("--batch-size") { Description = "sequences per step", DefaultValueFactory = _ => 8 };
         var length = new Option<int>("--seq-len") { Description = "tokens per training sequence", DefaultValueFactory = _ => 256 };
         var lr = new Option<double>("--lr") { Description = "peak learning rate", DefaultValueFactory = _ => defaults.LearningRate };
+        var warmup = new Option<int>("--warmup") { Description = "linear warmup steps", DefaultValueFactory = _ => defaults.WarmupSteps };
         var seed = new Option<long>("--seed") { Description = "seed of the weights and of the batch order", DefaultValueFactory = _ => 1 };
         var evalTokens = new Option<int>("--eval-tokens") { Description = "held-out tokens of the final score", DefaultValueFactory = _ => 262144 };
         var evalEvery = new Option<int>("--eval-every") { Description = "steps between validations during training (on up to 64K tokens)", DefaultValueFactory = _ => 250 };
@@ -68,14 +69,14 @@ public static class BenchCommands
         var plot = new Option<string?>("--plot") { Description = "write the loss curves here (e.g. docs/bench-lm-sotu.png; validation curves go beside it)" };
         var command = new Command("lm",
             "Train every architecture at equal parameter count on the same tokens and compare validation bits per byte (table and loss curves).")
-            { data, preset, architectures, steps, batch, length, lr, seed, evalTokens, evalEvery, runs, output, plot };
+            { data, preset, architectures, steps, batch, length, lr, warmup, seed, evalTokens, evalEvery, runs, output, plot };
         foreach (var option in shared.All) command.Options.Add(option);
         command.SetAction(parse => CommonOptions.Run(parse, _ =>
         {
             var training = shared.Apply(parse, new TrainingConfig
             {
                 Steps = parse.GetValue(steps), BatchSize = parse.GetValue(batch), SequenceLength = parse.GetValue(length),
-                LearningRate = parse.GetValue(lr), Seed = parse.GetValue(seed),
+                LearningRate = parse.GetValue(lr), WarmupSteps = parse.GetValue(warmup), Seed = parse.GetValue(seed),
             }).Validate();
             var chosen = Architectures(parse.GetValue(architectures)!);
             if (parse.GetValue(evalEvery) < 1) throw new ArgumentException($"--eval-every must be at least 1, got {parse.GetValue(evalEvery)}.");
@@ -201,7 +202,7 @@ public static class BenchCommands
         var tracePreset = new Option<string?>("--trace-preset") { Description = "preset whose memory is streamed (default: tiny)" };
         var memoryPatch = new Option<string?>("--memory") { Description = "JSON fields set over every preset's memory before the variants, e.g. '{\"InitialInnerLearningRate\": 0.01}'" };
         var output = new Option<string?>("--out") { Description = "write a markdown table here (e.g. docs/memory-stability/bench.md)" };
-        var plot = new Option<string?>("--plot") { Description = "write the plot of ‖W‖/‖W₀‖ along the stream here (PNG)" };
+        var plot = new Option<string?>("--plot") { Description = "write the plot of the outer gradient against length here (PNG; the state along the stream goes beside it, -state.png)" };
         var command = new Command("stability",
             "Outer-gradient norm against length and the memory's state along a long real-text stream, for the paper's memory and each stabilizer.")
             { quick, data, presets, variants, lengths, points, seeds, tracePreset, memoryPatch, output, plot };

@@ -24,7 +24,11 @@ public static class CommonOptions
     };
 
     /// <summary>The command as the user typed it, for the "Produced by" line of result documents.</summary>
-    public static string CommandLine(ParseResult parse) => "./titans " + string.Join(' ', parse.Tokens.Select(t => t.Value));
+    public static string CommandLine(ParseResult parse) => "./titans " + string.Join(' ', parse.Tokens.Select(t => Quoted(t.Value)));
+
+    /// <summary>A token as a shell needs it: single-quoted when it holds spaces, quotes or other special characters.</summary>
+    static string Quoted(string token) =>
+        token.Length > 0 && token.All(c => char.IsLetterOrDigit(c) || "-_./,:=+%@".Contains(c)) ? token : "'" + token.Replace("'", "'\\''") + "'";
 
     /// <summary>Applies the common options and runs the command; bad input ends with a one-line error, exit code 2.</summary>
     public static int Run(ParseResult parse, Func<torch.Device, int> body)

@@ -36,7 +36,7 @@ public static class LinePlot
             {
                 MinorTickGenerator = new ScottPlot.TickGenerators.LogMinorTickGenerator(),
                 IntegerTicksOnly = true,
-                LabelFormatter = y => $"{Math.Pow(10, y):N0}",
+                LabelFormatter = y => Math.Abs(y) >= 5 ? $"1E{y:+0;-0}" : $"{Math.Pow(10, y):#,##0.####}",
             };
         plot.Title(title);
         plot.XLabel(xLabel);

@@ -45,10 +45,12 @@ public static class Presets
         Memory = new NeuralMemoryConfig
         {
             ModelDim = dim, Heads = heads, Depth = 2, Expansion = expansion, ChunkSize = 16, ConvKernel = 4,
-            // The stable memory (docs/memory-stability.md): forgetting returns toward W₀, and an inner step of θ₀/(1 − η₀) =
-            // 0.02 instead of 0.5. Without either, the state drifts over long streams and the outer gradients explode
-            // with length. The paper's plain form is NeuralMemoryConfig's own default (RetainTowardInitial = false, θ₀ 0.05, η₀ 0.9).
-            RetainTowardInitial = true, InitialInnerLearningRate = 0.01, InitialMomentum = 0.5,
+            // The stable memory (docs/memory-stability.md): forgetting returns toward W₀, an inner step of θ₀/(1 − η₀) =
+            // 0.02 instead of 0.5, and each token's inner gradient soft-clamped to norm 1. Without the first two the state
+            // drifts over long streams and the outer gradients explode with length at initialization; without the clamp,
+            // training at 4K tokens learns its way back into explosions. The paper's plain form is NeuralMemoryConfig's own
+            // default (RetainTowardInitial = false, θ₀ 0.05, η₀ 0.9, no clamp).
+            RetainTowardInitial = true, InitialInnerLearningRate = 0.01, InitialMomentum = 0.5, InnerGradientClip = 1,
         },
     };
 }

@@ -117,6 +117,11 @@ public class CommandLineTests : IDisposable
             (new[] { "task", "train", "--task", "passkey", "--length", "50", "--out", Path.Combine(folder, "g") }, "--length 50 is too short"),
             (new[] { "task", "train", "--task", "number", "--haystack", latin1, "--out", Path.Combine(folder, "h") }, "not UTF-8 text"),
             (new[] { "task", "eval", "-c", truncated }, "checkpoint.safetensors"),
+            (new[] { "train", "--data", corpus, "--memory", "{\"Retention\": true}", "--out", Path.Combine(folder, "o") }, "NeuralMemoryConfig has no field 'Retention'"),
+            (new[] { "train", "--data", corpus, "--memory", "{\"InnerGradientClip\": -1}", "--out", Path.Combine(folder, "p") }, "InnerGradientClip must be 0 (off)"),
+            (new[] { "train", "--data", corpus, "--memory", "[1]", "--out", Path.Combine(folder, "q") }, "must be a JSON object"),
+            (new[] { "bench", "stability", "--variants", "paper,strong" }, "Unknown variant 'strong'"),
+            (new[] { "bench", "lm", "--data", corpus, "--memory", "{\"Depth\": 0}" }, "Depth"),
         };
         foreach (var (arguments, expected) in cases)
         {
@@ -236,5 +241,33 @@ public class CommandLineTests : IDisposable
             var right = second.state_dict();
             return first.state_dict().Max(p => (p.Value - right[p.Key]).abs().max().item<float>());
         }
+    }
+
+    [Fact]
+    public void TheMemoryOptionSetsFieldsOverThePresetsMemory()
+    {
+        // The paper's plain memory is one option away from the presets' stable one.
+        string run = Path.Combine(folder, "paper");
+        var train = Titans(TrainArguments(run, 1, "--memory", "{\"RetainTowardInitial\": false, \"InitialMomentum\": 0.9}"));
+        Assert.True(train.Code == 0, train.Error + train.Output);
+        var memory = JsonDocument.Parse(File.ReadAllText(Path.Combine(run, "model.json"))).RootElement.GetProperty("Memory");
+        Assert.False(memory.GetProperty("RetainTowardInitial").GetBoolean());
+        Assert.Equal(0.9, memory.GetProperty("InitialMomentum").GetDouble());
+        Assert.Equal(0.01, memory.GetProperty("InitialInnerLearningRate").GetDouble());   // the preset's, untouched
+        Assert.Equal(64, memory.GetProperty("ModelDim").GetInt32());
+    }
+
+    [Fact]
+    public void StabilityBenchWritesItsTables()
+    {
+        string output = Path.Combine(folder, "stability.md");
+        var bench = Titans("bench", "stability", "--data", corpus, "--presets", "tiny", "--variants", "paper,default", "--lengths", "64,128",
+            "--points", "64,256", "--seeds", "1", "--memory", "{\"Expansion\": 1}", "--out", output, "--plot", Path.Combine(folder, "stability.png"));
+        Assert.True(bench.Code == 0, bench.Error + bench.Output);
+        string text = File.ReadAllText(output);
+        Assert.Contains("| tiny | paper |", text);
+        Assert.Contains("| default | 256 |", text);
+        Assert.Contains("'{\"Expansion\": 1}'", text);                     // the command, quoted as a shell needs it
+        Assert.True(File.Exists(Path.Combine(folder, "stability.png")));
     }
 }
