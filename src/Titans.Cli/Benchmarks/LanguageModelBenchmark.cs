@@ -14,7 +14,8 @@ namespace Titans.Cli.Benchmarks;
 public static class LanguageModelBenchmark
 {
     public sealed record Options(string Corpus, string Preset, IReadOnlyList<Architecture> Architectures, TrainingConfig Training,
-        int EvalTokens, int EvalEvery, string RunsDirectory, double? InitialForgetting = null, string? MemoryPatch = null);
+        int EvalTokens, int EvalEvery, string RunsDirectory, double? InitialForgetting = null, string? MemoryPatch = null,
+        MacWrite MacWrite = MacWrite.AttentionOutput);
 
     /// <summary>One architecture's run: its scores, or null with <see cref="Failure"/> where training diverged.</summary>
     sealed record Outcome(Architecture Architecture, long Parameters, TrainingRun.Scores? Scores, string? Failure, double TrainSeconds,
@@ -34,7 +35,8 @@ public static class LanguageModelBenchmark
         var outcomes = new List<Outcome>();
         foreach (var architecture in options.Architectures)
         {
-            var config = Presets.Get(options.Preset, architecture).WithInitialForgetting(options.InitialForgetting).WithMemory(options.MemoryPatch).Validate();
+            var config = Presets.Get(options.Preset, architecture).WithMacWrite(options.MacWrite).WithInitialForgetting(options.InitialForgetting)
+                .WithMemory(options.MemoryPatch).Validate();
             string folder = Path.Combine(options.RunsDirectory, TrainingRun.FolderName(architecture));
             string checkpoint = Path.Combine(folder, TrainingRun.CheckpointFile);
             string? diverged = null;
@@ -91,13 +93,13 @@ public static class LanguageModelBenchmark
         Console.WriteLine(string.Join("  ", header));
         foreach (var row in rows) Console.WriteLine(string.Join("  ", row.Select((cell, i) => cell.PadLeft(i == 0 ? 14 : 10))));
 
-        var first = Presets.Get(options.Preset, Architecture.Mac).WithInitialForgetting(options.InitialForgetting).WithMemory(options.MemoryPatch);
+        var first = Presets.Get(options.Preset, Architecture.Mac).WithMacWrite(options.MacWrite).WithInitialForgetting(options.InitialForgetting).WithMemory(options.MemoryPatch);
         long heldOut = outcomes.FirstOrDefault(o => o.Windows is not null)?.Windows!.Tokens ?? 0;
         int streams = Math.Max(1, Math.Min(training.BatchSize, (int)(heldOut / windowLength)));
         string setup = $"Corpus `{options.Corpus}`: {data.Train.Length:N0} training bytes, the last {training.ValidationFraction:P0} " +
                        $"({data.Validation.Length:N0} bytes) held out; byte tokenizer. Preset `{options.Preset}` (d = {first.ModelDim}, " +
                        $"{first.Layers} layers, {first.Heads} heads, window {first.Window}, MAC segment {first.SegmentLength}, " +
-                       $"{first.PersistentTokens} persistent tokens, memory depth {first.Memory.Depth}, chunk {first.Memory.ChunkSize}, initial forgetting α₀ = {first.Memory.InitialForgetting}" +
+                       $"{first.PersistentTokens} persistent tokens{(options.MacWrite == MacWrite.SegmentInput ? ", MAC writes the segment input" : "")}, memory depth {first.Memory.Depth}, chunk {first.Memory.ChunkSize}, initial forgetting α₀ = {first.Memory.InitialForgetting}" +
                        (options.MemoryPatch is null ? "" : $", memories with `{options.MemoryPatch}`") + "); " +
                        "every model has the preset's Transformer++ parameter count (feed-forward width balanced). Each model trains " +
                        $"{training.Steps} steps × {training.BatchSize} sequences × {windowLength} bytes = {tokens:N0} tokens{TrainingRun.PrefixNote(training)} " +

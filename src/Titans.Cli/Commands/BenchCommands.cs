@@ -66,10 +66,11 @@ public static class BenchCommands
         var runs = new Option<string>("--runs") { Description = "folder of the runs (one per architecture)", DefaultValueFactory = _ => Path.Combine("runs", "bench-lm") };
         var output = new Option<string?>("--out") { Description = "write a markdown table here (e.g. docs/bench-lm-sotu.md)" };
         var shared = new SharedTrainingOptions();
+        var macWrite = TrainingOptions.MacWriteOption();
         var plot = new Option<string?>("--plot") { Description = "write the loss curves here (e.g. docs/bench-lm-sotu.png; validation curves go beside it)" };
         var command = new Command("lm",
             "Train every architecture at equal parameter count on the same tokens and compare validation bits per byte (table and loss curves).")
-            { data, preset, architectures, steps, batch, length, lr, warmup, seed, evalTokens, evalEvery, runs, output, plot };
+            { data, preset, architectures, macWrite, steps, batch, length, lr, warmup, seed, evalTokens, evalEvery, runs, output, plot };
         foreach (var option in shared.All) command.Options.Add(option);
         command.SetAction(parse => CommonOptions.Run(parse, _ =>
         {
@@ -83,7 +84,7 @@ public static class BenchCommands
             Presets.Get(parse.GetValue(preset)!, Architecture.Mac).WithMemory(parse.GetValue(shared.Memory));   // an unknown preset or bad --memory fails before any training
             var options = new LanguageModelBenchmark.Options(parse.GetValue(data)!, parse.GetValue(preset)!, chosen, training,
                 parse.GetValue(evalTokens), parse.GetValue(evalEvery), parse.GetValue(runs)!, parse.GetValue(shared.InitialForgetting),
-                parse.GetValue(shared.Memory));
+                parse.GetValue(shared.Memory), ArchitectureNames.ParseMacWrite(parse.GetValue(macWrite)!));
             LanguageModelBenchmark.Run(options, parse.GetValue(output), parse.GetValue(plot), CommonOptions.CommandLine(parse));
             return 0;
         }));

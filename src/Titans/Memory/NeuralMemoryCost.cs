@@ -22,7 +22,7 @@ public static class NeuralMemoryCost
         {
             double o = shapes[l].Out, i = shapes[l].In;
             double keyForward = 2 * b * i * o, keyBackward = l > 0 ? 2 * b * o * i : 0;
-            double retrieval = 2 * (2 * b * i * o) + 2 * b * b * i + 2 * b * b * o; // Z Wᵀ, Z Sᵀ, Z Aᵀ, (C∘P) Δ
+            double retrieval = (c.RetainTowardInitial ? 3 : 2) * (2 * b * i * o) + 2 * b * b * i + 2 * b * b * o; // Z Wᵀ, Z Sᵀ (, Z W₀ᵀ), Z Aᵀ, (C∘P) Δ
             double endState = 2 * (2 * o * b * i);                                     // new W and S
             perChunk += keyForward + keyBackward + retrieval + endState;
         }
