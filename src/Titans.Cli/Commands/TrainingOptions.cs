@@ -63,8 +63,8 @@ public sealed class TrainingOptions
     public static int Positive(int value, string option) =>
         value > 0 ? value : throw new ArgumentException($"{option} must be at least 1, got {value}.");
 
-    /// <summary>The total step count to resume to, if --steps was given.</summary>
-    public int? ResumeSteps(ParseResult parse) => parse.GetResult(Steps) is null ? null : parse.GetValue(Steps);
+    /// <summary>The total step count to resume to, if --steps was given on the command line (its default is not a request).</summary>
+    public int? ResumeSteps(ParseResult parse) => parse.GetResult(Steps) is { Implicit: false } ? parse.GetValue(Steps) : null;
 
     /// <summary>The checkpoint file of a run folder, or the file itself.</summary>
     public static string CheckpointPath(string path)

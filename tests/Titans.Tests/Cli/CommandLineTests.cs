@@ -59,6 +59,10 @@ public class CommandLineTests : IDisposable
         Assert.True(resumed.Code == 0, resumed.Error + resumed.Output);
         Assert.Contains("Resuming MAC at step 4 of 6", resumed.Output);
         Assert.Equal(6, Metrics(run).Last().GetProperty("step").GetInt32());
+        // Without --steps a run resumes to its own length, not to the option's default.
+        var finished = Titans("train", "--data", corpus, "--resume", run);
+        Assert.True(finished.Code == 0, finished.Error + finished.Output);
+        Assert.Contains("at step 6 of 6", finished.Output);
 
         var eval = Titans("eval", "-c", run, "--data", corpus, "--chunk", "64");
         Assert.True(eval.Code == 0, eval.Error);
