@@ -25,6 +25,10 @@ public static class LanguageModelBenchmark
         public EvaluationResult? Streamed => Scores?.Streamed;
     }
 
+    /// <summary>An architecture's model as the benchmark trains it: the preset with the options' MAC write, forgetting and memory patch.</summary>
+    static TitansConfig Config(Options options, Architecture architecture) =>
+        Presets.Get(options.Preset, architecture).WithMacWrite(options.MacWrite).WithInitialForgetting(options.InitialForgetting).WithMemory(options.MemoryPatch);
+
     public static void Run(Options options, string? output, string? plot, string command)
     {
         if (!File.Exists(options.Corpus) && !Directory.Exists(options.Corpus))
@@ -35,8 +39,7 @@ public static class LanguageModelBenchmark
         var outcomes = new List<Outcome>();
         foreach (var architecture in options.Architectures)
         {
-            var config = Presets.Get(options.Preset, architecture).WithMacWrite(options.MacWrite).WithInitialForgetting(options.InitialForgetting)
-                .WithMemory(options.MemoryPatch).Validate();
+            var config = Config(options, architecture).Validate();
             string folder = Path.Combine(options.RunsDirectory, TrainingRun.FolderName(architecture));
             string checkpoint = Path.Combine(folder, TrainingRun.CheckpointFile);
             string? diverged = null;
@@ -93,7 +96,7 @@ public static class LanguageModelBenchmark
         Console.WriteLine(string.Join("  ", header));
         foreach (var row in rows) Console.WriteLine(string.Join("  ", row.Select((cell, i) => cell.PadLeft(i == 0 ? 14 : 10))));
 
-        var first = Presets.Get(options.Preset, Architecture.Mac).WithMacWrite(options.MacWrite).WithInitialForgetting(options.InitialForgetting).WithMemory(options.MemoryPatch);
+        var first = Config(options, Architecture.Mac);
         long heldOut = outcomes.FirstOrDefault(o => o.Windows is not null)?.Windows!.Tokens ?? 0;
         int streams = Math.Max(1, Math.Min(training.BatchSize, (int)(heldOut / windowLength)));
         string setup = $"Corpus `{options.Corpus}`: {data.Train.Length:N0} training bytes, the last {training.ValidationFraction:P0} " +
