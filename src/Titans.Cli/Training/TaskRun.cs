@@ -119,30 +119,51 @@ public static class TaskRun
     {
         var cells = new List<GridCell>();
         foreach (int length in lengths)
-            foreach (double depth in depths)
+        {
+            if (model.Config.Architecture == Architecture.TransformerPlusPlus && length > FullAttentionLimit)
             {
-                GridCell cell;
-                if (model.Config.Architecture == Architecture.TransformerPlusPlus && length > FullAttentionLimit)
-                    cell = new GridCell(length, depth, double.NaN, 0, double.NaN,
-                        $"Transformer++ attends to every earlier token; {length:N0} is past the {FullAttentionLimit:N0} this runs it to");
-                else
-                {
-                    var list = Examples(task, length, double.IsNaN(depth) ? 0.5 : depth, examples, seed);
-                    var watch = Stopwatch.StartNew();
-                    try
-                    {
-                        double accuracy = TaskScoring.Score(model, list, chunk, rows).Average(s => s.Accuracy);
-                        cell = new GridCell(length, depth, accuracy, list.Count, (double)list.Count * length / watch.Elapsed.TotalSeconds, null);
-                    }
-                    catch (NonFiniteValueException e)
-                    {
-                        cell = new GridCell(length, depth, double.NaN, list.Count, double.NaN, $"the memory diverged: {e.Message}");
-                    }
-                }
-                cells.Add(cell);
-                report(cell);
+                foreach (double depth in depths)
+                    Add(new GridCell(length, depth, double.NaN, 0, double.NaN,
+                        $"Transformer++ attends to every earlier token; {length:N0} is past the {FullAttentionLimit:N0} this runs it to"));
+                continue;
             }
+            // Every depth of one length is scored in one call, so rows of a batch can hold needles at different
+            // depths: ten 2M-token haystacks at ten depths stream side by side instead of one after another.
+            var lists = depths.Select(depth => Examples(task, length, double.IsNaN(depth) ? 0.5 : depth, examples, seed)).ToList();
+            var watch = Stopwatch.StartNew();
+            long total = (long)lists.Sum(l => l.Count) * length;
+            double lastShown = 0;
+            void Progress(long streamed)                       // a line a minute, so a 2M-token grid is not silent for half an hour
+            {
+                if (watch.Elapsed.TotalSeconds - lastShown < 60 || streamed >= total) return;
+                lastShown = watch.Elapsed.TotalSeconds;
+                Console.WriteLine($"  length {LengthLabel(length),6}  streamed {streamed:N0} of {total:N0} tokens ({streamed / lastShown:N0} tok/s)");
+            }
+            try
+            {
+                var scores = TaskScoring.Score(model, lists.SelectMany(l => l).ToList(), chunk, rows, Progress);
+                double tokensPerSecond = (double)scores.Count * length / watch.Elapsed.TotalSeconds;
+                int at = 0;
+                for (int d = 0; d < depths.Count; d++)
+                {
+                    var cellScores = scores.Skip(at).Take(lists[d].Count).ToList();
+                    at += lists[d].Count;
+                    Add(new GridCell(length, depths[d], cellScores.Average(s => s.Accuracy), cellScores.Count, tokensPerSecond, null));
+                }
+            }
+            catch (NonFiniteValueException e)
+            {
+                for (int d = 0; d < depths.Count; d++)
+                    Add(new GridCell(length, depths[d], double.NaN, lists[d].Count, double.NaN, $"the memory diverged: {e.Message}"));
+            }
+        }
         return cells;
+
+        void Add(GridCell cell)
+        {
+            cells.Add(cell);
+            report(cell);
+        }
     }
 
     /// <summary>"256", "4K", "2M": a length as a column header.</summary>

@@ -55,6 +55,23 @@ public class PassKeyLearningTests(ITestOutputHelper output)
         Assert.All(whole, p => Assert.Equal(5, p.Length));
     }
 
+    /// <summary>Rows of a batch do not see each other, so needles at different depths may share one (as `task eval` batches them).</summary>
+    [Theory]
+    [InlineData(Architecture.Lmm)]
+    [InlineData(Architecture.Mac)]
+    public void RowsOfABatchArePredictedAsAlone(Architecture architecture)
+    {
+        manual_seed(5);
+        using var model = new TitansLanguageModel("model", Presets.Get("tiny", architecture));
+        var random = new Random(6);
+        var examples = Enumerable.Range(0, 3).Select(i => PassKey.Generate(257, i / 2.0, random, evaluation: true)).ToList();
+        var streamed = new List<long>();
+        var together = TaskScoring.Predict(model, examples, chunk: 64, streamed.Add);
+        var alone = examples.Select(e => TaskScoring.Predict(model, new[] { e }, chunk: 64)[0]).ToArray();
+        Assert.Equal(alone, together);
+        Assert.Equal(new long[] { 3 * 64, 3 * 128, 3 * 192, 3 * 256 }, streamed);   // progress: tokens over all rows, chunk by chunk
+    }
+
     [Fact]
     public void AnAnswerCountsOnlyWhenEveryTokenIsRight()
     {

@@ -18,25 +18,25 @@ public sealed record ExampleScore(int Correct, int Answers)
 public static class TaskScoring
 {
     /// <param name="rows">Examples scored side by side (a batch); examples of one length share a batch.</param>
-    public static IReadOnlyList<ExampleScore> Score(TitansLanguageModel model, IReadOnlyList<TaskExample> examples, int chunk, int rows = 8)
+    /// <param name="streamed">Called after every chunk with the tokens streamed so far over all examples (for progress on long streams).</param>
+    public static IReadOnlyList<ExampleScore> Score(TitansLanguageModel model, IReadOnlyList<TaskExample> examples, int chunk, int rows = 8,
+        Action<long>? streamed = null)
     {
         if (chunk < 1) throw new ArgumentException($"The scoring chunk must be at least 1 token, got {chunk}.", nameof(chunk));
         if (rows < 1) throw new ArgumentException($"Rows must be at least 1, got {rows}.", nameof(rows));
         var scores = new ExampleScore[examples.Count];
         var byLength = Enumerable.Range(0, examples.Count).GroupBy(i => examples[i].Length);
+        long done = 0;
         foreach (var group in byLength)
             foreach (var batch in group.Chunk(rows))
             {
-                var batchScores = ScoreBatch(model, batch.Select(i => examples[i]).ToList(), chunk);
-                for (int j = 0; j < batch.Length; j++) scores[batch[j]] = batchScores[j];
+                long before = done;
+                var list = batch.Select(i => examples[i]).ToList();
+                var predicted = Predict(model, list, chunk, streamed is null ? null : tokens => streamed(before + tokens));
+                for (int j = 0; j < batch.Length; j++) scores[batch[j]] = Check(list[j], predicted[j]);
+                done += (long)list.Count * (list[0].Length - 1);
             }
         return scores;
-    }
-
-    static ExampleScore[] ScoreBatch(TitansLanguageModel model, IReadOnlyList<TaskExample> batch, int chunk)
-    {
-        var predicted = Predict(model, batch, chunk);
-        return batch.Select((example, r) => Check(example, predicted[r])).ToArray();
     }
 
     /// <summary>How many answers <paramref name="predicted"/> (the answer tokens one after another, as <see cref="Predict"/> gives them) spells exactly.</summary>
@@ -57,7 +57,7 @@ public static class TaskScoring
     /// The model's most likely token at every answer token of examples of one length (each given the true tokens before
     /// it), the answers of an example one after another; streamed in chunks of <paramref name="chunk"/> tokens.
     /// </summary>
-    public static long[][] Predict(TitansLanguageModel model, IReadOnlyList<TaskExample> batch, int chunk)
+    public static long[][] Predict(TitansLanguageModel model, IReadOnlyList<TaskExample> batch, int chunk, Action<long>? streamed = null)
     {
         int length = batch[0].Length - 1;                              // inputs per row
         if (batch.Any(e => e.Length != length + 1)) throw new ArgumentException("The examples of a batch must all have the same length.");
@@ -86,6 +86,7 @@ public static class TaskScoring
                 state?.Dispose();
                 state = next;
                 scope.Detach(next.Tensors);
+                streamed?.Invoke((long)rows * (start + take));
                 if (logits is null) continue;
                 var best = logits.argmax(-1).data<long>().ToArray();           // [rows × take]
                 for (int r = 0; r < rows; r++)
