@@ -10,7 +10,7 @@ using Titans.Training;
 
 namespace Titans.Cli.Commands;
 
-/// <summary>`titans task list | show | train | eval | trace`: long-context tasks (S-NIAH, BABILong-style, MQAR).</summary>
+/// <summary>`titans task list | show | train | eval | trace | probe`: long-context tasks (S-NIAH, BABILong-style, MQAR).</summary>
 public static class TaskCommands
 {
     static readonly Option<string?> Haystack = new("--haystack")
@@ -24,6 +24,7 @@ public static class TaskCommands
         command.Subcommands.Add(Train());
         command.Subcommands.Add(Eval());
         command.Subcommands.Add(Trace());
+        command.Subcommands.Add(Probe());
         return command;
     }
 
@@ -256,6 +257,53 @@ public static class TaskCommands
                     "Per window: the mean next-token loss, the memory's mean gates over the tokens it wrote (θ inner learning rate, α forgetting, " +
                     "η surprise decay) and, at the window's end, the Frobenius norms of its weights W and momentum S per memory layer.");
                 Console.WriteLine($"wrote {markdown} and its plot");
+            }
+            return 0;
+        }));
+        return command;
+    }
+
+    static Command Probe()
+    {
+        var checkpoint = new Option<string>("--checkpoint", "-c") { Description = "run folder or checkpoint file of a MAC model trained on a needle task", Required = true };
+        var taskOption = new Option<string?>("--task", "-t") { Description = "needle task of the examples (default: the one the model was trained on)" };
+        var length = new Option<int?>("--length") { Description = "tokens per example (default: the training length L)" };
+        var examples = new Option<int>("--examples") { Description = "examples (needle depths uniform); two thirds fit the probes, one third scores them", DefaultValueFactory = _ => 600 };
+        var seed = new Option<long>("--seed") { Description = "seed of the examples and the probes", DefaultValueFactory = _ => 1 };
+        var output = new Option<string?>("--out") { Description = "result file (.md; default: probe-<task>.md in the run folder)" };
+        var command = new Command("probe", "Where MAC loses a needle: linear probes of the needle's tokens from the segment input and the value written into the memory at the needle, and from the memory's read at the question.")
+            { checkpoint, taskOption, Haystack, length, examples, seed, output };
+        command.SetAction(parse => CommonOptions.Run(parse, _ =>
+        {
+            string file = TrainingOptions.CheckpointPath(parse.GetValue(checkpoint)!);
+            var (model, header) = Checkpoint.LoadModel(file);
+            using (model)
+            {
+                string name = parse.GetValue(taskOption) ?? header.Metadata.GetValueOrDefault(TaskRun.TaskKey)
+                              ?? throw new ArgumentException($"'{file}' was not trained on a task; say which with --task.");
+                var task = TaskRun.CreateTask(name, header.Tokenizer, HaystackOf(parse, header, fallBackWhenGone: true));
+                if (task is not NeedleTask) throw new ArgumentException($"The probe needs a needle task (passkey, number, uuid), got {task.Name}.");
+                int trained = header.Training.SequenceLength;
+                int tokens = parse.GetValue(length) is int given ? TrainingOptions.Positive(given, "--length") : trained;
+                TaskRun.RequireLength(task, tokens, $"the length {tokens}");
+                int count = TrainingOptions.Positive(parse, examples);
+                var random = new Random((int)parse.GetValue(seed));
+                var items = Enumerable.Range(0, count).Select(_ => task.Generate(tokens, random.NextDouble(), random, evaluation: true)).ToList();
+                string title = $"{task.Name} write probe: {ArchitectureNames.Display(header.Model)} trained at {trained:N0} tokens (step {header.Step})";
+                Console.WriteLine($"{title}; {count} examples of {tokens:N0} tokens");
+                var results = MacWriteProbe.Run(model, items, seed: parse.GetValue(seed));
+                foreach (var r in results)
+                    Console.WriteLine($"  block {r.Block}  {r.Feature,-28}  held out {TaskRun.Percent(r.TestAccuracy),5}  fitted {TaskRun.Percent(r.TrainAccuracy),5}  chance {TaskRun.Percent(r.Chance)}");
+                string markdown = parse.GetValue(output) ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(file))!, $"probe-{task.Name}.md");
+                new MarkdownReport(title, CommonOptions.CommandLine(parse))
+                    .Paragraph($"{count} {task.Name} examples of {tokens:N0} tokens from the haystack's held-out tail, needle depth uniform. Per MAC block, a linear " +
+                               "probe (softmax regression on the standardized signal) is fitted on two thirds of the examples to name each needle token " +
+                               "from one signal, and scored on the other third. Chance: the most frequent token's share of the held-out ones.")
+                    .Table(new[] { "block", "signal", "held-out accuracy", "fitted accuracy", "chance", "samples (fit / held out)" },
+                        results.Select(r => (IReadOnlyList<string>)new[] { $"{r.Block}", r.Feature, TaskRun.Percent(r.TestAccuracy), TaskRun.Percent(r.TrainAccuracy),
+                            TaskRun.Percent(r.Chance), $"{r.TrainSamples} / {r.TestSamples}" }))
+                    .Save(markdown);
+                Console.WriteLine($"wrote {markdown}");
             }
             return 0;
         }));

@@ -27,6 +27,12 @@ public sealed class Block : StreamingModule<BlockState>
     internal NeuralMemory? Memory => memory;
     internal RmsNorm? MemoryOutNorm => memory_out_norm;
 
+    /// <summary>
+    /// For probes (<see cref="Experiments.MacWriteProbe"/>): MAC calls it per segment piece with the block's normed input
+    /// (the piece), the memory's read h and the value written into the memory, each [B, piece, d].
+    /// </summary>
+    internal Action<Tensor, Tensor, Tensor>? MacObserver { get; set; }
+
     public Block(string name, TitansConfig config) : base(name)
     {
         architecture = config.Architecture;
@@ -156,6 +162,7 @@ public sealed class Block : StreamingModule<BlockState>
             // gradients explode (SOTU, tiny: |g| up to 8e5, then divergence). A learned scale let that scale grow back
             // (|g| median 34 by step 800), so the write is normalized without one. The segment input is normalized already.
             Tensor written = macWrite == MacWrite.SegmentInput ? piece : RmsNorm.Normalize(attended);
+            MacObserver?.Invoke(piece, read, written);
             (Tensor remembered, memoryState) = memory.Forward(written, memoryState);
             outputs.Add(attended * memory_out_norm!.forward(remembered).sigmoid());
             done += size;
