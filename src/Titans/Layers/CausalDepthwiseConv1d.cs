@@ -29,15 +29,25 @@ public sealed class CausalDepthwiseConv1d : nn.Module
     }
 
     /// <summary>x: [B, T, C]; cache: [B, K−1, C] (the previous inputs) or null for a sequence start (zeros).</summary>
-    public (Tensor Output, Tensor Cache) Forward(Tensor x, Tensor? cache)
+    public (Tensor Output, Tensor Cache) Forward(Tensor x, Tensor? cache) => Forward(x, cache, 0);
+
+    /// <summary>
+    /// The channels [<paramref name="firstChannel"/>, firstChannel + C) alone, x: [B, T, C]; cache: [B, K−1, C] of those
+    /// channels. Channels are independent, so this equals the same slice of the full convolution (MAC's read needs
+    /// only the query channels).
+    /// </summary>
+    public (Tensor Output, Tensor Cache) Forward(Tensor x, Tensor? cache, long firstChannel)
     {
-        long length = x.shape[1];
-        cache ??= zeros(x.shape[0], Kernel - 1, Channels, dtype: x.dtype, device: x.device);
+        long length = x.shape[1], channels = x.shape[2];
+        if (firstChannel < 0 || firstChannel + channels > Channels)
+            throw new ArgumentException($"Channels {firstChannel}..{firstChannel + channels - 1} are not all among the convolution's {Channels}.", nameof(x));
+        cache ??= zeros(x.shape[0], Kernel - 1, channels, dtype: x.dtype, device: x.device);
+        Tensor taps = channels == Channels ? weight : weight.narrow(1, firstChannel, channels);
         Tensor input = cat(new[] { cache, x }, 1);
         // select (a view), not weight[j] (advanced indexing, whose backward is several times slower here).
-        Tensor output = input.narrow(1, 0, length) * weight.select(0, 0);
+        Tensor output = input.narrow(1, 0, length) * taps.select(0, 0);
         for (int j = 1; j < Kernel; j++)
-            output = output + input.narrow(1, j, length) * weight.select(0, j);
+            output = output + input.narrow(1, j, length) * taps.select(0, j);
         Tensor newCache = input.narrow(1, input.shape[1] - (Kernel - 1), Kernel - 1).clone();
         return (output, newCache);
     }

@@ -120,12 +120,26 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
     /// <summary>
     /// Retrieval without an update, M*(q) (TITANS.md §2, MAC's step 1): queries from x through this module's query path,
     /// read with the given weights ([B, H, out, in] per layer), then the read-out. Returns [B, T, d] and the convolution
-    /// cache of x's stream (null without convolution).
+    /// cache of x's stream, query channels only (null without convolution).
     /// </summary>
     public (Tensor Output, Tensor? ConvCache) Read(Tensor x, IReadOnlyList<Tensor> weights, Tensor? convCache)
     {
-        MemoryInputs inputs = Project(x, convCache);
-        return (ReadOut(Mlp.Forward(weights, inputs.Queries), x), inputs.ConvCache);
+        var (queries, cache) = ProjectQueries(x, convCache);
+        return (ReadOut(Mlp.Forward(weights, queries), x), cache);
+    }
+
+    /// <summary>
+    /// The queries of <see cref="Project"/> alone ([B, H, T, d_h]), for a read: no keys, values or gates. The
+    /// convolution cache holds the query channels only, so a read's stream keeps a cache of its own.
+    /// </summary>
+    public (Tensor Queries, Tensor? ConvCache) ProjectQueries(Tensor x, Tensor? convCache)
+    {
+        long batch = x.shape[0], length = x.shape[1];
+        Tensor q = q_proj.forward(x);
+        Tensor? newCache = null;
+        if (qkv_conv is not null) (q, newCache) = qkv_conv.Forward(q, convCache, firstChannel: 0);
+        q = nn.functional.silu(q).view(batch, length, Config.Heads, Config.HeadDim).transpose(1, 2);   // [B, H, T, d_h]
+        return (nn.functional.normalize(q, dim: -1), newCache);
     }
 
     /// <summary>Dispatches to the configured path; both compute the same function.</summary>

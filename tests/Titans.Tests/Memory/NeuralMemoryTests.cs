@@ -26,6 +26,30 @@ public class NeuralMemoryTests
         return memory;
     }
 
+    /// <summary>
+    /// A read (MAC's step 1) computes only the queries, with the query channels of the convolution: it must equal the
+    /// query path of the full projection, and stream in pieces through its own cache.
+    /// </summary>
+    [Fact]
+    public void AReadEqualsTheQueriesOfTheFullProjectionAndStreams()
+    {
+        using var scope = NewDisposeScope();
+        var memory = Build(Tiny() with { ConvKernel = 4 });
+        Tensor x = Normal(Seeded(4), 2, 13, 8);
+        var weights = memory.InitialState(2, F64).Memory.Weights.Select(w => w + 0.1 * Normal(Seeded(5), w.shape)).ToArray();
+
+        var (whole, wholeCache) = memory.Read(x, weights, null);
+        MemoryInputs full = memory.Project(x, null);
+        AssertClose(memory.ReadOut(memory.Mlp.Forward(weights, full.Queries), x), whole, 1e-12, "read");
+        long inner = memory.Config.Heads * memory.Config.HeadDim;
+        Assert.Equal(new long[] { 2, 3, inner }, wholeCache!.shape);                 // K − 1 = 3 steps of the query channels
+        AssertClose(full.ConvCache!.narrow(2, 0, inner), wholeCache, 1e-15, "the query channels of the full cache");
+
+        var (first, cache) = memory.Read(x.narrow(1, 0, 5), weights, null);
+        var (second, _) = memory.Read(x.narrow(1, 5, 8), weights, cache);
+        AssertClose(whole, cat(new[] { first, second }, 1), 1e-12, "pieces");
+    }
+
     [Theory]
     [InlineData(MemoryAlgorithm.Chunked, 4)]
     [InlineData(MemoryAlgorithm.Chunked, 16)]
