@@ -112,7 +112,8 @@ public static class TrainingRun
                         tokens / seconds, seconds, (trainer.Config.Steps - trainer.Step) * seconds / (trainer.Step - firstStep));
                     progress.Log(report);
                     Append(metricsPath, new { step = trainer.Step, loss = result.Loss, lr = result.LearningRate, grad_norm = result.GradientNorm,
-                        tokens_per_s = Math.Round(report.TokensPerSecond, 1), elapsed_s = Math.Round(seconds, 2) });
+                        tokens_per_s = Math.Round(report.TokensPerSecond, 1), elapsed_s = Math.Round(seconds, 2),
+                        largest_grads = result.LargestGradients.ToDictionary(g => g.Parameter, g => Math.Round(g.Norm, 6)) });
                     trainCurve.Add((trainer.Step, result.Loss));
                 }
                 if (trainer.Step % options.EvalEvery == 0 || final)

@@ -7,7 +7,11 @@ using static TorchSharp.torch;
 namespace Titans.Training;
 
 /// <summary>What one optimizer step did.</summary>
-public sealed record StepResult(int Step, double Loss, double GradientNorm, double LearningRate, long Tokens);
+public sealed record StepResult(int Step, double Loss, double GradientNorm, double LearningRate, long Tokens)
+{
+    /// <summary>The parameters with the largest gradient norms before clipping, largest first: where a spike comes from.</summary>
+    public IReadOnlyList<(string Parameter, double Norm)> LargestGradients { get; init; } = Array.Empty<(string, double)>();
+}
 
 /// <summary>The loss or a gradient became NaN or infinite; the step was not applied, so the weights are the last good ones.</summary>
 public sealed class TrainingDivergedException(string message, Exception? inner = null) : Exception(message, inner);
@@ -78,7 +82,7 @@ public sealed class Trainer : IDisposable
             (microLoss / Config.AccumulationSteps).backward();
             loss += microLoss.to(ScalarType.Float64).item<double>() / Config.AccumulationSteps;
         }
-        double norm = GradientNorm();
+        var (norm, largest) = GradientNorms();
         if (!double.IsFinite(loss) || !double.IsFinite(norm))
             throw new TrainingDivergedException(
                 $"Training diverged at step {Step + 1}: loss {loss}, gradient norm {norm}. The step was not applied; " +
@@ -91,7 +95,7 @@ public sealed class Trainer : IDisposable
         }
         Optimizer.step();
         Step++;
-        return new StepResult(Step, loss, norm, lr, Config.TokensPerStep);
+        return new StepResult(Step, loss, norm, lr, Config.TokensPerStep) { LargestGradients = largest };
     }
 
     /// <summary>
@@ -106,14 +110,20 @@ public sealed class Trainer : IDisposable
         return Model.Forward(batch.Tokens, Model.WithGradientToStart(state)).Output;
     }
 
-    /// <summary>The global L2 norm of the gradients, in float64.</summary>
-    double GradientNorm()
+    /// <summary>The global L2 norm of the gradients, in float64, and the three parameters with the largest.</summary>
+    (double Norm, IReadOnlyList<(string, double)> Largest) GradientNorms()
     {
         using var scope = NewDisposeScope();
         double sum = 0;
-        foreach (var (_, p) in Parameters)
-            if (p.grad is Tensor g) sum += g.to(ScalarType.Float64).square().sum().item<double>();
-        return Math.Sqrt(sum);
+        var norms = new List<(string, double)>();
+        foreach (var (name, p) in Parameters)
+            if (p.grad is Tensor g)
+            {
+                double square = g.to(ScalarType.Float64).square().sum().item<double>();
+                sum += square;
+                norms.Add((name, Math.Sqrt(square)));
+            }
+        return (Math.Sqrt(sum), norms.OrderByDescending(n => n.Item2).Take(3).ToArray());
     }
 
     public void Dispose() => Optimizer.Dispose();

@@ -63,6 +63,26 @@ public class TrainingTests : IDisposable
     }
 
     [Fact]
+    public void AStepReportsTheParametersWithTheLargestGradients()
+    {
+        manual_seed(3);
+        var training = Training with { GradientClip = 0 };                    // unclipped: the gradients stay as reported
+        using var trainer = new Trainer(new TitansLanguageModel("model", SmallConfig(Architecture.Mal)), training, Data(training));
+        var step = trainer.TrainStep();
+        var norms = trainer.Model.named_parameters().Where(p => p.parameter.grad is not null)
+            .Select(p => (p.name, Norm: p.parameter.grad!.to(ScalarType.Float64).norm().item<double>())).OrderByDescending(p => p.Norm).ToList();
+
+        Assert.Equal(3, step.LargestGradients.Count);
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.Equal(norms[i].name, step.LargestGradients[i].Parameter);
+            Assert.Equal(norms[i].Norm, step.LargestGradients[i].Norm, 1e-9);
+        }
+        Assert.Equal(Math.Sqrt(norms.Sum(n => n.Norm * n.Norm)), step.GradientNorm, 1e-9);
+        trainer.Model.Dispose();
+    }
+
+    [Fact]
     public void TheMemoriesInitialWeightsTakeTheirOwnWeightDecay()
     {
         // AdamW's decay is decoupled: p ← p·(1 − lr·λ) − lr·adam(g). One step from the same weights on the same batch
