@@ -84,7 +84,7 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
     /// </summary>
     public override (Tensor Output, NeuralMemoryState State) Forward(Tensor x, NeuralMemoryState? state)
     {
-        CheckInput(x, state);
+        CheckShapes(x, state);
         using var scope = NewDisposeScope();
         long batch = x.shape[0], length = x.shape[1];
         NeuralMemoryState start = state ?? InitialState(batch, x.dtype, x.device);
@@ -100,7 +100,7 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
         MemoryGates gates = MemoryGates.Concat(start.PendingGates, inputs.Gates);
 
         MemoryScanResult scan = Scan(queries, keys, values, gates, start.Memory);
-        CheckFinite(scan, start.Position, length);
+        CheckFinite(x, scan, start.Position, length);
         Tensor output = ReadOut(scan.Outputs.narrow(2, pending, length), x);
 
         long total = pending + length, rest = total - scan.BoundaryTokens;
@@ -272,10 +272,18 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
     /// A diverging inner loop (θ too large for the memory's scale, no forgetting) turns the state into inf/NaN, and a
     /// stream would carry it on silently; stop at the call where it happens and say what to change.
     /// </summary>
-    void CheckFinite(MemoryScanResult scan, long position, long length)
+    /// <summary>One host sync per call: the input, the outputs and the final state checked together; only a failure looks closer.</summary>
+    void CheckFinite(Tensor x, MemoryScanResult scan, long position, long length)
     {
-        if (!AllFinite(scan.Outputs) || !scan.Final.Tensors.All(AllFinite))
-            throw new NonFiniteValueException(
+        using (var scope = NewDisposeScope())
+        using (no_grad())
+        {
+            var all = new[] { x, scan.Outputs }.Concat(scan.Final.Tensors).Select(t => t.isfinite().all()).ToArray();
+            if (stack(all).all().item<bool>()) return;
+        }
+        if (!AllFinite(x))
+            throw new NonFiniteValueException("NeuralMemory input contains NaN or infinite values.");
+        throw new NonFiniteValueException(
                 $"The neural memory became non-finite while reading tokens {position}..{position + length - 1}: its inner " +
                 $"gradient descent diverged. Lower MaxInnerLearningRate (now {Config.MaxInnerLearningRate}), keep " +
                 "Forgetting on, or use the ResidualLayerNorm wrapper.");
@@ -288,15 +296,13 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
         return all.item<bool>();
     }
 
-    void CheckInput(Tensor x, NeuralMemoryState? state)
+    void CheckShapes(Tensor x, NeuralMemoryState? state)
     {
         if (x.dim() != 3 || x.shape[2] != Config.ModelDim)
             throw new ArgumentException(
                 $"NeuralMemory expects input of shape [batch, time, {Config.ModelDim}], got [{string.Join(", ", x.shape)}].", nameof(x));
         if (!x.is_floating_point())
             throw new ArgumentException($"NeuralMemory expects floating-point input, got {x.dtype}.", nameof(x));
-        if (!AllFinite(x))
-            throw new NonFiniteValueException("NeuralMemory input contains NaN or infinite values.");
         if (state is not null && state.PendingKeys.shape[0] != x.shape[0])
             throw new ArgumentException(
                 $"The state is for a batch of {state.PendingKeys.shape[0]} sequences, the input has {x.shape[0]}.", nameof(state));
