@@ -28,6 +28,14 @@ public static class TaskCommands
         return command;
     }
 
+    /// <summary>The task to score a checkpoint on: --task, else the one it trained on; its haystack as <see cref="HaystackOf"/> finds it.</summary>
+    static ILongContextTask TaskOf(ParseResult parse, Option<string?> taskOption, Checkpoint.Header header, string file)
+    {
+        string name = parse.GetValue(taskOption) ?? header.Metadata.GetValueOrDefault(TaskRun.TaskKey)
+                      ?? throw new ArgumentException($"'{file}' was not trained on a task; say which with --task.");
+        return TaskRun.CreateTask(name, header.Tokenizer, HaystackOf(parse, header, fallBackWhenGone: true));
+    }
+
     static string HaystackPath(ParseResult parse) => parse.GetValue(Haystack) ?? LanguageModelCommands.DefaultCorpus;
 
     /// <summary>
@@ -177,10 +185,7 @@ public static class TaskCommands
             var (model, header) = Checkpoint.LoadModel(file);
             using (model)
             {
-                string name = parse.GetValue(taskOption) ?? header.Metadata.GetValueOrDefault(TaskRun.TaskKey)
-                              ?? throw new ArgumentException($"'{file}' was not trained on a task; say which with --task.");
-                string haystack = HaystackOf(parse, header, fallBackWhenGone: true);
-                var task = TaskRun.CreateTask(name, header.Tokenizer, haystack);
+                var task = TaskOf(parse, taskOption, header, file);
                 int trained = header.Training.SequenceLength;
                 var lengthList = ParseList(parse.GetValue(lengths), "--lengths", int.Parse) ?? new[] { 1, 2, 4, 8, 16 }.Select(f => f * trained).ToList();
                 foreach (int l in lengthList) TaskRun.RequireLength(task, l, $"the length {l}");
@@ -279,9 +284,7 @@ public static class TaskCommands
             var (model, header) = Checkpoint.LoadModel(file);
             using (model)
             {
-                string name = parse.GetValue(taskOption) ?? header.Metadata.GetValueOrDefault(TaskRun.TaskKey)
-                              ?? throw new ArgumentException($"'{file}' was not trained on a task; say which with --task.");
-                var task = TaskRun.CreateTask(name, header.Tokenizer, HaystackOf(parse, header, fallBackWhenGone: true));
+                var task = TaskOf(parse, taskOption, header, file);
                 if (task is not NeedleTask) throw new ArgumentException($"The probe needs a needle task (passkey, number, uuid), got {task.Name}.");
                 int trained = header.Training.SequenceLength;
                 int tokens = parse.GetValue(length) is int given ? TrainingOptions.Positive(given, "--length") : trained;

@@ -39,11 +39,11 @@ public static class MacWriteProbe
         // features[block][feature] → gathered rows, one per needle token, in example order.
         var rows = Enumerable.Range(0, blocks).Select(_ => Enumerable.Range(0, features).Select(_ => new List<Tensor>()).ToArray()).ToArray();
         var labels = new List<long>();
+        bool training = model.training;
         try
         {
             using (no_grad())
             {
-                bool training = model.training;
                 model.eval();
                 for (int start = 0; start < examples.Count; start += batchSize)
                 {
@@ -62,11 +62,13 @@ public static class MacWriteProbe
                         };
                     }
                     var batch = examples.Skip(start).Take(count).ToArray();
-                    using (var tokens = tensor(batch.SelectMany(e => e.Tokens).ToArray(), new long[] { count, batch[0].Length }))
+                    var where = located[start..(start + count)];
+                    long length = batch[0].Length;
+                    using (var tokens = tensor(batch.SelectMany(e => e.Tokens).ToArray(), new long[] { count, length }))
                         model.Forward(tokens, null).State.Dispose();
                     // Row r of the gathered [count·T, d] matrices is example r / T at position r % T.
-                    var needle = located.Skip(start).Take(count).SelectMany((l, i) => l.Needle.Select(p => (long)i * batch[0].Length + p)).ToArray();
-                    var question = located.Skip(start).Take(count).SelectMany((l, i) => l.Question.Select(p => (long)i * batch[0].Length + p)).ToArray();
+                    var needle = where.SelectMany((l, i) => l.Needle.Select(p => i * length + p)).ToArray();
+                    var question = where.SelectMany((l, i) => l.Question.Select(p => i * length + p)).ToArray();
                     using var needleIndex = tensor(needle);
                     using var questionIndex = tensor(question);
                     for (int b = 0; b < blocks; b++)
@@ -81,14 +83,14 @@ public static class MacWriteProbe
                         rows[b][2].Add(gather(pieces[b].Read, questionIndex));
                         foreach (var t in pieces[b].Input.Concat(pieces[b].Read).Concat(pieces[b].Written)) t.Dispose();
                     }
-                    labels.AddRange(located.Skip(start).Take(count).SelectMany(l => l.Labels));
+                    labels.AddRange(where.SelectMany(l => l.Labels));
                 }
-                model.train(training);
             }
         }
         finally
         {
             foreach (var block in model.Blocks) block.MacObserver = null;
+            model.train(training);
         }
 
         // Classes are the answer tokens seen; samples split by example, so one example's tokens are on one side only.
