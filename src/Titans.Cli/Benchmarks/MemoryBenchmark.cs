@@ -14,9 +14,15 @@ namespace Titans.Cli.Benchmarks;
 /// </summary>
 public static class MemoryBenchmark
 {
-    public sealed record Options(bool Quick, int Width, int Heads, int Repeats, Device Device);
+    /// <param name="RecomputeGroup">chunks per recomputed group for the lean backward's columns (0: those columns are left out)</param>
+    public sealed record Options(bool Quick, int Width, int Heads, int Repeats, Device Device, int RecomputeGroup = 16);
 
-    sealed record Row(long Length, int Depth, int Chunk, double Forward, double ForwardBackward, double Flops, long PeakRss);
+    /// <summary>One cell: forward, plain autograd forward+backward and the recomputed groups' forward+backward, each with its peak RSS.</summary>
+    sealed record Row(long Length, int Depth, int Chunk, double Forward, double ForwardBackward, double Flops, long PeakRss,
+        double Recomputed, long RecomputedPeakRss, OpCounts Ops);
+
+    /// <summary>Tensors the library creates per chunk (each op returns one), counted by TorchSharp's dispose-scope statistics.</summary>
+    sealed record OpCounts(double Forward, double ForwardBackward, double Recomputed);
 
     public static void Run(Options o, string? output, string command)
     {
@@ -65,10 +71,16 @@ public static class MemoryBenchmark
             foreach (var r in rows) table.AddRow(Cells(r, ceiling).ToArray());
             AnsiConsole.Write(table);
         }
-        var (reference, chunk16, chunk64, speedupLength) = SequentialSpeedup(o);
+        var (reference, chunk16, chunk64, speedupLength) = SequentialSpeedup(o, 0);
         string speedup = $"Sequential reference vs chunked, {speedupLength} tokens, depth 2, forward+backward, both warmed up: " +
                          $"reference {reference:F2} s; chunk 16 {chunk16:F3} s ({reference / chunk16:F1}× faster); " +
                          $"chunk 64 {chunk64:F3} s ({reference / chunk64:F1}× faster).";
+        if (o.RecomputeGroup > 0)
+        {
+            var (_, lean16, lean64, _) = SequentialSpeedup(o, o.RecomputeGroup, reference);
+            speedup += $" Recomputed groups of {o.RecomputeGroup} chunks: chunk 16 {lean16:F3} s ({reference / lean16:F1}×); " +
+                       $"chunk 64 {lean64:F3} s ({reference / lean64:F1}×).";
+        }
         AnsiConsole.WriteLine(speedup);
 
         if (output is null) return;
@@ -79,7 +91,9 @@ public static class MemoryBenchmark
                        "(NeuralMemoryCost; forward+backward = 3× forward). Peak RSS is the process's peak during the " +
                        "forward+backward runs of that row (freed memory stays in the process for reuse, so it does not fall " +
                        "between rows). *skipped: autograd would keep an estimated > 16 GiB of chunk states (24 GiB machine); " +
-                       "training at that length needs activation checkpointing, which is not built yet.")
+                       $"the recomputed columns run the same backward over groups of {o.RecomputeGroup} chunks (RecomputeGroup). " +
+                       "Ops/chunk: tensors created by TorchSharp calls per chunk (every op returns one; the native backward of " +
+                       "autograd's graph is not counted, so the plain path's backward ops are not in its number).")
             .Paragraph($"libtorch fp32 matmul ceiling, measured in the same run ([4096×{o.Width}]·[{o.Width}×{o.Width}]): " +
                        $"{ceilingBefore:F1} GFLOP/s before the grid, {ceilingAfter:F1} GFLOP/s after; the ratio column uses the " +
                        $"higher, **{ceiling:F1} GFLOP/s**.")
@@ -96,6 +110,7 @@ public static class MemoryBenchmark
     static readonly string[] Header =
     {
         "tokens", "depth", "chunk", "fwd tok/s", "fwd GFLOP/s", "fwd+bwd tok/s", "fwd+bwd GFLOP/s", "fwd+bwd / ceiling", "peak RSS",
+        "recomputed fwd+bwd tok/s", "recomputed / ceiling", "recomputed peak RSS", "ops/chunk fwd", "ops/chunk fwd+bwd", "ops/chunk recomputed",
     };
 
     static IEnumerable<string> Cells(Row r, double ceiling)
@@ -110,7 +125,14 @@ public static class MemoryBenchmark
         yield return skipped ? "skipped*" : $"{r.Length / r.ForwardBackward:N0}";
         yield return skipped ? "" : $"{bwdGflops:F1}";
         yield return skipped ? "" : $"{bwdGflops / ceiling:P0}";
-        yield return Timing.Mib(r.PeakRss);
+        yield return skipped ? "" : Timing.Mib(r.PeakRss);
+        bool recomputed = !double.IsNaN(r.Recomputed);
+        yield return recomputed ? $"{r.Length / r.Recomputed:N0}" : "";
+        yield return recomputed ? $"{3 * r.Flops / r.Recomputed / 1e9 / ceiling:P0}" : "";
+        yield return recomputed ? Timing.Mib(r.RecomputedPeakRss) : "";
+        yield return $"{r.Ops.Forward:F0}";
+        yield return skipped ? "" : $"{r.Ops.ForwardBackward:F0}";
+        yield return recomputed ? $"{r.Ops.Recomputed:F0}" : "";
     }
 
     static NeuralMemoryConfig Config(Options o, int depth, int chunk) =>
@@ -123,24 +145,60 @@ public static class MemoryBenchmark
         using var memory = new NeuralMemory("memory", config);
         memory.to(o.Device);
         using var x = randn(1, length, o.Width, device: o.Device);
+        double chunks = Math.Ceiling((double)length / chunk);
         double forward = Timing.MedianSeconds(() =>
         {
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
             memory.forward(x);
         }, o.Repeats);
-        double backward = double.NaN;
+        double forwardOps = CountOps(() =>
+        {
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            memory.forward(x);
+        }) / chunks;
+
+        // The lean path first: RSS freed by a cell stays in the process, so the larger plain path must come after it.
+        double recomputed = double.NaN, recomputedOps = double.NaN;
+        long recomputedPeak = -1;
+        if (o.RecomputeGroup > 0)
+        {
+            using var lean = new NeuralMemory("memory", config with { RecomputeGroup = o.RecomputeGroup });
+            lean.load_state_dict(memory.state_dict());
+            lean.to(o.Device);
+            NativeAllocator.ReturnFreedMemory();
+            ProcessMemory.ResetPeak();
+            recomputed = Timing.MedianSeconds(() => ForwardBackward(lean, x), o.Repeats);
+            recomputedPeak = ProcessMemory.PeakRss();
+            recomputedOps = CountOps(() => ForwardBackward(lean, x)) / chunks;
+        }
+        double backward = double.NaN, backwardOps = double.NaN;
+        long peak = -1;
         if (AutogradBytes(config, length) <= AutogradBudgetBytes)
         {
+            NativeAllocator.ReturnFreedMemory();
             ProcessMemory.ResetPeak();
             backward = Timing.MedianSeconds(() => ForwardBackward(memory, x), o.Repeats);
+            peak = ProcessMemory.PeakRss();
+            backwardOps = CountOps(() => ForwardBackward(memory, x)) / chunks;
         }
-        return new Row(length, depth, chunk, forward, backward, NeuralMemoryCost.ForwardFlops(config, length), ProcessMemory.PeakRss());
+        return new Row(length, depth, chunk, forward, backward, NeuralMemoryCost.ForwardFlops(config, length), peak,
+            recomputed, recomputedPeak, new OpCounts(forwardOps, backwardOps, recomputedOps));
+    }
+
+    /// <summary>Tensors created on this thread while <paramref name="run"/> runs (TorchSharp counts each in its dispose-scope statistics).</summary>
+    static long CountOps(Action run)
+    {
+        var statistics = DisposeScopeManager.Statistics;
+        long before = statistics.CreatedInScopeCount + statistics.CreatedOutsideScopeCount;
+        run();
+        return statistics.CreatedInScopeCount + statistics.CreatedOutsideScopeCount - before;
     }
 
     /// <summary>
     /// Rough size of what autograd keeps for the backward pass: about 8 state-sized tensors per chunk (calibrated on
-    /// this benchmark: 4K tokens, depth 2, chunk 16 peaked near 2 GiB). Longer runs need checkpointing, not yet built.
+    /// this benchmark: 4K tokens, depth 2, chunk 16 peaked near 2 GiB). Longer runs are for the recomputed groups.
     /// </summary>
     static double AutogradBytes(NeuralMemoryConfig c, long length) =>
         Math.Ceiling((double)length / c.ChunkSize) * c.Heads * c.LayerShapes.Sum(s => (double)s.Out * s.In) * 4 * 8;
@@ -159,18 +217,25 @@ public static class MemoryBenchmark
     /// Both are warmed up first: the reference's first run pays a one-time autograd cost (~19 s against ~4 s after),
     /// and comparing a cold reference with a warm chunked path would overstate the speed-up about fourfold.
     /// </summary>
-    static (double Reference, double Chunk16, double Chunk64, long Length) SequentialSpeedup(Options o)
+    /// <param name="group">RecomputeGroup of the chunked runs</param>
+    /// <param name="knownReference">the reference's time from an earlier call (it is not run again)</param>
+    static (double Reference, double Chunk16, double Chunk64, long Length) SequentialSpeedup(Options o, int group, double? knownReference = null)
     {
         long length = o.Quick ? 256 : 1024; // quick mode keeps under a minute
         manual_seed(0);
-        using var reference = new NeuralMemory("memory", Config(o, 2, 16) with { Algorithm = MemoryAlgorithm.Sequential });
-        reference.to(o.Device);
         using var x = randn(1, length, o.Width, device: o.Device);
-        double slow = Timing.MedianSeconds(() => ForwardBackward(reference, x), o.Quick ? 1 : o.Repeats);
+        double slow = knownReference ?? Reference();
+        double Reference()
+        {
+            manual_seed(0);
+            using var reference = new NeuralMemory("memory", Config(o, 2, 16) with { Algorithm = MemoryAlgorithm.Sequential });
+            reference.to(o.Device);
+            return Timing.MedianSeconds(() => ForwardBackward(reference, x), o.Quick ? 1 : o.Repeats);
+        }
         double Chunked(int chunk)
         {
             manual_seed(0);
-            using var chunked = new NeuralMemory("memory", Config(o, 2, chunk));
+            using var chunked = new NeuralMemory("memory", Config(o, 2, chunk) with { RecomputeGroup = group });
             chunked.to(o.Device);
             return Timing.MedianSeconds(() => ForwardBackward(chunked, x), o.Repeats);
         }

@@ -161,13 +161,14 @@ public static class BenchCommands
         var width = new Option<int>("--width") { Description = "model width d", DefaultValueFactory = _ => 512 };
         var heads = new Option<int>("--heads") { Description = "memory heads", DefaultValueFactory = _ => 8 };
         var repeats = new Option<int>("--repeats") { Description = "timed runs per cell (median reported)", DefaultValueFactory = _ => 3 };
+        var group = new Option<int>("--recompute-group") { Description = "chunks per recomputed group for the lean backward's columns (0: leave them out)", DefaultValueFactory = _ => 16 };
         var output = new Option<string?>("--out") { Description = "write a markdown table here (e.g. docs/bench-memory.md)" };
-        var command = new Command("memory", "Forward and forward+backward speed of the neural memory over lengths, chunk sizes and depths.")
-            { quick, width, heads, repeats, output };
+        var command = new Command("memory", "Forward and forward+backward speed of the neural memory over lengths, chunk sizes and depths; ops per chunk.")
+            { quick, width, heads, repeats, group, output };
         command.SetAction(parse => CommonOptions.Run(parse, device =>
         {
             var options = new MemoryBenchmark.Options(parse.GetValue(quick), parse.GetValue(width), parse.GetValue(heads),
-                parse.GetValue(repeats), device);
+                parse.GetValue(repeats), device, parse.GetValue(group));
             MemoryBenchmark.Run(options, parse.GetValue(output), CommonOptions.CommandLine(parse));
             return 0;
         }));

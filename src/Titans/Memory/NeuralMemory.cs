@@ -148,6 +148,8 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
         MemoryStabilizers stabilizers = Stabilizers(keys.dtype);
         return Config.Algorithm switch
         {
+            MemoryAlgorithm.Chunked when Config.RecomputeGroup > 0 =>
+                RecomputedMemoryScan.Scan(Mlp, queries, keys, values, gates, memory, Config.ChunkSize, Config.RecomputeGroup, stabilizers),
             MemoryAlgorithm.Chunked => ChunkedMemoryScan.Scan(Mlp, queries, keys, values, gates, memory, Config.ChunkSize, stabilizers),
             MemoryAlgorithm.Sequential => SequentialMemoryScan.Scan(Mlp, queries, keys, values, gates, memory, Config.ChunkSize, stabilizers),
             _ => throw new ArgumentOutOfRangeException(nameof(Config.Algorithm)),

@@ -113,6 +113,12 @@ public sealed record NeuralMemoryConfig
     public double InnerGradientClip { get; init; }
     public OutputGate OutputGate { get; init; } = OutputGate.Silu;
     public MemoryAlgorithm Algorithm { get; init; } = MemoryAlgorithm.Chunked;
+    /// <summary>
+    /// Chunks per recomputed group in training (<see cref="RecomputedMemoryScan"/>): backward recomputes each group from
+    /// its starting state instead of keeping every chunk's state. 0: plain autograd through the chunked path. Same values
+    /// and gradients either way; only memory and speed differ.
+    /// </summary>
+    public int RecomputeGroup { get; init; }
 
     [JsonIgnore] public int HeadDim => ModelDim / Heads;
     [JsonIgnore] public int HiddenDim => Depth == 1 ? HeadDim : Expansion * HeadDim;
@@ -192,6 +198,7 @@ public sealed record NeuralMemoryConfig
         Require(Enum.IsDefined(Activation), nameof(Activation), $"unknown value {Activation}");
         Require(Enum.IsDefined(OutputGate), nameof(OutputGate), $"unknown value {OutputGate}");
         Require(Enum.IsDefined(Algorithm), nameof(Algorithm), $"unknown value {Algorithm}");
+        Require(RecomputeGroup >= 0, nameof(RecomputeGroup), $"must be 0 (off) or a number of chunks, got {RecomputeGroup}");
         return this;
     }
 

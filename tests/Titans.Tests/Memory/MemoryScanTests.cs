@@ -257,6 +257,7 @@ public class MemoryScanTests
             "layers" => new MemoryStabilizers { RowNorms = false, NormTarget = target.Select(w => w.square().sum(new long[] { -2, -1 }, keepdim: true).sqrt()).ToArray() },
             "clip" => new MemoryStabilizers { GradientClip = 0.3 },
             "all" => new MemoryStabilizers { RetentionTarget = target, NormTarget = target.Select(rows.Norm).ToArray(), GradientClip = 0.3 },
+            "none" => MemoryStabilizers.None,
             _ => throw new ArgumentException(kind),
         };
     }
@@ -328,5 +329,70 @@ public class MemoryScanTests
         var plain = ChunkedMemoryScan.Scan(mlp, q, k, v, gates, shifted, 3);
         for (int l = 0; l < 2; l++)
             AssertClose(plain.Final.Weights[l] + target[l], anchored.Final.Weights[l], 1e-12, $"layer {l + 1}");
+    }
+
+    /// <summary>Every memory form with and without channel-wise forgetting, then each stabilizer on the default form.</summary>
+    public static TheoryData<int, bool, bool, string> RecomputeCases()
+    {
+        var data = new TheoryData<int, bool, bool, string>();
+        foreach (int depth in new[] { 1, 2, 3 })
+            foreach (bool ln in new[] { false, true })
+                data.Add(depth, ln, depth == 2, "none");
+        foreach (string kind in new[] { "retention", "rows", "layers", "clip", "all" })
+            data.Add(2, true, true, kind);
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(RecomputeCases))]
+    public void RecomputedGroupsGiveTheGradientsOfTheChunkedPathAndTheReference(int depth, bool layerNorm, bool channelwise, string kind)
+    {
+        // 23 tokens, chunk 4, groups of 2 chunks: two full groups, a group of one chunk, and a trailing partial chunk of 3.
+        using var scope = NewDisposeScope();
+        const long length = 23;
+        var (mlp, q, k, v, gates, state) = Setup(50, length, depth, layerNorm, depth == 3 ? MemoryActivation.Silu : MemoryActivation.Gelu);
+        if (channelwise) gates = gates with { ChannelLogDecay = ChannelDecay(51, Batch, Heads, length, Shapes(depth, (int)Dim)) };
+        var stabilizers = Stabilizers(kind, depth, 52);
+        var targets = (stabilizers.RetentionTarget ?? Array.Empty<Tensor>()).Concat(stabilizers.NormTarget ?? Array.Empty<Tensor>());
+        var ln = layerNorm ? new[] { mlp.LnWeight!, mlp.LnBias! } : Array.Empty<Tensor>();
+        var leaves = gates.Tensors.Concat(new[] { q, k, v }).Concat(state.Tensors).Concat(ln).Concat(targets)
+            .Select(t => t.requires_grad_(true)).ToArray();
+        var probe = Normal(Seeded(53), Batch, Heads, length, Dim);
+
+        (MemoryScanResult, Tensor[]) Run(Func<MemoryScanResult> scan)
+        {
+            var result = scan();
+            var loss = (result.Outputs * probe).sum()
+                + result.Final.Tensors.Concat(result.Boundary.Tensors).Select(w => w.square().sum()).Aggregate((a, b) => a + b);
+            return (result, torch.autograd.grad(new[] { loss }, leaves).ToArray());
+        }
+        var (recomputed, fromGroups) = Run(() => RecomputedMemoryScan.Scan(mlp, q, k, v, gates, state, 4, 2, stabilizers));
+        var (chunked, fromChunks) = Run(() => ChunkedMemoryScan.Scan(mlp, q, k, v, gates, state, 4, stabilizers));
+        var (_, fromReference) = Run(() => SequentialMemoryScan.Scan(mlp, q, k, v, gates, state, 4, stabilizers));
+        AssertClose(chunked.Outputs, recomputed.Outputs, 1e-12, "outputs");
+        AssertClose(chunked.Boundary, recomputed.Boundary, 1e-12, "boundary state");
+        AssertClose(chunked.Final, recomputed.Final, 1e-12, "final state");
+        Assert.Equal(chunked.BoundaryTokens, recomputed.BoundaryTokens);
+        for (int i = 0; i < leaves.Length; i++)
+        {
+            Assert.True(fromGroups[i].abs().max().item<double>() > 0, $"input {i} got no gradient");
+            AssertClose(fromChunks[i], fromGroups[i], 1e-9, $"gradient of input {i} against the chunked path");
+            AssertClose(fromReference[i], fromGroups[i], 1e-9, $"gradient of input {i} against the reference");
+        }
+    }
+
+    [Fact]
+    public void RecomputedGroupsWithoutGradientAreThePlainChunkedScan()
+    {
+        using var scope = NewDisposeScope();
+        var (mlp, q, k, v, gates, state) = Setup(54, 10);
+        var plain = ChunkedMemoryScan.Scan(mlp, q, k, v, gates, state, 4);
+        using (no_grad())
+        {
+            var recomputed = RecomputedMemoryScan.Scan(mlp, q, k, v, gates, state, 4, 1);
+            AssertClose(plain.Outputs, recomputed.Outputs, 0, "outputs");
+            AssertClose(plain.Final, recomputed.Final, 0, "final state");
+        }
+        Assert.Throws<ArgumentOutOfRangeException>(() => RecomputedMemoryScan.Scan(mlp, q, k, v, gates, state, 4, 0));
     }
 }

@@ -86,6 +86,41 @@ public class NeuralMemoryTests
         AssertClose(memory.CurrentMemory(wholeState), current, 1e-12, "memory after every token");
     }
 
+    /// <summary>
+    /// Recomputed groups in a module streamed in pieces not aligned with chunks or groups, the state carried with its
+    /// gradient from piece to piece: every parameter's gradient equals plain autograd through the chunked path.
+    /// </summary>
+    [Theory]
+    [InlineData(false, false)]
+    [InlineData(true, true)]
+    public void RecomputedGroupsStreamWithTheGradientsOfThePlainPath(bool channelwise, bool stabilized)
+    {
+        using var scope = NewDisposeScope();
+        var config = (stabilized ? Stabilized(3) : Tiny(3)) with { ChannelwiseForgetting = channelwise };
+        Tensor x = Normal(Seeded(12), 2, 40, 8), probe = Normal(Seeded(13), 2, 40, 8);
+        var gradients = new[] { 0, 2 }.Select(group =>
+        {
+            var memory = Build(config with { RecomputeGroup = group });
+            var pieces = new List<Tensor>();
+            NeuralMemoryState? state = null;
+            foreach (long size in new long[] { 7, 13, 1, 19 })
+            {
+                var (y, next) = memory.Forward(x.narrow(1, pieces.Sum(p => p.shape[1]), size), state);
+                pieces.Add(y);
+                state = next;
+            }
+            var loss = (cat(pieces, 1) * probe).sum() + state!.Memory.Weights.Select(w => w.square().sum()).Aggregate((a, b) => a + b);
+            loss.backward();
+            return (outputs: cat(pieces, 1).detach(), grads: memory.named_parameters().Select(p => (p.name, grad: p.parameter.grad!.detach().clone())).ToList());
+        }).ToList();
+        AssertClose(gradients[0].outputs, gradients[1].outputs, 1e-12, "outputs");
+        foreach (var ((name, plain), (_, recomputed)) in gradients[0].grads.Zip(gradients[1].grads))
+        {
+            Assert.True(plain.abs().max().item<double>() > 0, $"{name}: no gradient");
+            AssertClose(plain, recomputed, 1e-9, $"{name}: gradient");
+        }
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
@@ -339,6 +374,7 @@ public class NeuralMemoryTests
     [InlineData("{\"RetainTowardInitial\": true, \"Forgetting\": false}", "RetainTowardInitial")]
     [InlineData("{\"InnerGradientClip\": -1}", "InnerGradientClip")]
     [InlineData("{\"FixedNorm\": \"Columns\"}", "FixedNorm")]
+    [InlineData("{\"RecomputeGroup\": -1}", "RecomputeGroup")]
     public void BadConfigurationIsRejectedWithItsName(string json, string named)
     {
         var error = Assert.Throws<ArgumentException>(() => NeuralMemoryConfig.FromJson(json));
