@@ -16,7 +16,8 @@ namespace Titans.Cli.Benchmarks;
 public static class ThroughputBenchmark
 {
     public sealed record Options(string Preset, int? Layers, IReadOnlyList<int> Lengths, IReadOnlyList<int> LmmDepths,
-        int Repeats, double BudgetSeconds, double MemoryLimitGib, Device Device);
+        int Repeats, double BudgetSeconds, double MemoryLimitGib, Device Device,
+        IReadOnlyList<Architecture>? Architectures = null, string? MemoryPatch = null);
 
     sealed record Model(string Name, TitansConfig Config);
 
@@ -29,11 +30,13 @@ public static class ThroughputBenchmark
     {
         if (options.Lengths.Count == 0 || options.Lengths.Any(l => l < 2)) throw new ArgumentException("--lengths must be a list of lengths ≥ 2.");
         if (options.Repeats < 1) throw new ArgumentException("--repeats must be at least 1.");
-        var models = Enum.GetValues<Architecture>()
-            .Select(a => new Model(ArchitectureNames.Display(a), Presets.Get(options.Preset, a, options.Layers)))
-            .Concat(options.LmmDepths.Where(d => d != 2).Select(d =>
-                new Model($"LMM L_M={d}", Presets.Get(options.Preset, Architecture.Lmm, options.Layers, d))))
+        var architectures = options.Architectures ?? Enum.GetValues<Architecture>();
+        var models = architectures
+            .Select(a => new Model(ArchitectureNames.Display(a), Presets.Get(options.Preset, a, options.Layers).WithMemory(options.MemoryPatch)))
+            .Concat(architectures.Contains(Architecture.Lmm) ? options.LmmDepths.Where(d => d != 2).Select(d =>
+                new Model($"LMM L_M={d}", Presets.Get(options.Preset, Architecture.Lmm, options.Layers, d).WithMemory(options.MemoryPatch))) : [])
             .ToList();
+        if (models.Count == 0) throw new ArgumentException("--architectures names no model.");
         var lengths = options.Lengths.Order().ToList();
         var first = models[0].Config;
         AnsiConsole.MarkupLine($"Training throughput, preset [bold]{options.Preset}[/] (d = {first.ModelDim}, {first.Layers} layers, " +
@@ -105,7 +108,7 @@ public static class ThroughputBenchmark
     static void Report(List<Cell> cells, List<Model> models, List<int> lengths, Options options, string? output, string? plot, string command)
     {
         Cell? At(Model m, int length) => cells.FirstOrDefault(c => c.Model == m && c.Length == length && c.Skipped is null);
-        var transformer = models.First(m => m.Config.Architecture == Architecture.TransformerPlusPlus);
+        var transformer = models.FirstOrDefault(m => m.Config.Architecture == Architecture.TransformerPlusPlus);
         int reference = lengths.Contains(2048) ? 2048 : lengths[0];
         var header = new List<string> { "model", "params" };
         header.AddRange(lengths.Select(l => $"{Short(l)} tok/s"));
@@ -119,7 +122,7 @@ public static class ThroughputBenchmark
                 ? $"{c.TokensPerSecond:N0}" : $"skipped ({c.Skipped})"));
             row.Add(At(m, lengths[^1]) is Cell last && At(m, reference) is Cell refCell ? $"{last.TokensPerSecond / refCell.TokensPerSecond:F2}" : "-");
             row.AddRange(lengths.Where(l => l >= 8192).Select(l =>
-                At(m, l) is Cell c && At(transformer, l) is Cell t ? $"{c.TokensPerSecond / t.TokensPerSecond:F2}×" : "-"));
+                At(m, l) is Cell c && transformer is not null && At(transformer, l) is Cell t ? $"{c.TokensPerSecond / t.TokensPerSecond:F2}×" : "-"));
             var lastMeasured = cells.LastOrDefault(c => c.Model == m && c.Skipped is null);
             row.Add(lastMeasured is null ? "-" : $"{Timing.Mib(lastMeasured.PeakRss)} ({Short(lastMeasured.Length)})");
             return (IReadOnlyList<string>)row;
@@ -133,7 +136,8 @@ public static class ThroughputBenchmark
         var first = models[0].Config;
         string setup = $"Preset `{options.Preset}` (d = {first.ModelDim}, {first.Layers} layers, {first.Heads} heads; window " +
                        $"{first.Window}, MAC segment {first.SegmentLength}, {first.PersistentTokens} persistent tokens; memory " +
-                       $"L_M = {first.Memory.Depth} unless named, chunk {first.Memory.ChunkSize}). Every model has the " +
+                       $"L_M = {first.Memory.Depth} unless named, chunk {first.Memory.ChunkSize}" +
+                       (options.MemoryPatch is null ? "" : $"; memory fields set: `{options.MemoryPatch}`") + "). Every model has the " +
                        "preset's Transformer++ parameter count (feed-forward width balanced). One training step = forward and " +
                        "backward of the next-token loss over one sequence (batch 1, fp32); tokens/s = length / median step " +
                        $"time of {options.Repeats} steps after a warm-up (1 step where the warm-up alone took over the " +

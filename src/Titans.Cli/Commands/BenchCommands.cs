@@ -33,16 +33,21 @@ public static class BenchCommands
         var limit = new Option<double>("--memory-limit") { Description = "GiB of RSS beyond which longer lengths are skipped (default: 70% of RAM)" };
         var output = new Option<string?>("--out") { Description = "write a markdown table here (e.g. docs/bench-throughput.md)" };
         var plot = new Option<string?>("--plot") { Description = "write a PNG plot here (e.g. docs/bench-throughput.png)" };
+        var architectures = new Option<string?>("--architectures") { Description = "comma-separated architectures to measure (default: all)" };
+        var memoryPatch = new Option<string?>("--memory") { Description = "JSON fields set over every model's memory, e.g. '{\"RecomputeGroup\": 16}'" };
         var command = new Command("throughput",
             "Training tokens/s and peak memory of every architecture at equal parameter count over sequence lengths, and LMM over memory depths.")
-            { preset, layers, lengths, depths, repeats, budget, limit, output, plot };
+            { preset, layers, lengths, depths, repeats, budget, limit, architectures, memoryPatch, output, plot };
         command.SetAction(parse => CommonOptions.Run(parse, device =>
         {
             double memoryLimit = parse.GetValue(limit) is double gib and > 0 ? gib
                 : 0.7 * GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / (1024.0 * 1024 * 1024);
             var options = new ThroughputBenchmark.Options(parse.GetValue(preset)!, parse.GetValue(layers),
                 IntList(parse.GetValue(lengths)!, "--lengths"), IntList(parse.GetValue(depths)!, "--lmm-depths"),
-                parse.GetValue(repeats), parse.GetValue(budget), memoryLimit, device);
+                parse.GetValue(repeats), parse.GetValue(budget), memoryLimit, device,
+                parse.GetValue(architectures)?.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(ArchitectureNames.Parse).Distinct().ToList(),
+                parse.GetValue(memoryPatch));
+            if (options.MemoryPatch is not null) Presets.Get(options.Preset, Architecture.Lmm).WithMemory(options.MemoryPatch);   // a bad patch fails before any timing
             ThroughputBenchmark.Run(options, parse.GetValue(output), parse.GetValue(plot), CommonOptions.CommandLine(parse));
             return 0;
         }));

@@ -28,15 +28,15 @@ public static class LanguageModelCommands
         var command = new Command("train", "Train a language model on a text corpus; writes a checkpoint, metrics.jsonl and loss.png into the run folder.")
             { Data, validation, evalTokens };
         foreach (var option in options.All) command.Options.Add(option);
-        command.SetAction(parse => CommonOptions.Run(parse, _ =>
+        command.SetAction(parse => CommonOptions.Run(parse, device =>
         {
             var run = new RunOptions("", TrainingOptions.Positive(parse, options.LogEvery), TrainingOptions.Positive(parse, options.EvalEvery),
-                TrainingOptions.Positive(parse, evalTokens), TrainingOptions.Positive(parse, options.SaveEvery));
+                TrainingOptions.Positive(parse, evalTokens), TrainingOptions.Positive(parse, options.SaveEvery)) { Device = device };
             string corpus = parse.GetValue(Data) ?? DefaultCorpus;
             if (parse.GetValue(options.Resume) is string from)
             {
                 string file = TrainingOptions.CheckpointPath(from);
-                var (trainer, header) = Checkpoint.Resume(file, h => LoadData(corpus, h.Tokenizer, h.Training), options.ResumeSteps(parse));
+                var (trainer, header) = Checkpoint.Resume(file, h => LoadData(corpus, h.Tokenizer, h.Training), options.ResumeSteps(parse), device);
                 using (trainer)
                 using (trainer.Model)
                 {
@@ -69,9 +69,9 @@ public static class LanguageModelCommands
         var windows = new Option<bool>("--windows") { Description = "every model, not only Transformer++, restarts after --max-context tokens (independent windows)" };
         var command = new Command("eval", "Loss, perplexity and bits per byte of a checkpoint on a text, streamed through the model in chunks.")
             { checkpoint, Data, chunk, maxContext, windows };
-        command.SetAction(parse => CommonOptions.Run(parse, _ =>
+        command.SetAction(parse => CommonOptions.Run(parse, device =>
         {
-            var (model, header) = Checkpoint.LoadModel(TrainingOptions.CheckpointPath(parse.GetValue(checkpoint)!));
+            var (model, header) = Checkpoint.LoadModel(TrainingOptions.CheckpointPath(parse.GetValue(checkpoint)!), device);
             using (model)
             {
                 string corpus = parse.GetValue(Data) ?? DefaultCorpus;
@@ -103,11 +103,11 @@ public static class LanguageModelCommands
         var seed = new Option<long>("--seed") { Description = "sampling seed", DefaultValueFactory = _ => 1 };
         var command = new Command("generate", "Continue a prompt with a trained model; long prompts stream through the model's state.")
             { checkpoint, prompt, promptFile, tokens, temperature, topK, topP, seed };
-        command.SetAction(parse => CommonOptions.Run(parse, _ =>
+        command.SetAction(parse => CommonOptions.Run(parse, device =>
         {
             string text = parse.GetValue(promptFile) is string file ? TextCorpus.Load(file)
                 : parse.GetValue(prompt) ?? throw new ArgumentException("Give a --prompt or a --prompt-file.");
-            var (model, header) = Checkpoint.LoadModel(TrainingOptions.CheckpointPath(parse.GetValue(checkpoint)!));
+            var (model, header) = Checkpoint.LoadModel(TrainingOptions.CheckpointPath(parse.GetValue(checkpoint)!), device);
             using (model)
                 Sample(model, header.Tokenizer, text, parse.GetValue(tokens),
                     new SamplingOptions(parse.GetValue(temperature), parse.GetValue(topK), parse.GetValue(topP), parse.GetValue(seed)));
@@ -140,7 +140,7 @@ public static class LanguageModelCommands
         var command = new Command("quickstart",
             "Train a tiny MAC and a Transformer++ of equal size the same way on Moby Dick (shipped), print both validation bits per byte, and generate a sample.")
             { steps, output };
-        command.SetAction(parse => CommonOptions.Run(parse, _ =>
+        command.SetAction(parse => CommonOptions.Run(parse, device =>
         {
             var watch = Stopwatch.StartNew();
             var training = new TrainingConfig { Steps = parse.GetValue(steps), BatchSize = 8, SequenceLength = 128, WarmupSteps = 20, Seed = 1 }.Validate();
@@ -151,7 +151,7 @@ public static class LanguageModelCommands
             {
                 string folder = Path.Combine(parse.GetValue(output)!, TrainingRun.FolderName(architecture));
                 if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
-                var run = new RunOptions(folder, LogEvery: 25, EvalEvery: training.Steps, EvalTokens: 32768, CheckpointEvery: training.Steps);
+                var run = new RunOptions(folder, LogEvery: 25, EvalEvery: training.Steps, EvalTokens: 32768, CheckpointEvery: training.Steps) { Device = device };
                 TrainingRun.Start(Presets.Get("tiny", architecture), training, tokenizer, data, DefaultCorpus, run);
                 folders.Add((architecture, folder));
                 Console.WriteLine();
@@ -160,7 +160,7 @@ public static class LanguageModelCommands
                               $"(windows: every model restarts each {training.SequenceLength} bytes, its training length; streamed: the state is carried):");
             foreach (var (architecture, folder) in folders)
             {
-                var (trained, _) = Checkpoint.LoadModel(Path.Combine(folder, TrainingRun.CheckpointFile));
+                var (trained, _) = Checkpoint.LoadModel(Path.Combine(folder, TrainingRun.CheckpointFile), device);
                 using (trained)
                 {
                     var scores = TrainingRun.Score(trained, data, training, tokenizer, 32768);
@@ -168,7 +168,7 @@ public static class LanguageModelCommands
                                       (scores.Streamed is null ? $"diverged ({scores.Failure})" : $"{scores.Streamed.BitsPerByte:F3}"));
                 }
             }
-            var (model, header) = Checkpoint.LoadModel(Path.Combine(folders[0].Folder, TrainingRun.CheckpointFile));
+            var (model, header) = Checkpoint.LoadModel(Path.Combine(folders[0].Folder, TrainingRun.CheckpointFile), device);
             using (model)
             {
                 Console.WriteLine("\nA sample from the MAC model (temperature 0.8):\n");

@@ -1,3 +1,4 @@
+using TorchSharp;
 using System.CommandLine;
 using Titans.Cli.Reporting;
 using Titans.Cli.Training;
@@ -60,7 +61,7 @@ public static class TaskCommands
     {
         var tokenizer = new Option<string>("--tokenizer") { Description = "tokenizer the shortest lengths are counted in", DefaultValueFactory = _ => "bytes" };
         var command = new Command("list", "The tasks, what they ask, and the shortest example each can make.") { tokenizer, Haystack };
-        command.SetAction(parse => CommonOptions.Run(parse, _ =>
+        command.SetAction(parse => CommonOptions.Run(parse, device =>
         {
             var tokens = Tokenizers.FromSpecification(parse.GetValue(tokenizer)!);
             foreach (string name in LongContextTasks.Names)
@@ -82,7 +83,7 @@ public static class TaskCommands
         var tokenizer = new Option<string>("--tokenizer") { Description = "bytes, o200k_base, cl100k_base or a SentencePiece .model file", DefaultValueFactory = _ => "bytes" };
         var command = new Command("show", "Print one held-out example of a task as the model reads it, answers in [brackets].")
             { taskOption, length, depth, seed, tokenizer, Haystack };
-        command.SetAction(parse => CommonOptions.Run(parse, _ =>
+        command.SetAction(parse => CommonOptions.Run(parse, device =>
         {
             var tokens = Tokenizers.FromSpecification(parse.GetValue(tokenizer)!);
             var task = TaskRun.CreateTask(parse.GetValue(taskOption)!, tokens, HaystackPath(parse));
@@ -109,10 +110,10 @@ public static class TaskCommands
         var train = new Command("train", "Train (or fine-tune) a model on a long-context task at length L; validation is task accuracy at L.")
             { taskOption, Haystack, init, evalExamples };
         foreach (var option in options.All) train.Options.Add(option);
-        train.SetAction(parse => CommonOptions.Run(parse, _ =>
+        train.SetAction(parse => CommonOptions.Run(parse, device =>
         {
             var run = new RunOptions("", TrainingOptions.Positive(parse, options.LogEvery), TrainingOptions.Positive(parse, options.EvalEvery),
-                EvalTokens: 1, TrainingOptions.Positive(parse, options.SaveEvery));
+                EvalTokens: 1, TrainingOptions.Positive(parse, options.SaveEvery)) { Device = device };
             int examples = TrainingOptions.Positive(parse, evalExamples);
             if (parse.GetValue(options.Resume) is string from)
             {
@@ -125,7 +126,7 @@ public static class TaskCommands
                     haystack = HaystackOf(parse, h, fallBackWhenGone: false);
                     task = TaskRun.CreateTask(name, h.Tokenizer, haystack);
                     return new TaskBatches(task);
-                }, options.ResumeSteps(parse));
+                }, options.ResumeSteps(parse), device);
                 using (trainer)
                 using (trainer.Model)
                 {
@@ -142,7 +143,7 @@ public static class TaskCommands
             string? startFile = parse.GetValue(init) is string start ? TrainingOptions.CheckpointPath(start) : null;
             if (startFile is not null)
             {
-                (model, var header) = Checkpoint.LoadModel(startFile);
+                (model, var header) = Checkpoint.LoadModel(startFile, device);
                 tokenizer = header.Tokenizer;
                 model.train();
             }
@@ -153,6 +154,7 @@ public static class TaskCommands
                 TrainingRun.RequireVocabulary(config, tokenizer);
                 TorchSharp.torch.manual_seed(training.Seed);
                 model = new TitansLanguageModel("model", config);
+                model.to(device);   // before the trainer's optimizer takes the parameters
             }
             using (model)
             {
@@ -179,10 +181,10 @@ public static class TaskCommands
         var output = new Option<string?>("--out") { Description = "result file (.md; the heat map goes next to it as .png; default: eval-<task>.md in the run folder)" };
         var command = new Command("eval", "Score a model on a long-context task over a grid of lengths and needle depths, streaming through its state; writes a table and a heat map.")
             { checkpoint, taskOption, Haystack, lengths, depths, examples, chunk, rows, seed, output };
-        command.SetAction(parse => CommonOptions.Run(parse, _ =>
+        command.SetAction(parse => CommonOptions.Run(parse, device =>
         {
             string file = TrainingOptions.CheckpointPath(parse.GetValue(checkpoint)!);
-            var (model, header) = Checkpoint.LoadModel(file);
+            var (model, header) = Checkpoint.LoadModel(file, device);
             using (model)
             {
                 var task = TaskOf(parse, taskOption, header, file);
@@ -221,10 +223,10 @@ public static class TaskCommands
         var output = new Option<string?>("--out") { Description = "result file (.md; the plot goes next to it as .png; default: trace-<task or text>.md in the run folder)" };
         var command = new Command("trace", "Stream one long example (or a text) through a memory model and report, window by window, the memory's mean gates and the norms of its weights and momentum.")
             { checkpoint, taskOption, Haystack, text, length, depth, window, seed, output };
-        command.SetAction(parse => CommonOptions.Run(parse, _ =>
+        command.SetAction(parse => CommonOptions.Run(parse, device =>
         {
             string file = TrainingOptions.CheckpointPath(parse.GetValue(checkpoint)!);
-            var (model, header) = Checkpoint.LoadModel(file);
+            var (model, header) = Checkpoint.LoadModel(file, device);
             using (model)
             {
                 int trained = header.Training.SequenceLength;
@@ -278,10 +280,10 @@ public static class TaskCommands
         var output = new Option<string?>("--out") { Description = "result file (.md; default: probe-<task>.md in the run folder)" };
         var command = new Command("probe", "Where MAC loses a needle: linear probes of the needle's tokens from the segment input and the value written into the memory at the needle, and from the memory's read at the question.")
             { checkpoint, taskOption, Haystack, length, examples, seed, output };
-        command.SetAction(parse => CommonOptions.Run(parse, _ =>
+        command.SetAction(parse => CommonOptions.Run(parse, device =>
         {
             string file = TrainingOptions.CheckpointPath(parse.GetValue(checkpoint)!);
-            var (model, header) = Checkpoint.LoadModel(file);
+            var (model, header) = Checkpoint.LoadModel(file, device);
             using (model)
             {
                 var task = TaskOf(parse, taskOption, header, file);

@@ -1,3 +1,4 @@
+using TorchSharp;
 using System.Diagnostics;
 using System.Text.Json;
 using Titans.Cli.Reporting;
@@ -13,6 +14,8 @@ public sealed record RunOptions(string Directory, int LogEvery, int EvalEvery, i
 {
     /// <summary>How to validate; by default the corpus's held-out tail in training-length windows.</summary>
     public Func<Trainer, Validation>? Validate { get; init; }
+    /// <summary>Where the model trains (--device); batches follow it.</summary>
+    public TorchSharp.torch.Device? Device { get; init; }
     /// <summary>More checkpoint metadata (a task run's task).</summary>
     public IReadOnlyDictionary<string, string>? Metadata { get; init; }
 }
@@ -60,6 +63,7 @@ public static class TrainingRun
         RequireVocabulary(config, tokenizer);
         TorchSharp.torch.manual_seed(training.Seed);
         using var model = new TitansLanguageModel("model", config);
+        if (run.Device is not null) model.to(run.Device);   // before the optimizer takes the parameters
         using var trainer = new Trainer(model, training, data);
         Console.WriteLine($"Training {ArchitectureNames.Display(config)} ({Quantities.Count(model.parameters().Sum(p => p.numel()))} parameters) " +
                           $"on {data.Train.Length:N0} tokens of {corpus}, validating on {data.Validation.Length:N0}; " +

@@ -64,19 +64,19 @@ public static class MacWriteProbe
                     var batch = examples.Skip(start).Take(count).ToArray();
                     var where = located[start..(start + count)];
                     long length = batch[0].Length;
-                    using (var tokens = tensor(batch.SelectMany(e => e.Tokens).ToArray(), new long[] { count, length }))
+                    using (var tokens = tensor(batch.SelectMany(e => e.Tokens).ToArray(), new long[] { count, length }, device: model.Device))
                         model.Forward(tokens, null).State.Dispose();
                     // Row r of the gathered [count·T, d] matrices is example r / T at position r % T.
                     var needle = where.SelectMany((l, i) => l.Needle.Select(p => i * length + p)).ToArray();
                     var question = where.SelectMany((l, i) => l.Question.Select(p => i * length + p)).ToArray();
-                    using var needleIndex = tensor(needle);
-                    using var questionIndex = tensor(question);
+                    using var needleIndex = tensor(needle, device: model.Device);
+                    using var questionIndex = tensor(question, device: model.Device);
                     for (int b = 0; b < blocks; b++)
                     {
                         var gather = (List<Tensor> parts, Tensor index) =>
                         {
                             Tensor all = cat(parts, 1);
-                            return all.reshape(-1, all.shape[2]).index_select(0, index).to(float32).MoveToOuterDisposeScope();
+                            return all.reshape(-1, all.shape[2]).index_select(0, index).to(float32).cpu().MoveToOuterDisposeScope();   // probes are fitted on the CPU
                         };
                         rows[b][0].Add(gather(pieces[b].Input, needleIndex));
                         rows[b][1].Add(gather(pieces[b].Written, needleIndex));

@@ -74,7 +74,7 @@ public static class MemoryTrace
         try
         {
             using var noGrad = no_grad();
-            using var all = tensor(tokens, new long[] { 1, tokens.Length });
+            using var all = tensor(tokens, new long[] { 1, tokens.Length }, device: model.Device);
             IReadOnlyList<double>[] initial;
             using (NewDisposeScope()) initial = memories.Select(m => Norms(m.Memory.InitialState(1).Memory.Weights)).ToArray();
             var windows = new List<MemoryTraceWindow>();

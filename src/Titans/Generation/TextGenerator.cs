@@ -28,7 +28,7 @@ public static class TextGenerator
                 {
                     using var scope = NewDisposeScope();
                     int take = Math.Min(promptChunk, prompt.Length - start);
-                    using var piece = tensor(prompt.AsSpan(start, take).ToArray(), new long[] { 1, take });
+                    using var piece = tensor(prompt.AsSpan(start, take).ToArray(), new long[] { 1, take }, device: model.Device);
                     var (logits, next) = model.Forward(piece, state);
                     Replace(ref state, next, scope);
                     last?.Dispose();
@@ -43,7 +43,7 @@ public static class TextGenerator
                     token = Sample(last!, options, generator);
                     if (i + 1 < maxTokens)
                     {
-                        using var input = tensor(new[] { token }, new long[] { 1, 1 });
+                        using var input = tensor(new[] { token }, new long[] { 1, 1 }, device: model.Device);
                         var (logits, next) = model.Forward(input, state);
                         Replace(ref state, next, scope);
                         last!.Dispose();
@@ -72,7 +72,7 @@ public static class TextGenerator
     public static long Sample(Tensor logits, SamplingOptions options, Generator generator)
     {
         using var scope = NewDisposeScope();
-        Tensor l = logits.reshape(-1).to(ScalarType.Float64);
+        Tensor l = logits.reshape(-1).to(ScalarType.Float64).cpu();   // the generator is a CPU one
         if (options.Temperature == 0) return l.argmax().item<long>();
         l = l / options.Temperature;
         if (options.TopK > 0 && options.TopK < l.shape[0])

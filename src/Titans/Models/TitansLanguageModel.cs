@@ -20,6 +20,9 @@ public sealed class TitansLanguageModel : StreamingModule<ModelState>
 
     internal IList<Block> Blocks => blocks;
 
+    /// <summary>Where the model's parameters live; inputs are moved there (the CLI's --device).</summary>
+    public Device Device => embedding.weight!.device;
+
     public TitansLanguageModel(string name, TitansConfig config) : base(name)
     {
         Config = config.Validate();

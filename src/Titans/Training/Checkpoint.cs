@@ -87,13 +87,17 @@ public static class Checkpoint
         return new Header(model, training, tokenizer, step, elapsed, content.Metadata);
     }
 
-    /// <summary>The model of a checkpoint, for evaluation and generation.</summary>
-    public static (TitansLanguageModel Model, Header Header) LoadModel(string path)
+    /// <summary>The model of a checkpoint, for evaluation and generation, on <paramref name="device"/> (default: the CPU).</summary>
+    public static (TitansLanguageModel Model, Header Header) LoadModel(string path, Device? device = null)
     {
         using var content = SafeTensors.Load(path);
         var header = ReadHeader(path, content);
         var model = new TitansLanguageModel("model", header.Model);
-        try { CopyWeights(path, content, model); }
+        try
+        {
+            if (device is not null) model.to(device);
+            CopyWeights(path, content, model);
+        }
         catch { model.Dispose(); throw; }
         model.eval();
         return (model, header);
@@ -104,12 +108,13 @@ public static class Checkpoint
     /// corpus (it gets the header, whose tokenizer and split to use, so the file is read once).
     /// <paramref name="steps"/> replaces the total step count (to train on past the planned end).
     /// </summary>
-    public static (Trainer Trainer, Header Header) Resume(string path, Func<Header, IBatchSource> data, int? steps = null)
+    public static (Trainer Trainer, Header Header) Resume(string path, Func<Header, IBatchSource> data, int? steps = null, Device? device = null)
     {
         using var content = SafeTensors.Load(path);
         var header = ReadHeader(path, content);
         var config = steps is int s ? header.Training with { Steps = s } : header.Training;
         var model = new TitansLanguageModel("model", header.Model);
+        if (device is not null) model.to(device);   // before the optimizer takes the parameters
         var trainer = new Trainer(model, config, data(header));
         try
         {

@@ -43,8 +43,8 @@ public static class Evaluation
         try
         {
             using var noGrad = no_grad();
-            using var x = tensor(inputs, new long[] { rows, length });
-            using var y = tensor(targets, new long[] { rows, length });
+            using var x = tensor(inputs, new long[] { rows, length }, device: model.Device);
+            using var y = tensor(targets, new long[] { rows, length }, device: model.Device);
             ModelState? state = null;
             for (long start = 0, take; start < length; start += take)
             {

@@ -70,7 +70,7 @@ public sealed class Trainer : IDisposable
         {
             using var scope = NewDisposeScope();
             int prefix = BatchSeed.PrefixLength(Config.Seed, Step, micro, Config.StreamPrefix, Config.MinStreamPrefix);
-            using var batch = Data.Batch(Config.Seed, Step, micro, Config.BatchSize, Config.SequenceLength, prefix);
+            using var batch = Data.Batch(Config.Seed, Step, micro, Config.BatchSize, Config.SequenceLength, prefix).To(Model.Device);
             Tensor logits;
             try { logits = Forward(batch); }
             catch (NonFiniteValueException e)

@@ -18,6 +18,15 @@ public sealed record TrainingBatch(Tensor Tokens, Tensor Targets, Tensor? Scored
         return Scored is null ? loss : loss.masked_select(Scored.reshape(-1)).mean();
     }
 
+    /// <summary>This batch on <paramref name="device"/>: itself when it is there already, else a copy (and this one is disposed).</summary>
+    public TrainingBatch To(Device device)
+    {
+        if (Tokens.device.type == device.type && Tokens.device.index == device.index) return this;
+        var moved = new TrainingBatch(Tokens.to(device), Targets.to(device), Scored?.to(device), Prefix?.to(device));
+        Dispose();
+        return moved;
+    }
+
     public void Dispose()
     {
         Tokens.Dispose();

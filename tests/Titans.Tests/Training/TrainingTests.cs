@@ -49,7 +49,8 @@ public class TrainingTests : IDisposable
             Checkpoint.Save(path, first, ByteTokenizer.Instance);
             first.Model.Dispose();
         }
-        var (resumed, header) = Checkpoint.Resume(path, _ => Data(Training));
+        // On an explicit device (the CLI's --device; the CPU here): the model moves before the optimizer takes its parameters.
+        var (resumed, header) = Checkpoint.Resume(path, _ => Data(Training), device: CPU);
         using (resumed)
         {
             Assert.Equal(3, header.Step);
@@ -242,6 +243,20 @@ public class TrainingTests : IDisposable
     }
 
     [Fact]
+    public void ABatchMovesToItsModelsDeviceAndStaysWhenItIsThere()
+    {
+        using var scope = NewDisposeScope();
+        var batch = Data(Training).Batch(1, 0, 0, 2, 16, prefixLength: 4);
+        Assert.Same(batch, batch.To(CPU));
+        var meta = new Device(TorchSharp.DeviceType.META);   // a second device every build has: shapes without data
+        var moved = batch.To(meta);
+        Assert.NotSame(batch, moved);
+        Assert.All(new[] { moved.Tokens, moved.Targets, moved.Prefix! }, t => Assert.Equal(TorchSharp.DeviceType.META, t.device.type));
+        Assert.Equal(new long[] { 2, 16 }, moved.Tokens.shape);
+        Assert.True(batch.Tokens.IsInvalid, "the batch that was moved is disposed");
+    }
+
+    [Fact]
     public void CheckpointWeightsLoadByNameAndGiveTheSameLogits()
     {
         using var trainer = NewTrainer(Architecture.Mal);
@@ -254,10 +269,11 @@ public class TrainingTests : IDisposable
             Assert.Contains(content.Tensors.Keys, k => k.StartsWith("optimizer.") && k.EndsWith(".exp_avg_sq"));
             Assert.Equal(Checkpoint.Format, content.Metadata["format"]);
         }
-        var (model, _) = Checkpoint.LoadModel(path);
+        var (model, _) = Checkpoint.LoadModel(path, CPU);
         using (model)
         using (var scope = NewDisposeScope())
         {
+            Assert.Equal(TorchSharp.DeviceType.CPU, model.Device.type);
             trainer.Model.eval();
             var tokens = tensor(ByteTokenizer.Instance.Encode("the whale"), new long[] { 1, 9 });
             Assert.True(trainer.Model.forward(tokens).eq(model.forward(tokens)).all().item<bool>());

@@ -72,7 +72,7 @@ public static class TaskScoring
         try
         {
             using var noGrad = no_grad();
-            using var x = tensor(inputs, new long[] { rows, length });
+            using var x = tensor(inputs, new long[] { rows, length }, device: model.Device);
             ModelState? state = null;
             for (int start = 0; start < length; start += chunk)
             {
