@@ -115,10 +115,11 @@ public sealed record NeuralMemoryConfig
     public MemoryAlgorithm Algorithm { get; init; } = MemoryAlgorithm.Chunked;
     /// <summary>
     /// Chunks per recomputed group in training (<see cref="RecomputedMemoryScan"/>): backward recomputes each group from
-    /// its starting state instead of keeping every chunk's state. 0: plain autograd through the chunked path. Same values
-    /// and gradients either way; only memory and speed differ.
+    /// its starting state instead of keeping every chunk's state, so training memory no longer grows by several states
+    /// per chunk (sequences of one group or less take plain autograd). 0: plain autograd always. Same values and
+    /// gradients either way; only memory and speed differ (docs/fast-memory.md).
     /// </summary>
-    public int RecomputeGroup { get; init; }
+    public int RecomputeGroup { get; init; } = 16;
 
     [JsonIgnore] public int HeadDim => ModelDim / Heads;
     [JsonIgnore] public int HiddenDim => Depth == 1 ? HeadDim : Expansion * HeadDim;

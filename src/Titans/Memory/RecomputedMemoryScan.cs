@@ -23,10 +23,12 @@ public static class RecomputedMemoryScan
         var shared = layout.SharedTensors(mlp, stabilizers);
         bool needsGraph = is_grad_enabled() && new[] { queries, keys, values }.Concat(gates.Tensors).Concat(state.Tensors)
             .Concat(shared).Any(t => t.requires_grad);
-        if (!needsGraph)
+        long length = keys.shape[2], full = length / chunkSize * chunkSize, group = (long)groupChunks * chunkSize;
+        // One group would hold every chunk's graph during its recomputation anyway: plain autograd costs the same memory
+        // and saves the second forward.
+        if (!needsGraph || length <= group)
             return ChunkedMemoryScan.Scan(mlp, queries, keys, values, gates, state, chunkSize, stabilizers);
 
-        long length = keys.shape[2], full = length / chunkSize * chunkSize, group = (long)groupChunks * chunkSize;
         var outputs = new List<Tensor>();
         MemoryWeights current = state;
         // Full groups first (each ends on a chunk boundary), then the trailing partial chunk as a group of its own, so
