@@ -116,10 +116,11 @@ public sealed record NeuralMemoryConfig
     /// <summary>
     /// Chunks per recomputed group in training (<see cref="RecomputedMemoryScan"/>): backward recomputes each group from
     /// its starting state instead of keeping every chunk's state, so training memory no longer grows by several states
-    /// per chunk (sequences of one group or less take plain autograd). 0: plain autograd always. Same values and
-    /// gradients either way; only memory and speed differ (docs/fast-memory.md).
+    /// per chunk (sequences of one group or less take plain autograd). It costs a second forward: off by default, for
+    /// long sequences (16 is a good value). Memory calls that are each one group or less (MAC's per-segment writes, short
+    /// streamed pieces) gain nothing. 0: plain autograd. Same values and gradients either way (docs/fast-memory.md).
     /// </summary>
-    public int RecomputeGroup { get; init; } = 16;
+    public int RecomputeGroup { get; init; }
 
     [JsonIgnore] public int HeadDim => ModelDim / Heads;
     [JsonIgnore] public int HiddenDim => Depth == 1 ? HeadDim : Expansion * HeadDim;

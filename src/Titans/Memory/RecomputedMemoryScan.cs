@@ -29,22 +29,31 @@ public static class RecomputedMemoryScan
         if (!needsGraph || length <= group)
             return ChunkedMemoryScan.Scan(mlp, queries, keys, values, gates, state, chunkSize, stabilizers);
 
-        var outputs = new List<Tensor>();
-        MemoryWeights current = state;
         // Full groups first (each ends on a chunk boundary), then the trailing partial chunk as a group of its own, so
         // every group's end state is either the boundary state or the final one.
-        for (long start = 0; start < full; start += group)
-            current = Apply(start, Math.Min(group, full - start));
-        MemoryWeights boundary = current;
-        if (full < length) current = Apply(full, length - full);
+        var sizes = new List<long>();
+        for (long start = 0; start < full; start += group) sizes.Add(Math.Min(group, full - start));
+        if (full < length) sizes.Add(length - full);
+        // One split per input, not a narrow per group: autograd then assembles each input's gradient once, where a narrow
+        // per group would add a zero-filled full-length gradient per group (quadratic in length).
+        long[] splitSizes = sizes.ToArray();
+        Tensor[] Pieces(Tensor t, long dim) => t.split(splitSizes, dim);
+        Tensor[] q = Pieces(queries, 2), k = Pieces(keys, 2), v = Pieces(values, 2);
+        Tensor[][] gatePieces = gates.Tensors.Select(t => Pieces(t, 2)).ToArray();   // every gate tensor has time at dim 2
+        var outputs = new List<Tensor>();
+        MemoryWeights current = state, boundary = state;
+        for (int i = 0; i < sizes.Count; i++)
+        {
+            current = Apply(i);
+            if (i < sizes.Count - 1 || full == length) boundary = current;
+        }
         Tensor output = outputs.Count == 0 ? queries.narrow(2, 0, 0) : outputs.Count == 1 ? outputs[0] : cat(outputs, 2);
         return new MemoryScanResult(output, boundary, full, current);
 
-        MemoryWeights Apply(long start, long count)
+        MemoryWeights Apply(int i)
         {
-            var slice = gates.Slice(start, count);
-            var args = new List<object> { layout, queries.narrow(2, start, count), keys.narrow(2, start, count), values.narrow(2, start, count) };
-            args.AddRange(slice.Tensors);
+            var args = new List<object> { layout, q[i], k[i], v[i] };
+            args.AddRange(gatePieces.Select(p => p[i]));
             args.AddRange(current.Tensors);
             args.AddRange(shared);
             List<Tensor> result = GroupFunction.apply(args.ToArray());
