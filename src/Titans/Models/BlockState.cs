@@ -21,6 +21,19 @@ public sealed record BlockState(
         .Concat(SegmentMemory ?? Enumerable.Empty<Tensor>())
         .Concat(ReadConvCache is null ? Enumerable.Empty<Tensor>() : new[] { ReadConvCache });
 
+    /// <summary>A state of this one's structure holding <paramref name="tensors"/>, in the order of <see cref="Tensors"/>.</summary>
+    public BlockState WithTensors(IEnumerable<Tensor> tensors)
+    {
+        using var e = tensors.GetEnumerator();
+        Tensor Next() => e.MoveNext() ? e.Current : throw new ArgumentException("Too few tensors for the block state.");
+        var attention = Attention is null ? null : Attention with { Keys = Next(), Values = Next() };
+        var memory = Memory?.WithTensors(e);
+        var segment = SegmentMemory?.Select(_ => Next()).ToArray();
+        var conv = ReadConvCache is null ? null : Next();
+        if (e.MoveNext()) throw new ArgumentException("Too many tensors for the block state.");
+        return new BlockState(attention, memory, segment, conv);
+    }
+
     public void Dispose()
     {
         Attention?.Dispose();
