@@ -1,11 +1,11 @@
-using TorchSharp;
+using Titans.Runtime;
 using static TorchSharp.torch;
 
 namespace Titans.Memory;
 
 /// <summary>
 /// The chunked scan (<see cref="ChunkedMemoryScan"/>) with a lean backward: the sequence is cut into groups of G chunks,
-/// and each group is one custom autograd function. Its forward runs without autograd and keeps only what the group
+/// and each group is one recomputed autograd node (<see cref="Recomputation"/>). Its forward runs without autograd and keeps only what the group
 /// started from (its inputs and starting state); its backward recomputes the group with autograd and back-propagates
 /// through it. Autograd therefore holds one state per group instead of several state-sized tensors per chunk, so
 /// training memory grows with length through the activations alone. Values and gradients are those of the chunked
@@ -52,11 +52,16 @@ public static class RecomputedMemoryScan
 
         MemoryWeights Apply(int i)
         {
-            var args = new List<object> { layout, q[i], k[i], v[i] };
-            args.AddRange(gatePieces.Select(p => p[i]));
-            args.AddRange(current.Tensors);
-            args.AddRange(shared);
-            List<Tensor> result = GroupFunction.apply(args.ToArray());
+            var inputs = new List<Tensor> { q[i], k[i], v[i] };
+            inputs.AddRange(gatePieces.Select(p => p[i]));
+            inputs.AddRange(current.Tensors);
+            inputs.AddRange(shared);
+            // Every tensor the group reads is an input (W₀'s targets and the LayerNorm affine included), so no parameters.
+            Tensor[] result = Recomputation.Apply(t =>
+            {
+                MemoryScanResult r = layout.Run(t);
+                return r.Final.Tensors.Prepend(r.Outputs).ToArray();
+            }, inputs, []);
             outputs.Add(result[0]);
             int depth = state.Depth;
             return new MemoryWeights(result.Skip(1).Take(depth).ToArray(), result.Skip(1 + depth).Take(depth).ToArray());
@@ -82,7 +87,7 @@ public static class RecomputedMemoryScan
             return list;
         }
 
-        /// <summary>Rebuilds the scan's arguments from the flat tensor list (the order of <see cref="Scan"/>'s Apply).</summary>
+        /// <summary>Rebuilds the scan's arguments from the flat tensor list (the order of <see cref="Scan"/>'s Apply, without the layout).</summary>
         public (MemoryMlp, Tensor, Tensor, Tensor, MemoryGates, MemoryWeights, MemoryStabilizers) Unpack(IReadOnlyList<Tensor> t)
         {
             int i = 0;
@@ -106,70 +111,6 @@ public static class RecomputedMemoryScan
         {
             var (mlp, q, k, v, gates, state, stabilizers) = Unpack(tensors);
             return ChunkedMemoryScan.Scan(mlp, q, k, v, gates, state, ChunkSize, stabilizers);
-        }
-    }
-
-    /// <summary>
-    /// One group as an autograd node: inputs (layout, q, k, v, gates, start state, shared tensors), outputs (the group's
-    /// retrieved values, its end state's weights, then momentum).
-    /// </summary>
-    sealed class GroupFunction : autograd.MultiTensorFunction<GroupFunction>
-    {
-        public override string Name => "RecomputedMemoryScan";
-
-        public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
-        {
-            var layout = (GroupLayout)vars[0];
-            var tensors = vars.Skip(1).Cast<Tensor>().ToList();
-            ctx.save_for_backward(tensors);
-            ctx.save_data("layout", layout);
-            ctx.save_data("needs", tensors.Select(t => t.requires_grad).ToArray());
-            // Undefined output gradients stay undefined (zero): TorchSharp would fill them from a cached tensor that the
-            // caller's dispose scope has already freed.
-            ctx.set_materialize_grads(false);
-            MemoryScanResult result = layout.Run(tensors);
-            // Outputs must be new tensors, not inputs (a group of one partial chunk would otherwise not be distinct).
-            return new[] { result.Outputs }.Concat(result.Final.Tensors).Select(t => tensors.Any(x => ReferenceEquals(x, t)) ? t.clone() : t).ToList();
-        }
-
-        public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> gradOutputs)
-        {
-            // An exception must not cross the native autograd engine (the process would die): report it and return NaN
-            // gradients, which the trainer's finiteness check turns into a clear stop.
-            try { return Backward(ctx, gradOutputs); }
-            catch (Exception e)
-            {
-                Console.Error.WriteLine($"error: the recomputed memory scan's backward failed: {e.Message}");
-                var saved = ctx.get_saved_variables();
-                var needs = (bool[])ctx.get_data("needs");
-                return new Tensor?[] { null }.Concat(saved.Select((t, i) => needs[i] ? full_like(t, double.NaN) : null)).ToList()!;
-            }
-        }
-
-        static List<Tensor> Backward(autograd.AutogradContext ctx, List<Tensor> gradOutputs)
-        {
-            var layout = (GroupLayout)ctx.get_data("layout");
-            var needs = (bool[])ctx.get_data("needs");
-            using var scope = NewDisposeScope();
-            List<Tensor> leaves = ctx.get_saved_variables().Select((t, i) => t.detach().requires_grad_(needs[i])).ToList();
-            var grads = new Tensor?[leaves.Count];
-            using (enable_grad())
-            {
-                MemoryScanResult result = layout.Run(leaves);
-                var produced = new[] { result.Outputs }.Concat(result.Final.Tensors).ToList();
-                var pairs = produced.Zip(gradOutputs).Where(p => p.First.requires_grad && !p.Second.IsInvalid).ToList();
-                var wanted = Enumerable.Range(0, leaves.Count).Where(i => needs[i]).ToList();
-                if (pairs.Count > 0 && wanted.Count > 0)
-                {
-                    var computed = autograd.grad(pairs.Select(p => p.First).ToList(), wanted.Select(i => leaves[i]).ToList(),
-                        pairs.Select(p => p.Second).ToList(), allow_unused: true);
-                    for (int j = 0; j < wanted.Count; j++)
-                        grads[wanted[j]] = computed[j].IsInvalid ? null : computed[j];
-                }
-            }
-            var kept = grads.Where(g => g is not null).Select(g => g!).ToList();
-            scope.MoveToOuter(kept);
-            return new Tensor?[] { null }.Concat(grads).ToList()!;
         }
     }
 }
