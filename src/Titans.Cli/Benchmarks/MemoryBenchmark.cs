@@ -90,19 +90,19 @@ public static class MemoryBenchmark
                        $"Median of {o.Repeats} runs after one warm-up. GFLOP/s counts the matmuls of the algorithm " +
                        "(NeuralMemoryCost; forward+backward = 3× forward). Peak RSS is the process's peak during the " +
                        "forward+backward runs of that row (freed memory stays in the process for reuse, so it does not fall " +
-                       "between rows). *skipped: autograd would keep an estimated > 16 GiB of chunk states (24 GiB machine); " +
-                       $"the recomputed columns run the same backward over groups of {o.RecomputeGroup} chunks (RecomputeGroup). " +
-                       "Ops/chunk: tensors created by TorchSharp calls per chunk (every op returns one; the native backward of " +
-                       "autograd's graph is not counted, so the plain path's backward ops are not in its number).")
+                       "between rows). *skipped: autograd would keep an estimated > 16 GiB of chunk states (24 GiB machine). " +
+                       $"The recomputed columns run the same backward over groups of {o.RecomputeGroup} chunks (RecomputeGroup; a " +
+                       "sequence of one group or less takes plain autograd, as at 1K tokens and chunk 64). Ops/chunk: tensors " +
+                       "created by TorchSharp calls per chunk (every op returns one; the native backward of autograd's graph is " +
+                       "not counted, so the plain path's backward ops are not in its number).")
             .Paragraph($"libtorch fp32 matmul ceiling, measured in the same run ([4096×{o.Width}]·[{o.Width}×{o.Width}]): " +
                        $"{ceilingBefore:F1} GFLOP/s before the grid, {ceilingAfter:F1} GFLOP/s after; the ratio column uses the " +
                        $"higher, **{ceiling:F1} GFLOP/s**.")
             .Table(Header, rows.Select(r => Cells(r, ceiling).ToList()))
             .Paragraph(speedup + " The reference runs token by token with the inner gradient from autograd " +
                        "(create_graph), on the same libtorch kernels; its time is set by per-token op overhead. The chunked " +
-                       "path at chunk 16 is bound by per-op overhead too, per chunk instead of per token: about 120 small " +
-                       "tensor operations per chunk at ~13 µs each (profiled: carrying weights and momentum as one tensor, " +
-                       "which cuts state traffic, did not change the time). Larger chunks amortize it.")
+                       "path at chunk 16 pays per chunk instead: about 100 ops (the ops/chunk columns), its dozen matmuls at " +
+                       "16-row shapes far from the ceiling. Larger chunks amortize it (docs/fast-memory.md).")
             .Save(output);
         AnsiConsole.MarkupLine($"Wrote {output}");
     }
