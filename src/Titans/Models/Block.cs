@@ -55,6 +55,41 @@ public sealed class Block : StreamingModule<BlockState>
 
     public override (Tensor Output, BlockState State) Forward(Tensor x, BlockState? state)
     {
+        // Training with recomputation (the memory's RecomputeGroup): the block streams over groups of tokens, each group
+        // one recomputed autograd node, so autograd keeps the block's state at group boundaries only (streaming in pieces
+        // equals one pass, so the values are the same). Groups end on the memory's chunk boundaries (MAC: on segment
+        // boundaries), so no memory call spans two groups.
+        if (memory is null || memory.Config.RecomputeGroup == 0 || !is_grad_enabled()) return ForwardPiece(x, state);
+        long groupTokens = (long)memory.Config.RecomputeGroup * memory.Config.ChunkSize;
+        if (architecture == Architecture.Mac) groupTokens = Math.Max(1, groupTokens / segment) * segment;
+        if (x.shape[1] <= groupTokens) return ForwardPiece(x, state);
+        long position = state?.Memory?.Position
+                        ?? (architecture is Architecture.Mag or Architecture.Mal ? attention!.PersistentMemory?.shape[0] ?? 0 : 0);
+        var sizes = new List<long>();
+        for (long done = 0; done < x.shape[1]; done += sizes[^1])
+            sizes.Add(Math.Min(groupTokens - (position + done) % groupTokens, x.shape[1] - done));
+        Tensor[] pieces = x.split(sizes.ToArray(), 1);   // one split, so x's gradient is assembled once (not a narrow per group)
+        var outputs = new List<Tensor>();
+        BlockState? current = state;
+        var parameters = this.parameters().ToArray();
+        foreach (Tensor piece in pieces)
+        {
+            BlockState? given = current, produced = null;
+            Tensor[] Group(Tensor[] inputs)
+            {
+                var (output, next) = ForwardPiece(inputs[0], given?.WithTensors(inputs.Skip(1)));
+                produced = next;   // the structure of the outputs, the same on recomputation
+                return next.Tensors.Prepend(output).ToArray();
+            }
+            Tensor[] result = Recomputation.Apply(Group, (given?.Tensors ?? []).Prepend(piece).ToArray(), parameters);
+            outputs.Add(result[0]);
+            current = produced!.WithTensors(result.Skip(1));
+        }
+        return (cat(outputs, 1), current!);
+    }
+
+    (Tensor Output, BlockState State) ForwardPiece(Tensor x, BlockState? state)
+    {
         Tensor h;
         BlockState next;
         switch (architecture)
@@ -145,40 +180,6 @@ public sealed class Block : StreamingModule<BlockState>
     /// at the segment's end would show token i the segment's later tokens.
     /// </summary>
     internal (Tensor Output, BlockState State) MemoryAsContext(Tensor x, BlockState? state)
-    {
-        // Training with recomputation (the memory's RecomputeGroup): the segment loop in groups of whole segments, each
-        // group one recomputed autograd node, so autograd keeps the block state at group boundaries only. MAC's memory
-        // calls are one segment each, too short for the memory's own groups to help.
-        int groupChunks = memory!.Config.RecomputeGroup;
-        long groupTokens = Math.Max(1, (long)groupChunks * memory.Config.ChunkSize / segment) * segment;
-        if (groupChunks == 0 || !is_grad_enabled() || x.shape[1] <= groupTokens)
-            return SegmentLoop(x, state);
-        long position = state?.Memory?.Position ?? 0;
-        var sizes = new List<long>();
-        for (long done = 0; done < x.shape[1]; done += sizes[^1])
-            sizes.Add(Math.Min(groupTokens - (position + done) % groupTokens, x.shape[1] - done));
-        Tensor[] pieces = x.split(sizes.ToArray(), 1);   // one split, so x's gradient is assembled once (not a narrow per group)
-        var outputs = new List<Tensor>();
-        BlockState? current = state;
-        var parameters = this.parameters().ToArray();
-        foreach (Tensor piece in pieces)
-        {
-            BlockState? given = current, produced = null;
-            Tensor[] Group(Tensor[] inputs)
-            {
-                var (output, next) = SegmentLoop(inputs[0], given?.WithTensors(inputs.Skip(1)));
-                produced = next;   // the structure of the outputs, the same on recomputation
-                return next.Tensors.Prepend(output).ToArray();
-            }
-            Tensor[] result = Recomputation.Apply(Group, (given?.Tensors ?? []).Prepend(piece).ToArray(), parameters);
-            outputs.Add(result[0]);
-            current = produced!.WithTensors(result.Skip(1));
-        }
-        return (cat(outputs, 1), current!);
-    }
-
-    /// <summary>MAC's segment loop over x (<see cref="MemoryAsContext"/>) with plain autograd.</summary>
-    (Tensor Output, BlockState State) SegmentLoop(Tensor x, BlockState? state)
     {
         long length = x.shape[1];
         NeuralMemoryState memoryState = state?.Memory ?? memory!.InitialState(x.shape[0], x.dtype, x.device);
