@@ -136,7 +136,7 @@ public static class MemoryBenchmark
     }
 
     static NeuralMemoryConfig Config(Options o, int depth, int chunk) =>
-        new() { ModelDim = o.Width, Heads = o.Heads, Depth = depth, ChunkSize = chunk, Expansion = 4, RecomputeGroup = 0 };
+        new() { ModelDim = o.Width, Heads = o.Heads, Depth = depth, ChunkSize = chunk, Expansion = 4, RecomputeGroup = 0 };   // plain autograd; the recomputed columns set it
 
     static Row Measure(Options o, long length, int depth, int chunk)
     {

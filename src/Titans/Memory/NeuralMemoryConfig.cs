@@ -116,11 +116,12 @@ public sealed record NeuralMemoryConfig
     /// <summary>
     /// Chunks per recomputed group in training (<see cref="RecomputedMemoryScan"/>): backward recomputes each group from
     /// its starting state instead of keeping every chunk's state, so training memory no longer grows by several states
-    /// per chunk (sequences of one group or less take plain autograd). It costs a second forward: off by default, for
-    /// long sequences (16 is a good value). Memory calls that are each one group or less (MAC's per-segment writes, short
-    /// streamed pieces) gain nothing. 0: plain autograd. Same values and gradients either way (docs/fast-memory.md).
+    /// per chunk (sequences of one group or less take plain autograd). In models every memory block runs over groups of
+    /// G·b tokens (MAC: whole segments), each recomputed from the block state at its start. Measured in models: the same
+    /// speed at 16K with a third of the memory, 0.8× at 2K; nothing changes at or below G·b tokens. 0: plain autograd.
+    /// Same values and gradients either way (docs/fast-memory.md).
     /// </summary>
-    public int RecomputeGroup { get; init; }
+    public int RecomputeGroup { get; init; } = 16;
 
     [JsonIgnore] public int HeadDim => ModelDim / Heads;
     [JsonIgnore] public int HiddenDim => Depth == 1 ? HeadDim : Expansion * HeadDim;
