@@ -59,6 +59,22 @@ public static class TestTensors
         Assert.True(diff <= tolerance * scale, $"{what}: max |difference| {diff:E3} exceeds {tolerance:E1} × {scale:G4}");
     }
 
+    /// <summary>Every parameter's gradient by name, detached copies (null where a parameter got none).</summary>
+    public static List<(string Name, Tensor? Grad)> Gradients(nn.Module module) =>
+        module.named_parameters().Select(p => (p.name, p.parameter.grad?.detach().clone())).ToList();
+
+    /// <summary>Two runs' parameter gradients (<see cref="Gradients"/>): the same parameters got one, and each agrees.</summary>
+    public static void AssertClose(IReadOnlyList<(string Name, Tensor? Grad)> expected, IReadOnlyList<(string Name, Tensor? Grad)> actual,
+        double tolerance, string what)
+    {
+        Assert.Equal(expected.Select(g => g.Name), actual.Select(g => g.Name));
+        foreach (var ((name, a), (_, b)) in expected.Zip(actual))
+        {
+            Assert.True((a is null) == (b is null), $"{what}, {name}: a gradient in one run only");
+            if (a is not null) AssertClose(a, b!, tolerance, $"{what}, {name}: gradient");
+        }
+    }
+
     public static void AssertClose(MemoryWeights expected, MemoryWeights actual, double tolerance, string what)
     {
         for (int l = 0; l < expected.Depth; l++)

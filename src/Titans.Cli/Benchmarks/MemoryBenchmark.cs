@@ -146,18 +146,14 @@ public static class MemoryBenchmark
         memory.to(o.Device);
         using var x = randn(1, length, o.Width, device: o.Device);
         double chunks = Math.Ceiling((double)length / chunk);
-        double forward = Timing.MedianSeconds(() =>
+        void Forward()
         {
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
             memory.forward(x);
-        }, o.Repeats);
-        double forwardOps = CountOps(() =>
-        {
-            using var scope = NewDisposeScope();
-            using var noGrad = no_grad();
-            memory.forward(x);
-        }) / chunks;
+        }
+        double forward = Timing.MedianSeconds(Forward, o.Repeats);
+        double forwardOps = CountOps(Forward) / chunks;
 
         // The lean path first: RSS freed by a cell stays in the process, so the larger plain path must come after it.
         double recomputed = double.NaN, recomputedOps = double.NaN;

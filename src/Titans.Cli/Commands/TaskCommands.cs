@@ -61,7 +61,7 @@ public static class TaskCommands
     {
         var tokenizer = new Option<string>("--tokenizer") { Description = "tokenizer the shortest lengths are counted in", DefaultValueFactory = _ => "bytes" };
         var command = new Command("list", "The tasks, what they ask, and the shortest example each can make.") { tokenizer, Haystack };
-        command.SetAction(parse => CommonOptions.Run(parse, device =>
+        command.SetAction(parse => CommonOptions.Run(parse, _ =>
         {
             var tokens = Tokenizers.FromSpecification(parse.GetValue(tokenizer)!);
             foreach (string name in LongContextTasks.Names)
@@ -83,7 +83,7 @@ public static class TaskCommands
         var tokenizer = new Option<string>("--tokenizer") { Description = "bytes, o200k_base, cl100k_base or a SentencePiece .model file", DefaultValueFactory = _ => "bytes" };
         var command = new Command("show", "Print one held-out example of a task as the model reads it, answers in [brackets].")
             { taskOption, length, depth, seed, tokenizer, Haystack };
-        command.SetAction(parse => CommonOptions.Run(parse, device =>
+        command.SetAction(parse => CommonOptions.Run(parse, _ =>
         {
             var tokens = Tokenizers.FromSpecification(parse.GetValue(tokenizer)!);
             var task = TaskRun.CreateTask(parse.GetValue(taskOption)!, tokens, HaystackPath(parse));

@@ -19,8 +19,7 @@ public static class RecomputedMemoryScan
     {
         if (groupChunks < 1) throw new ArgumentOutOfRangeException(nameof(groupChunks), $"a group needs at least one chunk, got {groupChunks}");
         stabilizers ??= MemoryStabilizers.None;
-        var layout = new GroupLayout(mlp, stabilizers, chunkSize, state.Depth, gates.ChannelLogDecay is not null);
-        var shared = layout.SharedTensors(mlp, stabilizers);
+        var shared = SharedTensors(mlp, stabilizers);
         bool needsGraph = is_grad_enabled() && new[] { queries, keys, values }.Concat(gates.Tensors).Concat(state.Tensors)
             .Concat(shared).Any(t => t.requires_grad);
         long length = keys.shape[2], full = length / chunkSize * chunkSize, group = (long)groupChunks * chunkSize;
@@ -59,7 +58,7 @@ public static class RecomputedMemoryScan
             // Every tensor the group reads is an input (W₀'s targets and the LayerNorm affine included), so no parameters.
             Tensor[] result = Recomputation.Apply(t =>
             {
-                MemoryScanResult r = layout.Run(t);
+                MemoryScanResult r = Run(t, mlp, stabilizers!, chunkSize, state.Depth, gates.ChannelLogDecay is not null);
                 return r.Final.Tensors.Prepend(r.Outputs).ToArray();
             }, inputs, []);
             outputs.Add(result[0]);
@@ -68,49 +67,35 @@ public static class RecomputedMemoryScan
         }
     }
 
-    /// <summary>What a group's function needs besides tensors: the memory's form, the stabilizers' switches, the chunk size.</summary>
-    sealed record GroupLayout(MemoryActivation Activation, bool ResidualLayerNorm, bool HasLnWeight, bool HasLnBias,
-        bool HasRetention, bool HasNorm, bool RowNorms, double GradientClip, int ChunkSize, int Depth, bool Channelwise)
+    /// <summary>Tensors every group reads: the wrapper's LayerNorm affine and the stabilizers' targets, in a fixed order.</summary>
+    static List<Tensor> SharedTensors(MemoryMlp mlp, MemoryStabilizers s)
     {
-        public GroupLayout(MemoryMlp mlp, MemoryStabilizers s, int chunkSize, int depth, bool channelwise)
-            : this(mlp.Activation, mlp.ResidualLayerNorm, mlp.LnWeight is not null, mlp.LnBias is not null,
-                s.RetentionTarget is not null, s.NormTarget is not null, s.RowNorms, s.GradientClip, chunkSize, depth, channelwise) { }
+        var list = new List<Tensor>();
+        if (mlp.LnWeight is not null) list.Add(mlp.LnWeight);
+        if (mlp.LnBias is not null) list.Add(mlp.LnBias);
+        if (s.RetentionTarget is not null) list.AddRange(s.RetentionTarget);
+        if (s.NormTarget is not null) list.AddRange(s.NormTarget);
+        return list;
+    }
 
-        /// <summary>Tensors every group reads: the wrapper's LayerNorm affine and the stabilizers' targets, in a fixed order.</summary>
-        public List<Tensor> SharedTensors(MemoryMlp mlp, MemoryStabilizers s)
+    /// <summary>
+    /// One group's scan from the flat tensor list (the order of <see cref="Scan"/>'s Apply): <paramref name="mlp"/> and
+    /// <paramref name="stabilizers"/> give the form, the list gives every tensor.
+    /// </summary>
+    static MemoryScanResult Run(IReadOnlyList<Tensor> t, MemoryMlp mlp, MemoryStabilizers stabilizers, int chunkSize, int depth, bool channelwise)
+    {
+        int i = 0;
+        Tensor Next() => t[i++];
+        Tensor[] Take(int n) => Enumerable.Range(0, n).Select(_ => Next()).ToArray();
+        Tensor q = Next(), k = Next(), v = Next();
+        var gates = new MemoryGates(Next(), Next(), Next()) { ChannelLogDecay = channelwise ? Take(depth) : null };
+        var state = new MemoryWeights(Take(depth), Take(depth));
+        var groupMlp = new MemoryMlp(mlp.Activation, mlp.ResidualLayerNorm, mlp.LnWeight is null ? null : Next(), mlp.LnBias is null ? null : Next());
+        var groupStabilizers = stabilizers with
         {
-            var list = new List<Tensor>();
-            if (mlp.LnWeight is not null) list.Add(mlp.LnWeight);
-            if (mlp.LnBias is not null) list.Add(mlp.LnBias);
-            if (s.RetentionTarget is not null) list.AddRange(s.RetentionTarget);
-            if (s.NormTarget is not null) list.AddRange(s.NormTarget);
-            return list;
-        }
-
-        /// <summary>Rebuilds the scan's arguments from the flat tensor list (the order of <see cref="Scan"/>'s Apply, without the layout).</summary>
-        public (MemoryMlp, Tensor, Tensor, Tensor, MemoryGates, MemoryWeights, MemoryStabilizers) Unpack(IReadOnlyList<Tensor> t)
-        {
-            int i = 0;
-            Tensor Next() => t[i++];
-            Tensor[] Take(int n) => Enumerable.Range(0, n).Select(_ => Next()).ToArray();
-            Tensor q = Next(), k = Next(), v = Next();
-            var gates = new MemoryGates(Next(), Next(), Next()) { ChannelLogDecay = Channelwise ? Take(Depth) : null };
-            var state = new MemoryWeights(Take(Depth), Take(Depth));
-            Tensor? lnWeight = HasLnWeight ? Next() : null, lnBias = HasLnBias ? Next() : null;
-            var stabilizers = new MemoryStabilizers
-            {
-                RetentionTarget = HasRetention ? Take(Depth) : null,
-                NormTarget = HasNorm ? Take(Depth) : null,
-                RowNorms = RowNorms,
-                GradientClip = GradientClip,
-            };
-            return (new MemoryMlp(Activation, ResidualLayerNorm, lnWeight, lnBias), q, k, v, gates, state, stabilizers);
-        }
-
-        public MemoryScanResult Run(IReadOnlyList<Tensor> tensors)
-        {
-            var (mlp, q, k, v, gates, state, stabilizers) = Unpack(tensors);
-            return ChunkedMemoryScan.Scan(mlp, q, k, v, gates, state, ChunkSize, stabilizers);
-        }
+            RetentionTarget = stabilizers.RetentionTarget is null ? null : Take(depth),
+            NormTarget = stabilizers.NormTarget is null ? null : Take(depth),
+        };
+        return ChunkedMemoryScan.Scan(groupMlp, q, k, v, gates, state, chunkSize, groupStabilizers);
     }
 }

@@ -36,7 +36,9 @@ public static class Recomputation
             ctx.save_data("closure", closure);
             ctx.save_data("parameters", tensors.Skip(closure.Inputs).ToArray());
             ctx.save_data("needs", tensors.Take(closure.Inputs).Select(t => t.requires_grad).ToArray());
-            ctx.set_materialize_grads(false);   // see RecomputedMemoryScan: the cached fill tensor may already be freed
+            // A missing output gradient stays missing (zero): TorchSharp would fill it from a tensor it cached here, which the
+            // caller's dispose scope has freed by backward time (docs/design.md).
+            ctx.set_materialize_grads(false);
             Tensor[] inputs = tensors.Take(closure.Inputs).ToArray();
             var set = new HashSet<Tensor>(inputs, ReferenceEqualityComparer.Instance);
             var seen = new HashSet<Tensor>(ReferenceEqualityComparer.Instance);
