@@ -17,12 +17,15 @@ public static class MemoryBenchmark
     /// <param name="RecomputeGroup">chunks per recomputed group for the lean backward's columns (0: those columns are left out)</param>
     public sealed record Options(bool Quick, int Width, int Heads, int Repeats, Device Device, int RecomputeGroup = 16);
 
-    /// <summary>One cell: forward, plain autograd forward+backward and the recomputed groups' forward+backward, each with its peak RSS.</summary>
+    /// <summary>
+    /// One cell: forward; forward+backward by plain autograd, by autograd over recomputed groups, and by the hand-written
+    /// backward (<see cref="HandWrittenScan"/>) over the same groups, each with its peak RSS.
+    /// </summary>
     sealed record Row(long Length, int Depth, int Chunk, double Forward, double ForwardBackward, double Flops, long PeakRss,
-        double Recomputed, long RecomputedPeakRss, OpCounts Ops);
+        double Recomputed, long RecomputedPeakRss, double HandWritten, long HandWrittenPeakRss, OpCounts Ops);
 
     /// <summary>Tensors the library creates per chunk (each op returns one), counted by TorchSharp's dispose-scope statistics.</summary>
-    sealed record OpCounts(double Forward, double ForwardBackward, double Recomputed);
+    sealed record OpCounts(double Forward, double ForwardBackward, double Recomputed, double HandWritten);
 
     public static void Run(Options o, string? output, string command)
     {
@@ -81,6 +84,8 @@ public static class MemoryBenchmark
             speedup += $" Recomputed groups of {o.RecomputeGroup} chunks: chunk 16 {lean16:F3} s ({reference / lean16:F1}×); " +
                        $"chunk 64 {lean64:F3} s ({reference / lean64:F1}×).";
         }
+        var (_, hand16, hand64, _) = SequentialSpeedup(o, o.RecomputeGroup, reference, handWritten: true);
+        speedup += $" Hand-written backward: chunk 16 {hand16:F3} s ({reference / hand16:F1}×); chunk 64 {hand64:F3} s ({reference / hand64:F1}×).";
         AnsiConsole.WriteLine(speedup);
 
         if (output is null) return;
@@ -92,7 +97,9 @@ public static class MemoryBenchmark
                        "forward+backward runs of that row (freed memory stays in the process for reuse, so it does not fall " +
                        "between rows). *skipped: autograd would keep an estimated > 16 GiB of chunk states (24 GiB machine). " +
                        $"The recomputed columns run the same backward over groups of {o.RecomputeGroup} chunks (RecomputeGroup; a " +
-                       "sequence of one group or less takes plain autograd, as at 1K tokens and chunk 64). Ops/chunk: tensors " +
+                       "sequence of one group or less takes plain autograd, as at 1K tokens and chunk 64). The hand-written columns " +
+                       $"replace autograd in the memory's backward (HandWrittenBackward; states kept every {Math.Max(o.RecomputeGroup, 1)} " +
+                       "chunks, or only the first with --recompute-group 0; the backward of the projections and gates stays autograd's). Ops/chunk: tensors " +
                        "created by TorchSharp calls per chunk (every op returns one; the native backward of autograd's graph is " +
                        "not counted, so the plain path's backward ops are not in its number).")
             .Paragraph($"libtorch fp32 matmul ceiling, measured in the same run ([4096×{o.Width}]·[{o.Width}×{o.Width}]): " +
@@ -110,7 +117,9 @@ public static class MemoryBenchmark
     static readonly string[] Header =
     {
         "tokens", "depth", "chunk", "fwd tok/s", "fwd GFLOP/s", "fwd+bwd tok/s", "fwd+bwd GFLOP/s", "fwd+bwd / ceiling", "peak RSS",
-        "recomputed fwd+bwd tok/s", "recomputed / ceiling", "recomputed peak RSS", "ops/chunk fwd", "ops/chunk fwd+bwd", "ops/chunk recomputed",
+        "recomputed fwd+bwd tok/s", "recomputed / ceiling", "recomputed peak RSS",
+        "hand-written fwd+bwd tok/s", "hand-written / ceiling", "hand-written peak RSS",
+        "ops/chunk fwd", "ops/chunk fwd+bwd", "ops/chunk recomputed", "ops/chunk hand-written",
     };
 
     static IEnumerable<string> Cells(Row r, double ceiling)
@@ -130,13 +139,17 @@ public static class MemoryBenchmark
         yield return recomputed ? $"{r.Length / r.Recomputed:N0}" : "";
         yield return recomputed ? $"{3 * r.Flops / r.Recomputed / 1e9 / ceiling:P0}" : "";
         yield return recomputed ? Timing.Mib(r.RecomputedPeakRss) : "";
+        yield return $"{r.Length / r.HandWritten:N0}";
+        yield return $"{3 * r.Flops / r.HandWritten / 1e9 / ceiling:P0}";
+        yield return Timing.Mib(r.HandWrittenPeakRss);
         yield return $"{r.Ops.Forward:F0}";
         yield return skipped ? "" : $"{r.Ops.ForwardBackward:F0}";
         yield return recomputed ? $"{r.Ops.Recomputed:F0}" : "";
+        yield return $"{r.Ops.HandWritten:F0}";
     }
 
     static NeuralMemoryConfig Config(Options o, int depth, int chunk) =>
-        new() { ModelDim = o.Width, Heads = o.Heads, Depth = depth, ChunkSize = chunk, Expansion = 4, RecomputeGroup = 0 };   // plain autograd; the recomputed columns set it
+        new() { ModelDim = o.Width, Heads = o.Heads, Depth = depth, ChunkSize = chunk, Expansion = 4, RecomputeGroup = 0, HandWrittenBackward = false };   // plain autograd; the other columns set these
 
     static Row Measure(Options o, long length, int depth, int chunk)
     {
@@ -155,20 +168,20 @@ public static class MemoryBenchmark
         double forward = Timing.MedianSeconds(Forward, o.Repeats);
         double forwardOps = CountOps(Forward) / chunks;
 
-        // The lean path first: RSS freed by a cell stays in the process, so the larger plain path must come after it.
-        double recomputed = double.NaN, recomputedOps = double.NaN;
-        long recomputedPeak = -1;
-        if (o.RecomputeGroup > 0)
+        // The lean paths first: RSS freed by a cell stays in the process, so the larger plain path must come after them.
+        (double Seconds, long Peak, double Ops) Lean(NeuralMemoryConfig leanConfig)
         {
-            using var lean = new NeuralMemory("memory", config with { RecomputeGroup = o.RecomputeGroup });
+            using var lean = new NeuralMemory("memory", leanConfig);
             lean.load_state_dict(memory.state_dict());
             lean.to(o.Device);
             NativeAllocator.ReturnFreedMemory();
             ProcessMemory.ResetPeak();
-            recomputed = Timing.MedianSeconds(() => ForwardBackward(lean, x), o.Repeats);
-            recomputedPeak = ProcessMemory.PeakRss();
-            recomputedOps = CountOps(() => ForwardBackward(lean, x)) / chunks;
+            double seconds = Timing.MedianSeconds(() => ForwardBackward(lean, x), o.Repeats);
+            long peakRss = ProcessMemory.PeakRss();
+            return (seconds, peakRss, CountOps(() => ForwardBackward(lean, x)) / chunks);
         }
+        var handWritten = Lean(config with { RecomputeGroup = o.RecomputeGroup, HandWrittenBackward = true });
+        var recomputed = o.RecomputeGroup > 0 ? Lean(config with { RecomputeGroup = o.RecomputeGroup }) : (Seconds: double.NaN, Peak: -1L, Ops: double.NaN);
         double backward = double.NaN, backwardOps = double.NaN;
         long peak = -1;
         if (AutogradBytes(config, length) <= AutogradBudgetBytes)
@@ -180,7 +193,8 @@ public static class MemoryBenchmark
             backwardOps = CountOps(() => ForwardBackward(memory, x)) / chunks;
         }
         return new Row(length, depth, chunk, forward, backward, NeuralMemoryCost.ForwardFlops(config, length), peak,
-            recomputed, recomputedPeak, new OpCounts(forwardOps, backwardOps, recomputedOps));
+            recomputed.Seconds, recomputed.Peak, handWritten.Seconds, handWritten.Peak,
+            new OpCounts(forwardOps, backwardOps, recomputed.Ops, handWritten.Ops));
     }
 
     /// <summary>Tensors created on this thread while <paramref name="run"/> runs (TorchSharp counts each in its dispose-scope statistics).</summary>
@@ -215,7 +229,9 @@ public static class MemoryBenchmark
     /// </summary>
     /// <param name="group">RecomputeGroup of the chunked runs</param>
     /// <param name="knownReference">the reference's time from an earlier call (it is not run again)</param>
-    static (double Reference, double Chunk16, double Chunk64, long Length) SequentialSpeedup(Options o, int group, double? knownReference = null)
+    /// <param name="handWritten">whether the chunked runs take the hand-written backward</param>
+    static (double Reference, double Chunk16, double Chunk64, long Length) SequentialSpeedup(Options o, int group, double? knownReference = null,
+        bool handWritten = false)
     {
         long length = o.Quick ? 256 : 1024; // quick mode keeps under a minute
         manual_seed(0);
@@ -231,7 +247,7 @@ public static class MemoryBenchmark
         double Chunked(int chunk)
         {
             manual_seed(0);
-            using var chunked = new NeuralMemory("memory", Config(o, 2, chunk) with { RecomputeGroup = group });
+            using var chunked = new NeuralMemory("memory", Config(o, 2, chunk) with { RecomputeGroup = group, HandWrittenBackward = handWritten });
             chunked.to(o.Device);
             return Timing.MedianSeconds(() => ForwardBackward(chunked, x), o.Repeats);
         }

@@ -148,6 +148,10 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
         MemoryStabilizers stabilizers = Stabilizers(keys.dtype);
         return Config.Algorithm switch
         {
+            MemoryAlgorithm.Chunked when Config.HandWrittenBackward && HandWrittenScan.Supports(gates, stabilizers)
+                && RecomputedMemoryScan.NeedsGraph(Mlp, queries, keys, values, gates, memory, stabilizers) =>
+                HandWrittenScan.Scan(Mlp, queries, keys, values, gates, memory, Config.ChunkSize,
+                    Config.RecomputeGroup > 0 ? Config.RecomputeGroup : int.MaxValue),
             MemoryAlgorithm.Chunked when Config.RecomputeGroup > 0 =>
                 RecomputedMemoryScan.Scan(Mlp, queries, keys, values, gates, memory, Config.ChunkSize, Config.RecomputeGroup, stabilizers),
             MemoryAlgorithm.Chunked => ChunkedMemoryScan.Scan(Mlp, queries, keys, values, gates, memory, Config.ChunkSize, stabilizers),

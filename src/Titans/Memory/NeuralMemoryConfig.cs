@@ -122,6 +122,12 @@ public sealed record NeuralMemoryConfig
     /// Same values and gradients either way (docs/fast-memory.md).
     /// </summary>
     public int RecomputeGroup { get; init; } = 16;
+    /// <summary>
+    /// Training back-propagates through the chunked scan with its hand-written backward (<see cref="HandWrittenScan"/>),
+    /// where it covers the form (scalar forgetting, no stabilizers); false: autograd through the chunked path, the oracle
+    /// it is tested against. Same values and gradients either way.
+    /// </summary>
+    public bool HandWrittenBackward { get; init; } = true;
 
     [JsonIgnore] public int HeadDim => ModelDim / Heads;
     [JsonIgnore] public int HiddenDim => Depth == 1 ? HeadDim : Expansion * HeadDim;

@@ -20,8 +20,7 @@ public static class RecomputedMemoryScan
         if (groupChunks < 1) throw new ArgumentOutOfRangeException(nameof(groupChunks), $"a group needs at least one chunk, got {groupChunks}");
         stabilizers ??= MemoryStabilizers.None;
         var shared = SharedTensors(mlp, stabilizers);
-        bool needsGraph = is_grad_enabled() && new[] { queries, keys, values }.Concat(gates.Tensors).Concat(state.Tensors)
-            .Concat(shared).Any(t => t.requires_grad);
+        bool needsGraph = NeedsGraph(mlp, queries, keys, values, gates, state, stabilizers);
         long length = keys.shape[2], full = length / chunkSize * chunkSize, group = (long)groupChunks * chunkSize;
         // One group would hold every chunk's graph during its recomputation anyway: plain autograd costs the same memory
         // and saves the second forward.
@@ -66,6 +65,12 @@ public static class RecomputedMemoryScan
             return new MemoryWeights(result.Skip(1).Take(depth).ToArray(), result.Skip(1 + depth).Take(depth).ToArray());
         }
     }
+
+    /// <summary>Whether autograd is on and any tensor the scan reads requires a gradient.</summary>
+    public static bool NeedsGraph(MemoryMlp mlp, Tensor queries, Tensor keys, Tensor values, MemoryGates gates, MemoryWeights state,
+        MemoryStabilizers stabilizers) =>
+        is_grad_enabled() && new[] { queries, keys, values }.Concat(gates.Tensors).Concat(state.Tensors)
+            .Concat(SharedTensors(mlp, stabilizers)).Any(t => t.requires_grad);
 
     /// <summary>Tensors every group reads: the wrapper's LayerNorm affine and the stabilizers' targets, in a fixed order.</summary>
     static List<Tensor> SharedTensors(MemoryMlp mlp, MemoryStabilizers s)

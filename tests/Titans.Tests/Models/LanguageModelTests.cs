@@ -16,11 +16,15 @@ public class LanguageModelTests
         Memory = new NeuralMemoryConfig { Heads = 2, Depth = 2, Expansion = 2, ChunkSize = 4 },
     };
 
-    static TitansLanguageModel Build(Architecture architecture, MacWrite write = MacWrite.AttentionOutput, int recomputeGroup = 0)
+    static TitansLanguageModel Build(Architecture architecture, MacWrite write = MacWrite.AttentionOutput, int recomputeGroup = 0,
+        bool handWritten = true)
     {
         manual_seed(1);
         var config = Tiny(architecture, write);
-        var model = new TitansLanguageModel("model", config with { Memory = config.Memory with { RecomputeGroup = recomputeGroup } });
+        var model = new TitansLanguageModel("model", config with
+        {
+            Memory = config.Memory with { RecomputeGroup = recomputeGroup, HandWrittenBackward = handWritten },
+        });
         model.to(F64);
         return model;
     }
@@ -41,7 +45,7 @@ public class LanguageModelTests
     /// Training with recomputation streams each memory block over groups of tokens (RecomputeGroup 4 chunks of 4 = 16
     /// tokens; MAC: two segments of 8), each group one recomputed autograd node. Streamed in two pieces (11 tokens, then
     /// 30 from the state, in groups that end on the memory's chunk or MAC's segment boundaries), the logits and every
-    /// parameter's gradient equal plain autograd's.
+    /// parameter's gradient equal plain autograd's, with the memory's backward by autograd or written by hand.
     /// </summary>
     [Theory]
     [InlineData(Architecture.Lmm)]
@@ -52,17 +56,21 @@ public class LanguageModelTests
     {
         using var scope = NewDisposeScope();
         Tensor tokens = Tokens(40, 2, 41), probe = Normal(Seeded(41), 2, 41, 32);
-        var runs = new[] { 0, 4 }.Select(group =>
+        // Plain autograd first (the oracle), then groups and the hand-written backward of the memory, alone and together.
+        var runs = new[] { (0, false), (4, false), (0, true), (4, true) }.Select(run =>
         {
-            var model = Build(architecture, recomputeGroup: group);
+            var model = Build(architecture, recomputeGroup: run.Item1, handWritten: run.Item2);
             var (first, state) = model.Forward(tokens.narrow(1, 0, 11), null);
             var (second, _) = model.Forward(tokens.narrow(1, 11, 30), state);
             Tensor logits = cat(new[] { first, second }, 1);
             (logits * probe).sum().backward();
             return (logits: logits.detach(), grads: Gradients(model));
         }).ToList();
-        AssertClose(runs[0].logits, runs[1].logits, 1e-12, "logits");
-        AssertClose(runs[0].grads, runs[1].grads, 1e-9, architecture.ToString());
+        foreach (var run in runs.Skip(1))
+        {
+            AssertClose(runs[0].logits, run.logits, 1e-12, "logits");
+            AssertClose(runs[0].grads, run.grads, 1e-9, architecture.ToString());
+        }
         Assert.Contains(runs[0].grads, g => g.Name.Contains("memory") && g.Grad is not null && g.Grad.abs().max().item<double>() > 0);
     }
 
