@@ -25,6 +25,12 @@ public static class HandWrittenScan
 {
     const double LayerNormEps = 1e-5;
 
+    /// <summary>
+    /// Chunks whose retrieval runs as one batch: enough to fill the matmuls, few enough that the batch's stacked states stay
+    /// in cache (at width 512 a batch of 256 chunks ran 6× slower per chunk than batches of 16).
+    /// </summary>
+    const int RetrievalChunks = 16;
+
     public static bool Supports(MemoryGates gates, MemoryStabilizers? stabilizers) =>
         gates.ChannelLogDecay is null && (stabilizers is null || stabilizers.IsNone);
 
@@ -92,11 +98,31 @@ public static class HandWrittenScan
     }
 
     /// <summary>
-    /// One chunk's tensors in the node's flat layout: Q, K, V [BH, b, d]; A, d [BH, b, 1]; C [BH, b, b]; A_r, d_r, E_r
-    /// [BH, 1, 1]; −C[r, ·] and −(E_r/E_i)θ_i [BH, b, 1] (negated once for all chunks, so the updates are plain additions).
+    /// One chunk's tensors for the sequential part (the state chain) in the node's flat layout: K, V [BH, b, d]; A_r, d_r,
+    /// E_r [BH, 1, 1]; −C[r, ·] and −(E_r/E_i)θ_i [BH, b, 1] (negated once for all chunks, so the updates are additions).
     /// </summary>
-    sealed record ChunkInputs(Tensor Q, Tensor K, Tensor V, Tensor A, Tensor D, Tensor C, Tensor AEnd, Tensor DEnd, Tensor NegCEnd,
-        Tensor EEnd, Tensor NegMEnd);
+    sealed record ChunkInputs(Tensor K, Tensor V, Tensor AEnd, Tensor DEnd, Tensor NegCEnd, Tensor EEnd, Tensor NegMEnd);
+
+    /// <summary>The node's inputs: per-chunk views for the state chain, and the whole-call tensors for batched retrieval.</summary>
+    sealed record NodeInputs(ChunkInputs[] Chunks, MemoryWeights Start, Tensor? LnWeight, Tensor? LnBias,
+        Tensor Q, Tensor A, Tensor D, Tensor C)
+    {
+        public long Rows => Q.shape[0];
+
+        /// <summary>
+        /// A group of chunks as one batch for retrieval, batch index = row·count + chunk: Q [BH·G, b, d], A, d [BH·G, b, 1],
+        /// C [BH·G, b, b], and the LayerNorm affine repeated to match.
+        /// </summary>
+        public Retrieval Group(int first, int count)
+        {
+            Tensor Take(Tensor t) => t.narrow(1, first, count).reshape(new[] { Rows * count }.Concat(t.shape.Skip(2)).ToArray());
+            Tensor? Repeat(Tensor? t) => t?.unsqueeze(1).expand(Rows, count, t.shape[1], t.shape[2]).reshape(Rows * count, t.shape[1], t.shape[2]);
+            return new Retrieval(Take(Q), Take(A).unsqueeze(-1), Take(D).unsqueeze(-1), Take(C), Repeat(LnWeight), Repeat(LnBias));
+        }
+    }
+
+    /// <summary>What retrieval reads besides the state and the factors, for a batch of chunks.</summary>
+    sealed record Retrieval(Tensor Q, Tensor A, Tensor D, Tensor C, Tensor? LnWeight, Tensor? LnBias);
 
     /// <summary>The inner gradient's forward quantities at a chunk's starting weights (<see cref="Factors"/>).</summary>
     sealed class FactorPass
@@ -124,6 +150,22 @@ public static class HandWrittenScan
         }
     }
 
+    /// <summary>A group's chunk states and factors stacked into one batch (index row·count + chunk), what retrieval reads.</summary>
+    static (MemoryWeights States, Tensor[] Inputs, Tensor[] Deltas) Batch(IReadOnlyList<MemoryWeights> starts, IReadOnlyList<FactorPass> factors)
+    {
+        int depth = starts[0].Depth;
+        Tensor Stack(IEnumerable<Tensor> perChunk)
+        {
+            Tensor s = stack(perChunk, 1);
+            return s.view(new[] { s.shape[0] * s.shape[1] }.Concat(s.shape.Skip(2)).ToArray());
+        }
+        var states = new MemoryWeights(
+            Enumerable.Range(0, depth).Select(l => Stack(starts.Select(w => w.Weights[l]))).ToArray(),
+            Enumerable.Range(0, depth).Select(l => Stack(starts.Select(w => w.Momentum[l]))).ToArray());
+        return (states, Enumerable.Range(0, depth).Select(l => Stack(factors.Select(f => f.Inputs[l]))).ToArray(),
+            Enumerable.Range(0, depth).Select(l => Stack(factors.Select(f => f.Deltas[l]))).ToArray());
+    }
+
     sealed class ScanFunction : autograd.MultiTensorFunction<ScanFunction>
     {
         public override string Name => "HandWrittenScan";
@@ -134,39 +176,57 @@ public static class HandWrittenScan
             var tensors = vars.Skip(1).Cast<Tensor>().ToList();
             ctx.set_materialize_grads(false);   // see Recomputation: materialized grads come from a freed tensor
             using var _ = no_grad();
-            var (chunks, start, ln) = Unpack(form, tensors);
-            long n = chunks.Length;
-            var outputs = new Tensor[n];
+            NodeInputs x = Unpack(form, tensors);
+            int n = x.Chunks.Length;
+            var outputs = new List<Tensor>();
             var kept = new List<Tensor>();    // the earlier groups' starting states, then the last group's chunk states and factors
             int lastGroup = LastGroupStart(n, form.GroupChunks);
-            MemoryWeights current = start, boundary = start;
-            for (int c = 0; c < n; c++)
+            MemoryWeights current = x.Start;
+            for (int first = 0; first < n; first += form.GroupChunks)
             {
-                bool keep = c >= lastGroup || c % form.GroupChunks == 0;
-                if (keep) kept.AddRange(current.Tensors);
-                MemoryWeights next;
-                using (var scope = NewDisposeScope())
+                int count = Math.Min(form.GroupChunks, n - first);
+                bool last = first == lastGroup;
+                var starts = new MemoryWeights[count];
+                var factors = new FactorPass[count];
+                // The state chain, chunk by chunk; then retrieval for the whole group at once.
+                for (int i = 0; i < count; i++)
                 {
-                    FactorPass f = Factors(form, chunks[c], current, ln);
-                    outputs[c] = Retrieve(form, chunks[c], current, f, ln, null);
-                    next = Update(chunks[c], current, f);
-                    if (c >= lastGroup) kept.AddRange(f.Tensors);
-                    scope.MoveToOuter(next.Tensors.Append(outputs[c]).Concat(c >= lastGroup ? f.Tensors : Array.Empty<Tensor>()));
+                    starts[i] = current;
+                    using var scope = NewDisposeScope();
+                    factors[i] = Factors(form, x.Chunks[first + i], current, (x.LnWeight, x.LnBias));
+                    current = Update(x.Chunks[first + i], current, factors[i]);
+                    scope.MoveToOuter(current.Tensors.Concat(factors[i].Tensors));
                 }
-                // Only what backward needs stays (saved below); the rest is garbage at once.
-                if (!keep && !ReferenceEquals(current, boundary))
-                    foreach (Tensor t in current.Tensors) t.Dispose();
-                current = next;
-                if (c == n - 2) boundary = current;
+                for (int sub = 0; sub < count; sub += RetrievalChunks)
+                {
+                    int size = Math.Min(RetrievalChunks, count - sub);
+                    using var scope = NewDisposeScope();
+                    var (states, inputs, deltas) = Batch(starts.Skip(sub).Take(size).ToList(), factors.Skip(sub).Take(size).ToList());
+                    Tensor output = Retrieve(form, x.Group(first + sub, size), states, inputs, deltas, null);
+                    outputs.Add(scope.MoveToOuter(output.view(x.Rows, size, output.shape[1], output.shape[2])));
+                }
+                if (last)
+                    for (int i = 0; i < count; i++) kept.AddRange(starts[i].Tensors.Concat(factors[i].Tensors));
+                else
+                {
+                    // Only the group's starting state stays (saved below); the rest is garbage at once.
+                    kept.AddRange(starts[0].Tensors);
+                    foreach (Tensor t in starts.Skip(1).SelectMany(w => w.Tensors).Concat(factors.SelectMany(f => f.Tensors))) t.Dispose();
+                }
             }
             ctx.save_for_backward(tensors.Concat(kept).ToList());
             ctx.save_data("form", form);
             ctx.save_data("needs", tensors.Select(t => t.requires_grad).ToArray());
-            var result = new List<Tensor> { stack(outputs, 1) };
-            foreach (Tensor t in outputs) t.Dispose();
+            var result = new List<Tensor> { outputs.Count == 1 ? outputs[0] : cat(outputs, 1) };
+            if (outputs.Count > 1) foreach (Tensor t in outputs) t.Dispose();
             result.AddRange(current.Tensors);
-            // A copy: an output that is also saved would tie the node to itself.
-            if (form.BoundaryOutput) result.AddRange(boundary.Tensors.Select(t => t.clone()));
+            // The boundary is the last chunk's starting state, kept for backward; a copy, as an output that is also saved
+            // would tie the node to itself.
+            if (form.BoundaryOutput)
+            {
+                int at = kept.Count - (2 * form.Depth + FactorPass.Count(form.Depth, form.Mlp.ResidualLayerNorm));
+                result.AddRange(kept.Skip(at).Take(2 * form.Depth).Select(t => t.clone()));
+            }
             // TorchSharp saves the tensors after forward returns; then its saved copies hold what backward needs and the
             // handles made here can go (Scan disposes them).
             var foreign = new HashSet<Tensor>(result.Concat(tensors), ReferenceEqualityComparer.Instance);
@@ -203,22 +263,21 @@ public static class HandWrittenScan
     /// <summary>The first chunk of the last group of <paramref name="groupChunks"/> chunks among <paramref name="chunks"/>.</summary>
     static int LastGroupStart(long chunks, int groupChunks) => (int)((chunks - 1) / groupChunks * groupChunks);
 
-    static (ChunkInputs[] Chunks, MemoryWeights Start, (Tensor? Weight, Tensor? Bias) Ln) Unpack(Form form, IReadOnlyList<Tensor> t)
+    static NodeInputs Unpack(Form form, IReadOnlyList<Tensor> t)
     {
         // Views and negations for all chunks at once, then one unbind each: a handful of ops per call instead of per chunk.
-        Tensor[] q = t[0].unbind(1), k = t[1].unbind(1), v = t[2].unbind(1);
-        Tensor[] a = t[3].unsqueeze(-1).unbind(1), d = t[4].unsqueeze(-1).unbind(1), c = t[5].unbind(1);
+        Tensor[] k = t[1].unbind(1), v = t[2].unbind(1);
         Tensor[] aEnd = t[6].view(t[6].shape[0], -1, 1, 1).unbind(1), dEnd = t[7].view(t[7].shape[0], -1, 1, 1).unbind(1);
         Tensor[] negCEnd = t[8].neg().unsqueeze(-1).unbind(1), eEnd = t[9].view(t[9].shape[0], -1, 1, 1).unbind(1);
         Tensor[] negMEnd = t[10].neg().unsqueeze(-1).unbind(1);
-        var chunks = Enumerable.Range(0, q.Length).Select(i => new ChunkInputs(q[i], k[i], v[i],
-            a[i], d[i], c[i], aEnd[i], dEnd[i], negCEnd[i], eEnd[i], negMEnd[i])).ToArray();
+        var chunks = Enumerable.Range(0, k.Length).Select(i => new ChunkInputs(k[i], v[i], aEnd[i], dEnd[i], negCEnd[i], eEnd[i], negMEnd[i]))
+            .ToArray();
         int at = 11, depth = form.Depth;
         var start = new MemoryWeights(t.Skip(at).Take(depth).ToArray(), t.Skip(at + depth).Take(depth).ToArray());
         at += 2 * depth;
         Tensor? weight = form.LnWeight ? t[at++] : null;
         Tensor? bias = form.LnBias ? t[at] : null;
-        return (chunks, start, (weight, bias));
+        return new NodeInputs(chunks, start, weight, bias, t[0], t[3], t[4], t[5]);
     }
 
     /// <summary>Inner-gradient factors at the chunk's starting weights, keeping what backward differentiates.</summary>
@@ -261,10 +320,11 @@ public static class HandWrittenScan
     }
 
     /// <summary>
-    /// Retrieval with the per-token weights in the dual form, z = A∘(h W₀ᵀ) + d∘(h S₀ᵀ) − (C∘(h Uᵀ)) Δ per layer; when
-    /// <paramref name="keep"/> is given, the per-layer quantities backward needs are stored in it.
+    /// Retrieval with the per-token weights in the dual form, z = A∘(h W₀ᵀ) + d∘(h S₀ᵀ) − (C∘(h Uᵀ)) Δ per layer, for a batch
+    /// of chunks (their starting states, inputs U and deltas Δ stacked alike); when <paramref name="keep"/> is given, the
+    /// per-layer quantities backward needs are stored in it.
     /// </summary>
-    static Tensor Retrieve(Form form, ChunkInputs x, MemoryWeights start, FactorPass f, (Tensor? Weight, Tensor? Bias) ln, RetrievalPass? keep)
+    static Tensor Retrieve(Form form, Retrieval x, MemoryWeights start, Tensor[] inputs, Tensor[] deltas, RetrievalPass? keep)
     {
         int depth = form.Depth;
         Tensor h = x.Q;
@@ -273,9 +333,9 @@ public static class HandWrittenScan
         {
             Tensor fromWeights = h.matmul(start.Weights[l].transpose(-1, -2));
             Tensor fromMomentum = h.matmul(start.Momentum[l].transpose(-1, -2));
-            Tensor scores = h.matmul(f.Inputs[l].transpose(-1, -2));
+            Tensor scores = h.matmul(inputs[l].transpose(-1, -2));
             z = (x.A * fromWeights).addcmul(x.D, fromMomentum, 1);
-            z = (x.C * scores).baddbmm(f.Deltas[l], z, 1, -1);
+            z = (x.C * scores).baddbmm(deltas[l], z, 1, -1);
             if (keep is not null)
             {
                 keep.Inputs[l] = h; keep.FromWeights[l] = fromWeights; keep.FromMomentum[l] = fromMomentum;
@@ -286,7 +346,7 @@ public static class HandWrittenScan
         if (!form.Mlp.ResidualLayerNorm) return z;
         var (normed, invStd) = Normalize(z);
         if (keep is not null) { keep.Normed = normed; keep.InvStd = invStd; }
-        return Affine(x.Q, normed, ln);
+        return Affine(x.Q, normed, (x.LnWeight, x.LnBias));
     }
 
     sealed class RetrievalPass(int depth)
@@ -312,23 +372,84 @@ public static class HandWrittenScan
         return new MemoryWeights(weights, momentum);
     }
 
-    /// <summary>Gradients of the node's inputs, in their order.</summary>
+    /// <summary>
+    /// Gradients of a batch of chunks' retrieval (recomputed) for its output gradient: of Q, A, d and −C (batched), and the
+    /// contributions to each chunk's starting state, U and −Δ... (signs as named), and the LayerNorm affine summed per row.
+    /// </summary>
+    sealed record RetrievalGradients(Tensor Q, Tensor A, Tensor D, Tensor NegC, Tensor[] Weights, Tensor[] Momentum,
+        Tensor[] NegDeltas, Tensor[] NegInputs, Tensor? LnWeight, Tensor? LnBias);
+
+    static RetrievalGradients RetrievalBackward(Form form, Retrieval x, MemoryWeights start, Tensor[] inputs, Tensor[] deltas, Tensor gradOutput)
+    {
+        int depth = form.Depth;
+        MemoryMlp mlp = form.Mlp;
+        var r = new RetrievalPass(depth);
+        Retrieve(form, x, start, inputs, deltas, r);
+        Tensor gQ, gz;
+        Tensor? gLnWeight = null, gLnBias = null;
+        if (mlp.ResidualLayerNorm)
+        {
+            gQ = gradOutput;
+            if (x.LnWeight is not null) gLnWeight = (gradOutput * r.Normed!).sum(-2, keepdim: true);
+            if (x.LnBias is not null) gLnBias = gradOutput.sum(-2, keepdim: true);
+            gz = NormBackward(r.Normed!, r.InvStd!, x.LnWeight is null ? gradOutput : gradOutput * x.LnWeight);
+        }
+        else
+        {
+            gQ = zeros_like(x.Q);
+            gz = gradOutput;
+        }
+        Tensor? gA = null, gD = null, gNegC = null;
+        var gW = new Tensor[depth];
+        var gS = new Tensor[depth];
+        var gNegDelta = new Tensor[depth];
+        var gNegInput = new Tensor[depth];
+        for (int l = depth - 1; l >= 0; l--)
+        {
+            Tensor h = r.Inputs[l];
+            Tensor rowsA = (gz * r.FromWeights[l]).sum(-1, keepdim: true), rowsD = (gz * r.FromMomentum[l]).sum(-1, keepdim: true);
+            gA = gA is null ? rowsA : gA.add_(rowsA);
+            gD = gD is null ? rowsD : gD.add_(rowsD);
+            Tensor gFromWeights = x.A * gz, gFromMomentum = x.D * gz;
+            gW[l] = gFromWeights.transpose(-1, -2).matmul(h);
+            gS[l] = gFromMomentum.transpose(-1, -2).matmul(h);
+            Tensor gMixed = gz.matmul(deltas[l].transpose(-1, -2));          // minus the gradient of C∘P, [.., b, b]
+            gNegDelta[l] = (x.C * r.Scores[l]).transpose(-1, -2).matmul(gz);
+            gNegC = gNegC is null ? gMixed * r.Scores[l] : gNegC.addcmul_(gMixed, r.Scores[l], 1);
+            Tensor gScores = gMixed * x.C;                                    // minus the gradient of P
+            gNegInput[l] = gScores.transpose(-1, -2).matmul(h);
+            Tensor gh = gFromWeights.matmul(start.Weights[l]);
+            gh = gFromMomentum.baddbmm(start.Momentum[l], gh, 1, 1);
+            gh = gScores.baddbmm(inputs[l], gh, 1, -1);
+            if (l > 0) gz = gh * mlp.ActivationDerivative(r.PreActivations[l - 1]);
+            else gQ = gQ + gh;
+        }
+        return new RetrievalGradients(gQ, gA!, gD!, gNegC!, gW, gS, gNegDelta, gNegInput, gLnWeight, gLnBias);
+    }
+
     /// <param name="kept">what forward kept: the earlier groups' starting states, then each chunk of the last group's starting
     /// state and inner-gradient factors</param>
     static List<Tensor> Backward(Form form, List<Tensor> inputs, List<Tensor> kept, List<Tensor> gradOutputs)
     {
-        var (chunks, start, ln) = Unpack(form, inputs);
-        int depth = form.Depth, n = chunks.Length;
+        NodeInputs x = Unpack(form, inputs);
+        var ln = (x.LnWeight, x.LnBias);
+        int depth = form.Depth, n = x.Chunks.Length;
         Tensor? Given(int i) => i < gradOutputs.Count && gradOutputs[i] is { IsInvalid: false } g ? g : null;   // none: zero
         Tensor? gradOutput = Given(0);
-        Tensor[]? gradOutputs1 = gradOutput?.unbind(1);
         // The running gradient of the state at the current chunk boundary, starting from the final state's.
-        var gW = Enumerable.Range(0, depth).Select(l => Given(1 + l) ?? zeros_like(start.Weights[l])).ToArray();
-        var gS = Enumerable.Range(0, depth).Select(l => Given(1 + depth + l) ?? zeros_like(start.Momentum[l])).ToArray();
+        var gW = Enumerable.Range(0, depth).Select(l => Given(1 + l) ?? zeros_like(x.Start.Weights[l])).ToArray();
+        var gS = Enumerable.Range(0, depth).Select(l => Given(1 + depth + l) ?? zeros_like(x.Start.Momentum[l])).ToArray();
         var chunkGrads = new ChunkGradients[n];
-        Tensor? gLnWeight = ln.Weight is null ? null : zeros_like(ln.Weight), gLnBias = ln.Bias is null ? null : zeros_like(ln.Bias);
+        var groupGrads = new List<GroupGradients>();
+        Tensor? gLnWeight = x.LnWeight is null ? null : zeros_like(x.LnWeight), gLnBias = x.LnBias is null ? null : zeros_like(x.LnBias);
+        void AddLn(Tensor? weight, Tensor? bias)
+        {
+            if (gLnWeight is not null && weight is not null) gLnWeight.add_(weight);
+            if (gLnBias is not null && bias is not null) gLnBias.add_(bias);
+        }
 
         int groupChunks = Math.Min(form.GroupChunks, n), groups = (n + groupChunks - 1) / groupChunks;
+        int perChunk = 2 * depth + FactorPass.Count(depth, form.Mlp.ResidualLayerNorm);
         for (int group = groups - 1; group >= 0; group--)
         {
             int first = group * groupChunks, count = Math.Min(groupChunks, n - first);
@@ -337,49 +458,79 @@ public static class HandWrittenScan
             using var groupScope = NewDisposeScope();
             MemoryWeights StateAt(int at) => new(kept.Skip(at).Take(depth).ToArray(), kept.Skip(at + depth).Take(depth).ToArray());
             if (group == groups - 1)
-            {
-                // Kept by forward: no replay.
-                int perChunk = 2 * depth + FactorPass.Count(depth, form.Mlp.ResidualLayerNorm);
-                for (int i = 0; i < count; i++)
+                for (int i = 0; i < count; i++)   // kept by forward: no replay
                 {
                     int at = 2 * depth * group + i * perChunk;
                     starts[i] = StateAt(at);
                     factors[i] = FactorPass.From(kept.Skip(at + 2 * depth).Take(perChunk - 2 * depth).ToList(), depth, form.Mlp.ResidualLayerNorm);
                 }
-            }
             else
             {
                 starts[0] = StateAt(2 * depth * group);
                 for (int i = 0; i < count; i++)
                 {
-                    factors[i] = Factors(form, chunks[first + i], starts[i], ln);
-                    if (i + 1 < count) starts[i + 1] = Update(chunks[first + i], starts[i], factors[i]);
+                    factors[i] = Factors(form, x.Chunks[first + i], starts[i], ln);
+                    if (i + 1 < count) starts[i + 1] = Update(x.Chunks[first + i], starts[i], factors[i]);
                 }
             }
-            for (int i = count - 1; i >= 0; i--)
+
+            // Retrieval in batches of chunks (it does not depend on the gradient flowing back through the states), each
+            // followed by the state chain backward over its chunks.
+            int batches = (count + RetrievalChunks - 1) / RetrievalChunks;
+            for (int batch = batches - 1; batch >= 0; batch--)
             {
-                int c = first + i;
-                if (form.BoundaryOutput && c == n - 2)
-                    for (int l = 0; l < depth; l++)
-                    {
-                        if (Given(1 + 2 * depth + l) is { } gb) gW[l] = gW[l] + gb;
-                        if (Given(1 + 3 * depth + l) is { } gbs) gS[l] = gS[l] + gbs;
-                    }
-                using var scope = NewDisposeScope();
-                var grads = ChunkBackward(form, chunks[c], starts[i], factors[i], ln, gradOutputs1?[c], gW, gS);
-                if (gLnWeight is not null && grads.LnWeight is not null) gLnWeight.add_(grads.LnWeight);
-                if (gLnBias is not null && grads.LnBias is not null) gLnBias.add_(grads.LnBias);
-                scope.MoveToOuter(grads.Tensors.Concat(gW).Concat(gS));
-                chunkGrads[c] = grads;
+                int sub = batch * RetrievalChunks, size = Math.Min(RetrievalChunks, count - sub);
+                RetrievalGradients? retrieval = null;
+                Tensor[][]? retrievalW = null, retrievalS = null, retrievalNegDelta = null, retrievalNegInput = null;
+                if (gradOutput is not null)
+                {
+                    var (states, us, deltas) = Batch(starts.Skip(sub).Take(size).ToList(), factors.Skip(sub).Take(size).ToList());
+                    Tensor g = gradOutput.narrow(1, first + sub, size).reshape(x.Rows * size, gradOutput.shape[2], gradOutput.shape[3]);
+                    retrieval = RetrievalBackward(form, x.Group(first + sub, size), states, us, deltas, g);
+                    Tensor[][] PerChunk(Tensor[] batched) =>
+                        batched.Select(t => t.view(new[] { x.Rows, (long)size }.Concat(t.shape.Skip(1)).ToArray()).unbind(1)).ToArray();
+                    (retrievalW, retrievalS) = (PerChunk(retrieval.Weights), PerChunk(retrieval.Momentum));
+                    (retrievalNegDelta, retrievalNegInput) = (PerChunk(retrieval.NegDeltas), PerChunk(retrieval.NegInputs));
+                    Tensor? Rows(Tensor? t) => t?.view(x.Rows, size, t.shape[1], t.shape[2]).sum(1);
+                    AddLn(Rows(retrieval.LnWeight), Rows(retrieval.LnBias));
+                }
+
+                for (int j = size - 1; j >= 0; j--)
+                {
+                    int i = sub + j, c = first + i;
+                    if (form.BoundaryOutput && c == n - 2)
+                        for (int l = 0; l < depth; l++)
+                        {
+                            if (Given(1 + 2 * depth + l) is { } gb) gW[l] = gW[l] + gb;
+                            if (Given(1 + 3 * depth + l) is { } gbs) gS[l] = gS[l] + gbs;
+                        }
+                    using var scope = NewDisposeScope();
+                    var fromRetrieval = retrieval is null ? null : new ChunkRetrieval(
+                        retrievalW!.Select(p => p[j]).ToArray(), retrievalS!.Select(p => p[j]).ToArray(),
+                        retrievalNegDelta!.Select(p => p[j]).ToArray(), retrievalNegInput!.Select(p => p[j]).ToArray());
+                    var grads = ChunkBackward(form, x.Chunks[c], starts[i], factors[i], ln, fromRetrieval, gW, gS);
+                    AddLn(grads.LnWeight, grads.LnBias);
+                    scope.MoveToOuter(grads.Tensors.Concat(gW).Concat(gS));
+                    chunkGrads[c] = grads;
+                }
+                Tensor Shaped(Tensor t) => t.view(new[] { x.Rows, (long)size }.Concat(t.shape.Skip(1)).ToArray());
+                int at = first + sub;
+                groupGrads.Add(retrieval is null
+                    ? new GroupGradients(zeros_like(x.Q.narrow(1, at, size)), zeros_like(x.A.narrow(1, at, size)),
+                        zeros_like(x.D.narrow(1, at, size)), zeros_like(x.C.narrow(1, at, size)))
+                    : new GroupGradients(Shaped(retrieval.Q), Shaped(retrieval.A.squeeze(-1)), Shaped(retrieval.D.squeeze(-1)), Shaped(retrieval.NegC)));
             }
-            groupScope.MoveToOuter(chunkGrads.Skip(first).Take(count).SelectMany(x => x.Tensors).Concat(gW).Concat(gS));
+            groupScope.MoveToOuter(chunkGrads.Skip(first).Take(count).SelectMany(t => t.Tensors).Concat(gW).Concat(gS)
+                .Concat(groupGrads.SelectMany(t => t.Tensors)));
         }
 
+        groupGrads.Reverse();
+        Tensor Joined(Func<GroupGradients, Tensor> pick) => groupGrads.Count == 1 ? pick(groupGrads[0]) : cat(groupGrads.Select(pick).ToList(), 1);
         Tensor Stack(Func<ChunkGradients, Tensor> pick) => stack(chunkGrads.Select(pick), 1);
         var result = new List<Tensor>
         {
-            Stack(x => x.Q), Stack(x => x.K), Stack(x => x.V), Stack(x => x.A), Stack(x => x.D), Stack(x => x.NegC).neg_(),
-            Stack(x => x.AEnd), Stack(x => x.DEnd), Stack(x => x.NegCEnd).neg_(), Stack(x => x.EEnd), Stack(x => x.NegMEnd).neg_(),
+            Joined(t => t.Q), Stack(t => t.K), Stack(t => t.V), Joined(t => t.A), Joined(t => t.D), Joined(t => t.NegC).neg(),
+            Stack(t => t.AEnd), Stack(t => t.DEnd), Stack(t => t.NegCEnd).neg_(), Stack(t => t.EEnd), Stack(t => t.NegMEnd).neg_(),
         };
         result.AddRange(gW);
         result.AddRange(gS);
@@ -388,21 +539,31 @@ public static class HandWrittenScan
         return result;
     }
 
-    /// <summary>One chunk's input gradients; those of C and the end rows C[r, ·], (E_r/E_i)θ_i negated (signs folded into the
-    /// loop, undone once for all chunks).</summary>
-    sealed record ChunkGradients(Tensor Q, Tensor K, Tensor V, Tensor A, Tensor D, Tensor NegC, Tensor AEnd, Tensor DEnd, Tensor NegCEnd,
-        Tensor EEnd, Tensor NegMEnd, Tensor? LnWeight, Tensor? LnBias)
+    /// <summary>A retrieval batch's input gradients, shaped [BH, chunks, ..]; that of C negated (see <see cref="ChunkGradients"/>).</summary>
+    sealed record GroupGradients(Tensor Q, Tensor A, Tensor D, Tensor NegC)
     {
-        public IEnumerable<Tensor> Tensors => new[] { Q, K, V, A, D, NegC, AEnd, DEnd, NegCEnd, EEnd, NegMEnd }
+        public IEnumerable<Tensor> Tensors => new[] { Q, A, D, NegC };
+    }
+
+    /// <summary>One chunk's share of its group's retrieval gradients.</summary>
+    sealed record ChunkRetrieval(Tensor[] Weights, Tensor[] Momentum, Tensor[] NegDeltas, Tensor[] NegInputs);
+
+    /// <summary>One chunk's input gradients from the state chain; those of the end rows C[r, ·], (E_r/E_i)θ_i negated (signs
+    /// folded into the loop, undone once for all chunks).</summary>
+    sealed record ChunkGradients(Tensor K, Tensor V, Tensor AEnd, Tensor DEnd, Tensor NegCEnd, Tensor EEnd, Tensor NegMEnd,
+        Tensor? LnWeight, Tensor? LnBias)
+    {
+        public IEnumerable<Tensor> Tensors => new[] { K, V, AEnd, DEnd, NegCEnd, EEnd, NegMEnd }
             .Concat(LnWeight is null ? Array.Empty<Tensor>() : new[] { LnWeight }).Concat(LnBias is null ? Array.Empty<Tensor>() : new[] { LnBias });
     }
 
     /// <summary>
-    /// One chunk backward. On entry <paramref name="gW"/>, <paramref name="gS"/> hold the gradient of the state at the
-    /// chunk's end; on exit that of its start.
+    /// One chunk backward through the state chain: the state update and the inner gradient, with the chunk's share of its
+    /// group's retrieval gradients. On entry <paramref name="gW"/>, <paramref name="gS"/> hold the gradient of the state at
+    /// the chunk's end; on exit that of its start.
     /// </summary>
     static ChunkGradients ChunkBackward(Form form, ChunkInputs x, MemoryWeights start, FactorPass f, (Tensor? Weight, Tensor? Bias) ln,
-        Tensor? gradOutput, Tensor[] gW, Tensor[] gS)
+        ChunkRetrieval? retrieval, Tensor[] gW, Tensor[] gS)
     {
         int depth = form.Depth;
         MemoryMlp mlp = form.Mlp;
@@ -428,56 +589,17 @@ public static class HandWrittenScan
             gNegCEnd = Sum(gNegCEnd, (dw * u).sum(-1, keepdim: true));
             gNegMEnd = Sum(gNegMEnd, (ds * u).sum(-1, keepdim: true));
             gDelta[l] = (x.NegCEnd * u.matmul(gW[l].transpose(-1, -2))).addcmul(x.NegMEnd, u.matmul(gS[l].transpose(-1, -2)), 1);
-        }
-
-        // Retrieval, recomputed, then back-propagated layer by layer: z = A∘(h Wᵀ) + d∘(h Sᵀ) − (C∘(h Uᵀ)) Δ.
-        Tensor gQ, gA, gD, gNegC;
-        Tensor? gLnWeight = null, gLnBias = null;
-        if (gradOutput is null)
-        {
-            gQ = zeros_like(x.Q); gA = zeros_like(x.A); gD = zeros_like(x.D); gNegC = zeros_like(x.C);
-        }
-        else
-        {
-            var r = new RetrievalPass(depth);
-            Retrieve(form, x, start, f, ln, r);
-            Tensor gz;
-            if (mlp.ResidualLayerNorm)
+            if (retrieval is not null)
             {
-                gQ = gradOutput;
-                if (ln.Weight is not null) gLnWeight = (gradOutput * r.Normed!).sum(-2, keepdim: true);
-                if (ln.Bias is not null) gLnBias = gradOutput.sum(-2, keepdim: true);
-                gz = NormBackward(r.Normed!, r.InvStd!, ln.Weight is null ? gradOutput : gradOutput * ln.Weight);
+                gStartW[l] = gStartW[l].add_(retrieval.Weights[l]);
+                gStartS[l] = gStartS[l].add_(retrieval.Momentum[l]);
+                gInput[l] = gInput[l].sub_(retrieval.NegInputs[l]);
+                gDelta[l] = gDelta[l].sub_(retrieval.NegDeltas[l]);
             }
-            else
-            {
-                gQ = zeros_like(x.Q);
-                gz = gradOutput;
-            }
-            Tensor? gASum = null, gDSum = null, gNegCSum = null;
-            for (int l = depth - 1; l >= 0; l--)
-            {
-                Tensor h = r.Inputs[l];
-                gASum = Sum(gASum, (gz * r.FromWeights[l]).sum(-1, keepdim: true));
-                gDSum = Sum(gDSum, (gz * r.FromMomentum[l]).sum(-1, keepdim: true));
-                Tensor gFromWeights = x.A * gz, gFromMomentum = x.D * gz;
-                gStartW[l] = gFromWeights.transpose(-1, -2).baddbmm(h, gStartW[l], 1, 1);
-                gStartS[l] = gFromMomentum.transpose(-1, -2).baddbmm(h, gStartS[l], 1, 1);
-                Tensor gMixed = gz.matmul(f.Deltas[l].transpose(-1, -2));      // minus the gradient of C∘P, [BH,b,b]
-                gDelta[l] = (x.C * r.Scores[l]).transpose(-1, -2).baddbmm(gz, gDelta[l], 1, -1);
-                gNegCSum = gNegCSum is null ? gMixed * r.Scores[l] : gNegCSum.addcmul_(gMixed, r.Scores[l], 1);
-                Tensor gScores = gMixed * x.C;                                   // minus the gradient of P
-                gInput[l] = gScores.transpose(-1, -2).baddbmm(h, gInput[l], 1, -1);
-                Tensor gh = gFromWeights.matmul(start.Weights[l]);
-                gh = gFromMomentum.baddbmm(start.Momentum[l], gh, 1, 1);
-                gh = gScores.baddbmm(f.Inputs[l], gh, 1, -1);
-                if (l > 0) gz = gh * mlp.ActivationDerivative(r.PreActivations[l - 1]);
-                else gQ = gQ + gh;
-            }
-            gA = gASum!; gD = gDSum!; gNegC = gNegCSum!;
         }
 
         // The inner gradient: δ_l = (δ_{l+1} W_{l+1}) ∘ σ'(p_l) up to the last layer's error, then the key path.
+        Tensor? gLnWeight = null, gLnBias = null;
         var gPre = new Tensor?[depth];
         for (int l = 0; l < depth - 1; l++)
         {
@@ -506,16 +628,8 @@ public static class HandWrittenScan
             Tensor gy = 2 * gError;
             gK = gy;
             gV = -gy;
-            if (ln.Weight is not null)
-            {
-                Tensor term = (ge * error).addcmul(gy, normed, 1).sum(-2, keepdim: true);
-                gLnWeight = gLnWeight is null ? term : gLnWeight + term;
-            }
-            if (ln.Bias is not null)
-            {
-                Tensor term = gy.sum(-2, keepdim: true);
-                gLnBias = gLnBias is null ? term : gLnBias + term;
-            }
+            if (ln.Weight is not null) gLnWeight = (ge * error).addcmul(gy, normed, 1).sum(-2, keepdim: true);
+            if (ln.Bias is not null) gLnBias = gy.sum(-2, keepdim: true);
             gPre[depth - 1] = Sum(gPre[depth - 1], gz + NormBackward(normed, invStd, ln.Weight is null ? gy : gy * ln.Weight));
         }
         else
@@ -534,8 +648,8 @@ public static class HandWrittenScan
         }
 
         for (int l = 0; l < depth; l++) { gW[l] = gStartW[l]; gS[l] = gStartS[l]; }
-        return new ChunkGradients(gQ, gK, gV, gA.squeeze(-1), gD.squeeze(-1), gNegC, gAEnd!.view(-1), gDEnd!.view(-1), gNegCEnd!.squeeze(-1),
-            gEEnd!.view(-1), gNegMEnd!.squeeze(-1), gLnWeight, gLnBias);
+        return new ChunkGradients(gK, gV, gAEnd!.view(-1), gDEnd!.view(-1), gNegCEnd!.squeeze(-1), gEEnd!.view(-1), gNegMEnd!.squeeze(-1),
+            gLnWeight, gLnBias);
     }
 
     static (Tensor Normed, Tensor InvStd) Normalize(Tensor z)

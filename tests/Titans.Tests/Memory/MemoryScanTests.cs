@@ -396,7 +396,7 @@ public class MemoryScanTests
         Assert.Throws<ArgumentOutOfRangeException>(() => RecomputedMemoryScan.Scan(mlp, q, k, v, gates, state, 4, 0));
     }
 
-    /// <summary>Every memory form, LayerNorm affine on, off and halved, lengths ragged and short, groups of 1, 2 and all chunks.</summary>
+    /// <summary>Every memory form, LayerNorm with and without affine, lengths ragged and short, groups of 1, 2, 17 and all chunks.</summary>
     public static TheoryData<int, bool, bool, long, int> HandWrittenCases()
     {
         var data = new TheoryData<int, bool, bool, long, int>();
@@ -408,6 +408,8 @@ public class MemoryScanTests
         data.Add(2, true, true, 3, 2);     // shorter than one chunk
         data.Add(2, true, true, 23, int.MaxValue);  // one group
         data.Add(3, true, true, 9, 1);
+        data.Add(2, true, true, 75, int.MaxValue);  // 19 chunks: retrieval in two batches
+        data.Add(1, false, false, 70, 17);         // two groups, the first in two retrieval batches
         return data;
     }
 
@@ -432,9 +434,10 @@ public class MemoryScanTests
         var (manual, fromManual) = Run(() => HandWrittenScan.Scan(mlp, q, k, v, gates, state, 4, group));
         var (chunked, fromChunks) = Run(() => ChunkedMemoryScan.Scan(mlp, q, k, v, gates, state, 4));
         var (_, fromReference) = Run(() => SequentialMemoryScan.Scan(mlp, q, k, v, gates, state, 4));
-        AssertClose(chunked.Outputs, manual.Outputs, 1e-12, "outputs");
-        AssertClose(chunked.Boundary, manual.Boundary, 1e-12, "boundary state");
-        AssertClose(chunked.Final, manual.Final, 1e-12, "final state");
+        // The same math in another order: float64 rounding drifts a little over 19 chunks.
+        AssertClose(chunked.Outputs, manual.Outputs, 1e-10, "outputs");
+        AssertClose(chunked.Boundary, manual.Boundary, 1e-10, "boundary state");
+        AssertClose(chunked.Final, manual.Final, 1e-10, "final state");
         Assert.Equal(chunked.BoundaryTokens, manual.BoundaryTokens);
         for (int i = 0; i < leaves.Length; i++)
         {
