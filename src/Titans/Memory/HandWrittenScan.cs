@@ -676,8 +676,9 @@ public static class HandWrittenScan
         switch (activation)
         {
             case MemoryActivation.Gelu:
-                Tensor pdf = (-0.5 * z.square()).exp() * (1 / Math.Sqrt(2 * Math.PI));
-                return pdf * (2 - z.square());
+                Tensor square = z.square();
+                Tensor pdf = (square * -0.5).sub_(0.5 * Math.Log(2 * Math.PI)).exp_();
+                return pdf.mul_(square.neg_().add_(2));
             case MemoryActivation.Silu:
                 Tensor s = z.sigmoid();
                 return s * (1 - s) * (2 + z * (1 - 2 * s));
