@@ -17,8 +17,8 @@ namespace Titans.Memory;
 /// LayerNorm wrapper's backward, differentiated once more).</item>
 /// </list>
 /// Autograd's per-op bookkeeping and its per-chunk saved tensors are gone; memory grows with length through one state
-/// per group. Scalar forgetting gates without stabilizers (the defaults) take this path; channel-wise forgetting and the
-/// stabilizers keep autograd (<see cref="Supports"/>). Tests pin its values and gradients to autograd through the
+/// per group. Scalar forgetting gates with the presets' stabilizers (retention toward W₀, the inner-gradient soft clamp)
+/// or none take this path; channel-wise forgetting and the fixed-norm stabilizer keep autograd (<see cref="Supports"/>). Tests pin its values and gradients to autograd through the
 /// chunked path and to the sequential reference. The math is written out in docs/fast-memory.md.
 /// </summary>
 public static class HandWrittenScan
@@ -32,13 +32,15 @@ public static class HandWrittenScan
     const int RetrievalChunks = 16;
 
     public static bool Supports(MemoryGates gates, MemoryStabilizers? stabilizers) =>
-        gates.ChannelLogDecay is null && (stabilizers is null || stabilizers.IsNone);
+        gates.ChannelLogDecay is null && stabilizers?.NormTarget is null;
 
     /// <param name="groupChunks">G: chunks between the states that forward keeps for backward</param>
     public static MemoryScanResult Scan(MemoryMlp mlp, Tensor queries, Tensor keys, Tensor values, MemoryGates gates,
-        MemoryWeights state, int chunkSize, int groupChunks)
+        MemoryWeights state, int chunkSize, int groupChunks, MemoryStabilizers? stabilizers = null)
     {
-        if (!Supports(gates, null)) throw new ArgumentException("the hand-written backward covers scalar forgetting gates only", nameof(gates));
+        stabilizers ??= MemoryStabilizers.None;
+        if (!Supports(gates, stabilizers))
+            throw new ArgumentException("the hand-written backward covers scalar forgetting gates without the fixed-norm stabilizer", nameof(gates));
         if (groupChunks < 1) throw new ArgumentOutOfRangeException(nameof(groupChunks), $"a group needs at least one chunk, got {groupChunks}");
         long batch = keys.shape[0], heads = keys.shape[1], length = keys.shape[2], dim = keys.shape[3];
         if (length == 0)
@@ -71,9 +73,10 @@ public static class HandWrittenScan
         inputs.AddRange(state.Momentum.Select(Flat));
         if (mlp.LnWeight is not null) inputs.Add(Flat(mlp.LnWeight.unsqueeze(0)));
         if (mlp.LnBias is not null) inputs.Add(Flat(mlp.LnBias.unsqueeze(0)));
+        if (stabilizers.RetentionTarget is not null) inputs.AddRange(stabilizers.RetentionTarget.Select(Flat));
         bool boundaryOutput = fullChunks > 0 && fullChunks < chunks;
         var form = new Form(new MemoryMlp(mlp.Activation, mlp.ResidualLayerNorm), depth, mlp.LnWeight is not null, mlp.LnBias is not null,
-            groupChunks, boundaryOutput);
+            stabilizers.RetentionTarget is not null, stabilizers.GradientClip, groupChunks, boundaryOutput);
         var args = new List<object> { form };
         args.AddRange(inputs);
         List<Tensor> result = ScanFunction.apply(args.ToArray());
@@ -89,10 +92,13 @@ public static class HandWrittenScan
         return new MemoryScanResult(output, boundary, fullChunks * b, final);
     }
 
-    /// <summary>What the node needs besides tensors: the MLP's form (its LayerNorm affine comes as inputs), G, and whether
-    /// the state after the last full chunk is an output of its own (a trailing partial chunk follows it).</summary>
-    sealed record Form(MemoryMlp Mlp, int Depth, bool LnWeight, bool LnBias, int GroupChunks, bool BoundaryOutput)
+    /// <summary>What the node needs besides tensors: the MLP's form (its LayerNorm affine comes as inputs), the stabilizers
+    /// (retention toward W₀, which comes as inputs; the soft clamp's limit, 0 for none), G, and whether the state after the
+    /// last full chunk is an output of its own (a trailing partial chunk follows it).</summary>
+    sealed record Form(MemoryMlp Mlp, int Depth, bool LnWeight, bool LnBias, bool Anchored, double Clip, int GroupChunks, bool BoundaryOutput)
     {
+        public bool Clipped => Clip > 0;
+
         /// <summary>Handles forward made that are garbage once the node has saved its tensors.</summary>
         public List<Tensor> Transient { get; } = new();
     }
@@ -101,10 +107,11 @@ public static class HandWrittenScan
     /// One chunk's tensors for the sequential part (the state chain) in the node's flat layout: K, V [BH, b, d]; A_r, d_r,
     /// E_r [BH, 1, 1]; −C[r, ·] and −(E_r/E_i)θ_i [BH, b, 1] (negated once for all chunks, so the updates are additions).
     /// </summary>
-    sealed record ChunkInputs(Tensor K, Tensor V, Tensor AEnd, Tensor DEnd, Tensor NegCEnd, Tensor EEnd, Tensor NegMEnd);
+    sealed record ChunkInputs(Tensor K, Tensor V, Tensor AEnd, Tensor DEnd, Tensor NegCEnd, Tensor EEnd, Tensor NegMEnd, Tensor? ForgottenEnd);
 
     /// <summary>The node's inputs: per-chunk views for the state chain, and the whole-call tensors for batched retrieval.</summary>
-    sealed record NodeInputs(ChunkInputs[] Chunks, MemoryWeights Start, Tensor? LnWeight, Tensor? LnBias,
+    /// <param name="Anchor">W₀ per layer, [BH, out, in], where forgetting returns toward it; else null</param>
+    sealed record NodeInputs(ChunkInputs[] Chunks, MemoryWeights Start, Tensor? LnWeight, Tensor? LnBias, Tensor[]? Anchor,
         Tensor Q, Tensor A, Tensor D, Tensor C)
     {
         public long Rows => Q.shape[0];
@@ -117,35 +124,65 @@ public static class HandWrittenScan
         {
             Tensor Take(Tensor t) => t.narrow(1, first, count).reshape(new[] { Rows * count }.Concat(t.shape.Skip(2)).ToArray());
             Tensor? Repeat(Tensor? t) => t?.unsqueeze(1).expand(Rows, count, t.shape[1], t.shape[2]).reshape(Rows * count, t.shape[1], t.shape[2]);
-            return new Retrieval(Take(Q), Take(A).unsqueeze(-1), Take(D).unsqueeze(-1), Take(C), Repeat(LnWeight), Repeat(LnBias));
+            Tensor a = Take(A).unsqueeze(-1);
+            return new Retrieval(Take(Q), a, Take(D).unsqueeze(-1), Take(C), Repeat(LnWeight), Repeat(LnBias), Anchor,
+                Anchor is null ? null : 1 - a, count);
         }
     }
 
-    /// <summary>What retrieval reads besides the state and the factors, for a batch of chunks.</summary>
-    sealed record Retrieval(Tensor Q, Tensor A, Tensor D, Tensor C, Tensor? LnWeight, Tensor? LnBias);
+    /// <summary>
+    /// What retrieval reads besides the state and the factors, for a batch of chunks: W₀ stays [BH, out, in] and meets the
+    /// batch through <see cref="PerRow"/>; Forgotten is 1 − A.
+    /// </summary>
+    sealed record Retrieval(Tensor Q, Tensor A, Tensor D, Tensor C, Tensor? LnWeight, Tensor? LnBias, Tensor[]? Anchor, Tensor? Forgotten,
+        int Count)
+    {
+        /// <summary>[BH·G, b, n] as [BH, G·b, n] (chunks of a row are adjacent), to multiply by a per-row matrix.</summary>
+        public Tensor PerRow(Tensor t) => t.reshape(t.shape[0] / Count, Count * t.shape[1], t.shape[2]);
+
+        public Tensor PerChunk(Tensor t) => t.reshape(t.shape[0] * Count, t.shape[1] / Count, t.shape[2]);
+    }
 
     /// <summary>The inner gradient's forward quantities at a chunk's starting weights (<see cref="Factors"/>).</summary>
     sealed class FactorPass
     {
-        public Tensor[] Inputs = null!, PreActivations = null!, Deltas = null!;
+        /// <summary>U_l and Δ_l as the state update and retrieval use them (Δ soft-clamped where the clamp is on).</summary>
+        public Tensor[] Inputs = null!, Deltas = null!;
+        public Tensor[] PreActivations = null!;
         public Tensor[] Carried = null!, Slopes = null!;   // per layer l < L − 1: δ_{l+1} W_{l+1} and σ'(p_l), δ_l = their product
         public Tensor? Normed, InvStd, Error;               // the LayerNorm wrapper's x̂, 1/σ and 2(y − v)
+        /// <summary>With the soft clamp, per layer: δ before it, ‖δ‖, ‖a‖ and the factor s = c·tanh(n/c)/n, n = ‖δ‖‖a‖ ([.., b, 1]).</summary>
+        public Tensor[]? RawDeltas, DeltaNorms, InputNorms, Scales;
+
+        /// <summary>δ before the clamp: what the MLP's backward recursion produced.</summary>
+        public Tensor Raw(int l) => RawDeltas is null ? Deltas[l] : RawDeltas[l];
 
         /// <summary>Every tensor in a fixed order (what forward saves for backward), and back.</summary>
-        public IEnumerable<Tensor> Tensors => Inputs.Concat(PreActivations).Concat(Deltas).Concat(Carried.Take(Inputs.Length - 1))
-            .Concat(Slopes.Take(Inputs.Length - 1)).Concat(Normed is null ? Array.Empty<Tensor>() : new[] { Normed, InvStd!, Error! });
-
-        public static int Count(int depth, bool layerNorm) => 5 * depth - 2 + (layerNorm ? 3 : 0);
-
-        public static FactorPass From(IReadOnlyList<Tensor> t, int depth, bool layerNorm)
+        public IEnumerable<Tensor> Tensors
         {
-            Tensor[] Take(int at, int n) => Enumerable.Range(at, n).Select(i => t[i]).ToArray();
+            get
+            {
+                int depth = Inputs.Length;
+                var all = Inputs.Concat(PreActivations).Concat(Deltas).Concat(Carried.Take(depth - 1)).Concat(Slopes.Take(depth - 1));
+                if (Normed is not null) all = all.Concat(new[] { Normed, InvStd!, Error! });
+                if (RawDeltas is not null) all = all.Concat(RawDeltas).Concat(DeltaNorms!).Concat(InputNorms!).Concat(Scales!);
+                return all;
+            }
+        }
+
+        public static int Count(Form form) => 5 * form.Depth - 2 + (form.Mlp.ResidualLayerNorm ? 3 : 0) + (form.Clipped ? 4 * form.Depth : 0);
+
+        public static FactorPass From(IReadOnlyList<Tensor> t, Form form)
+        {
+            int depth = form.Depth, at = 0;
+            Tensor[] Take(int n) { var r = Enumerable.Range(at, n).Select(i => t[i]).ToArray(); at += n; return r; }
             var f = new FactorPass
             {
-                Inputs = Take(0, depth), PreActivations = Take(depth, depth), Deltas = Take(2 * depth, depth),
-                Carried = Take(3 * depth, depth - 1).Append(null!).ToArray(), Slopes = Take(4 * depth - 1, depth - 1).Append(null!).ToArray(),
+                Inputs = Take(depth), PreActivations = Take(depth), Deltas = Take(depth),
+                Carried = Take(depth - 1).Append(null!).ToArray(), Slopes = Take(depth - 1).Append(null!).ToArray(),
             };
-            if (layerNorm) (f.Normed, f.InvStd, f.Error) = (t[5 * depth - 2], t[5 * depth - 1], t[5 * depth]);
+            if (form.Mlp.ResidualLayerNorm) (f.Normed, f.InvStd, f.Error) = (t[at++], t[at++], t[at++]);
+            if (form.Clipped) (f.RawDeltas, f.DeltaNorms, f.InputNorms, f.Scales) = (Take(depth), Take(depth), Take(depth), Take(depth));
             return f;
         }
     }
@@ -194,7 +231,7 @@ public static class HandWrittenScan
                     starts[i] = current;
                     using var scope = NewDisposeScope();
                     factors[i] = Factors(form, x.Chunks[first + i], current, (x.LnWeight, x.LnBias));
-                    current = Update(x.Chunks[first + i], current, factors[i]);
+                    current = Update(x.Chunks[first + i], current, factors[i], x.Anchor);
                     scope.MoveToOuter(current.Tensors.Concat(factors[i].Tensors));
                 }
                 for (int sub = 0; sub < count; sub += RetrievalChunks)
@@ -224,7 +261,7 @@ public static class HandWrittenScan
             // would tie the node to itself.
             if (form.BoundaryOutput)
             {
-                int at = kept.Count - (2 * form.Depth + FactorPass.Count(form.Depth, form.Mlp.ResidualLayerNorm));
+                int at = kept.Count - (2 * form.Depth + FactorPass.Count(form));
                 result.AddRange(kept.Skip(at).Take(2 * form.Depth).Select(t => t.clone()));
             }
             // TorchSharp saves the tensors after forward returns; then its saved copies hold what backward needs and the
@@ -270,17 +307,26 @@ public static class HandWrittenScan
         Tensor[] aEnd = t[6].view(t[6].shape[0], -1, 1, 1).unbind(1), dEnd = t[7].view(t[7].shape[0], -1, 1, 1).unbind(1);
         Tensor[] negCEnd = t[8].neg().unsqueeze(-1).unbind(1), eEnd = t[9].view(t[9].shape[0], -1, 1, 1).unbind(1);
         Tensor[] negMEnd = t[10].neg().unsqueeze(-1).unbind(1);
-        var chunks = Enumerable.Range(0, k.Length).Select(i => new ChunkInputs(k[i], v[i], aEnd[i], dEnd[i], negCEnd[i], eEnd[i], negMEnd[i]))
-            .ToArray();
+        Tensor[]? forgottenEnd = form.Anchored ? (1 - t[6]).view(t[6].shape[0], -1, 1, 1).unbind(1) : null;
+        var chunks = Enumerable.Range(0, k.Length)
+            .Select(i => new ChunkInputs(k[i], v[i], aEnd[i], dEnd[i], negCEnd[i], eEnd[i], negMEnd[i], forgottenEnd?[i])).ToArray();
         int at = 11, depth = form.Depth;
         var start = new MemoryWeights(t.Skip(at).Take(depth).ToArray(), t.Skip(at + depth).Take(depth).ToArray());
         at += 2 * depth;
         Tensor? weight = form.LnWeight ? t[at++] : null;
-        Tensor? bias = form.LnBias ? t[at] : null;
-        return new NodeInputs(chunks, start, weight, bias, t[0], t[3], t[4], t[5]);
+        Tensor? bias = form.LnBias ? t[at++] : null;
+        Tensor[]? anchor = form.Anchored ? t.Skip(at).Take(depth).ToArray() : null;
+        return new NodeInputs(chunks, start, weight, bias, anchor, t[0], t[3], t[4], t[5]);
     }
 
     /// <summary>Inner-gradient factors at the chunk's starting weights, keeping what backward differentiates.</summary>
+    /// <summary>The soft clamp's factor c·tanh(n/c)/n (as <see cref="MemoryStabilizers.ClipFactor"/>).</summary>
+    static Tensor ClipFactor(Tensor norms, double clip)
+    {
+        Tensor safe = norms.clamp_min(1e-12);
+        return (safe / clip).tanh_().mul_(clip).div_(safe);
+    }
+
     static FactorPass Factors(Form form, ChunkInputs x, MemoryWeights start, (Tensor? Weight, Tensor? Bias) ln)
     {
         int depth = form.Depth;
@@ -316,6 +362,15 @@ public static class HandWrittenScan
                 g = f.Carried[l - 1] * f.Slopes[l - 1];
             }
         }
+        if (form.Clipped)
+        {
+            // u = δ ⊗ a soft-clamped to norm c: ‖u‖ = ‖δ‖‖a‖, so a factor on δ (MemoryStabilizers.Clip).
+            f.RawDeltas = f.Deltas;
+            f.DeltaNorms = f.RawDeltas.Select(d => d.norm(-1, keepdim: true)).ToArray();
+            f.InputNorms = f.Inputs.Select(a => a.norm(-1, keepdim: true)).ToArray();
+            f.Scales = f.DeltaNorms.Zip(f.InputNorms, (d, a) => ClipFactor(d * a, form.Clip)).ToArray();
+            f.Deltas = f.RawDeltas.Zip(f.Scales, (d, scale) => d * scale).ToArray();
+        }
         return f;
     }
 
@@ -336,10 +391,16 @@ public static class HandWrittenScan
             Tensor scores = h.matmul(inputs[l].transpose(-1, -2));
             z = (x.A * fromWeights).addcmul(x.D, fromMomentum, 1);
             z = (x.C * scores).baddbmm(deltas[l], z, 1, -1);
+            Tensor? fromAnchor = null;
+            if (x.Anchor is not null)
+            {
+                fromAnchor = x.PerChunk(x.PerRow(h).matmul(x.Anchor[l].transpose(-1, -2)));   // h W₀ᵀ, + (1 − A)∘ that
+                z = z.addcmul(x.Forgotten!, fromAnchor, 1);
+            }
             if (keep is not null)
             {
                 keep.Inputs[l] = h; keep.FromWeights[l] = fromWeights; keep.FromMomentum[l] = fromMomentum;
-                keep.Scores[l] = scores; keep.PreActivations[l] = z;
+                keep.Scores[l] = scores; keep.PreActivations[l] = z; keep.FromAnchor[l] = fromAnchor;
             }
             if (l < depth - 1) h = form.Mlp.Activate(z);
         }
@@ -353,12 +414,13 @@ public static class HandWrittenScan
     {
         public Tensor[] Inputs = new Tensor[depth], FromWeights = new Tensor[depth], FromMomentum = new Tensor[depth],
             Scores = new Tensor[depth], PreActivations = new Tensor[depth];
+        public Tensor?[] FromAnchor = new Tensor?[depth];
         public Tensor? Normed, InvStd;
     }
 
-    /// <summary>The state after the chunk's last row r: W = A_r W₀ + d_r S₀ − Δᵀ diag(C[r,·]) U, S = E_r S₀ − Δᵀ diag(m_r) U
-    /// with m_r = (E_r/E_i) θ_i.</summary>
-    static MemoryWeights Update(ChunkInputs x, MemoryWeights start, FactorPass f)
+    /// <summary>The state after the chunk's last row r from its start (W, S): W' = A_r W + d_r S − Δᵀ diag(C[r,·]) U
+    /// (+ (1 − A_r) W₀ with retention toward W₀), S' = E_r S − Δᵀ diag(m_r) U with m_r = (E_r/E_i) θ_i.</summary>
+    static MemoryWeights Update(ChunkInputs x, MemoryWeights start, FactorPass f, Tensor[]? anchor)
     {
         int depth = start.Depth;
         var weights = new Tensor[depth];
@@ -366,6 +428,7 @@ public static class HandWrittenScan
         for (int l = 0; l < depth; l++)
         {
             Tensor carried = (x.AEnd * start.Weights[l]).addcmul(x.DEnd, start.Momentum[l], 1);
+            if (anchor is not null) carried = carried.addcmul(x.ForgottenEnd!, anchor[l], 1);   // + (1 − A_r) W₀
             weights[l] = (x.NegCEnd * f.Deltas[l]).transpose(-1, -2).baddbmm(f.Inputs[l], carried, 1, 1);
             momentum[l] = (x.NegMEnd * f.Deltas[l]).transpose(-1, -2).baddbmm(f.Inputs[l], x.EEnd * start.Momentum[l], 1, 1);
         }
@@ -377,7 +440,7 @@ public static class HandWrittenScan
     /// contributions to each chunk's starting state, U and −Δ... (signs as named), and the LayerNorm affine summed per row.
     /// </summary>
     sealed record RetrievalGradients(Tensor Q, Tensor A, Tensor D, Tensor NegC, Tensor[] Weights, Tensor[] Momentum,
-        Tensor[] NegDeltas, Tensor[] NegInputs, Tensor? LnWeight, Tensor? LnBias);
+        Tensor[] NegDeltas, Tensor[] NegInputs, Tensor? LnWeight, Tensor? LnBias, Tensor[]? Anchor);
 
     static RetrievalGradients RetrievalBackward(Form form, Retrieval x, MemoryWeights start, Tensor[] inputs, Tensor[] deltas, Tensor gradOutput)
     {
@@ -404,10 +467,13 @@ public static class HandWrittenScan
         var gS = new Tensor[depth];
         var gNegDelta = new Tensor[depth];
         var gNegInput = new Tensor[depth];
+        Tensor[]? gAnchor = x.Anchor is null ? null : new Tensor[depth];
         for (int l = depth - 1; l >= 0; l--)
         {
             Tensor h = r.Inputs[l];
-            Tensor rowsA = (gz * r.FromWeights[l]).sum(-1, keepdim: true), rowsD = (gz * r.FromMomentum[l]).sum(-1, keepdim: true);
+            // With retention toward W₀, z has A∘X + (1 − A)∘X₀: A's gradient sees X − X₀.
+            Tensor fromWeights = r.FromAnchor[l] is { } x0 ? r.FromWeights[l] - x0 : r.FromWeights[l];
+            Tensor rowsA = (gz * fromWeights).sum(-1, keepdim: true), rowsD = (gz * r.FromMomentum[l]).sum(-1, keepdim: true);
             gA = gA is null ? rowsA : gA.add_(rowsA);
             gD = gD is null ? rowsD : gD.add_(rowsD);
             Tensor gFromWeights = x.A * gz, gFromMomentum = x.D * gz;
@@ -421,10 +487,16 @@ public static class HandWrittenScan
             Tensor gh = gFromWeights.matmul(start.Weights[l]);
             gh = gFromMomentum.baddbmm(start.Momentum[l], gh, 1, 1);
             gh = gScores.baddbmm(inputs[l], gh, 1, -1);
+            if (gAnchor is not null)
+            {
+                Tensor gFromAnchor = x.PerRow(x.Forgotten! * gz);                              // [BH, G·b, out]
+                gAnchor[l] = gFromAnchor.transpose(-1, -2).matmul(x.PerRow(h));                // summed over the batch's chunks
+                gh = gh.add_(x.PerChunk(gFromAnchor.matmul(x.Anchor![l])));
+            }
             if (l > 0) gz = gh * mlp.ActivationDerivative(r.PreActivations[l - 1]);
             else gQ = gQ + gh;
         }
-        return new RetrievalGradients(gQ, gA!, gD!, gNegC!, gW, gS, gNegDelta, gNegInput, gLnWeight, gLnBias);
+        return new RetrievalGradients(gQ, gA!, gD!, gNegC!, gW, gS, gNegDelta, gNegInput, gLnWeight, gLnBias, gAnchor);
     }
 
     /// <param name="kept">what forward kept: the earlier groups' starting states, then each chunk of the last group's starting
@@ -442,14 +514,16 @@ public static class HandWrittenScan
         var chunkGrads = new ChunkGradients[n];
         var groupGrads = new List<GroupGradients>();
         Tensor? gLnWeight = x.LnWeight is null ? null : zeros_like(x.LnWeight), gLnBias = x.LnBias is null ? null : zeros_like(x.LnBias);
-        void AddLn(Tensor? weight, Tensor? bias)
+        Tensor[]? gAnchor = x.Anchor?.Select(w => zeros_like(w)).ToArray();
+        void AddShared(Tensor? weight, Tensor? bias, Tensor[]? anchor)
         {
             if (gLnWeight is not null && weight is not null) gLnWeight.add_(weight);
             if (gLnBias is not null && bias is not null) gLnBias.add_(bias);
+            if (gAnchor is not null && anchor is not null) for (int l = 0; l < depth; l++) gAnchor[l].add_(anchor[l]);
         }
 
         int groupChunks = Math.Min(form.GroupChunks, n), groups = (n + groupChunks - 1) / groupChunks;
-        int perChunk = 2 * depth + FactorPass.Count(depth, form.Mlp.ResidualLayerNorm);
+        int perChunk = 2 * depth + FactorPass.Count(form);
         for (int group = groups - 1; group >= 0; group--)
         {
             int first = group * groupChunks, count = Math.Min(groupChunks, n - first);
@@ -462,7 +536,7 @@ public static class HandWrittenScan
                 {
                     int at = 2 * depth * group + i * perChunk;
                     starts[i] = StateAt(at);
-                    factors[i] = FactorPass.From(kept.Skip(at + 2 * depth).Take(perChunk - 2 * depth).ToList(), depth, form.Mlp.ResidualLayerNorm);
+                    factors[i] = FactorPass.From(kept.Skip(at + 2 * depth).Take(perChunk - 2 * depth).ToList(), form);
                 }
             else
             {
@@ -470,7 +544,7 @@ public static class HandWrittenScan
                 for (int i = 0; i < count; i++)
                 {
                     factors[i] = Factors(form, x.Chunks[first + i], starts[i], ln);
-                    if (i + 1 < count) starts[i + 1] = Update(x.Chunks[first + i], starts[i], factors[i]);
+                    if (i + 1 < count) starts[i + 1] = Update(x.Chunks[first + i], starts[i], factors[i], x.Anchor);
                 }
             }
 
@@ -492,7 +566,7 @@ public static class HandWrittenScan
                     (retrievalW, retrievalS) = (PerChunk(retrieval.Weights), PerChunk(retrieval.Momentum));
                     (retrievalNegDelta, retrievalNegInput) = (PerChunk(retrieval.NegDeltas), PerChunk(retrieval.NegInputs));
                     Tensor? Rows(Tensor? t) => t?.view(x.Rows, size, t.shape[1], t.shape[2]).sum(1);
-                    AddLn(Rows(retrieval.LnWeight), Rows(retrieval.LnBias));
+                    AddShared(Rows(retrieval.LnWeight), Rows(retrieval.LnBias), retrieval.Anchor);
                 }
 
                 for (int j = size - 1; j >= 0; j--)
@@ -508,8 +582,8 @@ public static class HandWrittenScan
                     var fromRetrieval = retrieval is null ? null : new ChunkRetrieval(
                         retrievalW!.Select(p => p[j]).ToArray(), retrievalS!.Select(p => p[j]).ToArray(),
                         retrievalNegDelta!.Select(p => p[j]).ToArray(), retrievalNegInput!.Select(p => p[j]).ToArray());
-                    var grads = ChunkBackward(form, x.Chunks[c], starts[i], factors[i], ln, fromRetrieval, gW, gS);
-                    AddLn(grads.LnWeight, grads.LnBias);
+                    var grads = ChunkBackward(form, x.Chunks[c], starts[i], factors[i], ln, x.Anchor, fromRetrieval, gW, gS);
+                    AddShared(grads.LnWeight, grads.LnBias, grads.Anchor);
                     scope.MoveToOuter(grads.Tensors.Concat(gW).Concat(gS));
                     chunkGrads[c] = grads;
                 }
@@ -536,6 +610,7 @@ public static class HandWrittenScan
         result.AddRange(gS);
         if (gLnWeight is not null) result.Add(gLnWeight);
         if (gLnBias is not null) result.Add(gLnBias);
+        if (gAnchor is not null) result.AddRange(gAnchor);
         return result;
     }
 
@@ -551,10 +626,11 @@ public static class HandWrittenScan
     /// <summary>One chunk's input gradients from the state chain; those of the end rows C[r, ·], (E_r/E_i)θ_i negated (signs
     /// folded into the loop, undone once for all chunks).</summary>
     sealed record ChunkGradients(Tensor K, Tensor V, Tensor AEnd, Tensor DEnd, Tensor NegCEnd, Tensor EEnd, Tensor NegMEnd,
-        Tensor? LnWeight, Tensor? LnBias)
+        Tensor? LnWeight, Tensor? LnBias, Tensor[]? Anchor)
     {
         public IEnumerable<Tensor> Tensors => new[] { K, V, AEnd, DEnd, NegCEnd, EEnd, NegMEnd }
-            .Concat(LnWeight is null ? Array.Empty<Tensor>() : new[] { LnWeight }).Concat(LnBias is null ? Array.Empty<Tensor>() : new[] { LnBias });
+            .Concat(LnWeight is null ? Array.Empty<Tensor>() : new[] { LnWeight }).Concat(LnBias is null ? Array.Empty<Tensor>() : new[] { LnBias })
+            .Concat(Anchor ?? Array.Empty<Tensor>());
     }
 
     /// <summary>
@@ -563,7 +639,7 @@ public static class HandWrittenScan
     /// the chunk's end; on exit that of its start.
     /// </summary>
     static ChunkGradients ChunkBackward(Form form, ChunkInputs x, MemoryWeights start, FactorPass f, (Tensor? Weight, Tensor? Bias) ln,
-        ChunkRetrieval? retrieval, Tensor[] gW, Tensor[] gS)
+        Tensor[]? anchor, ChunkRetrieval? retrieval, Tensor[] gW, Tensor[] gS)
     {
         int depth = form.Depth;
         MemoryMlp mlp = form.Mlp;
@@ -575,11 +651,13 @@ public static class HandWrittenScan
         Tensor Sum(Tensor? total, Tensor term) => total is null ? term : total + term;
         Tensor MatrixDot(Tensor u, Tensor w) => (u * w).sum(new long[] { -2, -1 }, keepdim: true);   // [BH,1,1]
 
-        // The state update: W' = A_r W + d_r S + Δᵀ diag(−c) U, S' = E_r S + Δᵀ diag(−m) U.
+        // The state update: W' = A_r W + d_r S + Δᵀ diag(−c) U (+ (1 − A_r) W₀), S' = E_r S + Δᵀ diag(−m) U.
+        var gAnchor = anchor is null ? null : new Tensor[depth];
         for (int l = 0; l < depth; l++)
         {
             Tensor u = f.Inputs[l], delta = f.Deltas[l];
-            gAEnd = Sum(gAEnd, MatrixDot(gW[l], start.Weights[l]));
+            gAEnd = Sum(gAEnd, MatrixDot(gW[l], anchor is null ? start.Weights[l] : start.Weights[l] - anchor[l]));
+            if (gAnchor is not null) gAnchor[l] = x.ForgottenEnd! * gW[l];
             gDEnd = Sum(gDEnd, MatrixDot(gW[l], start.Momentum[l]));
             gEEnd = Sum(gEEnd, MatrixDot(gS[l], start.Momentum[l]));
             gStartW[l] = x.AEnd * gW[l];
@@ -598,6 +676,19 @@ public static class HandWrittenScan
             }
         }
 
+        // The soft clamp, δ' = s(n) δ with n = ‖δ‖‖a‖: back to the gradient of δ before it (and more for a).
+        if (form.Clipped)
+            for (int l = 0; l < depth; l++)
+            {
+                Tensor raw = f.RawDeltas![l], scale = f.Scales![l], deltaNorm = f.DeltaNorms![l], inputNorm = f.InputNorms![l];
+                Tensor norm = (deltaNorm * inputNorm).clamp_min(1e-12);
+                Tensor tanh = scale * norm / form.Clip;                                    // tanh(n/c)
+                Tensor slope = (1 - tanh.square() - scale) / norm;                         // ds/dn
+                Tensor gNorm = (gDelta[l] * raw).sum(-1, keepdim: true).mul_(slope);
+                gInput[l] = gInput[l].addcmul(gNorm * deltaNorm / inputNorm.clamp_min(1e-30), f.Inputs[l], 1);
+                gDelta[l] = (gDelta[l] * scale).addcmul_(gNorm * inputNorm / deltaNorm.clamp_min(1e-30), raw, 1);
+            }
+
         // The inner gradient: δ_l = (δ_{l+1} W_{l+1}) ∘ σ'(p_l) up to the last layer's error, then the key path.
         Tensor? gLnWeight = null, gLnBias = null;
         var gPre = new Tensor?[depth];
@@ -607,7 +698,7 @@ public static class HandWrittenScan
             Tensor gCarried = gDelta[l] * f.Slopes[l];
             gPre[l] = gDelta[l] * f.Carried[l] * SecondDerivative(mlp.Activation, p);
             gDelta[l + 1] = gCarried.matmul(start.Weights[l + 1].transpose(-1, -2)).add_(gDelta[l + 1]);
-            gStartW[l + 1] = f.Deltas[l + 1].transpose(-1, -2).baddbmm(gCarried, gStartW[l + 1], 1, 1);
+            gStartW[l + 1] = f.Raw(l + 1).transpose(-1, -2).baddbmm(gCarried, gStartW[l + 1], 1, 1);
         }
         Tensor gK, gV;
         Tensor gd = gDelta[depth - 1];
@@ -623,7 +714,7 @@ public static class HandWrittenScan
             Tensor gdCentered = (gd * centered).sum(-1, keepdim: true), gdNormed = (gd * normed).sum(-1, keepdim: true);
             Tensor varScale = invStd.square() / width;
             // z through 1/σ and x̂ at fixed e (d(1/σ)/dz = −x̂/(nσ²), dx̂/dz = N):
-            Tensor gz = -(varScale * gdCentered) * normed - meanEx * invStd * ge - gdNormed * varScale * (f.Deltas[depth - 1] / invStd - meanEx * normed);
+            Tensor gz = -(varScale * gdCentered) * normed - meanEx * invStd * ge - gdNormed * varScale * (f.Raw(depth - 1) / invStd - meanEx * normed);
             Tensor gError = ln.Weight is null ? ge : ge * ln.Weight;
             Tensor gy = 2 * gError;
             gK = gy;
@@ -649,7 +740,7 @@ public static class HandWrittenScan
 
         for (int l = 0; l < depth; l++) { gW[l] = gStartW[l]; gS[l] = gStartS[l]; }
         return new ChunkGradients(gK, gV, gAEnd!.view(-1), gDEnd!.view(-1), gNegCEnd!.squeeze(-1), gEEnd!.view(-1), gNegMEnd!.squeeze(-1),
-            gLnWeight, gLnBias);
+            gLnWeight, gLnBias, gAnchor);
     }
 
     static (Tensor Normed, Tensor InvStd) Normalize(Tensor z)

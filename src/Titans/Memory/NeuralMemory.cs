@@ -151,7 +151,7 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
             MemoryAlgorithm.Chunked when Config.HandWrittenBackward && HandWrittenScan.Supports(gates, stabilizers)
                 && RecomputedMemoryScan.NeedsGraph(Mlp, queries, keys, values, gates, memory, stabilizers) =>
                 HandWrittenScan.Scan(Mlp, queries, keys, values, gates, memory, Config.ChunkSize,
-                    Config.RecomputeGroup > 0 ? Config.RecomputeGroup : int.MaxValue),
+                    Config.RecomputeGroup > 0 ? Config.RecomputeGroup : int.MaxValue, stabilizers),
             MemoryAlgorithm.Chunked when Config.RecomputeGroup > 0 =>
                 RecomputedMemoryScan.Scan(Mlp, queries, keys, values, gates, memory, Config.ChunkSize, Config.RecomputeGroup, stabilizers),
             MemoryAlgorithm.Chunked => ChunkedMemoryScan.Scan(Mlp, queries, keys, values, gates, memory, Config.ChunkSize, stabilizers),

@@ -257,6 +257,7 @@ public class MemoryScanTests
             "layers" => new MemoryStabilizers { RowNorms = false, NormTarget = target.Select(w => w.square().sum(new long[] { -2, -1 }, keepdim: true).sqrt()).ToArray() },
             "clip" => new MemoryStabilizers { GradientClip = 0.3 },
             "all" => new MemoryStabilizers { RetentionTarget = target, NormTarget = target.Select(rows.Norm).ToArray(), GradientClip = 0.3 },
+            "presets" => new MemoryStabilizers { RetentionTarget = target, GradientClip = 0.3 },   // what the model presets use
             "none" => MemoryStabilizers.None,
             _ => throw new ArgumentException(kind),
         };
@@ -396,32 +397,39 @@ public class MemoryScanTests
         Assert.Throws<ArgumentOutOfRangeException>(() => RecomputedMemoryScan.Scan(mlp, q, k, v, gates, state, 4, 0));
     }
 
-    /// <summary>Every memory form, LayerNorm with and without affine, lengths ragged and short, groups of 1, 2, 17 and all chunks.</summary>
-    public static TheoryData<int, bool, bool, long, int> HandWrittenCases()
+    /// <summary>Every memory form without stabilizers and with the presets' (retention toward W₀ and the soft clamp), each alone,
+    /// LayerNorm with and without affine, lengths ragged and short, groups of 1, 2, 17 and all chunks.</summary>
+    public static TheoryData<int, bool, bool, long, int, string> HandWrittenCases()
     {
-        var data = new TheoryData<int, bool, bool, long, int>();
-        foreach (int depth in new[] { 1, 2, 3 })
-            foreach (bool ln in new[] { false, true })
-                data.Add(depth, ln, ln, 23, 2);
-        data.Add(2, true, false, 23, 2);   // LayerNorm without affine
-        data.Add(2, true, true, 24, 1);    // whole chunks only
-        data.Add(2, true, true, 3, 2);     // shorter than one chunk
-        data.Add(2, true, true, 23, int.MaxValue);  // one group
-        data.Add(3, true, true, 9, 1);
-        data.Add(2, true, true, 75, int.MaxValue);  // 19 chunks: retrieval in two batches
-        data.Add(1, false, false, 70, 17);         // two groups, the first in two retrieval batches
+        var data = new TheoryData<int, bool, bool, long, int, string>();
+        foreach (string kind in new[] { "none", "presets" })
+            foreach (int depth in new[] { 1, 2, 3 })
+                foreach (bool ln in new[] { false, true })
+                    data.Add(depth, ln, ln, 23, 2, kind);
+        data.Add(2, true, true, 23, 2, "retention");
+        data.Add(2, true, true, 23, 2, "clip");
+        data.Add(2, true, false, 23, 2, "presets");   // LayerNorm without affine
+        data.Add(2, true, true, 24, 1, "presets");    // whole chunks only
+        data.Add(2, true, true, 3, 2, "presets");     // shorter than one chunk
+        data.Add(2, true, true, 23, int.MaxValue, "none");  // one group
+        data.Add(3, true, true, 9, 1, "presets");
+        data.Add(2, true, true, 75, int.MaxValue, "presets");  // 19 chunks: retrieval in two batches
+        data.Add(1, false, false, 70, 17, "none");            // two groups, the first in two retrieval batches
         return data;
     }
 
     [Theory]
     [MemberData(nameof(HandWrittenCases))]
-    public void HandWrittenBackwardGivesTheGradientsOfAutogradAndTheReference(int depth, bool layerNorm, bool affine, long length, int group)
+    public void HandWrittenBackwardGivesTheGradientsOfAutogradAndTheReference(int depth, bool layerNorm, bool affine, long length, int group,
+        string kind)
     {
         using var scope = NewDisposeScope();
         var (mlp, q, k, v, gates, state) = Setup(60 + depth, length, depth, layerNorm, depth == 3 ? MemoryActivation.Silu : MemoryActivation.Gelu);
         if (layerNorm && !affine) mlp = new MemoryMlp(mlp.Activation, true);
+        var stabilizers = Stabilizers(kind, depth, 64);
         var ln = affine ? new[] { mlp.LnWeight!, mlp.LnBias! } : Array.Empty<Tensor>();
-        var leaves = gates.Tensors.Concat(new[] { q, k, v }).Concat(state.Tensors).Concat(ln).Select(t => t.requires_grad_(true)).ToArray();
+        var leaves = gates.Tensors.Concat(new[] { q, k, v }).Concat(state.Tensors).Concat(ln).Concat(stabilizers.RetentionTarget ?? Array.Empty<Tensor>())
+            .Select(t => t.requires_grad_(true)).ToArray();
         var probe = Normal(Seeded(63), Batch, Heads, length, Dim);
 
         (MemoryScanResult, Tensor[]) Run(Func<MemoryScanResult> scan)
@@ -431,9 +439,9 @@ public class MemoryScanTests
                 + result.Final.Tensors.Concat(result.Boundary.Tensors).Select(w => (w * w.detach().cos()).sum()).Aggregate((a, b) => a + b);
             return (result, torch.autograd.grad(new[] { loss }, leaves).ToArray());
         }
-        var (manual, fromManual) = Run(() => HandWrittenScan.Scan(mlp, q, k, v, gates, state, 4, group));
-        var (chunked, fromChunks) = Run(() => ChunkedMemoryScan.Scan(mlp, q, k, v, gates, state, 4));
-        var (_, fromReference) = Run(() => SequentialMemoryScan.Scan(mlp, q, k, v, gates, state, 4));
+        var (manual, fromManual) = Run(() => HandWrittenScan.Scan(mlp, q, k, v, gates, state, 4, group, stabilizers));
+        var (chunked, fromChunks) = Run(() => ChunkedMemoryScan.Scan(mlp, q, k, v, gates, state, 4, stabilizers));
+        var (_, fromReference) = Run(() => SequentialMemoryScan.Scan(mlp, q, k, v, gates, state, 4, stabilizers));
         // The same math in another order: float64 rounding drifts a little over 19 chunks.
         AssertClose(chunked.Outputs, manual.Outputs, 1e-10, "outputs");
         AssertClose(chunked.Boundary, manual.Boundary, 1e-10, "boundary state");
