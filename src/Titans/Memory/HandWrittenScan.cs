@@ -649,14 +649,16 @@ public static class HandWrittenScan
         var gStartS = new Tensor[depth];
         Tensor? gAEnd = null, gDEnd = null, gNegCEnd = null, gEEnd = null, gNegMEnd = null;
         Tensor Sum(Tensor? total, Tensor term) => total is null ? term : total + term;
-        Tensor MatrixDot(Tensor u, Tensor w) => (u * w).sum(new long[] { -2, -1 }, keepdim: true);   // [BH,1,1]
+        // ⟨u, w⟩ per row as one batched matmul, [BH,1,1]: it reads both states and writes nothing state-sized.
+        Tensor MatrixDot(Tensor u, Tensor w) => u.reshape(u.shape[0], 1, -1).bmm(w.reshape(w.shape[0], -1, 1));
 
         // The state update: W' = A_r W + d_r S + Δᵀ diag(−c) U (+ (1 − A_r) W₀), S' = E_r S + Δᵀ diag(−m) U.
         var gAnchor = anchor is null ? null : new Tensor[depth];
         for (int l = 0; l < depth; l++)
         {
             Tensor u = f.Inputs[l], delta = f.Deltas[l];
-            gAEnd = Sum(gAEnd, MatrixDot(gW[l], anchor is null ? start.Weights[l] : start.Weights[l] - anchor[l]));
+            gAEnd = Sum(gAEnd, MatrixDot(gW[l], start.Weights[l]));
+            if (anchor is not null) gAEnd = gAEnd - MatrixDot(gW[l], anchor[l]);           // A_r multiplies W − W₀
             if (gAnchor is not null) gAnchor[l] = x.ForgottenEnd! * gW[l];
             gDEnd = Sum(gDEnd, MatrixDot(gW[l], start.Momentum[l]));
             gEEnd = Sum(gEEnd, MatrixDot(gS[l], start.Momentum[l]));
