@@ -97,7 +97,8 @@ public static class MemoryBenchmark
                        "forward+backward runs of that row (freed memory stays in the process for reuse, so it does not fall " +
                        "between rows). *skipped: autograd would keep an estimated > 16 GiB of chunk states (24 GiB machine). " +
                        $"The recomputed columns run the same backward over groups of {o.RecomputeGroup} chunks (RecomputeGroup; a " +
-                       "sequence of one group or less takes plain autograd, as at 1K tokens and chunk 64). The hand-written columns " +
+                       "sequence of one group or less takes plain autograd, as at 1K tokens and chunk 64). The three forward+backward " +
+                       "paths run on the same weights, their timed steps interleaved round by round. The hand-written columns " +
                        $"replace autograd in the memory's backward (HandWrittenBackward; states kept every {Math.Max(o.RecomputeGroup, 1)} " +
                        "chunks, or only the first with --recompute-group 0; the backward of the projections and gates stays autograd's). Ops/chunk: tensors " +
                        "created by TorchSharp calls per chunk (every op returns one; the native backward of autograd's graph is " +
@@ -168,33 +169,34 @@ public static class MemoryBenchmark
         double forward = Timing.MedianSeconds(Forward, o.Repeats);
         double forwardOps = CountOps(Forward) / chunks;
 
-        // The lean paths first: RSS freed by a cell stays in the process, so the larger plain path must come after them.
-        (double Seconds, long Peak, double Ops) Lean(NeuralMemoryConfig leanConfig)
+        // The three backward paths on the same weights: the hand-written one, autograd over recomputed groups, plain autograd.
+        NeuralMemory Copy(NeuralMemoryConfig variant)
         {
-            using var lean = new NeuralMemory("memory", leanConfig);
-            lean.load_state_dict(memory.state_dict());
-            lean.to(o.Device);
+            var copy = new NeuralMemory("memory", variant);
+            copy.load_state_dict(memory.state_dict());
+            copy.to(o.Device);
+            return copy;
+        }
+        using var handWritten = Copy(config with { RecomputeGroup = o.RecomputeGroup, HandWrittenBackward = true });
+        using var recomputed = o.RecomputeGroup > 0 ? Copy(config with { RecomputeGroup = o.RecomputeGroup }) : null;
+        bool plain = AutogradBytes(config, length) <= AutogradBudgetBytes;
+        var paths = new[] { handWritten, recomputed, plain ? memory : null };
+        // Peak RSS of one step each, the lean paths first (RSS freed by a path stays in the process); then the timed steps
+        // interleaved round by round, so that the machine's drift (±30% over minutes) falls on every path alike.
+        var peaks = paths.Select(m =>
+        {
+            if (m is null) return -1L;
+            ForwardBackward(m, x);
             NativeAllocator.ReturnFreedMemory();
             ProcessMemory.ResetPeak();
-            double seconds = Timing.MedianSeconds(() => ForwardBackward(lean, x), o.Repeats);
-            long peakRss = ProcessMemory.PeakRss();
-            return (seconds, peakRss, CountOps(() => ForwardBackward(lean, x)) / chunks);
-        }
-        var handWritten = Lean(config with { RecomputeGroup = o.RecomputeGroup, HandWrittenBackward = true });
-        var recomputed = o.RecomputeGroup > 0 ? Lean(config with { RecomputeGroup = o.RecomputeGroup }) : (Seconds: double.NaN, Peak: -1L, Ops: double.NaN);
-        double backward = double.NaN, backwardOps = double.NaN;
-        long peak = -1;
-        if (AutogradBytes(config, length) <= AutogradBudgetBytes)
-        {
-            NativeAllocator.ReturnFreedMemory();
-            ProcessMemory.ResetPeak();
-            backward = Timing.MedianSeconds(() => ForwardBackward(memory, x), o.Repeats);
-            peak = ProcessMemory.PeakRss();
-            backwardOps = CountOps(() => ForwardBackward(memory, x)) / chunks;
-        }
-        return new Row(length, depth, chunk, forward, backward, NeuralMemoryCost.ForwardFlops(config, length), peak,
-            recomputed.Seconds, recomputed.Peak, handWritten.Seconds, handWritten.Peak,
-            new OpCounts(forwardOps, backwardOps, recomputed.Ops, handWritten.Ops));
+            ForwardBackward(m, x);
+            return ProcessMemory.PeakRss();
+        }).ToArray();
+        var runs = paths.Select(m => m is null ? null : (Action)(() => ForwardBackward(m, x))).ToArray();
+        double[] seconds = Timing.InterleavedMedianSeconds(runs, o.Repeats);
+        double[] ops = paths.Select(m => m is null ? double.NaN : CountOps(() => ForwardBackward(m, x)) / chunks).ToArray();
+        return new Row(length, depth, chunk, forward, seconds[2], NeuralMemoryCost.ForwardFlops(config, length), peaks[2],
+            seconds[1], peaks[1], seconds[0], peaks[0], new OpCounts(forwardOps, ops[2], ops[1], ops[0]));
     }
 
     /// <summary>Tensors created on this thread while <paramref name="run"/> runs (TorchSharp counts each in its dispose-scope statistics).</summary>

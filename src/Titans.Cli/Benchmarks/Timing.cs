@@ -19,5 +19,31 @@ public static class Timing
         return repeats % 2 == 1 ? times[repeats / 2] : 0.5 * (times[repeats / 2 - 1] + times[repeats / 2]);
     }
 
+    /// <summary>
+    /// Medians of several actions timed in interleaved rounds (one run of each per round, after one warm-up run each), so
+    /// that a machine whose speed drifts over minutes biases none of them; a null action gets NaN.
+    /// </summary>
+    public static double[] InterleavedMedianSeconds(IReadOnlyList<Action?> runs, int repeats)
+    {
+        foreach (var run in runs) run?.Invoke();
+        var times = runs.Select(_ => new List<double>()).ToArray();
+        for (int r = 0; r < repeats; r++)
+            for (int i = 0; i < runs.Count; i++)
+            {
+                if (runs[i] is not { } run) continue;
+                var watch = Stopwatch.StartNew();
+                run();
+                times[i].Add(watch.Elapsed.TotalSeconds);
+            }
+        return times.Select(t => t.Count == 0 ? double.NaN : Median(t)).ToArray();
+    }
+
+    static double Median(List<double> values)
+    {
+        var sorted = values.Order().ToList();
+        int n = sorted.Count;
+        return n % 2 == 1 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
+    }
+
     public static string Mib(long bytes) => bytes < 0 ? "n/a" : $"{bytes / (1024.0 * 1024):F0} MiB";
 }

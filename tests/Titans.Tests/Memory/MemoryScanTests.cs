@@ -454,4 +454,25 @@ public class MemoryScanTests
             AssertClose(fromReference[i], fromManual[i], 1e-9, $"gradient of input {i} against the reference");
         }
     }
+
+    [Theory]
+    [InlineData("none", 3)]
+    [InlineData("presets", 75)]
+    [InlineData("presets", 64)]
+    public void HandWrittenScanWithoutGradientIsTheChunkedScan(string kind, long length)
+    {
+        // The node's forward without autograd (inference keeps the chunked path, which is faster there: docs/fast-memory.md).
+        using var scope = NewDisposeScope();
+        var (mlp, q, k, v, gates, state) = Setup(70, length);
+        var stabilizers = Stabilizers(kind, 2, 71);
+        var chunked = ChunkedMemoryScan.Scan(mlp, q, k, v, gates, state, 4, stabilizers);
+        using (no_grad())
+        {
+            var manual = HandWrittenScan.Scan(mlp, q, k, v, gates, state, 4, 2, stabilizers);
+            AssertClose(chunked.Outputs, manual.Outputs, 1e-10, "outputs");
+            AssertClose(chunked.Boundary, manual.Boundary, 1e-10, "boundary state");
+            AssertClose(chunked.Final, manual.Final, 1e-10, "final state");
+            Assert.Equal(chunked.BoundaryTokens, manual.BoundaryTokens);
+        }
+    }
 }
