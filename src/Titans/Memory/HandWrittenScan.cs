@@ -8,18 +8,20 @@ namespace Titans.Memory;
 /// TTT and fla kernels do. The chunk coefficients (A, d, C and their end rows) are computed for all chunks at once
 /// outside the node, with autograd, which hands their gradients on to the gates. Inside the node:
 /// <list type="bullet">
-/// <item>forward runs without autograd and keeps its inputs, the state at the start of every group of G chunks, and for
-/// the last group each chunk's starting state and inner-gradient factors (in models a call is one group, so backward
-/// replays nothing);</item>
-/// <item>backward takes the groups last to first: it replays a group's state updates from its saved start (keeping
-/// each chunk's starting state and inner-gradient factors), then walks the chunks backward, recomputing each chunk's
-/// retrieval and back-propagating through it, the state update and the inner gradient (the MLP's backward and the
-/// LayerNorm wrapper's backward, differentiated once more).</item>
+/// <item>forward runs without autograd: the state chain chunk by chunk (inner-gradient factors, then the update), then
+/// retrieval for up to <see cref="RetrievalChunks"/> chunks at once. It keeps its inputs, the state at the start of
+/// every group of G chunks, and for the last group each chunk's starting state and factors (in models a memory call is
+/// one group, so backward replays nothing);</item>
+/// <item>backward takes the groups last to first: it replays a group's chain from its saved start, then per batch of
+/// chunks recomputes the batch's retrieval and back-propagates through it at once (it does not depend on the gradient
+/// flowing back through the states), and walks the batch's chunks backward through the state update and the inner
+/// gradient (the MLP's backward and the LayerNorm wrapper's, differentiated once more).</item>
 /// </list>
 /// Autograd's per-op bookkeeping and its per-chunk saved tensors are gone; memory grows with length through one state
-/// per group. Scalar forgetting gates with the presets' stabilizers (retention toward W₀, the inner-gradient soft clamp)
-/// or none take this path; channel-wise forgetting and the fixed-norm stabilizer keep autograd (<see cref="Supports"/>). Tests pin its values and gradients to autograd through the
-/// chunked path and to the sequential reference. The math is written out in docs/fast-memory.md.
+/// per group. Scalar forgetting gates with no stabilizer or the presets' (retention toward W₀, the inner-gradient soft
+/// clamp) take this path; channel-wise forgetting and the fixed-norm stabilizer keep autograd (<see cref="Supports"/>).
+/// Inference keeps <see cref="ChunkedMemoryScan"/>, which is faster without autograd. Tests pin values and gradients to
+/// autograd through the chunked path and to the sequential reference; the math is written out in docs/fast-memory.md.
 /// </summary>
 public static class HandWrittenScan
 {

@@ -142,7 +142,10 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
         return (nn.functional.normalize(q, dim: -1), newCache);
     }
 
-    /// <summary>Dispatches to the configured path; both compute the same function.</summary>
+    /// <summary>
+    /// Dispatches to the configured path; all compute the same function. Training takes the hand-written backward where it
+    /// covers the form, else autograd over recomputed groups (or plain); inference takes the chunked scan.
+    /// </summary>
     public MemoryScanResult Scan(Tensor queries, Tensor keys, Tensor values, MemoryGates gates, MemoryWeights memory)
     {
         MemoryStabilizers stabilizers = Stabilizers(keys.dtype);

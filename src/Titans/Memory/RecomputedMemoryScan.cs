@@ -9,7 +9,8 @@ namespace Titans.Memory;
 /// started from (its inputs and starting state); its backward recomputes the group with autograd and back-propagates
 /// through it. Autograd therefore holds one state per group instead of several state-sized tensors per chunk, so
 /// training memory grows with length through the activations alone. Values and gradients are those of the chunked
-/// path (tests pin them to it and to the sequential reference).
+/// path (tests pin them to it and to the sequential reference). Training takes it where <see cref="HandWrittenScan"/>
+/// does not reach (channel-wise forgetting, fixed norms) or when <see cref="NeuralMemoryConfig.HandWrittenBackward"/> is off.
 /// </summary>
 public static class RecomputedMemoryScan
 {
