@@ -664,8 +664,9 @@ public static class HandWrittenScan
             if (gAnchor is not null) gAnchor[l] = x.ForgottenEnd! * gW[l];
             gDEnd = Sum(gDEnd, MatrixDot(gW[l], start.Momentum[l]));
             gEEnd = Sum(gEEnd, MatrixDot(gS[l], start.Momentum[l]));
-            gStartW[l] = x.AEnd * gW[l];
-            gStartS[l] = (x.DEnd * gW[l]).addcmul(x.EEnd, gS[l], 1);
+            // Into the retrieval's share where there is one (a per-chunk view used once): no new state-sized tensors.
+            gStartW[l] = retrieval is null ? x.AEnd * gW[l] : retrieval.Weights[l].addcmul_(x.AEnd, gW[l], 1);
+            gStartS[l] = (retrieval is null ? x.DEnd * gW[l] : retrieval.Momentum[l].addcmul_(x.DEnd, gW[l], 1)).addcmul_(x.EEnd, gS[l], 1);
             Tensor dw = delta.matmul(gW[l]), ds = delta.matmul(gS[l]);                   // [BH,b,in]
             gInput[l] = (x.NegCEnd * dw).addcmul(x.NegMEnd, ds, 1);
             gNegCEnd = Sum(gNegCEnd, (dw * u).sum(-1, keepdim: true));
@@ -673,8 +674,6 @@ public static class HandWrittenScan
             gDelta[l] = (x.NegCEnd * u.matmul(gW[l].transpose(-1, -2))).addcmul(x.NegMEnd, u.matmul(gS[l].transpose(-1, -2)), 1);
             if (retrieval is not null)
             {
-                gStartW[l] = gStartW[l].add_(retrieval.Weights[l]);
-                gStartS[l] = gStartS[l].add_(retrieval.Momentum[l]);
                 gInput[l] = gInput[l].sub_(retrieval.NegInputs[l]);
                 gDelta[l] = gDelta[l].sub_(retrieval.NegDeltas[l]);
             }
@@ -696,13 +695,14 @@ public static class HandWrittenScan
         // The inner gradient: δ_l = (δ_{l+1} W_{l+1}) ∘ σ'(p_l) up to the last layer's error, then the key path.
         Tensor? gLnWeight = null, gLnBias = null;
         var gPre = new Tensor?[depth];
+        var gCarriedOf = new Tensor?[depth];   // layer l's δ-recursion term δ_lᵀ(gδ_{l−1}∘σ'), folded into its key-path matmul
         for (int l = 0; l < depth - 1; l++)
         {
             Tensor p = f.PreActivations[l];
             Tensor gCarried = gDelta[l] * f.Slopes[l];
             gPre[l] = gDelta[l] * f.Carried[l] * SecondDerivative(mlp.Activation, p);
             gDelta[l + 1] = gCarried.matmul(start.Weights[l + 1].transpose(-1, -2)).add_(gDelta[l + 1]);
-            gStartW[l + 1] = f.Raw(l + 1).transpose(-1, -2).baddbmm(gCarried, gStartW[l + 1], 1, 1);
+            gCarriedOf[l + 1] = gCarried;
         }
         Tensor gK, gV;
         Tensor gd = gDelta[depth - 1];
@@ -736,7 +736,10 @@ public static class HandWrittenScan
         for (int l = depth - 1; l >= 0; l--)
         {
             Tensor gp = gPre[l]!;
-            gStartW[l] = gp.transpose(-1, -2).baddbmm(f.Inputs[l], gStartW[l], 1, 1);
+            // gW_l += gp_lᵀ a_l (+ δ_lᵀ gCarried): one matmul over both, stacked along the tokens.
+            gStartW[l] = gCarriedOf[l] is { } carried
+                ? cat(new[] { gp, f.Raw(l) }, -2).transpose(-1, -2).baddbmm(cat(new[] { f.Inputs[l], carried }, -2), gStartW[l], 1, 1)
+                : gp.transpose(-1, -2).baddbmm(f.Inputs[l], gStartW[l], 1, 1);
             Tensor ga = gp.baddbmm(start.Weights[l], gInput[l], 1, 1);
             if (l > 0) gPre[l - 1] = Sum(gPre[l - 1], ga * f.Slopes[l - 1]);
             else gK = gK + ga;
