@@ -15,8 +15,7 @@ public static class Timing
             run();
             times[i] = watch.Elapsed.TotalSeconds;
         }
-        Array.Sort(times);
-        return repeats % 2 == 1 ? times[repeats / 2] : 0.5 * (times[repeats / 2 - 1] + times[repeats / 2]);
+        return Median(times);
     }
 
     /// <summary>
@@ -38,7 +37,7 @@ public static class Timing
         return times.Select(t => t.Count == 0 ? double.NaN : Median(t)).ToArray();
     }
 
-    static double Median(List<double> values)
+    static double Median(IEnumerable<double> values)
     {
         var sorted = values.Order().ToList();
         int n = sorted.Count;

@@ -25,8 +25,6 @@ namespace Titans.Memory;
 /// </summary>
 public static class HandWrittenScan
 {
-    const double LayerNormEps = 1e-5;
-
     /// <summary>
     /// Chunks whose retrieval runs as one batch: enough to fill the matmuls, few enough that the batch's stacked states stay
     /// in cache (at width 512 a batch of 256 chunks ran 6× slower per chunk than batches of 16).
@@ -322,13 +320,6 @@ public static class HandWrittenScan
     }
 
     /// <summary>Inner-gradient factors at the chunk's starting weights, keeping what backward differentiates.</summary>
-    /// <summary>The soft clamp's factor c·tanh(n/c)/n (as <see cref="MemoryStabilizers.ClipFactor"/>).</summary>
-    static Tensor ClipFactor(Tensor norms, double clip)
-    {
-        Tensor safe = norms.clamp_min(1e-12);
-        return (safe / clip).tanh_().mul_(clip).div_(safe);
-    }
-
     static FactorPass Factors(Form form, ChunkInputs x, MemoryWeights start, (Tensor? Weight, Tensor? Bias) ln)
     {
         int depth = form.Depth;
@@ -347,10 +338,10 @@ public static class HandWrittenScan
         Tensor g;
         if (mlp.ResidualLayerNorm)
         {
-            (f.Normed, f.InvStd) = Normalize(f.PreActivations[^1]);
+            (f.Normed, f.InvStd) = MemoryMlp.Normalize(f.PreActivations[^1]);
             Tensor y = Affine(x.K, f.Normed, ln);
             f.Error = 2 * (y - x.V);
-            g = NormBackward(f.Normed, f.InvStd, ln.Weight is null ? f.Error : f.Error * ln.Weight);
+            g = MemoryMlp.LayerNormBackward(f.Normed, f.InvStd, ln.Weight is null ? f.Error : f.Error * ln.Weight);
         }
         else
             g = 2 * (f.PreActivations[^1] - x.V);
@@ -370,7 +361,7 @@ public static class HandWrittenScan
             f.RawDeltas = f.Deltas;
             f.DeltaNorms = f.RawDeltas.Select(d => d.norm(-1, keepdim: true)).ToArray();
             f.InputNorms = f.Inputs.Select(a => a.norm(-1, keepdim: true)).ToArray();
-            f.Scales = f.DeltaNorms.Zip(f.InputNorms, (d, a) => ClipFactor(d * a, form.Clip)).ToArray();
+            f.Scales = f.DeltaNorms.Zip(f.InputNorms, (d, a) => MemoryStabilizers.ClipFactor(d * a, form.Clip)).ToArray();
             f.Deltas = f.RawDeltas.Zip(f.Scales, (d, scale) => d * scale).ToArray();
         }
         return f;
@@ -407,7 +398,7 @@ public static class HandWrittenScan
             if (l < depth - 1) h = form.Mlp.Activate(z);
         }
         if (!form.Mlp.ResidualLayerNorm) return z;
-        var (normed, invStd) = Normalize(z);
+        var (normed, invStd) = MemoryMlp.Normalize(z);
         if (keep is not null) { keep.Normed = normed; keep.InvStd = invStd; }
         return Affine(x.Q, normed, (x.LnWeight, x.LnBias));
     }
@@ -457,7 +448,7 @@ public static class HandWrittenScan
             gQ = gradOutput;
             if (x.LnWeight is not null) gLnWeight = (gradOutput * r.Normed!).sum(-2, keepdim: true);
             if (x.LnBias is not null) gLnBias = gradOutput.sum(-2, keepdim: true);
-            gz = NormBackward(r.Normed!, r.InvStd!, x.LnWeight is null ? gradOutput : gradOutput * x.LnWeight);
+            gz = MemoryMlp.LayerNormBackward(r.Normed!, r.InvStd!, x.LnWeight is null ? gradOutput : gradOutput * x.LnWeight);
         }
         else
         {
@@ -700,7 +691,7 @@ public static class HandWrittenScan
         {
             Tensor p = f.PreActivations[l];
             Tensor gCarried = gDelta[l] * f.Slopes[l];
-            gPre[l] = gDelta[l] * f.Carried[l] * SecondDerivative(mlp.Activation, p);
+            gPre[l] = gDelta[l] * f.Carried[l] * mlp.ActivationSecondDerivative(p);
             gDelta[l + 1] = gCarried.matmul(start.Weights[l + 1].transpose(-1, -2)).add_(gDelta[l + 1]);
             gCarriedOf[l + 1] = gCarried;
         }
@@ -711,7 +702,7 @@ public static class HandWrittenScan
             // δ = N(e) with N(e) = (1/σ)(e − mean e − x̂ mean(e x̂)) and e = γ∘err, err = 2(K + γ∘x̂ + β − V), x̂ = LN(z).
             Tensor normed = f.Normed!, invStd = f.InvStd!, error = f.Error!;
             Tensor e = ln.Weight is null ? error : error * ln.Weight;
-            Tensor ge = NormBackward(normed, invStd, gd);            // N is symmetric: its transpose is itself
+            Tensor ge = MemoryMlp.LayerNormBackward(normed, invStd, gd);            // N is symmetric: its transpose is itself
             long width = normed.shape[^1];
             Tensor centered = e - e.mean(new long[] { -1 }, keepdim: true);
             Tensor meanEx = (e * normed).mean(new long[] { -1 }, keepdim: true);
@@ -725,7 +716,7 @@ public static class HandWrittenScan
             gV = -gy;
             if (ln.Weight is not null) gLnWeight = (ge * error).addcmul(gy, normed, 1).sum(-2, keepdim: true);
             if (ln.Bias is not null) gLnBias = gy.sum(-2, keepdim: true);
-            gPre[depth - 1] = Sum(gPre[depth - 1], gz + NormBackward(normed, invStd, ln.Weight is null ? gy : gy * ln.Weight));
+            gPre[depth - 1] = Sum(gPre[depth - 1], gz + MemoryMlp.LayerNormBackward(normed, invStd, ln.Weight is null ? gy : gy * ln.Weight));
         }
         else
         {
@@ -750,38 +741,10 @@ public static class HandWrittenScan
             gLnWeight, gLnBias, gAnchor);
     }
 
-    static (Tensor Normed, Tensor InvStd) Normalize(Tensor z)
-    {
-        Tensor centered = z - z.mean(new long[] { -1 }, keepdim: true);
-        Tensor invStd = (centered.square().mean(new long[] { -1 }, keepdim: true) + LayerNormEps).rsqrt();
-        return (centered * invStd, invStd);
-    }
-
     static Tensor Affine(Tensor residual, Tensor normed, (Tensor? Weight, Tensor? Bias) ln)
     {
         Tensor y = ln.Weight is null ? normed : normed * ln.Weight;
         if (ln.Bias is not null) y = y + ln.Bias;
         return residual + y;
-    }
-
-    /// <summary>The LayerNorm's input gradient for output gradient <paramref name="g"/>: (1/σ)(g − mean g − x̂ mean(g x̂)).</summary>
-    static Tensor NormBackward(Tensor normed, Tensor invStd, Tensor g) =>
-        invStd * (g - g.mean(new long[] { -1 }, keepdim: true) - normed * (g * normed).mean(new long[] { -1 }, keepdim: true));
-
-    /// <summary>σ''(z): GELU φ(z)(2 − z²); SiLU s(1 − s)(2 + z(1 − 2s)).</summary>
-    static Tensor SecondDerivative(MemoryActivation activation, Tensor z)
-    {
-        switch (activation)
-        {
-            case MemoryActivation.Gelu:
-                Tensor square = z.square();
-                Tensor pdf = (square * -0.5).sub_(0.5 * Math.Log(2 * Math.PI)).exp_();
-                return pdf.mul_(square.neg_().add_(2));
-            case MemoryActivation.Silu:
-                Tensor s = z.sigmoid();
-                return s * (1 - s) * (2 + z * (1 - 2 * s));
-            default:
-                throw new ArgumentOutOfRangeException(nameof(activation));
-        }
     }
 }

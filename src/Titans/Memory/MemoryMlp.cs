@@ -93,10 +93,24 @@ public sealed class MemoryMlp
     /// <summary>dℓ/dz given dℓ/dx̂ for x̂ = (z − μ)/σ over the last dimension (biased variance, as LayerNorm).</summary>
     static Tensor LayerNormBackward(Tensor z, Tensor gradNormed)
     {
-        Tensor mean = z.mean(new long[] { -1 }, keepdim: true);
-        Tensor centered = z - mean;
+        var (normed, invStd) = Normalize(z);
+        return LayerNormBackward(normed, invStd, gradNormed);
+    }
+
+    /// <summary>x̂ = (z − μ)/σ over the last dimension (LayerNorm without affine) and 1/σ.</summary>
+    internal static (Tensor Normed, Tensor InvStd) Normalize(Tensor z)
+    {
+        Tensor centered = z - z.mean(new long[] { -1 }, keepdim: true);
         Tensor invStd = (centered.square().mean(new long[] { -1 }, keepdim: true) + LayerNormEps).rsqrt();
-        Tensor normed = centered * invStd;
+        return (centered * invStd, invStd);
+    }
+
+    /// <summary>
+    /// The LayerNorm's input gradient from x̂ and 1/σ: (1/σ)(g − mean g − x̂ mean(g x̂)). A symmetric map of g, so it is
+    /// also its own transpose (the hand-written backward differentiates through it).
+    /// </summary>
+    internal static Tensor LayerNormBackward(Tensor normed, Tensor invStd, Tensor gradNormed)
+    {
         Tensor meanGrad = gradNormed.mean(new long[] { -1 }, keepdim: true);
         Tensor meanGradNormed = (gradNormed * normed).mean(new long[] { -1 }, keepdim: true);
         return invStd * (gradNormed - meanGrad - normed * meanGradNormed);
@@ -121,6 +135,23 @@ public sealed class MemoryMlp
             case MemoryActivation.Silu:
                 Tensor s = z.sigmoid();
                 return s * (1 + z * (1 - s));
+            default:
+                throw new ArgumentOutOfRangeException(nameof(Activation));
+        }
+    }
+
+    /// <summary>σ''(z) (the hand-written backward differentiates σ' once more): GELU φ(z)(2 − z²); SiLU s(1 − s)(2 + z(1 − 2s)).</summary>
+    public Tensor ActivationSecondDerivative(Tensor z)
+    {
+        switch (Activation)
+        {
+            case MemoryActivation.Gelu:
+                Tensor square = z.square();
+                Tensor pdf = (square * -0.5).sub_(0.5 * Math.Log(2 * Math.PI)).exp_();
+                return pdf.mul_(square.neg_().add_(2));
+            case MemoryActivation.Silu:
+                Tensor s = z.sigmoid();
+                return s * (1 - s) * (2 + z * (1 - 2 * s));
             default:
                 throw new ArgumentOutOfRangeException(nameof(Activation));
         }

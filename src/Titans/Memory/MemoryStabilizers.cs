@@ -55,10 +55,13 @@ public sealed record MemoryStabilizers
     }
 
     /// <summary>The soft clamp's factor c·tanh(n/c)/n for gradient norms n (→ 1 as n → 0).</summary>
-    public Tensor ClipFactor(Tensor norms)
+    public Tensor ClipFactor(Tensor norms) => ClipFactor(norms, GradientClip);
+
+    /// <summary>c·tanh(n/c)/n for a limit c (the hand-written backward keeps c alone).</summary>
+    public static Tensor ClipFactor(Tensor norms, double clip)
     {
         Tensor safe = norms.clamp_min(1e-12);
-        return (safe / GradientClip).tanh() * GradientClip / safe;
+        return (safe / clip).tanh() * clip / safe;
     }
 
     /// <summary>

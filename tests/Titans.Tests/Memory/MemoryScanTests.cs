@@ -359,26 +359,37 @@ public class MemoryScanTests
         var leaves = gates.Tensors.Concat(new[] { q, k, v }).Concat(state.Tensors).Concat(ln).Concat(targets)
             .Select(t => t.requires_grad_(true)).ToArray();
         var probe = Normal(Seeded(53), Batch, Heads, length, Dim);
+        AssertLikeChunkedAndReference(() => RecomputedMemoryScan.Scan(mlp, q, k, v, gates, state, 4, 2, stabilizers),
+            new Case(mlp, q, k, v, gates, state), stabilizers, leaves,
+            r => (r.Outputs * probe).sum() + r.Final.Tensors.Concat(r.Boundary.Tensors).Select(w => w.square().sum()).Aggregate((a, b) => a + b),
+            1e-12);
+    }
 
+    /// <summary>
+    /// A scan path against the chunked path and the sequential reference (chunk 4) on one case: outputs and states to
+    /// <paramref name="stateTolerance"/>, and the gradient of <paramref name="loss"/> with respect to every leaf to 1e-9
+    /// (each leaf must get one).
+    /// </summary>
+    static void AssertLikeChunkedAndReference(Func<MemoryScanResult> candidate, Case c, MemoryStabilizers stabilizers, Tensor[] leaves,
+        Func<MemoryScanResult, Tensor> loss, double stateTolerance)
+    {
         (MemoryScanResult, Tensor[]) Run(Func<MemoryScanResult> scan)
         {
             var result = scan();
-            var loss = (result.Outputs * probe).sum()
-                + result.Final.Tensors.Concat(result.Boundary.Tensors).Select(w => w.square().sum()).Aggregate((a, b) => a + b);
-            return (result, torch.autograd.grad(new[] { loss }, leaves).ToArray());
+            return (result, torch.autograd.grad(new[] { loss(result) }, leaves).ToArray());
         }
-        var (recomputed, fromGroups) = Run(() => RecomputedMemoryScan.Scan(mlp, q, k, v, gates, state, 4, 2, stabilizers));
-        var (chunked, fromChunks) = Run(() => ChunkedMemoryScan.Scan(mlp, q, k, v, gates, state, 4, stabilizers));
-        var (_, fromReference) = Run(() => SequentialMemoryScan.Scan(mlp, q, k, v, gates, state, 4, stabilizers));
-        AssertClose(chunked.Outputs, recomputed.Outputs, 1e-12, "outputs");
-        AssertClose(chunked.Boundary, recomputed.Boundary, 1e-12, "boundary state");
-        AssertClose(chunked.Final, recomputed.Final, 1e-12, "final state");
-        Assert.Equal(chunked.BoundaryTokens, recomputed.BoundaryTokens);
+        var (tested, fromTested) = Run(candidate);
+        var (chunked, fromChunks) = Run(() => ChunkedMemoryScan.Scan(c.Mlp, c.Q, c.K, c.V, c.Gates, c.State, 4, stabilizers));
+        var (_, fromReference) = Run(() => SequentialMemoryScan.Scan(c.Mlp, c.Q, c.K, c.V, c.Gates, c.State, 4, stabilizers));
+        AssertClose(chunked.Outputs, tested.Outputs, stateTolerance, "outputs");
+        AssertClose(chunked.Boundary, tested.Boundary, stateTolerance, "boundary state");
+        AssertClose(chunked.Final, tested.Final, stateTolerance, "final state");
+        Assert.Equal(chunked.BoundaryTokens, tested.BoundaryTokens);
         for (int i = 0; i < leaves.Length; i++)
         {
-            Assert.True(fromGroups[i].abs().max().item<double>() > 0, $"input {i} got no gradient");
-            AssertClose(fromChunks[i], fromGroups[i], 1e-9, $"gradient of input {i} against the chunked path");
-            AssertClose(fromReference[i], fromGroups[i], 1e-9, $"gradient of input {i} against the reference");
+            Assert.True(fromTested[i].abs().max().item<double>() > 0, $"input {i} got no gradient");
+            AssertClose(fromChunks[i], fromTested[i], 1e-9, $"gradient of input {i} against autograd through the chunked path");
+            AssertClose(fromReference[i], fromTested[i], 1e-9, $"gradient of input {i} against the reference");
         }
     }
 
@@ -431,28 +442,11 @@ public class MemoryScanTests
         var leaves = gates.Tensors.Concat(new[] { q, k, v }).Concat(state.Tensors).Concat(ln).Concat(stabilizers.RetentionTarget ?? Array.Empty<Tensor>())
             .Select(t => t.requires_grad_(true)).ToArray();
         var probe = Normal(Seeded(63), Batch, Heads, length, Dim);
-
-        (MemoryScanResult, Tensor[]) Run(Func<MemoryScanResult> scan)
-        {
-            var result = scan();
-            var loss = (result.Outputs * probe).sum()
-                + result.Final.Tensors.Concat(result.Boundary.Tensors).Select(w => (w * w.detach().cos()).sum()).Aggregate((a, b) => a + b);
-            return (result, torch.autograd.grad(new[] { loss }, leaves).ToArray());
-        }
-        var (manual, fromManual) = Run(() => HandWrittenScan.Scan(mlp, q, k, v, gates, state, 4, group, stabilizers));
-        var (chunked, fromChunks) = Run(() => ChunkedMemoryScan.Scan(mlp, q, k, v, gates, state, 4, stabilizers));
-        var (_, fromReference) = Run(() => SequentialMemoryScan.Scan(mlp, q, k, v, gates, state, 4, stabilizers));
-        // The same math in another order: float64 rounding drifts a little over 19 chunks.
-        AssertClose(chunked.Outputs, manual.Outputs, 1e-10, "outputs");
-        AssertClose(chunked.Boundary, manual.Boundary, 1e-10, "boundary state");
-        AssertClose(chunked.Final, manual.Final, 1e-10, "final state");
-        Assert.Equal(chunked.BoundaryTokens, manual.BoundaryTokens);
-        for (int i = 0; i < leaves.Length; i++)
-        {
-            Assert.True(fromManual[i].abs().max().item<double>() > 0, $"input {i} got no gradient");
-            AssertClose(fromChunks[i], fromManual[i], 1e-9, $"gradient of input {i} against autograd through the chunked path");
-            AssertClose(fromReference[i], fromManual[i], 1e-9, $"gradient of input {i} against the reference");
-        }
+        // States to 1e-10: the same math in another order, and float64 rounding drifts a little over 19 chunks.
+        AssertLikeChunkedAndReference(() => HandWrittenScan.Scan(mlp, q, k, v, gates, state, 4, group, stabilizers),
+            new Case(mlp, q, k, v, gates, state), stabilizers, leaves,
+            r => (r.Outputs * probe).sum() + r.Final.Tensors.Concat(r.Boundary.Tensors).Select(w => (w * w.detach().cos()).sum()).Aggregate((a, b) => a + b),
+            1e-10);
     }
 
     [Theory]
