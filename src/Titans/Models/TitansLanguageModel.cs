@@ -1,24 +1,28 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using Titans.Layers;
+using Titans.Memory;
 using static TorchSharp.torch;
 
 namespace Titans.Models;
 
 /// <summary>
-/// A language model: token embedding, <see cref="TitansConfig.Layers"/> blocks, a final RMSNorm and a linear head.
+/// A language model: token embedding, the <see cref="SequenceBackbone"/> (blocks and final RMSNorm) and a linear head.
 /// <see cref="Forward"/> takes and returns a <see cref="ModelState"/>, so a document can be scored or generated in
-/// pieces of any size with the same logits as in one pass.
+/// pieces of any size with the same logits as in one pass. Weights: <c>embedding.weight</c>, <c>blocks.{i}.…</c>,
+/// <c>norm.weight</c>, <c>head.weight</c>.
 /// </summary>
 public sealed class TitansLanguageModel : StreamingModule<ModelState>
 {
     public TitansConfig Config { get; }
     readonly Embedding embedding;
-    readonly ModuleList<Block> blocks;
-    readonly RmsNorm norm;
     readonly Linear head;
 
-    internal IList<Block> Blocks => blocks;
+    /// <summary>The blocks and final norm, [B, T, d] → [B, T, d].</summary>
+    public SequenceBackbone Backbone { get; }
+    internal IList<Block> Blocks => Backbone.Blocks;
+    /// <summary>The token embedding (shared by name with the classifier, which fine-tunes from a language model).</summary>
+    internal Embedding Embedding => embedding;
 
     /// <summary>Where the model's parameters live; inputs are moved there (the CLI's --device).</summary>
     public Device Device => embedding.weight!.device;
@@ -27,24 +31,37 @@ public sealed class TitansLanguageModel : StreamingModule<ModelState>
     {
         Config = config.Validate();
         embedding = nn.Embedding(config.VocabSize, config.ModelDim);
-        blocks = new ModuleList<Block>(Enumerable.Range(0, config.Layers).Select(i => new Block($"block{i}", config)).ToArray());
-        norm = new RmsNorm("norm", config.ModelDim);
+        Backbone = new SequenceBackbone("backbone", config);
         head = nn.Linear(config.ModelDim, config.VocabSize, hasBias: false);
-        RegisterComponents();
+        // Registered by hand, in this order, so the names (and the optimizer's order) are those of every earlier checkpoint.
+        register_module("embedding", embedding);
+        Backbone.RegisterInto(this);
+        register_module("head", head);
     }
 
     /// <summary>tokens: [B, T] int64 ids → logits [B, T, vocab], and the state to continue from.</summary>
     public override (Tensor Output, ModelState State) Forward(Tensor tokens, ModelState? state)
     {
-        var (logits, next) = Run(tokens, state, withLogits: true);
-        return (logits!, next);
+        CheckTokens(tokens);
+        using var scope = NewDisposeScope();
+        var (hidden, next) = Backbone.Forward(embedding.forward(tokens), state);
+        Tensor logits = head.forward(hidden);
+        scope.MoveToOuter(next.Tensors.Append(logits));
+        return (logits, next);
     }
 
     /// <summary>
     /// The state after <paramref name="tokens"/>, without the logits (the final norm and head are skipped): for text that
     /// is only read, such as a training stream's prefix or the chunks of an example before its answer.
     /// </summary>
-    public ModelState Advance(Tensor tokens, ModelState? state) => Run(tokens, state, withLogits: false).State;
+    public ModelState Advance(Tensor tokens, ModelState? state)
+    {
+        CheckTokens(tokens);
+        using var scope = NewDisposeScope();
+        var next = Backbone.Advance(embedding.forward(tokens), state);
+        scope.MoveToOuter(next.Tensors);
+        return next;
+    }
 
     /// <summary>
     /// A state reached without gradient (a training stream's prefix) with every memory tied back to the gradient path of
@@ -52,28 +69,7 @@ public sealed class TitansLanguageModel : StreamingModule<ModelState>
     /// late in a stream (<see cref="NeuralMemory.WithGradientToStart"/>). Values are unchanged; the given state is left
     /// as it is.
     /// </summary>
-    public ModelState WithGradientToStart(ModelState state)
-    {
-        if (state.Blocks.Count != blocks.Count)
-            throw new ArgumentException($"The state has {state.Blocks.Count} blocks, the model {blocks.Count}.", nameof(state));
-        return new ModelState(blocks.Select((b, i) => b.WithGradientToStart(state.Blocks[i])).ToArray(), state.Position);
-    }
-
-    (Tensor? Logits, ModelState State) Run(Tensor tokens, ModelState? state, bool withLogits)
-    {
-        CheckTokens(tokens);
-        if (state is not null && state.Blocks.Count != blocks.Count)
-            throw new ArgumentException($"The state has {state.Blocks.Count} blocks, the model {blocks.Count}.", nameof(state));
-        using var scope = NewDisposeScope();
-        Tensor x = embedding.forward(tokens);
-        var states = new BlockState[blocks.Count];
-        for (int i = 0; i < blocks.Count; i++)
-            (x, states[i]) = blocks[i].Forward(x, state?.Blocks[i]);
-        Tensor? logits = withLogits ? head.forward(norm.forward(x)) : null;
-        var next = new ModelState(states, (state?.Position ?? 0) + tokens.shape[1]);
-        scope.MoveToOuter(logits is null ? next.Tensors : next.Tensors.Append(logits));
-        return (logits, next);
-    }
+    public ModelState WithGradientToStart(ModelState state) => Backbone.WithGradientToStart(state);
 
     void CheckTokens(Tensor tokens)
     {

@@ -17,30 +17,41 @@ public sealed record StepResult(int Step, double Loss, double GradientNorm, doub
 public sealed class TrainingDivergedException(string message, Exception? inner = null) : Exception(message, inner);
 
 /// <summary>
-/// Trains a language model on token windows: AdamW (weight decay on matrices and embeddings, none on the parameters
-/// <see cref="WeightDecay"/> names, the memories' W₀ optionally their own), warmup + cosine schedule, gradient accumulation and
-/// clipping, and optionally a stream prefix run without gradient before each micro-batch (truncated backpropagation
-/// through time, <see cref="TrainingConfig.StreamPrefix"/>). Every step runs in its own dispose scope. The batches,
-/// the schedule and the optimizer state are all a function of the step count and what <see cref="Checkpoint"/> saves,
-/// so a resumed run continues bit for bit.
+/// What a trainer minimizes: the mean loss of one micro-batch, which must be a function of (seed, step, micro) and
+/// the model alone, so that a resumed run sees exactly the batches the uninterrupted run would have. A model that
+/// meets a non-finite value may throw <see cref="NonFiniteValueException"/>; the trainer turns it into
+/// <see cref="TrainingDivergedException"/> without applying the step.
 /// </summary>
-public sealed class Trainer : IDisposable
+public interface ITrainingObjective
 {
-    public TitansLanguageModel Model { get; }
+    /// <summary>The mean loss (a 0-d tensor with gradient) of micro-batch <paramref name="micro"/> of optimizer step <paramref name="step"/>.</summary>
+    Tensor MicroBatchLoss(TrainingConfig config, int step, int micro);
+}
+
+/// <summary>
+/// The one training loop of the library, for any model and objective (language modelling, forecasting,
+/// classification): AdamW (weight decay on matrices and embeddings, none on the parameters <see cref="WeightDecay"/>
+/// names, the memories' W₀ optionally their own), warmup + cosine schedule, gradient accumulation and clipping, and
+/// a clear error instead of a step when the loss or a gradient is not finite. Every micro-batch runs in its own
+/// dispose scope. The schedule and the optimizer state are a function of the step count and what the checkpoint
+/// saves, and the batches of the objective's (seed, step, micro), so a resumed run continues bit for bit.
+/// </summary>
+public class Trainer<TModel> : IDisposable where TModel : nn.Module
+{
+    public TModel Model { get; }
     public TrainingConfig Config { get; }
-    /// <summary>Where the batches come from: a corpus (<see cref="TokenData"/>) or a task generator.</summary>
-    public IBatchSource Data { get; }
+    public ITrainingObjective Objective { get; }
     public AdamW Optimizer { get; }
     /// <summary>Optimizer steps taken so far.</summary>
     public int Step { get; internal set; }
     /// <summary>Parameters in the optimizer's order (its state list follows it), with their names.</summary>
     internal IReadOnlyList<(string Name, Parameter Parameter)> Parameters { get; }
 
-    public Trainer(TitansLanguageModel model, TrainingConfig config, IBatchSource data)
+    public Trainer(TModel model, TrainingConfig config, ITrainingObjective objective)
     {
         Model = model;
         Config = config.Validate();
-        Data = data;
+        Objective = objective;
         var named = model.named_parameters().ToList();
         bool separate = config.InitialMemoryWeightDecay is double w0 && w0 != config.WeightDecay;
         var initialMemory = separate ? named.Where(p => NeuralMemory.IsInitialWeight(p.name)).ToList() : new();
@@ -69,16 +80,13 @@ public sealed class Trainer : IDisposable
         for (int micro = 0; micro < Config.AccumulationSteps; micro++)
         {
             using var scope = NewDisposeScope();
-            int prefix = BatchSeed.PrefixLength(Config.Seed, Step, micro, Config.StreamPrefix, Config.MinStreamPrefix);
-            using var batch = Data.Batch(Config.Seed, Step, micro, Config.BatchSize, Config.SequenceLength, prefix).To(Model.Device);
-            Tensor logits;
-            try { logits = Forward(batch); }
+            Tensor microLoss;
+            try { microLoss = Objective.MicroBatchLoss(Config, Step, micro); }
             catch (NonFiniteValueException e)
             {
                 throw new TrainingDivergedException($"Training diverged at step {Step + 1}: {e.Message} The step was not applied; " +
                                                     "lower the learning rate or raise the warmup.", e);
             }
-            Tensor microLoss = batch.Loss(logits);
             (microLoss / Config.AccumulationSteps).backward();
             loss += microLoss.to(ScalarType.Float64).item<double>() / Config.AccumulationSteps;
         }
@@ -98,18 +106,6 @@ public sealed class Trainer : IDisposable
         return new StepResult(Step, loss, norm, lr, Config.TokensPerStep) { LargestGradients = largest };
     }
 
-    /// <summary>
-    /// The logits of a batch's inputs, after streaming its prefix (if any) through the model without gradient; the
-    /// memories' starting state stays in the gradient path (<see cref="TitansLanguageModel.WithGradientToStart"/>).
-    /// </summary>
-    Tensor Forward(TrainingBatch batch)
-    {
-        if (batch.Prefix is not Tensor prefix) return Model.forward(batch.Tokens);
-        ModelState state;
-        using (no_grad()) state = Model.Advance(prefix, null);
-        return Model.Forward(batch.Tokens, Model.WithGradientToStart(state)).Output;
-    }
-
     /// <summary>The global L2 norm of the gradients, in float64, and the three parameters with the largest.</summary>
     (double Norm, IReadOnlyList<(string, double)> Largest) GradientNorms()
     {
@@ -127,4 +123,39 @@ public sealed class Trainer : IDisposable
     }
 
     public void Dispose() => Optimizer.Dispose();
+}
+
+/// <summary>
+/// Trains a language model on token windows (<see cref="LanguageModelObjective"/>: next-token cross-entropy, with an
+/// optional stream prefix run without gradient before each micro-batch).
+/// </summary>
+public sealed class Trainer(TitansLanguageModel model, TrainingConfig config, IBatchSource data)
+    : Trainer<TitansLanguageModel>(model, config, new LanguageModelObjective(model, data))
+{
+    /// <summary>Where the batches come from: a corpus (<see cref="TokenData"/>) or a task generator.</summary>
+    public IBatchSource Data { get; } = data;
+}
+
+/// <summary>
+/// Next-token cross-entropy over the scored positions of a batch from <paramref name="data"/>, after streaming the
+/// batch's prefix (<see cref="TrainingConfig.StreamPrefix"/>) through the model without gradient; the memories'
+/// starting state stays in the gradient path (<see cref="TitansLanguageModel.WithGradientToStart"/>: truncated
+/// backpropagation through time).
+/// </summary>
+public sealed class LanguageModelObjective(TitansLanguageModel model, IBatchSource data) : ITrainingObjective
+{
+    public Tensor MicroBatchLoss(TrainingConfig config, int step, int micro)
+    {
+        int prefix = BatchSeed.PrefixLength(config.Seed, step, micro, config.StreamPrefix, config.MinStreamPrefix);
+        using var batch = data.Batch(config.Seed, step, micro, config.BatchSize, config.SequenceLength, prefix).To(model.Device);
+        return batch.Loss(Logits(batch));
+    }
+
+    Tensor Logits(TrainingBatch batch)
+    {
+        if (batch.Prefix is not Tensor prefix) return model.forward(batch.Tokens);
+        ModelState state;
+        using (no_grad()) state = model.Advance(prefix, null);
+        return model.Forward(batch.Tokens, model.WithGradientToStart(state)).Output;   // states die with the trainer's micro-batch scope
+    }
 }

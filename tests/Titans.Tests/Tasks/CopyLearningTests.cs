@@ -32,7 +32,8 @@ public class CopyLearningTests(ITestOutputHelper output)
         manual_seed(7);
         using var model = new TitansLanguageModel("model", config);
         var watch = Stopwatch.StartNew();
-        var losses = TaskTraining.Train(model, g => task.Sample(32, g), Steps, 3e-3, seed: 8);
+        var generator = new Generator(8);
+        var losses = TaskTraining.Train(model, _ => task.Sample(32, generator), Steps, 3e-3, seed: 8);
         double last = losses.Skip(Steps - 20).Average();
         output.WriteLine($"{architecture} window {window?.ToString() ?? "preset"}: every 25 steps " +
                          $"{string.Join(" ", losses.Where((_, i) => i % 25 == 0).Select(l => l.ToString("F2")))} → {last:F3} " +

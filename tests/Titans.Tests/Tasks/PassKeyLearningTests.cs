@@ -26,9 +26,8 @@ public class PassKeyLearningTests(ITestOutputHelper output)
         manual_seed(7);
         using var model = new TitansLanguageModel("model", Presets.Get("tiny", Architecture.TransformerPlusPlus));
         var source = new TaskBatches(task);
-        int step = 0;
         var watch = Stopwatch.StartNew();
-        var losses = TaskTraining.Train(model, _ => source.Batch(1, step++, 0, 16, Length), Steps, 3e-3, seed: 8);
+        var losses = TaskTraining.Train(model, step => source.Batch(1, step, 0, 16, Length), Steps, 3e-3, seed: 8);
         var random = new Random(5);
         var examples = Enumerable.Range(0, 50).Select(i => task.Generate(Length + 1, i / 49.0, random, evaluation: true)).ToList();
         var scores = TaskScoring.Score(model, examples, chunk: 32, rows: 16);

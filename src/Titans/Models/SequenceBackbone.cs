@@ -1,0 +1,80 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using Titans.Layers;
+using static TorchSharp.torch;
+
+namespace Titans.Models;
+
+/// <summary>
+/// The part of every model that is not tied to tokens: <see cref="TitansConfig.Layers"/> blocks of the configured
+/// architecture and a final RMSNorm, [B, T, d] → [B, T, d]. Heads sit on top of it: a language model
+/// (<see cref="TitansLanguageModel"/>), a forecaster (<see cref="Forecasting.Forecaster"/>), a sequence classifier
+/// (<see cref="SequenceClassifier"/>). A model registers the backbone's <c>blocks</c> and <c>norm</c> as its own children
+/// (<see cref="RegisterInto"/>), so every model's weights are named <c>blocks.{i}.…</c> and <c>norm.weight</c>, as
+/// language-model checkpoints always were, and a pretrained backbone moves between heads by name.
+/// </summary>
+public sealed class SequenceBackbone : StreamingModule<ModelState>
+{
+    public TitansConfig Config { get; }
+    readonly ModuleList<Block> blocks;
+    readonly RmsNorm norm;
+
+    internal IList<Block> Blocks => blocks;
+
+    public SequenceBackbone(string name, TitansConfig config) : base(name)
+    {
+        Config = config.Validate();
+        blocks = new ModuleList<Block>(Enumerable.Range(0, config.Layers).Select(i => new Block($"block{i}", config)).ToArray());
+        norm = new RmsNorm("norm", config.ModelDim);
+        RegisterComponents();
+    }
+
+    /// <summary>Registers the blocks and the final norm as children of <paramref name="owner"/> (names <c>blocks</c>, <c>norm</c>).</summary>
+    public void RegisterInto(nn.Module owner)
+    {
+        owner.register_module("blocks", blocks);
+        owner.register_module("norm", norm);
+    }
+
+    /// <summary>x: [B, T, d] → the normed output [B, T, d], and the state to continue from.</summary>
+    public override (Tensor Output, ModelState State) Forward(Tensor x, ModelState? state)
+    {
+        var (output, next) = Run(x, state, normed: true);
+        return (output!, next);
+    }
+
+    /// <summary>The state after <paramref name="x"/>, without the final norm (for input that is only read).</summary>
+    public ModelState Advance(Tensor x, ModelState? state) => Run(x, state, normed: false).State;
+
+    /// <summary>
+    /// A state reached without gradient (a training stream's prefix) with every memory tied back to the gradient path of
+    /// its starting state (<see cref="Memory.NeuralMemory.WithGradientToStart"/>). Values are unchanged; the given
+    /// state is left as it is.
+    /// </summary>
+    public ModelState WithGradientToStart(ModelState state)
+    {
+        CheckState(state);
+        return new ModelState(blocks.Select((b, i) => b.WithGradientToStart(state.Blocks[i])).ToArray(), state.Position);
+    }
+
+    (Tensor? Output, ModelState State) Run(Tensor x, ModelState? state, bool normed)
+    {
+        if (x.dim() != 3 || x.shape[2] != Config.ModelDim)
+            throw new ArgumentException($"The backbone takes [batch, time, {Config.ModelDim}], got [{string.Join(", ", x.shape)}].", nameof(x));
+        if (state is not null) CheckState(state);
+        using var scope = NewDisposeScope();
+        var states = new BlockState[blocks.Count];
+        for (int i = 0; i < blocks.Count; i++)
+            (x, states[i]) = blocks[i].Forward(x, state?.Blocks[i]);
+        Tensor? output = normed ? norm.forward(x) : null;
+        var next = new ModelState(states, (state?.Position ?? 0) + x.shape[1]);
+        scope.MoveToOuter(output is null ? next.Tensors : next.Tensors.Append(output));
+        return (output, next);
+    }
+
+    void CheckState(ModelState state)
+    {
+        if (state.Blocks.Count != blocks.Count)
+            throw new ArgumentException($"The state has {state.Blocks.Count} blocks, the model {blocks.Count}.", nameof(state));
+    }
+}
