@@ -16,6 +16,8 @@ public static class Program
         root.Options.Add(CommonOptions.Device);
         foreach (var command in LanguageModelCommands.Create()) root.Subcommands.Add(command);
         root.Subcommands.Add(TaskCommands.Create());
+        root.Subcommands.Add(ForecastCommands.Create());
+        root.Subcommands.Add(DnaCommands.Create());
         root.Subcommands.Add(ModelsCommand.Create());
         root.Subcommands.Add(DemoCommands.Create());
         root.Subcommands.Add(BenchCommands.Create());

@@ -43,7 +43,7 @@ public static class BenchCommands
             double memoryLimit = parse.GetValue(limit) is double gib and > 0 ? gib
                 : 0.7 * GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / (1024.0 * 1024 * 1024);
             var options = new ThroughputBenchmark.Options(parse.GetValue(preset)!, parse.GetValue(layers),
-                IntList(parse.GetValue(lengths)!, "--lengths"), IntList(parse.GetValue(depths)!, "--lmm-depths"),
+                CommonOptions.IntList(parse.GetValue(lengths)!, "--lengths"), CommonOptions.IntList(parse.GetValue(depths)!, "--lmm-depths"),
                 parse.GetValue(repeats), parse.GetValue(budget), memoryLimit, device,
                 parse.GetValue(architectures)?.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(ArchitectureNames.Parse).Distinct().ToList(),
                 parse.GetValue(memoryPatch));
@@ -134,7 +134,7 @@ public static class BenchCommands
             Presets.Get(parse.GetValue(preset)!, Architecture.Mac).WithMemory(parse.GetValue(shared.Memory));   // an unknown preset or bad --memory fails before any training
             string name = parse.GetValue(task)!;
             var options = new TaskBenchmark.Options(name, parse.GetValue(haystack)!, parse.GetValue(preset)!, chosen, ArchitectureNames.ParseMacWrite(parse.GetValue(macWrite)!), training,
-                IntList(parse.GetValue(factors)!, "--factors"), TrainingOptions.Positive(parse, depths), TrainingOptions.Positive(parse, examples),
+                CommonOptions.IntList(parse.GetValue(factors)!, "--factors"), TrainingOptions.Positive(parse, depths), TrainingOptions.Positive(parse, examples),
                 TrainingOptions.Positive(parse, evalEvery), parse.GetValue(runs) ?? Path.Combine("runs", $"bench-tasks-{name}-{training.SequenceLength}"),
                 parse.GetValue(shared.InitialForgetting), parse.GetValue(initFrom), parse.GetValue(shared.Memory));
             TaskBenchmark.Run(options, parse.GetValue(output), CommonOptions.CommandLine(parse));
@@ -150,15 +150,6 @@ public static class BenchCommands
         return chosen.Count > 0 ? chosen : throw new ArgumentException("--architectures names no architecture.");
     }
 
-    static IReadOnlyList<int> IntList(string text, string option)
-    {
-        if (string.IsNullOrWhiteSpace(text)) return Array.Empty<int>();
-        return text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
-            .Select(part => int.TryParse(part, out int value) && value > 0
-                ? value
-                : throw new ArgumentException($"{option} must be a comma-separated list of positive integers, got '{part}'."))
-            .ToList();
-    }
 
     static Command MemoryBench()
     {
@@ -229,8 +220,8 @@ public static class BenchCommands
                         StabilityBenchmark.Variants.FirstOrDefault(x => x.Name == name) ?? throw new ArgumentException(
                             $"Unknown variant '{name}'; the variants are {string.Join(", ", StabilityBenchmark.Variants.Select(x => x.Name))}.")).ToList(),
                 };
-            if (parse.GetValue(lengths) is string l) options = options with { Lengths = IntList(l, "--lengths") };
-            if (parse.GetValue(points) is string pts) options = options with { Points = IntList(pts, "--points").Select(x => (long)x).ToList() };
+            if (parse.GetValue(lengths) is string l) options = options with { Lengths = CommonOptions.IntList(l, "--lengths") };
+            if (parse.GetValue(points) is string pts) options = options with { Points = CommonOptions.IntList(pts, "--points").Select(x => (long)x).ToList() };
             if (parse.GetValue(seeds) is int s)
                 options = options with { Seeds = s >= 1 ? s : throw new ArgumentException($"--seeds must be at least 1, got {s}.") };
             if (parse.GetValue(tracePreset) is string t)

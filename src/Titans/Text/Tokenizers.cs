@@ -4,15 +4,16 @@ namespace Titans.Text;
 public static class Tokenizers
 {
     /// <summary>
-    /// <c>bytes</c> (the default), <c>o200k_base</c> or <c>cl100k_base</c> (tiktoken), or the path of a SentencePiece
+    /// <c>bytes</c> (the default), <c>nucleotides</c> (DNA), <c>o200k_base</c> or <c>cl100k_base</c> (tiktoken), or the path of a SentencePiece
     /// <c>.model</c> file.
     /// </summary>
     public static ITokenizer FromSpecification(string specification)
     {
         if (specification == "bytes") return ByteTokenizer.Instance;
+        if (specification == Dna.NucleotideTokenizer.Instance.Name) return Dna.NucleotideTokenizer.Instance;
         if (TiktokenBpeTokenizer.Encodings.Contains(specification)) return new TiktokenBpeTokenizer(specification);
         if (File.Exists(specification)) return SentencePieceBpeTokenizer.Load(specification);
-        throw new ArgumentException($"Unknown tokenizer '{specification}': use bytes, {string.Join(", ", TiktokenBpeTokenizer.Encodings)} " +
+        throw new ArgumentException($"Unknown tokenizer '{specification}': use bytes, nucleotides, {string.Join(", ", TiktokenBpeTokenizer.Encodings)} " +
                                     "or the path of a SentencePiece .model file.");
     }
 
@@ -20,6 +21,7 @@ public static class Tokenizers
     public static ITokenizer FromCheckpoint(string source, string name, byte[]? modelFile)
     {
         if (name == ByteTokenizer.Instance.Name) return ByteTokenizer.Instance;
+        if (name == Dna.NucleotideTokenizer.Instance.Name) return Dna.NucleotideTokenizer.Instance;
         if (name.StartsWith("tiktoken/") && TiktokenBpeTokenizer.Encodings.Contains(name["tiktoken/".Length..]))
             return new TiktokenBpeTokenizer(name["tiktoken/".Length..]);
         if (name.StartsWith("sentencepiece/"))

@@ -23,6 +23,18 @@ public sealed class TokenData : IBatchSource
         RequireRoom(streamPrefix, sequenceLength);
     }
 
+    /// <summary>A corpus whose validation part is given apart (a held-out genome), not cut from its tail.</summary>
+    public TokenData(long[] train, long[] validation, int sequenceLength, int streamPrefix = 0)
+    {
+        if (train.Length < sequenceLength + 1 || validation.Length < sequenceLength + 1)
+            throw new ArgumentException(
+                $"{train.Length:N0} training and {validation.Length:N0} validation tokens, but a sequence length of {sequenceLength:N0} " +
+                $"needs at least {sequenceLength + 1:N0} in each. Use a shorter sequence length or more data.");
+        Train = train;
+        Validation = validation;
+        RequireRoom(streamPrefix, sequenceLength);
+    }
+
     void RequireRoom(int prefixLength, int sequenceLength)
     {
         long window = (long)prefixLength + sequenceLength + 1;

@@ -1,0 +1,115 @@
+using System.CommandLine;
+using TorchSharp;
+using Titans.Cli.Training;
+using Titans.Forecasting;
+using Titans.Training;
+
+namespace Titans.Cli.Commands;
+
+/// <summary>`titans forecast train | eval`: long-term time-series forecasting on any CSV (the ETT protocol by default).</summary>
+public static class ForecastCommands
+{
+    public static Command Create()
+    {
+        var forecast = new Command("forecast", "Long-term time-series forecasting (ETT protocol by default): train and evaluate forecasters.");
+        forecast.Subcommands.Add(Train());
+        forecast.Subcommands.Add(Evaluate());
+        return forecast;
+    }
+
+    static readonly Option<string> Data = new("--data")
+    {
+        Description = "CSV file: a header row, rows oldest first", DefaultValueFactory = _ => Path.Combine("data", "ett", "ETTh1.csv"),
+    };
+    static readonly Option<string?> DateColumn = new("--date-column") { Description = "the date column (default: 'date' if present; '' for none)" };
+    static readonly Option<string?> Columns = new("--columns") { Description = "comma-separated numeric columns to read (default: all but the date)" };
+    static readonly Option<string> Split = new("--split")
+    {
+        Description = "auto (ETT's 12/4/4 months for ETTh*/ETTm* files, else 0.7,0.1), ett-hourly, ett-15min, or TRAIN,VALIDATION fractions",
+        DefaultValueFactory = _ => "auto",
+    };
+
+    static IReadOnlyList<string>? Names(string? text) =>
+        text?.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries) is { Length: > 0 } names ? names : null;
+
+    static Command Train()
+    {
+        var targets = new Option<string?>("--targets") { Description = "comma-separated columns to forecast and score (default: every column read)" };
+        var lookback = new Option<int>("--lookback") { Description = "past steps each forecast reads", DefaultValueFactory = _ => 96 };
+        var horizons = new Option<string>("--horizons") { Description = "comma-separated forecast lengths (one model each)", DefaultValueFactory = _ => "96,192,336,720" };
+        var models = new Option<string>("-a", "--models")
+        {
+            Description = "comma-separated models: naive, dlinear, patchtst (Transformer++ backbone), lmm, mac, mag, mal",
+            DefaultValueFactory = _ => "naive,dlinear,patchtst,lmm",
+        };
+        var steps = new Option<int>("--steps") { Description = "most optimizer steps per model", DefaultValueFactory = _ => 3000 };
+        var batch = new Option<int>("--batch-size") { Description = "windows per step (each of every channel)", DefaultValueFactory = _ => 32 };
+        var lr = new Option<double>("--lr") { Description = "peak learning rate", DefaultValueFactory = _ => 1e-3 };
+        var warmup = new Option<int>("--warmup") { Description = "linear warmup steps", DefaultValueFactory = _ => 100 };
+        var decay = new Option<double>("--weight-decay") { Description = "AdamW weight decay", DefaultValueFactory = _ => 0.05 };
+        var evalEvery = new Option<int>("--eval-every") { Description = "steps between validations", DefaultValueFactory = _ => 50 };
+        var patience = new Option<int>("--patience") { Description = "validations without a new best before stopping", DefaultValueFactory = _ => 6 };
+        var seed = new Option<long>("--seed") { Description = "seed of the weights and of the batches", DefaultValueFactory = _ => 1 };
+        var width = new Option<int?>("--width") { Description = "backbone width of the patch models (default 32)" };
+        var layers = new Option<int?>("--layers") { Description = "backbone layers of the patch models (default 2)" };
+        var patch = new Option<string?>("--forecaster")
+        {
+            Description = "JSON fields set over the patch models' ForecasterConfig, e.g. '{\"Dropout\": 0.3, \"LinearSkip\": true}' or '{\"Backbone\": {...}}'",
+        };
+        var memory = new Option<string?>("--memory") { Description = "JSON fields set over the memory models' memory, e.g. '{\"ChunkSize\": 2}'" };
+        var output = new Option<string>("--out") { Description = "folder of the run: a forecaster per model and horizon, results.md, forecasts.png", DefaultValueFactory = _ => Path.Combine("runs", "forecast") };
+        var report = new Option<string?>("--report") { Description = "also write the results table here (e.g. docs/forecasting/etth1.md)" };
+        var plot = new Option<string?>("--plot") { Description = "write the forecast plot here instead of the run folder" };
+        var command = new Command("train", "Train forecasters (one per model and horizon) with early stopping, score the test part, write a table and a plot.")
+        {
+            Data, DateColumn, Columns, targets, Split, lookback, horizons, models, steps, batch, lr, warmup, decay, evalEvery, patience, seed,
+            width, layers, patch, memory, output, report, plot,
+        };
+        command.SetAction(parse => CommonOptions.Run(parse, device =>
+        {
+            var training = new TrainingConfig
+            {
+                Steps = parse.GetValue(steps), BatchSize = parse.GetValue(batch), SequenceLength = parse.GetValue(lookback),
+                LearningRate = parse.GetValue(lr), WarmupSteps = parse.GetValue(warmup), WeightDecay = parse.GetValue(decay),
+                Beta2 = 0.999, Seed = parse.GetValue(seed),
+            }.Validate();
+            var choices = Names(parse.GetValue(models)) ?? throw new ArgumentException("-a needs at least one model.");
+            ForecastRun.Run(new ForecastRun.Options(parse.GetValue(Data)!, parse.GetValue(DateColumn), Names(parse.GetValue(Columns)),
+                Names(parse.GetValue(targets)), parse.GetValue(Split)!, parse.GetValue(lookback),
+                CommonOptions.IntList(parse.GetValue(horizons)!, "--horizons"), choices.Select(ForecastRun.ModelChoice.Parse).ToList(), training,
+                parse.GetValue(evalEvery), parse.GetValue(patience), parse.GetValue(width), parse.GetValue(layers), parse.GetValue(patch), parse.GetValue(memory), parse.GetValue(output)!,
+                parse.GetValue(report), parse.GetValue(plot), CommonOptions.CommandLine(parse)), device);
+            return 0;
+        }));
+        return command;
+    }
+
+    static Command Evaluate()
+    {
+        var checkpoint = new Option<string>("--checkpoint") { Description = "a forecaster.safetensors written by forecast train", Required = true };
+        var part = new Option<string>("--part") { Description = "train, validation or test", DefaultValueFactory = _ => "test" };
+        var command = new Command("eval", "Score a trained forecaster on a CSV (z-scored with the statistics saved in the checkpoint): MSE and MAE.")
+        {
+            checkpoint, Data, DateColumn, Split, part,
+        };
+        command.SetAction(parse => CommonOptions.Run(parse, device =>
+        {
+            var which = Enum.TryParse<ForecastPart>(parse.GetValue(part), ignoreCase: true, out var p) ? p
+                : throw new ArgumentException($"--part must be train, validation or test, got '{parse.GetValue(part)}'.");
+            var (model, header) = ForecasterCheckpoint.Load(parse.GetValue(checkpoint)!);
+            using (model)
+            {
+                string file = parse.GetValue(Data)!;
+                var table = TimeSeriesTable.Load(file, parse.GetValue(DateColumn), header.Columns);
+                using var data = new ForecastData(table, ForecastSplit.Parse(parse.GetValue(Split)!, file, table.Rows), model.Config.Lookback,
+                    model.Config.Horizon, header.Targets, header.Mean, header.Deviation);
+                model.to(device);
+                var score = ForecastTraining.Score(model, data, which);
+                Console.WriteLine($"{Forecaster.Describe(model.Config)}, lookback {model.Config.Lookback}, horizon {model.Config.Horizon}, " +
+                                  $"{which.ToString().ToLowerInvariant()} part of {Path.GetFileName(file)} ({score.Windows} windows): MSE {score.Mse:F4}  MAE {score.Mae:F4}");
+            }
+            return 0;
+        }));
+        return command;
+    }
+}

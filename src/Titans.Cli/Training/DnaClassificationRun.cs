@@ -1,0 +1,100 @@
+using System.Text.Json;
+using TorchSharp;
+using Titans.Cli.Reporting;
+using Titans.Dna;
+using Titans.Models;
+using Titans.Training;
+using static TorchSharp.torch;
+
+namespace Titans.Cli.Training;
+
+/// <summary>
+/// `dna classify`: re-splits a labelled set (seeded, stratified), trains each model with early stopping on validation
+/// accuracy, scores top-1 accuracy on the test part, and writes a table beside the paper's Table 4.
+/// </summary>
+public static class DnaClassificationRun
+{
+    public sealed record Options(string Data, IReadOnlyList<string> Models, string Preset, int? Layers, string? Pretrained, TrainingConfig Training,
+        int EvaluateEvery, int Patience, long SplitSeed, string Directory, string? Report, string CommandLine);
+
+    public sealed record Result(string Model, long Parameters, bool Pretrained, double ValidationAccuracy, double TestAccuracy, int Steps, int BestStep, double Seconds);
+
+    /// <summary>The paper's Table 4 (top-1 accuracy, %), by data set file name.</summary>
+    static readonly Dictionary<string, (string Model, double Accuracy)[]> PaperColumns = new(StringComparer.OrdinalIgnoreCase)
+    {
+        ["human_enhancers_cohn"] = new[] { ("Neural memory (Titans)", 75.2), ("HyenaDNA", 74.2), ("Transformer++", 73.4), ("CNN", 69.5) },
+        ["human_promoters_nontata"] = new[] { ("Neural memory (Titans)", 96.6), ("HyenaDNA", 96.6), ("Transformer++", 94.4), ("CNN", 84.6) },
+    };
+
+    public static IReadOnlyList<Result> Run(Options options, Device device)
+    {
+        var all = LabelledSequences.Load(options.Data);
+        var (train, validation, test) = all.StratifiedSplit(options.SplitSeed);
+        string name = Path.GetFileNameWithoutExtension(options.Data);
+        string splitNote = $"{all.Count:N0} sequences re-split seeded (split seed {options.SplitSeed}) and stratified by label into " +
+                           $"{train.Count:N0} train / {validation.Count:N0} validation / {test.Count:N0} test";
+        Console.WriteLine($"{name}: {splitNote}; {all.Classes} classes");
+        TitansLanguageModel? pretrained = null;
+        Checkpoint.Header? pretrainedHeader = null;
+        if (options.Pretrained is string file)
+        {
+            (pretrained, pretrainedHeader) = Checkpoint.LoadModel(file);
+            if (pretrainedHeader.Tokenizer.Name != NucleotideTokenizer.Instance.Name)
+                throw new ArgumentException($"'{file}' was trained with the {pretrainedHeader.Tokenizer.Name} tokenizer; fine-tuning needs a `dna pretrain` checkpoint.");
+        }
+        var results = new List<Result>();
+        try
+        {
+            long target = SequenceClassifier.ParameterCount(Config(options, Architecture.TransformerPlusPlus), all.Classes);
+            foreach (string model in options.Models)
+            {
+                manual_seed(options.Training.Seed);
+                bool cnn = model.Equals("cnn", StringComparison.OrdinalIgnoreCase);
+                Architecture architecture = cnn ? Architecture.TransformerPlusPlus : ArchitectureNames.Parse(model);
+                bool fromPretrained = !cnn && pretrainedHeader?.Model.Architecture == architecture;
+                var config = fromPretrained ? pretrainedHeader!.Model : Config(options, architecture);
+                using nn.Module<Tensor, Tensor> classifier = cnn
+                    ? new ConvolutionalClassifier(NucleotideTokenizer.Instance.VocabularySize, 16,
+                        ConvolutionalClassifier.ChannelsFor(target, NucleotideTokenizer.Instance.VocabularySize, 16, all.Classes), all.Classes)
+                    : new SequenceClassifier("classifier", config, all.Classes);
+                if (fromPretrained) ((SequenceClassifier)classifier).InitializeFrom(pretrained!);
+                classifier.to(device);
+                string display = (cnn ? "CNN" : ArchitectureNames.Display(config)) + (fromPretrained ? " (pretrained)" : "");
+                long parameters = classifier.parameters().Sum(p => p.numel());
+                Console.WriteLine($"{display}: {parameters:N0} parameters");
+                using var trainer = new Trainer<nn.Module<Tensor, Tensor>>(classifier, options.Training, new ClassificationObjective(classifier, train, device));
+                var fit = EarlyStopping.Train(trainer, () => SequenceClassification.Accuracy(classifier, validation, device), lowerIsBetter: false,
+                    options.EvaluateEvery, options.Patience,
+                    p => Console.WriteLine($"  step {p.Step,5}  train loss {p.TrainLoss:F4}  validation accuracy {100 * p.Score:F2}%{(p.Best ? "  *" : "")}"));
+                double accuracy = SequenceClassification.Accuracy(classifier, test, device);
+                Console.WriteLine($"  test accuracy {100 * accuracy:F2}%  (best step {fit.BestStep} of {fit.Steps}, {fit.Elapsed.TotalSeconds:F0} s)");
+                results.Add(new Result(display, parameters, fromPretrained, fit.BestScore, accuracy, fit.Steps, fit.BestStep, fit.Elapsed.TotalSeconds));
+            }
+        }
+        finally { pretrained?.Dispose(); }
+        Directory.CreateDirectory(options.Directory);
+        File.WriteAllText(Path.Combine(options.Directory, "results.json"), JsonSerializer.Serialize(results, new JsonSerializerOptions { WriteIndented = true }));
+        var report = new MarkdownReport($"DNA classification: {name}", options.CommandLine)
+            .Paragraph($"**Re-split, not the official split**: only the official test split of this GenomicsBenchmarks set is available, so its " +
+                       $"{splitNote}. These accuracies are therefore not directly comparable to published ones, which train on the full " +
+                       $"training split. Each model trains with early stopping on validation accuracy (at most {options.Training.Steps} steps of " +
+                       $"{options.Training.BatchSize} sequences, validation every {options.EvaluateEvery} steps, patience {options.Patience}, " +
+                       $"AdamW lr {options.Training.LearningRate:G3}, seed {options.Training.Seed}); time is training plus validation.")
+            .Table(new[] { "model", "parameters", "validation accuracy", "test accuracy", "best step / steps", "time" },
+                results.Select(r => (IReadOnlyList<string>)new[]
+                {
+                    r.Model, $"{r.Parameters:N0}", $"{100 * r.ValidationAccuracy:F2}%", $"**{100 * r.TestAccuracy:F2}%**", $"{r.BestStep} / {r.Steps}", $"{r.Seconds:F0} s",
+                }));
+        if (PaperColumns.TryGetValue(name, out var paper))
+            report.Paragraph("The paper's Table 4 on this set (official split; not run here):")
+                .Table(new[] { "model (paper)", "top-1 accuracy" }, paper.Select(p => (IReadOnlyList<string>)new[] { p.Model, $"{p.Accuracy:F1}%" }));
+        report.Save(Path.Combine(options.Directory, "results.md"));
+        if (options.Report is string path) report.Save(path);
+        Console.WriteLine($"Results: {Path.Combine(options.Directory, "results.md")}");
+        return results;
+    }
+
+    /// <summary>A preset's shape for nucleotides (vocabulary 7), balanced to the preset's Transformer++.</summary>
+    public static TitansConfig Config(Options options, Architecture architecture) =>
+        Presets.Get(options.Preset, architecture, options.Layers, vocabulary: NucleotideTokenizer.Instance.VocabularySize);
+}

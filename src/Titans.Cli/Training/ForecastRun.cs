@@ -1,0 +1,166 @@
+using System.Text.Json;
+using TorchSharp;
+using Titans.Cli.Reporting;
+using Titans.Forecasting;
+using Titans.Models;
+using Titans.Runtime;
+using Titans.Training;
+using static TorchSharp.torch;
+
+namespace Titans.Cli.Training;
+
+/// <summary>
+/// `forecast train`: for every horizon and model, train (early stopping on validation MSE), score the test part, save the
+/// forecaster; then one table per dataset (beside the paper's rows for ETTh1 and ETTh2) and a PNG of forecasts.
+/// </summary>
+public static class ForecastRun
+{
+    /// <summary>A model on the command line: a kind and, for patch models, the backbone's architecture.</summary>
+    public sealed record ModelChoice(string Name, ForecastModelKind Kind, Architecture Architecture)
+    {
+        public static ModelChoice Parse(string text) => text.Trim().ToLowerInvariant() switch
+        {
+            "naive" => new("naive", ForecastModelKind.Naive, Architecture.Lmm),
+            "dlinear" => new("dlinear", ForecastModelKind.DLinear, Architecture.Lmm),
+            "patchtst" or "transformer" or "transformer++" or "tpp" => new("patchtst", ForecastModelKind.Patch, Architecture.TransformerPlusPlus),
+            _ => ArchitectureNames.Parse(text) is var a && a is not (Architecture.TransformerPlusPlus or Architecture.SlidingWindow)
+                ? new(a.ToString().ToLowerInvariant(), ForecastModelKind.Patch, a)
+                : throw new ArgumentException($"'{text}' is not a forecasting model; use naive, dlinear, patchtst, lmm, mac, mag or mal."),
+        };
+
+        public ForecasterConfig Config(int channels, int lookback, int horizon, int? width, int? layers, string? patch, string? memory = null)
+        {
+            var backbone = ForecasterConfig.DefaultBackbone(Architecture);
+            if (width is not null || layers is not null)
+            {
+                int d = width ?? backbone.ModelDim;
+                var shape = backbone with
+                {
+                    Architecture = Architecture.TransformerPlusPlus, ModelDim = d, Layers = layers ?? backbone.Layers, FeedForwardDim = 0,
+                    Memory = backbone.Memory with { ModelDim = d },
+                };
+                backbone = Architecture == Architecture.TransformerPlusPlus ? shape : (shape with { Architecture = Architecture }).WithParameterBudget(shape.ParameterCount);
+            }
+            var config = new ForecasterConfig
+            {
+                Kind = Kind, Channels = channels, Lookback = lookback, Horizon = horizon, Backbone = backbone.WithMemory(memory),
+                InstanceNormalization = Kind == ForecastModelKind.Patch,
+            };
+            if (patch is not null && Kind == ForecastModelKind.Patch)
+                config = ConfigJson.Patch(config, patch, c => c) with { Channels = channels, Lookback = lookback, Horizon = horizon };
+            return config.Validate();
+        }
+    }
+
+    public sealed record Options(string Data, string? DateColumn, IReadOnlyList<string>? Columns, IReadOnlyList<string>? Targets, string Split,
+        int Lookback, IReadOnlyList<int> Horizons, IReadOnlyList<ModelChoice> Models, TrainingConfig Training, int EvaluateEvery, int Patience,
+        int? Width, int? Layers, string? Patch, string? Memory, string Directory, string? Report, string? Plot, string CommandLine);
+
+    public sealed record Result(string Model, string Display, int Horizon, long Parameters, double Mse, double Mae, double ValidationMse,
+        int Steps, int BestStep, double Seconds, string Checkpoint);
+
+    /// <summary>The paper's rows (Table 3: MSE/MAE averaged over the four horizons, lookback 96).</summary>
+    static readonly Dictionary<string, (string Model, double Mse, double Mae)[]> PaperRows = new(StringComparer.OrdinalIgnoreCase)
+    {
+        ["ETTh1"] = new[] { ("Neural memory (Titans)", 0.420, 0.421), ("Simba", 0.441, 0.432), ("iTransformer", 0.454, 0.447), ("PatchTST", 0.469, 0.454), ("DLinear", 0.456, 0.452) },
+        ["ETTh2"] = new[] { ("Neural memory (Titans)", 0.336, 0.382), ("Simba", 0.361, 0.391), ("iTransformer", 0.383, 0.407), ("PatchTST", 0.387, 0.407), ("DLinear", 0.559, 0.515) },
+    };
+
+    public static IReadOnlyList<Result> Run(Options options, Device device)
+    {
+        var table = TimeSeriesTable.Load(options.Data, options.DateColumn, options.Columns);
+        var split = ForecastSplit.Parse(options.Split, options.Data, table.Rows);
+        string dataset = Path.GetFileNameWithoutExtension(options.Data);
+        Console.WriteLine($"{dataset}: {table.Rows} rows, columns {string.Join(", ", table.Columns)}; {split}; lookback {options.Lookback}");
+        Directory.CreateDirectory(options.Directory);
+        var results = new List<Result>();
+        var plotWindows = new Dictionary<string, float[]>();
+        float[]? truth = null;
+        foreach (int horizon in options.Horizons)
+        {
+            using var data = new ForecastData(table, split, options.Lookback, horizon, options.Targets);
+            foreach (var choice in options.Models)
+            {
+                var config = choice.Config(table.Columns.Count, options.Lookback, horizon, options.Width, options.Layers, options.Patch, options.Memory);
+                manual_seed(options.Training.Seed);
+                using var model = Forecaster.Create(config);
+                model.to(device);
+                long parameters = model.parameters().Sum(p => p.numel());
+                string name = $"{choice.Name}-h{horizon}";
+                Console.WriteLine($"{name}: {Forecaster.Describe(config)}, {parameters:N0} parameters, {data.WindowCount(ForecastPart.Train)} training windows");
+                var fit = ForecastTraining.Fit(model, data, options.Training, options.EvaluateEvery, options.Patience,
+                    p => Console.WriteLine($"  step {p.Step,5}  train MSE {p.TrainLoss:F4}  validation MSE {p.Score:F4}{(p.Best ? "  *" : "")}"));
+                var test = ForecastTraining.Score(model, data, ForecastPart.Test);
+                string file = Path.Combine(options.Directory, name, "forecaster.safetensors");
+                Directory.CreateDirectory(Path.GetDirectoryName(file)!);
+                ForecasterCheckpoint.Save(file, model, data, new Dictionary<string, string>
+                {
+                    ["data"] = options.Data, ["split"] = split.ToString(), ["best_step"] = fit.BestStep.ToString(),
+                    ["test_mse"] = test.Mse.ToString("R"), ["test_mae"] = test.Mae.ToString("R"),
+                });
+                var result = new Result(choice.Name, Forecaster.Describe(config), horizon, parameters, test.Mse, test.Mae, fit.BestScore,
+                    fit.Steps, fit.BestStep, fit.Elapsed.TotalSeconds, file);
+                results.Add(result);
+                Console.WriteLine($"  test MSE {test.Mse:F4}  MAE {test.Mae:F4}  over {test.Windows} windows  (best step {fit.BestStep} of {fit.Steps}, {fit.Elapsed.TotalSeconds:F0} s)");
+                if (horizon == options.Horizons[0]) (truth, plotWindows[result.Display]) = PlotWindow(model, data);
+            }
+        }
+        File.WriteAllText(Path.Combine(options.Directory, "results.json"), JsonSerializer.Serialize(results, new JsonSerializerOptions { WriteIndented = true }));
+        var report = Report(dataset, options, split, results);
+        report.Save(Path.Combine(options.Directory, "results.md"));
+        if (options.Report is string path) report.Save(path);
+        if (truth is not null)
+        {
+            string plot = options.Plot ?? Path.Combine(options.Directory, "forecasts.png");
+            var series = new List<PlotSeries> { new("truth", Enumerable.Range(-options.Lookback, truth.Length).Select(i => (double)i).ToList(), truth.Select(v => (double)v).ToList()) };
+            series.AddRange(plotWindows.Select(w => new PlotSeries(w.Key, Enumerable.Range(0, w.Value.Length).Select(i => (double)i).ToList(), w.Value.Select(v => (double)v).ToList())));
+            LinePlot.Save(plot, $"{dataset}: test window in the middle of the test part, column {table.Columns[^1]} (z-scored), horizon {options.Horizons[0]}",
+                "step (0 = first forecast)", "value (z-score)", series, log2X: false, log10Y: false);
+            Console.WriteLine($"Plot: {plot}");
+        }
+        Console.WriteLine($"Results: {Path.Combine(options.Directory, "results.md")}");
+        return results;
+    }
+
+    /// <summary>The last target column of the middle test window: lookback and truth, and the model's forecast.</summary>
+    static (float[] Truth, float[] Forecast) PlotWindow(Forecaster model, ForecastData data)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        long start = data.Starts(ForecastPart.Test, data.WindowCount(ForecastPart.Test) / 2, 1)[0];
+        var (inputs, targets) = data.Windows(new[] { start });
+        int column = data.Targets[^1];
+        Tensor forecast = model.forward(inputs.to(model.parameters().FirstOrDefault()?.device ?? CPU)).cpu();
+        float[] truth = cat(new[] { inputs[0, .., column], targets[0, .., column] }).data<float>().ToArray();
+        return (truth, forecast[0, .., column].data<float>().ToArray());
+    }
+
+    static MarkdownReport Report(string dataset, Options options, ForecastSplit split, IReadOnlyList<Result> results)
+    {
+        var report = new MarkdownReport($"Forecasting {dataset}: lookback {options.Lookback}, horizons {string.Join("/", options.Horizons)}", options.CommandLine);
+        report.Paragraph($"Split by time: {split}; z-scores from the training rows only; MSE and MAE on the z-scored target columns over " +
+                         "every test window (none dropped), each model trained once per horizon with early stopping on the validation MSE " +
+                         $"(at most {options.Training.Steps} steps of {options.Training.BatchSize} windows, validation every {options.EvaluateEvery} steps, " +
+                         $"patience {options.Patience}, AdamW lr {options.Training.LearningRate:G3}, seed {options.Training.Seed}). Time: training and validation, per horizon.");
+        var models = results.Select(r => r.Display).Distinct().ToList();
+        var header = new List<string> { "model", "parameters (h96)" };
+        foreach (int h in options.Horizons) { header.Add($"{h} MSE"); header.Add($"{h} MAE"); }
+        header.AddRange(new[] { "avg MSE", "avg MAE", "train time (max per horizon)" });
+        var rows = new List<IReadOnlyList<string>>();
+        foreach (string m in models)
+        {
+            var mine = options.Horizons.Select(h => results.First(r => r.Display == m && r.Horizon == h)).ToList();
+            var row = new List<string> { m, $"{mine[0].Parameters:N0}" };
+            foreach (var r in mine) { row.Add($"{r.Mse:F3}"); row.Add($"{r.Mae:F3}"); }
+            row.Add($"**{mine.Average(r => r.Mse):F3}**");
+            row.Add($"**{mine.Average(r => r.Mae):F3}**");
+            row.Add($"{mine.Max(r => r.Seconds):F0} s");
+            rows.Add(row);
+        }
+        report.Table(header, rows);
+        if (PaperRows.TryGetValue(dataset, out var paper) && options.Horizons.Order().SequenceEqual(new[] { 96, 192, 336, 720 }) && options.Lookback == 96)
+            report.Paragraph("The paper's rows (Titans, Table 3; averages over the same four horizons, lookback 96; not run here):")
+                .Table(new[] { "model (paper)", "avg MSE", "avg MAE" }, paper.Select(p => (IReadOnlyList<string>)new[] { p.Model, $"{p.Mse:F3}", $"{p.Mae:F3}" }));
+        return report;
+    }
+}

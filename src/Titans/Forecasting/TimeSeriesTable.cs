@@ -1,0 +1,110 @@
+using System.Globalization;
+using System.Text;
+
+namespace Titans.Forecasting;
+
+/// <summary>
+/// Numeric columns of a CSV file with a header row, in file order (rows are time steps, oldest first), and the
+/// optional date column as text. Every cell of a chosen column must be a finite number; anything else is an error that
+/// names the file, the row and the column.
+/// </summary>
+public sealed class TimeSeriesTable
+{
+    public string Source { get; }
+    public IReadOnlyList<string> Columns { get; }
+    /// <summary>The date column's cells (null without one).</summary>
+    public IReadOnlyList<string>? Dates { get; }
+    /// <summary>values[row, column], in the order of <see cref="Columns"/>.</summary>
+    public double[,] Values { get; }
+    public int Rows => Values.GetLength(0);
+
+    TimeSeriesTable(string source, IReadOnlyList<string> columns, IReadOnlyList<string>? dates, double[,] values)
+    {
+        Source = source;
+        Columns = columns;
+        Dates = dates;
+        Values = values;
+    }
+
+    /// <summary>
+    /// Reads <paramref name="path"/>. <paramref name="dateColumn"/>: the date column's name (null: a column called
+    /// <c>date</c> if there is one, matched in any case; "" for none). <paramref name="columns"/>: the numeric columns to
+    /// read (null: every column but the date).
+    /// </summary>
+    public static TimeSeriesTable Load(string path, string? dateColumn = null, IReadOnlyList<string>? columns = null)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"The CSV file '{path}' does not exist.", path);
+        string[] lines;
+        try { lines = File.ReadAllLines(path, new UTF8Encoding(false, throwOnInvalidBytes: true)); }
+        catch (DecoderFallbackException) { throw new InvalidDataException($"'{path}' is not UTF-8 text."); }
+        return Parse(lines, path, dateColumn, columns);
+    }
+
+    public static TimeSeriesTable Parse(IReadOnlyList<string> lines, string source, string? dateColumn = null, IReadOnlyList<string>? columns = null)
+    {
+        var content = lines.Select((text, i) => (Text: text.TrimEnd('\r'), Line: i + 1)).Where(l => l.Text.Trim().Length > 0).ToList();
+        if (content.Count == 0) throw new InvalidDataException($"'{source}' is empty: a CSV file needs a header row and data rows.");
+        string[] header = Split(content[0].Text);
+        if (header.Any(h => h.Length == 0)) throw new InvalidDataException($"'{source}': the header has an empty column name.");
+        var duplicate = header.GroupBy(h => h).FirstOrDefault(g => g.Count() > 1);
+        if (duplicate is not null) throw new InvalidDataException($"'{source}': the header names the column '{duplicate.Key}' twice.");
+
+        int Find(string name)
+        {
+            int i = Array.FindIndex(header, h => string.Equals(h, name, StringComparison.OrdinalIgnoreCase));
+            return i >= 0 ? i : throw new ArgumentException($"'{source}' has no column '{name}'; its columns are {string.Join(", ", header)}.");
+        }
+        int date = dateColumn switch
+        {
+            null => Array.FindIndex(header, h => string.Equals(h, "date", StringComparison.OrdinalIgnoreCase)),
+            "" => -1,
+            _ => Find(dateColumn),
+        };
+        int[] chosen = columns is null
+            ? Enumerable.Range(0, header.Length).Where(i => i != date).ToArray()
+            : columns.Select(Find).ToArray();
+        if (chosen.Length == 0) throw new ArgumentException($"'{source}': no numeric column to read.");
+        if (chosen.Contains(date)) throw new ArgumentException($"'{source}': the date column '{header[date]}' cannot also be a numeric column.");
+        if (content.Count < 2) throw new InvalidDataException($"'{source}' has a header but no data rows.");
+
+        var values = new double[content.Count - 1, chosen.Length];
+        var dates = date >= 0 ? new string[content.Count - 1] : null;
+        for (int r = 1; r < content.Count; r++)
+        {
+            var (text, line) = content[r];
+            string[] cells = Split(text);
+            if (cells.Length != header.Length)
+                throw new InvalidDataException($"'{source}' line {line}: {cells.Length} cells, the header has {header.Length}.");
+            if (dates is not null) dates[r - 1] = cells[date];
+            for (int c = 0; c < chosen.Length; c++)
+            {
+                string cell = cells[chosen[c]].Trim();
+                if (cell.Length == 0)
+                    throw new InvalidDataException($"'{source}' line {line}: the cell of column '{header[chosen[c]]}' is empty (missing values are not filled in).");
+                if (!double.TryParse(cell, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || !double.IsFinite(v))
+                    throw new InvalidDataException($"'{source}' line {line}: column '{header[chosen[c]]}' holds '{cell}', which is not a finite number.");
+                values[r - 1, c] = v;
+            }
+        }
+        return new TimeSeriesTable(source, chosen.Select(i => header[i]).ToArray(), dates, values);
+    }
+
+    /// <summary>Cells of a line; double-quoted cells may hold commas.</summary>
+    static string[] Split(string line)
+    {
+        if (!line.Contains('"')) return line.Split(',').Select(c => c.Trim()).ToArray();
+        var cells = new List<string>();
+        var cell = new StringBuilder();
+        bool quoted = false;
+        for (int i = 0; i < line.Length; i++)
+        {
+            char ch = line[i];
+            if (ch == '"' && quoted && i + 1 < line.Length && line[i + 1] == '"') { cell.Append('"'); i++; }
+            else if (ch == '"') quoted = !quoted;
+            else if (ch == ',' && !quoted) { cells.Add(cell.ToString().Trim()); cell.Clear(); }
+            else cell.Append(ch);
+        }
+        cells.Add(cell.ToString().Trim());
+        return cells.ToArray();
+    }
+}
