@@ -63,15 +63,32 @@ public static class DnaClassificationRun
                 long parameters = classifier.parameters().Sum(p => p.numel());
                 Console.WriteLine($"{display}: {parameters:N0} parameters");
                 using var trainer = new Trainer<nn.Module<Tensor, Tensor>>(classifier, options.Training, new ClassificationObjective(classifier, train, device));
-                var fit = EarlyStopping.Train(trainer, () => SequenceClassification.Accuracy(classifier, validation, device), lowerIsBetter: false,
-                    options.EvaluateEvery, options.Patience,
-                    p => Console.WriteLine($"  step {p.Step,5}  train loss {p.TrainLoss:F4}  validation accuracy {100 * p.Score:F2}%{(p.Best ? "  *" : "")}"));
-                double accuracy = SequenceClassification.Accuracy(classifier, test, device);
-                Console.WriteLine($"  test accuracy {100 * accuracy:F2}%  (best step {fit.BestStep} of {fit.Steps}, {fit.Elapsed.TotalSeconds:F0} s)");
-                results.Add(new Result(display, parameters, fromPretrained, fit.BestScore, accuracy, fit.Steps, fit.BestStep, fit.Elapsed.TotalSeconds));
+                var watch = System.Diagnostics.Stopwatch.StartNew();
+                try
+                {
+                    var fit = EarlyStopping.Train(trainer, () => SequenceClassification.Accuracy(classifier, validation, device), lowerIsBetter: false,
+                        options.EvaluateEvery, options.Patience,
+                        p => Console.WriteLine($"  step {p.Step,5}  train loss {p.TrainLoss:F4}  validation accuracy {100 * p.Score:F2}%{(p.Best ? "  *" : "")}"));
+                    double accuracy = SequenceClassification.Accuracy(classifier, test, device);
+                    Console.WriteLine($"  test accuracy {100 * accuracy:F2}%  (best step {fit.BestStep} of {fit.Steps}, {fit.Elapsed.TotalSeconds:F0} s)");
+                    results.Add(new Result(display, parameters, fromPretrained, fit.BestScore, accuracy, fit.Steps, fit.BestStep, fit.Elapsed.TotalSeconds));
+                }
+                catch (TrainingDivergedException e)
+                {
+                    // One model's failure is a row of the table, not the end of the others (docs/dna.md: the CNN's NaNs).
+                    Console.WriteLine($"  {e.Message}");
+                    results.Add(new Result(display, parameters, fromPretrained, double.NaN, double.NaN, trainer.Step + 1, 0, watch.Elapsed.TotalSeconds));
+                }
+                Save(options, name, splitNote, results);   // after every model, so a later failure keeps what was measured
             }
         }
         finally { pretrained?.Dispose(); }
+        Console.WriteLine($"Results: {Path.Combine(options.Directory, "results.md")}");
+        return results;
+    }
+
+    static void Save(Options options, string name, string splitNote, IReadOnlyList<Result> results)
+    {
         Directory.CreateDirectory(options.Directory);
         File.WriteAllText(Path.Combine(options.Directory, "results.json"), JsonSerializer.Serialize(results, new JsonSerializerOptions { WriteIndented = true }));
         var report = new MarkdownReport($"DNA classification: {name}", options.CommandLine)
@@ -83,16 +100,17 @@ public static class DnaClassificationRun
             .Table(new[] { "model", "parameters", "validation accuracy", "test accuracy", "best step / steps", "time" },
                 results.Select(r => (IReadOnlyList<string>)new[]
                 {
-                    r.Model, $"{r.Parameters:N0}", $"{100 * r.ValidationAccuracy:F2}%", $"**{100 * r.TestAccuracy:F2}%**", $"{r.BestStep} / {r.Steps}", $"{r.Seconds:F0} s",
+                    r.Model, $"{r.Parameters:N0}", Percent(r.ValidationAccuracy), double.IsNaN(r.TestAccuracy) ? $"diverged (non-finite) at step {r.Steps}" : $"**{Percent(r.TestAccuracy)}**",
+                    $"{r.BestStep} / {r.Steps}", $"{r.Seconds:F0} s",
                 }));
         if (PaperColumns.TryGetValue(name, out var paper))
             report.Paragraph("The paper's Table 4 on this set (official split; not run here):")
                 .Table(new[] { "model (paper)", "top-1 accuracy" }, paper.Select(p => (IReadOnlyList<string>)new[] { p.Model, $"{p.Accuracy:F1}%" }));
         report.Save(Path.Combine(options.Directory, "results.md"));
         if (options.Report is string path) report.Save(path);
-        Console.WriteLine($"Results: {Path.Combine(options.Directory, "results.md")}");
-        return results;
     }
+
+    static string Percent(double value) => double.IsNaN(value) ? "–" : $"{100 * value:F2}%";
 
     /// <summary>A preset's shape for nucleotides (vocabulary 7), balanced to the preset's Transformer++.</summary>
     public static TitansConfig Config(Options options, Architecture architecture) =>

@@ -40,9 +40,22 @@ public sealed class ConvolutionalClassifier : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         Tensor x = embedding.forward(tokens).transpose(1, 2);               // [B, E, T]
-        x = nn.functional.max_pool1d(norm1.forward(nn.functional.relu(conv1.forward(x))), 2);
-        x = nn.functional.max_pool1d(norm2.forward(nn.functional.relu(conv2.forward(x))), 2);
-        x = norm3.forward(nn.functional.relu(conv3.forward(x)));
+        x = nn.functional.max_pool1d(norm1.forward(nn.functional.relu(Convolve(conv1, x))), 2);
+        x = nn.functional.max_pool1d(norm2.forward(nn.functional.relu(Convolve(conv2, x))), 2);
+        x = norm3.forward(nn.functional.relu(Convolve(conv3, x)));
         return class_head.forward(x.mean(new long[] { 2 })).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The "same" convolution of <paramref name="x"/> [B, C, T] by <paramref name="conv"/>'s weight and bias, as padded
+    /// windows times the weight (im2col). libtorch's CPU conv1d kernel gave non-finite outputs or gradients now and then
+    /// here with identical inputs (docs/dna.md); this form has not.
+    /// </summary>
+    internal static Tensor Convolve(Conv1d conv, Tensor x)
+    {
+        long kernel = conv.weight!.shape[2], half = kernel / 2;
+        Tensor windows = nn.functional.pad(x, new[] { half, half }).unfold(2, kernel, 1);           // [B, C, T, k]
+        Tensor output = einsum("bctk,ock->bot", windows, conv.weight);
+        return output + conv.bias!.unsqueeze(-1);
     }
 }

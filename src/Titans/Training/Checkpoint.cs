@@ -66,6 +66,8 @@ public static class Checkpoint
         string Get(string key) => content.Metadata.TryGetValue(key, out var value) ? value
             : throw new InvalidDataException($"'{path}' is not a Titans checkpoint: its metadata has no '{key}'.");
         string format = Get("format");
+        if (format == Forecasting.ForecasterCheckpoint.Format)
+            throw new InvalidDataException($"'{path}' is a forecaster checkpoint ({format}); this command needs a language model checkpoint ({Format}).");
         if (format != Format) throw new InvalidDataException($"'{path}' has checkpoint format '{format}'; this build reads '{Format}'.");
         TitansConfig model;
         TrainingConfig training;

@@ -161,7 +161,16 @@ public class DnaTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void PaddingIsLeftOutOfTheClassifiersMean()
+    public void TheCnnsConvolutionEqualsLibtorchsConv1d()
+    {
+        manual_seed(6);
+        using var conv = nn.Conv1d(5, 7, 9, padding: 4);
+        Tensor x = randn(3, 5, 40);
+        Assert.True(ConvolutionalClassifier.Convolve(conv, x).allclose(conv.forward(x), 1e-5, 1e-5));
+    }
+
+    [Fact]
+    public void PaddingIsLeftOutOfTheClassifiersPooling()
     {
         manual_seed(5);
         using var classifier = new SequenceClassifier("classifier", Tiny(Architecture.Lmm), 2);
@@ -170,7 +179,7 @@ public class DnaTests(ITestOutputHelper output)
         var (batch, _) = SequenceClassification.Batch(data, new[] { 0, 1 });
         Assert.Equal(new long[] { 2, 10 }, batch.shape);
         var (alone, _) = SequenceClassification.Batch(data, new[] { 1 });
-        // Causal backbone: the short sequence's outputs do not see the padding after it, and the mean leaves the padding out.
+        // Causal backbone: the short sequence's outputs do not see the padding after it, and the pooling leaves the padding out.
         Assert.True(classifier.forward(batch)[1].allclose(classifier.forward(alone)[0], 1e-5, 1e-6));
     }
 }

@@ -228,6 +228,21 @@ public class ForecastingTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void AForecasterGivenToALanguageModelCommandIsNamedAsSuch()
+    {
+        var table = TimeSeriesTable.Parse(Csv(100, ("x", r => Math.Sin(r))), "t");
+        using var data = new ForecastData(table, SmallSplit, 48, 12);
+        using var model = Forecaster.Create(Tiny(ForecastModelKind.DLinear, Architecture.Lmm, channels: 1));
+        string path = Path.Combine(Path.GetTempPath(), $"forecaster-{Guid.NewGuid():N}.safetensors");
+        try
+        {
+            ForecasterCheckpoint.Save(path, model, data);
+            Assert.Contains("is a forecaster checkpoint", Assert.Throws<InvalidDataException>(() => Checkpoint.LoadModel(path)).Message);
+        }
+        finally { File.Delete(path); }
+    }
+
+    [Fact]
     public void AForecasterWithNonFiniteWeightsIsRejectedOnLoadNamingTheTensor()
     {
         var table = TimeSeriesTable.Parse(Csv(100, ("x", r => Math.Sin(r))), "t");
