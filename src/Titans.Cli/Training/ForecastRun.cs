@@ -30,17 +30,7 @@ public static class ForecastRun
 
         public ForecasterConfig Config(int channels, int lookback, int horizon, int? width, int? layers, string? patch, string? memory = null)
         {
-            var backbone = ForecasterConfig.DefaultBackbone(Architecture);
-            if (width is not null || layers is not null)
-            {
-                int d = width ?? backbone.ModelDim;
-                var shape = backbone with
-                {
-                    Architecture = Architecture.TransformerPlusPlus, ModelDim = d, Layers = layers ?? backbone.Layers, FeedForwardDim = 0,
-                    Memory = backbone.Memory with { ModelDim = d },
-                };
-                backbone = Architecture == Architecture.TransformerPlusPlus ? shape : (shape with { Architecture = Architecture }).WithParameterBudget(shape.ParameterCount);
-            }
+            var backbone = ForecasterConfig.DefaultBackbone(Architecture, width, layers);
             var config = new ForecasterConfig
             {
                 Kind = Kind, Channels = channels, Lookback = lookback, Horizon = horizon, Backbone = backbone.WithMemory(memory),

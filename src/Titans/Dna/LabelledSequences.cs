@@ -16,10 +16,7 @@ public sealed record LabelledSequences(IReadOnlyList<string> Sequences, IReadOnl
     public static LabelledSequences Load(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"The labelled sequence file '{path}' does not exist.", path);
-        string[] lines;
-        try { lines = File.ReadAllLines(path, new UTF8Encoding(false, throwOnInvalidBytes: true)); }
-        catch (DecoderFallbackException) { throw new InvalidDataException($"'{path}' is not UTF-8 text."); }
-        return Parse(lines, path);
+        return Parse(Text.TextCorpus.Decode(path, File.ReadAllBytes(path), requireText: false).Split('\n'), path);
     }
 
     public static LabelledSequences Parse(IReadOnlyList<string> lines, string source)

@@ -154,12 +154,12 @@ public sealed class ForecastData : IDisposable
         return result;
     }
 
+    /// <summary>The start row of window <paramref name="index"/> of a part.</summary>
+    public long Start(ForecastPart part, int index) => Math.Max(0, FirstStart(part)) + index;
+
     /// <summary>The start rows of window <paramref name="first"/> to <paramref name="first"/> + count of a part.</summary>
-    public long[] Starts(ForecastPart part, int first, int count)
-    {
-        int origin = Math.Max(0, FirstStart(part));
-        return Enumerable.Range(first, Math.Min(count, WindowCount(part) - first)).Select(i => (long)(origin + i)).ToArray();
-    }
+    public long[] Starts(ForecastPart part, int first, int count) =>
+        Enumerable.Range(first, Math.Min(count, WindowCount(part) - first)).Select(i => Start(part, i)).ToArray();
 
     public void Dispose() => Values.Dispose();
 }

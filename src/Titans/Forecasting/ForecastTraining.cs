@@ -17,7 +17,7 @@ public sealed class ForecastObjective(Forecaster model, ForecastData data) : ITr
     {
         var random = new Random(BatchSeed.Of(config.Seed, step, micro));
         int count = data.WindowCount(ForecastPart.Train);
-        var starts = Enumerable.Range(0, config.BatchSize).Select(_ => data.Starts(ForecastPart.Train, random.Next(count), 1)[0]).ToArray();
+        var starts = Enumerable.Range(0, config.BatchSize).Select(_ => data.Start(ForecastPart.Train, random.Next(count))).ToArray();
         var (inputs, targets) = data.Windows(starts);
         return ForecastTraining.Loss(model.forward(inputs), targets, data);
     }

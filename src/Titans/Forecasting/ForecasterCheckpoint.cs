@@ -66,19 +66,7 @@ public static class ForecasterCheckpoint
         var model = Forecaster.Create(config);
         try
         {
-            var names = model.named_parameters().Select(p => p.name).ToHashSet();
-            var extra = content.Tensors.Keys.Where(k => !names.Contains(k)).ToList();
-            if (extra.Count > 0) throw new InvalidDataException($"'{path}' holds weights the forecaster does not have: {string.Join(", ", extra.Take(5))}.");
-            using var noGrad = no_grad();
-            foreach (var (name, p) in model.named_parameters())
-            {
-                if (!content.Tensors.TryGetValue(name, out var source)) throw new InvalidDataException($"'{path}' lacks the tensor '{name}'.");
-                if (source.dtype != p.dtype || !source.shape.SequenceEqual(p.shape))
-                    throw new InvalidDataException($"'{path}': '{name}' is {source.dtype} [{string.Join(", ", source.shape)}], " +
-                                                   $"the forecaster needs {p.dtype} [{string.Join(", ", p.shape)}].");
-                if (!source.isfinite().all().item<bool>()) throw new InvalidDataException($"'{path}': '{name}' holds NaN or infinite values.");
-                p.copy_(source);
-            }
+            Training.Checkpoint.CopyWeights(path, content, model, _ => false, requireFinite: true);
         }
         catch { model.Dispose(); throw; }
         model.eval();

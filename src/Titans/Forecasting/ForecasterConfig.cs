@@ -53,15 +53,18 @@ public sealed record ForecasterConfig
     /// The backbone the forecasting study uses (docs/forecasting.md): width 32, 2 layers, 4 heads; a 2-layer memory of
     /// chunk 4 (3 writes over 12 patches), the presets' stable memory; other architectures balanced to the Transformer's size.
     /// </summary>
-    public static TitansConfig DefaultBackbone(Architecture architecture)
+    /// <param name="width">the backbone's width (default 32)</param>
+    /// <param name="layers">its layer count (default 2)</param>
+    public static TitansConfig DefaultBackbone(Architecture architecture, int? width = null, int? layers = null)
     {
+        int d = width ?? 32;
         var shape = new TitansConfig
         {
-            Architecture = Architecture.TransformerPlusPlus, VocabSize = 2, ModelDim = 32, Layers = 2, Heads = 4, Window = 8,
+            Architecture = Architecture.TransformerPlusPlus, VocabSize = 2, ModelDim = d, Layers = layers ?? 2, Heads = 4, Window = 8,
             SegmentLength = 4, PersistentTokens = 4,
             Memory = new NeuralMemoryConfig
             {
-                ModelDim = 32, Heads = 4, Depth = 2, Expansion = 2, ChunkSize = 4, ConvKernel = 4,
+                ModelDim = d, Heads = 4, Depth = 2, Expansion = 2, ChunkSize = 4, ConvKernel = 4,
                 RetainTowardInitial = true, InitialInnerLearningRate = 0.01, InitialMomentum = 0.5, InnerGradientClip = 1,
             },
         };

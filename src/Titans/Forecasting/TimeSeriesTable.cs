@@ -34,10 +34,7 @@ public sealed class TimeSeriesTable
     public static TimeSeriesTable Load(string path, string? dateColumn = null, IReadOnlyList<string>? columns = null)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"The CSV file '{path}' does not exist.", path);
-        string[] lines;
-        try { lines = File.ReadAllLines(path, new UTF8Encoding(false, throwOnInvalidBytes: true)); }
-        catch (DecoderFallbackException) { throw new InvalidDataException($"'{path}' is not UTF-8 text."); }
-        return Parse(lines, path, dateColumn, columns);
+        return Parse(Text.TextCorpus.Decode(path, File.ReadAllBytes(path), requireText: false).Split('\n'), path, dateColumn, columns);
     }
 
     public static TimeSeriesTable Parse(IReadOnlyList<string> lines, string source, string? dateColumn = null, IReadOnlyList<string>? columns = null)

@@ -139,15 +139,28 @@ public static class Checkpoint
         return (trainer, header);
     }
 
-    static void CopyWeights(string path, SafeTensorsContent content, TitansLanguageModel model)
+    static void CopyWeights(string path, SafeTensorsContent content, TitansLanguageModel model) =>
+        CopyWeights(path, content, model, k => k.StartsWith(OptimizerPrefix) || k == TokenizerModel);
+
+    /// <summary>
+    /// Copies every parameter of <paramref name="model"/> from the file by name, checking dtype and shape; a tensor in
+    /// the file that is neither a parameter nor <paramref name="notWeights"/> is an error, and so, with
+    /// <paramref name="requireFinite"/>, is a NaN or infinite value (named).
+    /// </summary>
+    internal static void CopyWeights(string path, SafeTensorsContent content, nn.Module model, Func<string, bool> notWeights, bool requireFinite = false)
     {
         var names = model.named_parameters().Select(p => p.name).ToHashSet();
-        var extra = content.Tensors.Keys.Where(k => !k.StartsWith(OptimizerPrefix) && k != TokenizerModel && !names.Contains(k)).ToList();
+        var extra = content.Tensors.Keys.Where(k => !notWeights(k) && !names.Contains(k)).ToList();
         if (extra.Count > 0)
             throw new InvalidDataException($"'{path}' holds weights the model does not have: {string.Join(", ", extra.Take(5))}" +
                                            (extra.Count > 5 ? $" and {extra.Count - 5} more" : "") + ".");
         using var noGrad = no_grad();
-        foreach (var (name, p) in model.named_parameters()) CopyInto(path, content, name, p);
+        foreach (var (name, p) in model.named_parameters())
+        {
+            CopyInto(path, content, name, p);
+            if (requireFinite && !p.isfinite().all().item<bool>())
+                throw new InvalidDataException($"'{path}': '{name}' holds NaN or infinite values.");
+        }
     }
 
     static Tensor Required(string path, SafeTensorsContent content, string name) =>
