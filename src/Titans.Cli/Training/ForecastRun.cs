@@ -44,10 +44,15 @@ public static class ForecastRun
 
     public sealed record Options(string Data, string? DateColumn, IReadOnlyList<string>? Columns, IReadOnlyList<string>? Targets, string Split,
         int Lookback, IReadOnlyList<int> Horizons, IReadOnlyList<ModelChoice> Models, TrainingConfig Training, int EvaluateEvery, int Patience,
-        int? Width, int? Layers, string? Patch, string? Memory, string Directory, string? Report, string? Plot, string CommandLine);
+        int? Width, int? Layers, string? Patch, string? Memory, string Directory, string? Report, string? Plot, string CommandLine,
+        ForecastLoss Loss = ForecastLoss.Mse, IReadOnlyList<long>? Seeds = null)
+    {
+        /// <summary>The seeds every model and horizon is trained with (default: the training config's one seed).</summary>
+        public IReadOnlyList<long> AllSeeds => Seeds is { Count: > 0 } ? Seeds : new[] { Training.Seed };
+    }
 
     public sealed record Result(string Model, string Display, int Horizon, long Parameters, double Mse, double Mae, double ValidationMse,
-        int Steps, int BestStep, double Seconds, string Checkpoint);
+        int Steps, int BestStep, double Seconds, string Checkpoint, long Seed = 1);
 
     /// <summary>The paper's rows (Table 3: MSE/MAE averaged over the four horizons, lookback 96).</summary>
     static readonly Dictionary<string, (string Model, double Mse, double Mae)[]> PaperRows = new(StringComparer.OrdinalIgnoreCase)
@@ -70,29 +75,33 @@ public static class ForecastRun
         {
             using var data = new ForecastData(table, split, options.Lookback, horizon, options.Targets);
             foreach (var choice in options.Models)
+            foreach (long seed in options.AllSeeds)
             {
                 var config = choice.Config(table.Columns.Count, options.Lookback, horizon, options.Width, options.Layers, options.Patch, options.Memory);
-                manual_seed(options.Training.Seed);
+                manual_seed(seed);
                 using var model = Forecaster.Create(config);
                 model.to(device);
                 long parameters = model.parameters().Sum(p => p.numel());
-                string name = $"{choice.Name}-h{horizon}";
+                string name = options.AllSeeds.Count == 1 ? $"{choice.Name}-h{horizon}" : $"{choice.Name}-h{horizon}-seed{seed}";
                 Console.WriteLine($"{name}: {Forecaster.Describe(config)}, {parameters:N0} parameters, {data.WindowCount(ForecastPart.Train)} training windows");
-                var fit = ForecastTraining.Fit(model, data, options.Training, options.EvaluateEvery, options.Patience,
-                    p => Console.WriteLine($"  step {p.Step,5}  train MSE {p.TrainLoss:F4}  validation MSE {p.Score:F4}{(p.Best ? "  *" : "")}"));
+                var fit = ForecastTraining.Fit(model, data, options.Training with { Seed = seed }, options.EvaluateEvery, options.Patience,
+                    p => Console.WriteLine($"  step {p.Step,5}  train {options.Loss.ToString().ToUpperInvariant()} {p.TrainLoss:F4}  validation MSE {p.Score:F4}{(p.Best ? "  *" : "")}"),
+                    options.Loss);
                 var test = ForecastTraining.Score(model, data, ForecastPart.Test);
                 string file = Path.Combine(options.Directory, name, "forecaster.safetensors");
                 Directory.CreateDirectory(Path.GetDirectoryName(file)!);
                 ForecasterCheckpoint.Save(file, model, data, new Dictionary<string, string>
                 {
-                    ["data"] = options.Data, ["split"] = split.ToString(), ["best_step"] = fit.BestStep.ToString(),
-                    ["test_mse"] = test.Mse.ToString("R"), ["test_mae"] = test.Mae.ToString("R"),
+                    ["data"] = options.Data, ["split"] = split.ToString(), ["best_step"] = fit.BestStep.ToString(), ["seed"] = seed.ToString(),
+                    ["loss"] = options.Loss.ToString().ToLowerInvariant(), ["test_mse"] = test.Mse.ToString("R"), ["test_mae"] = test.Mae.ToString("R"),
                 });
                 var result = new Result(choice.Name, Forecaster.Describe(config), horizon, parameters, test.Mse, test.Mae, fit.BestScore,
-                    fit.Steps, fit.BestStep, fit.Elapsed.TotalSeconds, file);
+                    fit.Steps, fit.BestStep, fit.Elapsed.TotalSeconds, file, seed);
                 results.Add(result);
                 Console.WriteLine($"  test MSE {test.Mse:F4}  MAE {test.Mae:F4}  over {test.Windows} windows  (best step {fit.BestStep} of {fit.Steps}, {fit.Elapsed.TotalSeconds:F0} s)");
-                if (horizon == options.Horizons[0]) (truth, plotWindows[result.Display]) = PlotWindow(model, data);
+                if (horizon == options.Horizons[0] && seed == options.AllSeeds[0]) (truth, plotWindows[result.Display]) = PlotWindow(model, data);
+                // Results so far survive a stop in a long multi-seed run.
+                File.WriteAllText(Path.Combine(options.Directory, "results.json"), JsonSerializer.Serialize(results, new JsonSerializerOptions { WriteIndented = true }));
             }
         }
         File.WriteAllText(Path.Combine(options.Directory, "results.json"), JsonSerializer.Serialize(results, new JsonSerializerOptions { WriteIndented = true }));
@@ -128,10 +137,13 @@ public static class ForecastRun
     static MarkdownReport Report(string dataset, Options options, ForecastSplit split, IReadOnlyList<Result> results)
     {
         var report = new MarkdownReport($"Forecasting {dataset}: lookback {options.Lookback}, horizons {string.Join("/", options.Horizons)}", options.CommandLine);
+        var seeds = options.AllSeeds;
         report.Paragraph($"Split by time: {split}; z-scores from the training rows only; MSE and MAE on the z-scored target columns over " +
-                         "every test window (none dropped), each model trained once per horizon with early stopping on the validation MSE " +
-                         $"(at most {options.Training.Steps} steps of {options.Training.BatchSize} windows, validation every {options.EvaluateEvery} steps, " +
-                         $"patience {options.Patience}, AdamW lr {options.Training.LearningRate:G3}, seed {options.Training.Seed}). Time: training and validation, per horizon.");
+                         $"every test window (none dropped), each model trained per horizon with early stopping on the validation MSE " +
+                         $"(training loss {options.Loss.ToString().ToUpperInvariant()}, at most {options.Training.Steps} steps of {options.Training.BatchSize} windows, " +
+                         $"validation every {options.EvaluateEvery} steps, patience {options.Patience}, AdamW lr {options.Training.LearningRate:G3}, " +
+                         (seeds.Count == 1 ? $"seed {seeds[0]}). " : $"seeds {string.Join(", ", seeds)}; every number is the mean over the seeds, ± the standard deviation of the per-seed averages). ") +
+                         "Time: training and validation, per horizon.");
         var models = results.Select(r => r.Display).Distinct().ToList();
         var header = new List<string> { "model", "parameters (h96)" };
         foreach (int h in options.Horizons) { header.Add($"{h} MSE"); header.Add($"{h} MAE"); }
@@ -139,11 +151,16 @@ public static class ForecastRun
         var rows = new List<IReadOnlyList<string>>();
         foreach (string m in models)
         {
-            var mine = options.Horizons.Select(h => results.First(r => r.Display == m && r.Horizon == h)).ToList();
-            var row = new List<string> { m, $"{mine[0].Parameters:N0}" };
-            foreach (var r in mine) { row.Add($"{r.Mse:F3}"); row.Add($"{r.Mae:F3}"); }
-            row.Add($"**{mine.Average(r => r.Mse):F3}**");
-            row.Add($"**{mine.Average(r => r.Mae):F3}**");
+            var mine = results.Where(r => r.Display == m).ToList();
+            var perHorizon = options.Horizons.Select(h => mine.Where(r => r.Horizon == h).ToList()).ToList();
+            if (perHorizon.Any(rs => rs.Count == 0)) continue;
+            var row = new List<string> { m, $"{mine.First(r => r.Horizon == options.Horizons[0]).Parameters:N0}" };
+            foreach (var rs in perHorizon) { row.Add($"{rs.Average(r => r.Mse):F3}"); row.Add($"{rs.Average(r => r.Mae):F3}"); }
+            // Per seed: the average over horizons; the row shows their mean (and spread when there are several seeds).
+            var averages = mine.GroupBy(r => r.Seed).Where(g => g.Count() == options.Horizons.Count)
+                .Select(g => (Mse: g.Average(r => r.Mse), Mae: g.Average(r => r.Mae))).ToList();
+            row.Add($"**{averages.Average(a => a.Mse):F3}**{Spread(averages.Select(a => a.Mse).ToList())}");
+            row.Add($"**{averages.Average(a => a.Mae):F3}**{Spread(averages.Select(a => a.Mae).ToList())}");
             row.Add($"{mine.Max(r => r.Seconds):F0} s");
             rows.Add(row);
         }
@@ -152,5 +169,13 @@ public static class ForecastRun
             report.Paragraph("The paper's rows (Titans, Table 3; averages over the same four horizons, lookback 96; not run here):")
                 .Table(new[] { "model (paper)", "avg MSE", "avg MAE" }, paper.Select(p => (IReadOnlyList<string>)new[] { p.Model, $"{p.Mse:F3}", $"{p.Mae:F3}" }));
         return report;
+    }
+
+    /// <summary>" ± sd" (sample standard deviation) for several values, nothing for one.</summary>
+    static string Spread(IReadOnlyList<double> values)
+    {
+        if (values.Count < 2) return "";
+        double mean = values.Average();
+        return $" ± {Math.Sqrt(values.Sum(v => (v - mean) * (v - mean)) / (values.Count - 1)):F3}";
     }
 }

@@ -27,6 +27,27 @@ public class DnaTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void MarkovReferencesScoreCompositionAndContext()
+    {
+        var tokenizer = NucleotideTokenizer.Instance;
+        // A period-4 genome is certain given one base of context, and 2 bits a base without any.
+        var periodic = tokenizer.Encode(string.Concat(Enumerable.Repeat("ACGT", 5000)));
+        Assert.Equal(2.0, MarkovModel.Fit(periodic, 0).BitsPerNucleotide(periodic), 3);
+        Assert.True(MarkovModel.Fit(periodic, 1).BitsPerNucleotide(periodic) < 0.01);
+        // Independent uniform bases: no order beats 2 bits on new bases from the same source, and high orders pay for
+        // their sparse counts.
+        var random = new Random(5);
+        long[] Uniform(int n) => Enumerable.Range(0, n).Select(_ => (long)random.Next(2, 6)).ToArray();
+        long[] train = Uniform(200_000), test = Uniform(50_000);
+        Assert.Equal(2.0, MarkovModel.Fit(train, 0).BitsPerNucleotide(test), 2);
+        Assert.True(MarkovModel.Fit(train, 8).BitsPerNucleotide(test) > 2.1);
+        // Separators between records are not nucleotides; orders out of range and nothing to score are errors.
+        Assert.Equal(2.0, MarkovModel.Fit(periodic, 0).BitsPerNucleotide(tokenizer.Encode("AC\nGT")), 3);
+        Assert.Throws<ArgumentOutOfRangeException>(() => MarkovModel.Fit(periodic, MarkovModel.MaxOrder + 1));
+        Assert.Throws<ArgumentException>(() => MarkovModel.Fit(periodic, 0).BitsPerNucleotide(tokenizer.Encode("\n")));
+    }
+
+    [Fact]
     public void FastaReadsWrappedMultiRecordFilesPlainAndGzip()
     {
         string text = ">one first\nACGT\nacgN\n\n>two\n; a comment\nTTTT\n";

@@ -160,6 +160,38 @@ public class ForecastingTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void TrainingLossesAreTheirFormulasOnTheTargetColumnsOnly()
+    {
+        var table = TimeSeriesTable.Parse(Csv(200, ("x", r => Math.Sin(r / 5.0)), ("y", r => Math.Cos(r / 7.0))), "two");
+        using var data = new ForecastData(table, SmallSplit, 8, 4, new[] { "y" });
+        // Errors on y: 0.5 and 2 (one inside Huber's quadratic zone, one beyond it); x's huge error must not count.
+        Tensor targets = zeros(1, 2, 2), forecast = zeros(1, 2, 2);
+        forecast[0, 0, 1] = tensor(0.5f);
+        forecast[0, 1, 1] = tensor(-2f);
+        forecast[0, .., 0] = tensor(100f);
+        double Loss(ForecastLoss loss) => ForecastTraining.Loss(forecast, targets, data, loss).item<float>();
+        Assert.Equal((0.25 + 4) / 2, Loss(ForecastLoss.Mse), 5);
+        Assert.Equal((0.5 + 2) / 2, Loss(ForecastLoss.Mae), 5);
+        Assert.Equal((0.5 * 0.25 + (2 - 0.5)) / 2, Loss(ForecastLoss.Huber), 5);
+        Assert.Equal(Loss(ForecastLoss.Mse), ForecastTraining.Loss(forecast, targets, data).item<float>(), 6);
+    }
+
+    [Fact]
+    public void AForecasterTrainedOnMaeAlsoBeatsTheNaiveForecast()
+    {
+        var table = TimeSeriesTable.Parse(Csv(1000, ("a", r => Math.Sin(2 * Math.PI * r / 24) + 0.001 * r)), "seasonal");
+        using var data = new ForecastData(table, new ForecastSplit(700, 850, 1000), lookback: 48, horizon: 12);
+        using var naive = Forecaster.Create(Tiny(ForecastModelKind.Naive, Architecture.Lmm, channels: 1));
+        double naiveMse = ForecastTraining.Score(naive, data, ForecastPart.Test).Mse;
+        manual_seed(1);
+        using var model = Forecaster.Create(Tiny(ForecastModelKind.DLinear, Architecture.Lmm, channels: 1));
+        var training = new TrainingConfig { Steps = 150, BatchSize = 16, SequenceLength = 48, LearningRate = 3e-3, WarmupSteps = 10, Beta2 = 0.999, WeightDecay = 0 };
+        ForecastTraining.Fit(model, data, training, evaluateEvery: 50, patience: 3, loss: ForecastLoss.Mae);
+        double mse = ForecastTraining.Score(model, data, ForecastPart.Test).Mse;
+        Assert.True(mse < 0.25 * naiveMse, $"test MSE {mse:F4} is not well below the naive forecast's {naiveMse:F4}");
+    }
+
+    [Fact]
     public void NaiveForecastRepeatsTheLastValueAndDLinearOfAConstantIsItsBias()
     {
         using var naive = Forecaster.Create(Tiny(ForecastModelKind.Naive, Architecture.Lmm));
