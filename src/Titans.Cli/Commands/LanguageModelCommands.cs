@@ -82,7 +82,7 @@ public static class LanguageModelCommands
                 var result = Evaluation.Run(model, tokens, header.Tokenizer, parse.GetValue(chunk), context,
                     restartEveryModel: parse.GetValue(windows));
                 Console.WriteLine($"{ArchitectureNames.Display(header.Model)} step {header.Step} on {corpus}: {result.Tokens:N0} tokens, " +
-                                  $"loss {result.Loss:F4} nats, perplexity {result.Perplexity:F3}, {result.BitsPerByte:F4} bits/byte " +
+                                  $"loss {result.Loss:F4} nats, perplexity {result.Perplexity:F3}, {result.BitsPerByte:F4} bits/{header.Tokenizer.ByteUnit} " +
                                   $"({result.Tokens / watch.Elapsed.TotalSeconds:N0} tok/s, peak RSS {ProcessMemory.PeakRss() / (1024.0 * 1024):N0} MiB)");
             }
             return 0;

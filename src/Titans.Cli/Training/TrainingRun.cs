@@ -23,8 +23,8 @@ public sealed record RunOptions(string Directory, int LogEvery, int EvalEvery, i
 /// <summary>What a validation measured: the loss to plot, a progress line, and the fields it adds to metrics.jsonl.</summary>
 public sealed record Validation(double Loss, string Summary, IReadOnlyDictionary<string, object> Fields)
 {
-    public static Validation Of(EvaluationResult result) => new(result.Loss,
-        $"validation loss {result.Loss:F4}  bits/byte {result.BitsPerByte:F4}  ppl {result.Perplexity:F2}",
+    public static Validation Of(EvaluationResult result, string unit = "byte") => new(result.Loss,
+        $"validation loss {result.Loss:F4}  bits/{unit} {result.BitsPerByte:F4}  ppl {result.Perplexity:F2}",
         new Dictionary<string, object> { ["val_loss"] = result.Loss, ["val_bpb"] = result.BitsPerByte, ["val_tokens"] = result.Tokens });
 }
 
@@ -97,7 +97,7 @@ public static class TrainingRun
         var trainCurve = metrics.Train;
         var validationCurve = metrics.Validation.Select(v => (v.Step, v.Loss)).ToList();
         int firstStep = trainer.Step;
-        var validate = options.Validate ?? (t => Validation.Of(Validate(t, tokenizer, options.EvalTokens)));
+        var validate = options.Validate ?? (t => Validation.Of(Validate(t, tokenizer, options.EvalTokens), tokenizer.ByteUnit));
         return TrainingProgress.Show(firstStep, trainer.Config.Steps, progress =>
         {
             var watch = Stopwatch.StartNew();

@@ -48,6 +48,8 @@ public sealed class NucleotideTokenizer : ITokenizer
         return text.ToString();
     }
 
+    public string ByteUnit => "nucleotide";
+
     public long ByteCount(ReadOnlySpan<long> tokens)
     {
         long count = 0;

@@ -10,6 +10,8 @@ public interface ITokenizer
     string Decode(ReadOnlySpan<long> tokens);
     /// <summary>UTF-8 bytes the tokens stand for.</summary>
     long ByteCount(ReadOnlySpan<long> tokens);
+    /// <summary>What <see cref="ByteCount"/> counts, for reports ("bits per byte"; nucleotides for DNA).</summary>
+    string ByteUnit => "byte";
     /// <summary>The tokenizer's model file where it is not built in (SentencePiece), stored inside checkpoints.</summary>
     byte[]? ModelFile => null;
 }

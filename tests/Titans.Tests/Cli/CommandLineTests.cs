@@ -58,6 +58,11 @@ public class CommandLineTests : IDisposable
         var resumed = Titans("train", "--data", corpus, "--resume", run, "--steps", "6");
         Assert.True(resumed.Code == 0, resumed.Error + resumed.Output);
         Assert.Contains("Resuming MAC at step 4 of 6", resumed.Output);
+
+        // A language model of text is not a DNA model.
+        var dna = Titans("dna", "eval", "-c", run);
+        Assert.Equal(2, dna.Code);
+        Assert.Contains("needs a `dna pretrain` checkpoint", dna.Error);
         Assert.Equal(6, Metrics(run).Last().GetProperty("step").GetInt32());
         // Without --steps a run resumes to its own length, not to the option's default.
         var finished = Titans("train", "--data", corpus, "--resume", run);
@@ -134,6 +139,57 @@ public class CommandLineTests : IDisposable
             Assert.Contains(expected, error);
             Assert.Single(error.Trim().Split('\n'));
         }
+    }
+
+    [Fact]
+    public void DnaPretrainThenEvaluateBesideMarkovReferences()
+    {
+        var random = new Random(2);
+        string Genome(string name)
+        {
+            string path = Path.Combine(folder, name);
+            File.WriteAllText(path, $">{name}\n" + string.Concat(Enumerable.Range(0, 3000).Select(_ => "ACGT"[random.Next(4)])) + "\n");
+            return path;
+        }
+        string train = Genome("train.fa"), heldOut = Genome("held-out.fa"), run = Path.Combine(folder, "dna");
+        var pretrain = Titans("dna", "pretrain", "--genome", train, "--held-out", heldOut, "--steps", "2", "--batch-size", "2", "--seq-len", "32",
+            "--warmup", "1", "--eval-every", "2", "--eval-tokens", "64", "--out", run);
+        Assert.True(pretrain.Code == 0, pretrain.Error + pretrain.Output);
+        Assert.Contains("bits/nucleotide", pretrain.Output);
+        string report = Path.Combine(folder, "bits.md");
+        var eval = Titans("dna", "eval", "-c", run, "--genomes", heldOut, "--markov-genome", train, "--markov-orders", "0,2", "--nucleotides", "500", "--report", report);
+        Assert.True(eval.Code == 0, eval.Error + eval.Output);
+        Assert.Matches(@"held-out.fa: LMM step 2 [0-9.]+ bits/nucleotide over 499 nucleotides .*order 0 [0-9.]+, order 2 [0-9.]+", eval.Output);
+        Assert.Contains("| Markov order 0 | Markov order 2 |", File.ReadAllText(report));
+        var badOrder = Titans("dna", "eval", "-c", run, "--genomes", heldOut, "--markov-genome", train, "--markov-orders", "9");
+        Assert.Equal(2, badOrder.Code);
+        Assert.Contains("--markov-orders must be integers from 0 to 8, got '9'", badOrder.Error);
+    }
+
+    [Fact]
+    public void ForecastTrainWithSeveralSeedsReportsTheirMeanAndSpread()
+    {
+        string csv = Path.Combine(folder, "series.csv");
+        File.WriteAllLines(csv, new[] { "x,y" }.Concat(Enumerable.Range(0, 300).Select(r =>
+            FormattableString.Invariant($"{Math.Sin(r / 4.0) + 0.1 * Math.Cos(r * 1.3)},{Math.Cos(r / 6.0)}"))));
+        string run = Path.Combine(folder, "forecast");
+        var train = Titans("forecast", "train", "--data", csv, "--lookback", "16", "--horizons", "4", "-a", "naive,dlinear", "--seeds", "1,2",
+            "--loss", "mae", "--steps", "20", "--eval-every", "10", "--patience", "2", "--out", run);
+        Assert.True(train.Code == 0, train.Error + train.Output);
+        string table = File.ReadAllText(Path.Combine(run, "results.md"));
+        Assert.Contains("training loss MAE", table);
+        Assert.Contains("seeds 1, 2", table);
+        Assert.Matches(@"\| DLinear \|.*\*\*[0-9.]+\*\* ± [0-9.]+", table);
+        foreach (string seed in new[] { "seed1", "seed2" })
+            Assert.True(File.Exists(Path.Combine(run, $"dlinear-h4-{seed}", "forecaster.safetensors")), $"no checkpoint for {seed}: {train.Output}");
+        // The two seeds train different models; each checkpoint re-scores as it was trained.
+        var eval = Titans("forecast", "eval", "--checkpoint", Path.Combine(run, "dlinear-h4-seed2", "forecaster.safetensors"), "--data", csv);
+        Assert.True(eval.Code == 0, eval.Error);
+        Assert.Contains("test part", eval.Output);
+
+        var badLoss = Titans("forecast", "train", "--data", csv, "--loss", "l2", "--out", Path.Combine(folder, "bad"));
+        Assert.Equal(2, badLoss.Code);
+        Assert.Contains("--loss must be mse, mae or huber, got 'l2'", badLoss.Error);
     }
 
     [Fact]
