@@ -139,8 +139,9 @@ public static class Checkpoint
         return (trainer, header);
     }
 
+    /// <summary>A model's weights, every one finite: the trainer never saves a non-finite step, so a NaN means a damaged file.</summary>
     static void CopyWeights(string path, SafeTensorsContent content, TitansLanguageModel model) =>
-        CopyWeights(path, content, model, k => k.StartsWith(OptimizerPrefix) || k == TokenizerModel);
+        CopyWeights(path, content, model, k => k.StartsWith(OptimizerPrefix) || k == TokenizerModel, requireFinite: true);
 
     /// <summary>
     /// Copies every parameter of <paramref name="model"/> from the file by name, checking dtype and shape; a tensor in

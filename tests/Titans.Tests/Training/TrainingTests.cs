@@ -307,6 +307,21 @@ public class TrainingTests : IDisposable
             SafeTensors.Save(mismatched, content.Tensors, metadata);
             Assert.Contains("not a Titans checkpoint", Assert.Throws<InvalidDataException>(() => Checkpoint.LoadModel(mismatched)).Message);
         }
+
+        // A NaN in any weight is refused on load, naming the file and the tensor, for evaluation as for resuming.
+        string poisoned = Path.Combine(folder, "nan.safetensors");
+        using (var content = SafeTensors.Load(path))
+        {
+            var tensors = content.Tensors.ToDictionary(t => t.Key, t => t.Value.clone());
+            tensors["norm.weight"][3] = float.NaN;
+            SafeTensors.Save(poisoned, tensors, content.Metadata.ToDictionary());
+        }
+        foreach (var load in new Action[] { () => Checkpoint.LoadModel(poisoned), () => Checkpoint.Resume(poisoned, _ => Data(Training)) })
+        {
+            var message = Assert.Throws<InvalidDataException>(load).Message;
+            Assert.Contains("nan.safetensors", message);
+            Assert.Contains("'norm.weight' holds NaN", message);
+        }
         trainer.Model.Dispose();
     }
 
