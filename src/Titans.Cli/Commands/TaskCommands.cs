@@ -192,7 +192,9 @@ public static class TaskCommands
                 var lengthList = ParseList(parse.GetValue(lengths), "--lengths", int.Parse) ?? new[] { 1, 2, 4, 8, 16 }.Select(f => f * trained).ToList();
                 foreach (int l in lengthList) TaskRun.RequireLength(task, l, $"the length {l}");
                 var depthList = task.HasDepth ? ParseList(parse.GetValue(depths), "--depths", double.Parse) ?? TaskRun.Depths(task, 5) : TaskRun.Depths(task, 1);
-                if (depthList.Any(d => d is < 0 or > 1)) throw new ArgumentException("--depths must lie in [0, 1].");
+                // Only the depths given are checked (a task without depths uses NaN for "scattered"), written so that NaN fails too.
+                if (task.HasDepth && parse.GetValue(depths) is not null && depthList.FirstOrDefault(d => !(d >= 0 && d <= 1), 0) is var outside && !(outside >= 0 && outside <= 1))
+                    throw new ArgumentException($"--depths must lie in [0, 1], got {outside.ToString(System.Globalization.CultureInfo.InvariantCulture)}.");
                 string markdown = parse.GetValue(output) ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(file))!, $"eval-{task.Name}.md");
                 string title = $"{task.Name}: {ArchitectureNames.Display(header.Model)} trained at {trained:N0} tokens (step {header.Step})";
                 Console.WriteLine($"{title}; {task.Description}; {Examples(TrainingOptions.Positive(parse, examples))} per cell");

@@ -226,6 +226,12 @@ public class CommandLineTests : IDisposable
         var short_ = Titans("task", "eval", "-c", run, "--task", "passkey", "--lengths", "64", "--out", Path.Combine(folder, "x.md"));
         Assert.Equal(2, short_.Code);
         Assert.Contains("too short", short_.Error);
+        foreach (var (depth, printed) in new[] { ("nan", "NaN"), ("1.5", "1.5"), ("-0.1", "-0.1") })
+        {
+            var bad = Titans("task", "eval", "-c", run, "--task", "passkey", "--lengths", "120", "--depths", $"0,{depth}", "--out", Path.Combine(folder, "y.md"));
+            Assert.Equal(2, bad.Code);
+            Assert.Contains($"--depths must lie in [0, 1], got {printed}.", bad.Error);
+        }
 
         // The memory traced over one long example: a table per memory block and a plot.
         string trace = Path.Combine(folder, "trace.md");
