@@ -105,6 +105,8 @@ public static class LanguageModelCommands
             { checkpoint, prompt, promptFile, tokens, temperature, topK, topP, seed };
         command.SetAction(parse => CommonOptions.Run(parse, device =>
         {
+            if (parse.GetValue(promptFile) is not null && parse.GetValue(prompt) is not null)
+                throw new ArgumentException("Give either --prompt or --prompt-file, not both.");
             string text = parse.GetValue(promptFile) is string file ? TextCorpus.Load(file)
                 : parse.GetValue(prompt) ?? throw new ArgumentException("Give a --prompt or a --prompt-file.");
             var (model, header) = Checkpoint.LoadModel(TrainingOptions.CheckpointPath(parse.GetValue(checkpoint)!), device);
