@@ -107,7 +107,7 @@ public static class LanguageModelCommands
         {
             if (parse.GetValue(promptFile) is not null && parse.GetValue(prompt) is not null)
                 throw new ArgumentException("Give either --prompt or --prompt-file, not both.");
-            string text = parse.GetValue(promptFile) is string file ? TextCorpus.Load(file)
+            string text = parse.GetValue(promptFile) is string file ? PromptFile(file)
                 : parse.GetValue(prompt) ?? throw new ArgumentException("Give a --prompt or a --prompt-file.");
             var (model, header) = Checkpoint.LoadModel(TrainingOptions.CheckpointPath(parse.GetValue(checkpoint)!), device);
             using (model)
@@ -116,6 +116,14 @@ public static class LanguageModelCommands
             return 0;
         }));
         return command;
+    }
+
+    /// <summary>A prompt file's text (strict UTF-8); errors say "prompt file", not "corpus".</summary>
+    static string PromptFile(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"No prompt file at '{path}'.", path);
+        string text = TextCorpus.Decode(path, File.ReadAllBytes(path), requireText: false);
+        return string.IsNullOrWhiteSpace(text) ? throw new InvalidDataException($"The prompt file '{path}' is empty.") : text;
     }
 
     /// <summary>Prints the prompt, then each generated character as soon as it completes.</summary>

@@ -123,6 +123,8 @@ public class CommandLineTests : IDisposable
             (new[] { "eval", "-c", Path.Combine(folder, "nowhere") }, "No checkpoint"),
             (new[] { "generate", "-c", truncated }, "--prompt"),
             (new[] { "generate", "-c", truncated, "-p", "a", "--prompt-file", corpus }, "either --prompt or --prompt-file, not both"),
+            (new[] { "generate", "-c", truncated, "--prompt-file", empty }, "The prompt file"),
+            (new[] { "generate", "-c", truncated, "--prompt-file", Path.Combine(folder, "nowhere.txt") }, "No prompt file at"),
             (new[] { "task", "train", "--task", "needles", "--out", Path.Combine(folder, "f") }, "Unknown task 'needles'"),
             (new[] { "task", "train", "--task", "passkey", "--length", "50", "--out", Path.Combine(folder, "g") }, "--length 50 is too short"),
             (new[] { "task", "train", "--task", "number", "--haystack", latin1, "--out", Path.Combine(folder, "h") }, "not UTF-8 text"),
