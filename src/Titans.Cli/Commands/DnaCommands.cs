@@ -109,12 +109,11 @@ public static class DnaCommands
                     long[] scored = tokens[..Math.Min(count, tokens.Length)];
                     var watch = Stopwatch.StartNew();
                     var result = Evaluation.Run(model, scored, header.Tokenizer, chunk: 512, maxContext: header.Training.SequenceLength);
-                    var row = new List<string> { Path.GetFileName(genome), $"{result.Bytes:N0}", $"**{result.BitsPerByte:F4}**" };
-                    row.AddRange(markov.Select(m => $"{m.BitsPerNucleotide(scored):F4}"));
-                    rows.Add(row);
+                    var markovBits = markov.Select(m => m.BitsPerNucleotide(scored)).ToList();
+                    rows.Add(new[] { Path.GetFileName(genome), $"{result.Bytes:N0}", $"**{result.BitsPerByte:F4}**" }.Concat(markovBits.Select(b => $"{b:F4}")).ToList());
                     Console.WriteLine($"{Path.GetFileName(genome)}: {described} {result.BitsPerByte:F4} bits/nucleotide over {result.Bytes:N0} nucleotides " +
                                       $"({result.Tokens / watch.Elapsed.TotalSeconds:N0} tok/s); Markov " +
-                                      string.Join(", ", markov.Select((m, i) => $"order {m.Order} {rows[^1][3 + i]}")));
+                                      string.Join(", ", markov.Zip(markovBits, (m, b) => $"order {m.Order} {b:F4}")));
                 }
                 if (parse.GetValue(report) is string path)
                     new MarkdownReport("Bits per nucleotide", CommonOptions.CommandLine(parse))

@@ -104,7 +104,6 @@ public static class ForecastRun
                 File.WriteAllText(Path.Combine(options.Directory, "results.json"), JsonSerializer.Serialize(results, new JsonSerializerOptions { WriteIndented = true }));
             }
         }
-        File.WriteAllText(Path.Combine(options.Directory, "results.json"), JsonSerializer.Serialize(results, new JsonSerializerOptions { WriteIndented = true }));
         var report = Report(dataset, options, split, results);
         report.Save(Path.Combine(options.Directory, "results.md"));
         if (options.Report is string path) report.Save(path);
