@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
+using System.Security.Cryptography;
 using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
@@ -46,6 +47,12 @@ public sealed class SafeTensorsContent : IDisposable
 public static class SafeTensors
 {
     const string MetadataKey = "__metadata__";
+    /// <summary>
+    /// The metadata key of the SHA-256 (lowercase hex) of the whole data buffer, everything after the header: written
+    /// on every save and checked on load when present, so a flipped byte inside tensor data is caught. Any tool can
+    /// check it (docs/checkpoints.md); files written elsewhere, without it, load unchecked.
+    /// </summary>
+    public const string DataChecksumKey = "tensor_data_sha256";
     /// <summary>The reference implementation's limit: a larger length means a corrupt or foreign file.</summary>
     const long MaxHeaderBytes = 100_000_000;
     /// <summary>A span's length is an int, so tensor memory is copied in pieces of at most this many bytes.</summary>
@@ -112,7 +119,13 @@ public static class SafeTensors
             offset += bytes;
         }
 
-        byte[] header = Header(entries.Select(e => e.Entry), metadata);
+        if (metadata?.ContainsKey(DataChecksumKey) == true)
+            throw new ArgumentException($"The metadata key '{DataChecksumKey}' is reserved for the data checksum.", nameof(metadata));
+        var withChecksum = new Dictionary<string, string>(metadata ?? new Dictionary<string, string>())
+        {
+            [DataChecksumKey] = DataChecksum(entries),
+        };
+        byte[] header = Header(entries.Select(e => e.Entry), withChecksum);
         Span<byte> length = stackalloc byte[8];
         BinaryPrimitives.WriteUInt64LittleEndian(length, (ulong)header.Length);
         stream.Write(length);
@@ -122,6 +135,18 @@ public static class SafeTensors
             using var scope = NewDisposeScope();
             ForEachSpan(tensor.detach().cpu().contiguous(), entry.DType.Size, span => stream.Write(span));
         }
+    }
+
+    /// <summary>The SHA-256 of the tensors' bytes as they will be written, in order (a first pass over their memory).</summary>
+    static string DataChecksum(List<(Entry Entry, Tensor Tensor)> entries)
+    {
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        foreach (var (entry, tensor) in entries)
+        {
+            using var scope = NewDisposeScope();
+            ForEachSpan(tensor.detach().cpu().contiguous(), entry.DType.Size, span => hash.AppendData(span));
+        }
+        return Convert.ToHexStringLower(hash.GetHashAndReset());
     }
 
     /// <summary>The header JSON, padded with spaces so the data starts at a multiple of 8 bytes from the file start.</summary>
@@ -187,6 +212,7 @@ public static class SafeTensors
         }
 
         using var scope = NewDisposeScope();
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         var tensors = new OrderedDictionary<string, Tensor>();
         foreach (var entry in layout)
         {
@@ -198,10 +224,17 @@ public static class SafeTensors
                 if (read < span.Length)
                     throw Bad(sourceName, $"is truncated: tensor '{entry.Name}' needs data bytes [{entry.Begin}, {entry.End}) but the data ends at byte {position + read}");
                 position += read;
+                hash.AppendData(span);
             });
             tensors.Add(entry.Name, tensor);
         }
         if (stream.ReadByte() != -1) throw Bad(sourceName, "has trailing bytes after the last tensor");
+        if (metadata.Remove(DataChecksumKey, out var recorded))   // the container's own, not the caller's metadata
+        {
+            string actual = Convert.ToHexStringLower(hash.GetHashAndReset());
+            if (!string.Equals(actual, recorded, StringComparison.OrdinalIgnoreCase))
+                throw Bad(sourceName, $"is damaged: the SHA-256 of its tensor data is {actual[..16]}…, but {recorded[..Math.Min(16, recorded.Length)]}… was recorded when it was saved");
+        }
 
         foreach (var tensor in tensors.Values) tensor.DetachFromDisposeScope();
         return new SafeTensorsContent(tensors, metadata, sourceName);
@@ -221,7 +254,7 @@ public static class SafeTensors
         }
     }
 
-    static (List<Entry> Entries, IReadOnlyDictionary<string, string> Metadata) ReadHeader(Stream stream, string source)
+    static (List<Entry> Entries, Dictionary<string, string> Metadata) ReadHeader(Stream stream, string source)
     {
         Span<byte> prefix = stackalloc byte[8];
         int got = stream.ReadAtLeast(prefix, 8, throwOnEndOfStream: false);

@@ -132,6 +132,38 @@ public sealed class SafeTensorsTests : IDisposable
         Assert.Empty(content.Metadata);
     }
 
+    [Fact]
+    public void TheRecordedChecksumIsTheSha256OfTheDataBufferAndCatchesAFlippedByte()
+    {
+        using var scope = NewDisposeScope();
+        string path = PathOf("checked.safetensors");
+        SafeTensors.Save(path, [new("w", arange(64, dtype: ScalarType.Float32)), new("step", tensor(3L))], new Dictionary<string, string> { ["k"] = "v" });
+        byte[] file = File.ReadAllBytes(path);
+        long n = (long)BinaryPrimitives.ReadUInt64LittleEndian(file);
+        // What any tool can check: hashlib.sha256(data[8 + n:]) against the header's __metadata__.
+        using (var json = JsonDocument.Parse(Encoding.UTF8.GetString(file, 8, (int)n)))
+            Assert.Equal(Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(file.AsSpan((int)(8 + n)))),
+                json.RootElement.GetProperty("__metadata__").GetProperty(SafeTensors.DataChecksumKey).GetString());
+        using (var content = SafeTensors.Load(path))
+            Assert.Equal(new Dictionary<string, string> { ["k"] = "v" }, content.Metadata);   // the container's key is not the caller's
+
+        file[8 + n + 37] ^= 0x10;   // one bit inside w's data: still a well-formed file
+        File.WriteAllBytes(path, file);
+        var e = Assert.Throws<InvalidDataException>(() => SafeTensors.Load(path));
+        Assert.Contains(path, e.Message);
+        Assert.Contains("damaged", e.Message);
+        Assert.Contains("SHA-256", e.Message);
+    }
+
+    [Fact]
+    public void TheChecksumKeyIsReserved()
+    {
+        using var scope = NewDisposeScope();
+        var e = Assert.Throws<ArgumentException>(() => SafeTensors.Write(new MemoryStream(), [new("x", ones(1))],
+            new Dictionary<string, string> { [SafeTensors.DataChecksumKey] = "0" }));
+        Assert.Contains("reserved", e.Message);
+    }
+
     /// <summary>A file in the format's own terms: length prefix, header JSON padded with spaces, then raw data.</summary>
     static byte[] Crafted(string headerJson, byte[] data, bool pad = true) => Crafted(Encoding.UTF8.GetBytes(headerJson), data, pad);
 
