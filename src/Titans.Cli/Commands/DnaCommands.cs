@@ -31,6 +31,9 @@ public static class DnaCommands
         return NucleotideTokenizer.Instance.Encode(string.Join("\n", records.Select(r => r.Sequence)));
     }
 
+    /// <summary>Checkpoint metadata keys of the genomes a pretraining run trained and validated on (full paths).</summary>
+    const string GenomeKey = "genome", HeldOutKey = "held_out";
+
     static Command Pretrain()
     {
         var options = new TrainingOptions();
@@ -51,14 +54,18 @@ public static class DnaCommands
                 new(GenomeTokens(trainFile), GenomeTokens(heldOutFile), training.SequenceLength, training.StreamPrefix);
             if (parse.GetValue(options.Resume) is string from)
             {
+                options.RefuseSettingsOnResume(parse, genome, heldOut, evalTokens);
                 string file = TrainingOptions.CheckpointPath(from);
-                var (trainer, header) = Checkpoint.Resume(file, h => Data(h.Training), options.ResumeSteps(parse), device);
+                var (trainer, header) = Checkpoint.Resume(file, h =>
+                {
+                    // The genomes the run recorded unless given (copies: the run checks their tokens).
+                    if (!TrainingOptions.Given(parse, genome)) trainFile = h.Metadata.GetValueOrDefault(GenomeKey) ?? trainFile;
+                    if (!TrainingOptions.Given(parse, heldOut)) heldOutFile = h.Metadata.GetValueOrDefault(HeldOutKey) ?? heldOutFile;
+                    return Data(h.Training);
+                }, options.ResumeSteps(parse), device);
                 using (trainer)
                 using (trainer.Model)
-                {
-                    Console.WriteLine($"Resuming {ArchitectureNames.Display(trainer.Model.Config)} at step {trainer.Step} of {trainer.Config.Steps} from {file}");
-                    TrainingRun.Run(trainer, header.Tokenizer, run with { Directory = Path.GetDirectoryName(Path.GetFullPath(file))! }, header.ElapsedMilliseconds);
-                }
+                    TrainingRun.Continue(trainer, header, file, run);
                 return 0;
             }
             var tokenizer = NucleotideTokenizer.Instance;
@@ -66,7 +73,7 @@ public static class DnaCommands
             var training = options.Training(parse, new TrainingConfig().ValidationFraction);
             string folder = parse.GetValue(options.Output) ?? Path.Combine("runs", "dna", $"pretrain-{TrainingRun.FolderName(config.Architecture)}-{parse.GetValue(options.Preset)}");
             TrainingRun.Start(config, training, tokenizer, Data(training), $"{Path.GetFileName(trainFile)} (held out: {Path.GetFileName(heldOutFile)})",
-                run with { Directory = folder });
+                run with { Directory = folder, Metadata = new Dictionary<string, string> { [GenomeKey] = Path.GetFullPath(trainFile), [HeldOutKey] = Path.GetFullPath(heldOutFile) } });
             return 0;
         }));
         return command;

@@ -32,27 +32,42 @@ public static class LanguageModelCommands
         {
             var run = new RunOptions("", TrainingOptions.Positive(parse, options.LogEvery), TrainingOptions.Positive(parse, options.EvalEvery),
                 TrainingOptions.Positive(parse, evalTokens), TrainingOptions.Positive(parse, options.SaveEvery)) { Device = device };
-            string corpus = parse.GetValue(Data) ?? DefaultCorpus;
             if (parse.GetValue(options.Resume) is string from)
             {
+                options.RefuseSettingsOnResume(parse, Data, evalTokens);
                 string file = TrainingOptions.CheckpointPath(from);
-                var (trainer, header) = Checkpoint.Resume(file, h => LoadData(corpus, h.Tokenizer, h.Training), options.ResumeSteps(parse), device);
+                var (trainer, header) = Checkpoint.Resume(file, h => LoadData(RecordedCorpus(parse, h, file), h.Tokenizer, h.Training),
+                    options.ResumeSteps(parse), device);
                 using (trainer)
                 using (trainer.Model)
-                {
-                    Console.WriteLine($"Resuming {ArchitectureNames.Display(trainer.Model.Config)} at step {trainer.Step} of {trainer.Config.Steps} from {file}");
-                    TrainingRun.Run(trainer, header.Tokenizer, run with { Directory = Path.GetDirectoryName(Path.GetFullPath(file))! }, header.ElapsedMilliseconds);
-                }
+                    TrainingRun.Continue(trainer, header, file, run);
                 return 0;
             }
+            string corpus = parse.GetValue(Data) ?? DefaultCorpus;
             var tokenizer = Tokenizers.FromSpecification(parse.GetValue(tokenizerOption)!);
             TitansConfig config = options.Model(parse, tokenizer);
             var training = options.Training(parse, parse.GetValue(validation));
             string folder = parse.GetValue(options.Output) ?? Path.Combine("runs", $"{TrainingRun.FolderName(config.Architecture)}-{parse.GetValue(options.Preset)}");
-            TrainingRun.Start(config, training, tokenizer, LoadData(corpus, tokenizer, training), corpus, run with { Directory = folder });
+            TrainingRun.Start(config, training, tokenizer, LoadData(corpus, tokenizer, training), corpus,
+                run with { Directory = folder, Metadata = CorpusMetadata(corpus) });
             return 0;
         }));
         return command;
+    }
+
+    /// <summary>The checkpoint metadata key of the corpus a run trained on (its full path).</summary>
+    const string CorpusKey = "corpus";
+
+    static Dictionary<string, string> CorpusMetadata(string corpus) => new() { [CorpusKey] = Path.GetFullPath(corpus) };
+
+    /// <summary>The corpus a resumed run continues on: --data (a copy; the run checks its tokens), else the one it recorded.</summary>
+    static string RecordedCorpus(ParseResult parse, Checkpoint.Header header, string file)
+    {
+        if (parse.GetValue(Data) is string given) return given;
+        string recorded = header.Metadata.GetValueOrDefault(CorpusKey)
+            ?? throw new ArgumentException($"'{file}' does not record its corpus (it predates that); give its corpus with --data.");
+        return File.Exists(recorded) || Directory.Exists(recorded) ? recorded
+            : throw new ArgumentException($"The corpus this run trained on, '{recorded}', is gone; give a copy of it with --data.");
     }
 
     public static TokenData LoadData(string corpus, ITokenizer tokenizer, TrainingConfig training)
@@ -161,7 +176,8 @@ public static class LanguageModelCommands
             {
                 string folder = Path.Combine(parse.GetValue(output)!, TrainingRun.FolderName(architecture));
                 if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
-                var run = new RunOptions(folder, LogEvery: 25, EvalEvery: training.Steps, EvalTokens: 32768, CheckpointEvery: training.Steps) { Device = device };
+                var run = new RunOptions(folder, LogEvery: 25, EvalEvery: training.Steps, EvalTokens: 32768, CheckpointEvery: training.Steps)
+                    { Device = device, Metadata = CorpusMetadata(DefaultCorpus) };
                 TrainingRun.Start(Presets.Get("tiny", architecture), training, tokenizer, data, DefaultCorpus, run);
                 folders.Add((architecture, folder));
                 Console.WriteLine();

@@ -46,8 +46,14 @@ public static class TaskCommands
     /// </summary>
     static string HaystackOf(ParseResult parse, Checkpoint.Header header, bool fallBackWhenGone)
     {
-        if (parse.GetValue(Haystack) is string given) return given;
         string? recorded = header.Metadata.GetValueOrDefault(TaskRun.HaystackKey);
+        if (parse.GetValue(Haystack) is string given)
+        {
+            // Resuming continues on the run's own haystack; --haystack may only stand in for it once it is gone.
+            if (!fallBackWhenGone && recorded is not null && Path.GetFullPath(given) != recorded && (File.Exists(recorded) || Directory.Exists(recorded)))
+                throw new ArgumentException($"The run trained with the haystack '{recorded}'; --resume continues on it (--haystack may only replace it once it is gone).");
+            return given;
+        }
         if (recorded is null) return LanguageModelCommands.DefaultCorpus;
         if (fallBackWhenGone && !File.Exists(recorded) && !Directory.Exists(recorded))
         {
@@ -117,6 +123,7 @@ public static class TaskCommands
             int examples = TrainingOptions.Positive(parse, evalExamples);
             if (parse.GetValue(options.Resume) is string from)
             {
+                options.RefuseSettingsOnResume(parse, Haystack, evalExamples);
                 string file = TrainingOptions.CheckpointPath(from);
                 ILongContextTask? task = null;
                 string haystack = "";
@@ -129,11 +136,8 @@ public static class TaskCommands
                 }, options.ResumeSteps(parse), device);
                 using (trainer)
                 using (trainer.Model)
-                {
-                    Console.WriteLine($"Resuming {ArchitectureNames.Display(trainer.Model.Config)} on {task!.Name} at step {trainer.Step} of {trainer.Config.Steps} from {file}");
-                    TrainingRun.Run(trainer, header.Tokenizer, TaskRun.Configure(run with { Directory = Path.GetDirectoryName(Path.GetFullPath(file))! },
-                        task, haystack, trainer.Config, examples, header.Metadata.GetValueOrDefault(TaskRun.InitKey)), header.ElapsedMilliseconds);
-                }
+                    TrainingRun.Continue(trainer, header, file,
+                        TaskRun.Configure(run, task!, haystack, trainer.Config, examples, header.Metadata.GetValueOrDefault(TaskRun.InitKey)), $" on {task!.Name}");
                 return 0;
             }
             string taskName = parse.GetValue(taskOption) ?? throw new ArgumentException($"Give a --task: {string.Join(", ", LongContextTasks.Names)}.");

@@ -64,7 +64,25 @@ public sealed class TrainingOptions
         value > 0 ? value : throw new ArgumentException($"{option} must be at least 1, got {value}.");
 
     /// <summary>The total step count to resume to, if --steps was given on the command line (its default is not a request).</summary>
-    public int? ResumeSteps(ParseResult parse) => parse.GetResult(Steps) is { Implicit: false } ? parse.GetValue(Steps) : null;
+    public int? ResumeSteps(ParseResult parse) => Given(parse, Steps) ? parse.GetValue(Steps) : null;
+
+    /// <summary>
+    /// --resume continues a run with the settings it started with (its model.json, training.json and data): an option that
+    /// would set them is an error naming it, not silently ignored. Allowed: --steps (to extend the run), the reporting
+    /// intervals, and the command's <paramref name="mayChange"/> (its data, which the run checks is the same).
+    /// </summary>
+    public void RefuseSettingsOnResume(ParseResult parse, params Option[] mayChange)
+    {
+        var allowed = new HashSet<Option>(mayChange) { Steps, Resume, LogEvery, EvalEvery, SaveEvery };
+        var given = parse.CommandResult.Command.Options.Where(o => !allowed.Contains(o) && parse.GetResult(o) is { Implicit: false })
+            .Select(o => o.Name).ToList();
+        if (given.Count > 0)
+            throw new ArgumentException($"--resume continues the run with its own settings; {string.Join(", ", given)} cannot be given with it " +
+                                        $"(what may be: {string.Join(", ", allowed.Where(o => o != Resume).Select(o => o.Name))}).");
+    }
+
+    /// <summary>Whether the user typed the option (its default is not a request).</summary>
+    public static bool Given(ParseResult parse, Option option) => parse.GetResult(option) is { Implicit: false };
 
     /// <summary>The checkpoint file of a run folder, or the file itself.</summary>
     public static string CheckpointPath(string path)

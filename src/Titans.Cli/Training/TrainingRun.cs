@@ -37,6 +37,8 @@ public static class TrainingRun
 {
     public const string CheckpointFile = "checkpoint.safetensors";
     public const string MetricsFile = "metrics.jsonl";
+    /// <summary>The checkpoint metadata key of <see cref="TokenData.Checksum"/>, for runs on a corpus.</summary>
+    public const string DataChecksumKey = "data_sha256";
 
     /// <summary>A run folder's name for an architecture: <c>mac</c>, <c>transformerpp</c>, <c>swa</c>, …</summary>
     public static string FolderName(Architecture architecture) => ArchitectureNames.Display(architecture).ToLowerInvariant().Replace("+", "p");
@@ -68,7 +70,26 @@ public static class TrainingRun
         Console.WriteLine($"Training {ArchitectureNames.Display(config)} ({Quantities.Count(model.parameters().Sum(p => p.numel()))} parameters) " +
                           $"on {data.Train.Length:N0} tokens of {corpus}, validating on {data.Validation.Length:N0}; " +
                           $"{training.Steps} steps × {training.TokensPerStep:N0} tokens{PrefixNote(training)} → {run.Directory}");
-        return Run(trainer, tokenizer, run);
+        var metadata = new Dictionary<string, string>(run.Metadata ?? new Dictionary<string, string>()) { [DataChecksumKey] = data.Checksum() };
+        return Run(trainer, tokenizer, run with { Metadata = metadata });
+    }
+
+    /// <summary>
+    /// Continues a resumed run in its checkpoint's folder, keeping what the checkpoint recorded besides its own keys (its
+    /// corpus, its task; <paramref name="run"/>'s metadata wins). A run on a corpus must get the tokens it trained on
+    /// (checked against their recorded checksum), or it would not continue as it would have.
+    /// </summary>
+    /// <param name="subject">Words after the model's name in the first line (" on qa1"), or "".</param>
+    public static Validation Continue(Trainer trainer, Checkpoint.Header header, string file, RunOptions run, string subject = "")
+    {
+        if (trainer.Data is TokenData data && header.Metadata.GetValueOrDefault(DataChecksumKey) is string recorded && data.Checksum() != recorded)
+            throw new ArgumentException($"The data given differs from the data '{file}' trained on (the SHA-256 of its tokens differs); " +
+                                        "resume with the run's own data.");
+        Console.WriteLine($"Resuming {ArchitectureNames.Display(trainer.Model.Config)}{subject} at step {trainer.Step} of {trainer.Config.Steps} from {file}");
+        var metadata = header.Extra.ToDictionary();
+        foreach (var (key, value) in run.Metadata ?? new Dictionary<string, string>()) metadata[key] = value;
+        return Run(trainer, header.Tokenizer, run with { Directory = Path.GetDirectoryName(Path.GetFullPath(file))!, Metadata = metadata },
+            header.ElapsedMilliseconds);
     }
 
     /// <summary><see cref="PrefixPhrase"/> in parentheses after a space when training uses a stream prefix, else "".</summary>

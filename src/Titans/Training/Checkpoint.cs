@@ -59,7 +59,13 @@ public static class Checkpoint
     /// <summary>What a checkpoint says about itself, without building anything.</summary>
     /// <param name="Metadata">All of the file's metadata, including what <see cref="Save"/> was given as extra.</param>
     public sealed record Header(TitansConfig Model, TrainingConfig Training, ITokenizer Tokenizer, int Step, long ElapsedMilliseconds,
-        IReadOnlyDictionary<string, string> Metadata);
+        IReadOnlyDictionary<string, string> Metadata)
+    {
+        /// <summary>The metadata <see cref="Save"/> was given as extra (a run's corpus, a task run's task), to save again on resume.</summary>
+        public IReadOnlyDictionary<string, string> Extra => Metadata.Where(m => !OwnKeys.Contains(m.Key)).ToDictionary();
+    }
+
+    static readonly string[] OwnKeys = ["format", "model_config", "training_config", "tokenizer", "step", "elapsed_ms"];
 
     public static Header ReadHeader(string path, SafeTensorsContent content)
     {

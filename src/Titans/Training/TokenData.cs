@@ -1,3 +1,5 @@
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
 using static TorchSharp.torch;
 
 namespace Titans.Training;
@@ -33,6 +35,15 @@ public sealed class TokenData : IBatchSource
         Train = train;
         Validation = validation;
         RequireRoom(streamPrefix, sequenceLength);
+    }
+
+    /// <summary>The SHA-256 (hex) of the training then the validation tokens: a resumed run checks it gets the data it trained on.</summary>
+    public string Checksum()
+    {
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        hash.AppendData(MemoryMarshal.AsBytes(Train.AsSpan()));
+        hash.AppendData(MemoryMarshal.AsBytes(Validation.AsSpan()));
+        return Convert.ToHexStringLower(hash.GetHashAndReset());
     }
 
     void RequireRoom(int prefixLength, int sequenceLength)

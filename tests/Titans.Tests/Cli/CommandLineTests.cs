@@ -82,6 +82,58 @@ public class CommandLineTests : IDisposable
         Assert.Equal(first.Output, second.Output);
     }
 
+    /// <summary>The tensor data's checksum a checkpoint recorded: equal checksums, equal weights and optimizer state.</summary>
+    static string TensorDataChecksum(string run)
+    {
+        string file = Path.Combine(run, "checkpoint.safetensors");
+        var bytes = File.ReadAllBytes(file);
+        long n = (long)System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(bytes);
+        using var header = JsonDocument.Parse(bytes.AsMemory(8, (int)n));
+        return header.RootElement.GetProperty("__metadata__").GetProperty(global::Titans.Checkpoints.SafeTensors.DataChecksumKey).GetString()!;
+    }
+
+    [Fact]
+    public void ResumeKeepsTheRunsSettingsAndData()
+    {
+        string[] Arguments(string run, int steps) =>
+        [
+            "train", "--data", corpus, "-a", "transformer++", "--steps", steps.ToString(), "--batch-size", "2", "--seq-len", "16", "--lr", "0.01",
+            "--warmup", "50", "--out", run, "--eval-every", "2", "--eval-tokens", "128", "--checkpoint-every", "1",
+        ];
+        string straight = Path.Combine(folder, "straight"), interrupted = Path.Combine(folder, "interrupted");
+        Assert.Equal(0, Titans(Arguments(straight, 4)).Code);
+        Assert.Equal(0, Titans(Arguments(interrupted, 2)).Code);
+
+        // Settings of the run cannot be changed by resuming it; each is named.
+        foreach (var (option, value) in new[] { ("-a", "mac"), ("--lr", "0.5"), ("--seq-len", "32"), ("--batch-size", "4"), ("--seed", "2") })
+        {
+            var changed = Titans("train", "--resume", interrupted, option, value);
+            Assert.Equal(2, changed.Code);
+            Assert.Contains("--resume continues the run with its own settings", changed.Error);
+            Assert.Contains(option == "-a" ? "--architecture" : option, changed.Error);
+        }
+        string other = Path.Combine(folder, "other.txt");
+        File.WriteAllText(other, string.Concat(Enumerable.Range(0, 300).Select(i => $"Another text, line {i}.\n")));
+        var otherData = Titans("train", "--resume", interrupted, "--data", other);
+        Assert.Equal(2, otherData.Code);
+        Assert.Contains("differs from the data", otherData.Error);
+
+        // Without --data the run continues on its own corpus (not the shipped default), to its own step count.
+        var alone = Titans("train", "--resume", interrupted, "--steps", "3");
+        Assert.True(alone.Code == 0, alone.Error + alone.Output);
+        Assert.Contains("at step 2 of 3", alone.Output);
+        // A corpus that moved is named; a copy given with --data continues the run.
+        string moved = Path.Combine(folder, "moved.txt");
+        File.Move(corpus, moved);
+        var gone = Titans("train", "--resume", interrupted, "--steps", "4");
+        Assert.Equal(2, gone.Code);
+        Assert.Contains("is gone", gone.Error);
+        Assert.Contains(corpus, gone.Error);
+        var copy = Titans("train", "--resume", interrupted, "--data", moved, "--steps", "4");
+        Assert.True(copy.Code == 0, copy.Error + copy.Output);
+        Assert.Equal(TensorDataChecksum(straight), TensorDataChecksum(interrupted));
+    }
+
     [Fact]
     public void TrainsWithASentencePieceTokenizer()
     {
