@@ -42,18 +42,31 @@ public static class CommonOptions
         }
         catch (ArgumentException e)
         {
-            string message = e.ParamName is null ? e.Message : e.Message.Replace($" (Parameter '{e.ParamName}')", "");
-            Console.Error.WriteLine($"error: {message}");
+            Console.Error.WriteLine($"error: {PlainMessage(e)}");
             return 2;
         }
-        // Bad files (a non-UTF-8 corpus, a truncated checkpoint) and a diverged run are the user's input too.
-        catch (Exception e) when (e is InvalidDataException or FileNotFoundException or DirectoryNotFoundException or TrainingDivergedException
+        // Bad files (a non-UTF-8 corpus, a truncated checkpoint) and a diverged run are the user's input too; so are the
+        // machine's limits (a full disk, a folder it may not write, memory). Saves are atomic, so what was saved stays.
+        catch (Exception e) when (e is InvalidDataException or IOException or UnauthorizedAccessException or TrainingDivergedException
                                        or NonFiniteValueException)
         {
             Console.Error.WriteLine($"error: {e.Message}");
             return 2;
         }
+        catch (OutOfMemoryException e)
+        {
+            Console.Error.WriteLine($"error: out of memory ({e.Message}); use less data, a smaller model or a smaller batch.");
+            return 2;
+        }
     }
+
+    /// <summary>The message without .NET's " (Parameter 'name')" suffix, which means nothing to a user.</summary>
+    public static string PlainMessage(ArgumentException e) => e.ParamName is null ? e.Message : e.Message.Replace($" (Parameter '{e.ParamName}')", "");
+
+    /// <summary>The enum value named <paramref name="text"/> (any case); a number or another word is an error listing the names.</summary>
+    public static T ByName<T>(string text, string option) where T : struct, Enum =>
+        Enum.GetNames<T>().FirstOrDefault(n => n.Equals(text.Trim(), StringComparison.OrdinalIgnoreCase)) is string name ? Enum.Parse<T>(name)
+            : throw new ArgumentException($"{option} must be {string.Join(", ", Enum.GetNames<T>().Select(n => n.ToLowerInvariant()))}, got '{text}'.");
 
     /// <summary>A comma-separated list of positive integers; anything else is an error naming the option.</summary>
     public static IReadOnlyList<int> IntList(string text, string option)

@@ -81,8 +81,7 @@ public static class ForecastCommands
                 CommonOptions.IntList(parse.GetValue(horizons)!, "--horizons"), choices.Select(ForecastRun.ModelChoice.Parse).ToList(), training,
                 parse.GetValue(evalEvery), parse.GetValue(patience), parse.GetValue(width), parse.GetValue(layers), parse.GetValue(patch), parse.GetValue(memory), parse.GetValue(output)!,
                 parse.GetValue(report), parse.GetValue(plot), CommonOptions.CommandLine(parse),
-                Enum.TryParse<ForecastLoss>(parse.GetValue(loss), ignoreCase: true, out var l) && Enum.IsDefined(l) ? l
-                    : throw new ArgumentException($"--loss must be mse, mae or huber, got '{parse.GetValue(loss)}'."),
+                CommonOptions.ByName<ForecastLoss>(parse.GetValue(loss)!, "--loss"),
                 parse.GetValue(seeds) is string list ? CommonOptions.IntList(list, "--seeds").Select(s => (long)s).ToList() : null), device);
             return 0;
         }));
@@ -99,8 +98,7 @@ public static class ForecastCommands
         };
         command.SetAction(parse => CommonOptions.Run(parse, device =>
         {
-            var which = Enum.TryParse<ForecastPart>(parse.GetValue(part), ignoreCase: true, out var p) ? p
-                : throw new ArgumentException($"--part must be train, validation or test, got '{parse.GetValue(part)}'.");
+            var which = CommonOptions.ByName<ForecastPart>(parse.GetValue(part)!, "--part");
             var (model, header) = ForecasterCheckpoint.Load(parse.GetValue(checkpoint)!);
             using (model)
             {

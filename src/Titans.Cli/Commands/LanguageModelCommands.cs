@@ -116,8 +116,10 @@ public static class LanguageModelCommands
         var topK = new Option<int>("--top-k") { Description = "keep the k most likely tokens (0: all)", DefaultValueFactory = _ => defaults.TopK };
         var topP = new Option<double>("--top-p") { Description = "keep the most likely tokens up to this probability (1: all)", DefaultValueFactory = _ => defaults.TopP };
         var seed = new Option<long>("--seed") { Description = "sampling seed", DefaultValueFactory = _ => 1 };
+        var maxContext = new Option<int?>("--max-context")
+            { Description = "Transformer++ keeps at most this many tokens in its cache, restarting from the last half when full (default: its training length)" };
         var command = new Command("generate", "Continue a prompt with a trained model; long prompts stream through the model's state.")
-            { checkpoint, prompt, promptFile, tokens, temperature, topK, topP, seed };
+            { checkpoint, prompt, promptFile, tokens, temperature, topK, topP, seed, maxContext };
         command.SetAction(parse => CommonOptions.Run(parse, device =>
         {
             if (parse.GetValue(promptFile) is not null && parse.GetValue(prompt) is not null)
@@ -127,7 +129,8 @@ public static class LanguageModelCommands
             var (model, header) = Checkpoint.LoadModel(TrainingOptions.CheckpointPath(parse.GetValue(checkpoint)!), device);
             using (model)
                 Sample(model, header.Tokenizer, text, parse.GetValue(tokens),
-                    new SamplingOptions(parse.GetValue(temperature), parse.GetValue(topK), parse.GetValue(topP), parse.GetValue(seed)));
+                    new SamplingOptions(parse.GetValue(temperature), parse.GetValue(topK), parse.GetValue(topP), parse.GetValue(seed)),
+                    parse.GetValue(maxContext) is int c ? TrainingOptions.Positive(c, "--max-context") : header.Training.SequenceLength);
             return 0;
         }));
         return command;
@@ -137,25 +140,32 @@ public static class LanguageModelCommands
     static string PromptFile(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"No prompt file at '{path}'.", path);
-        string text = TextCorpus.Decode(path, File.ReadAllBytes(path), requireText: false);
+        string text = TextCorpus.Decode(path, TextCorpus.ReadBounded(path), requireText: false);
         return string.IsNullOrWhiteSpace(text) ? throw new InvalidDataException($"The prompt file '{path}' is empty.") : text;
     }
 
-    /// <summary>Prints the prompt, then each generated character as soon as it completes.</summary>
-    static void Sample(TitansLanguageModel model, ITokenizer tokenizer, string prompt, int count, SamplingOptions options)
+    /// <summary>
+    /// Prints the prompt, then each generated character as soon as it completes. Bad options fail before the prompt is
+    /// echoed, and a failure while generating ends the text's line first, so an error never runs on from the text.
+    /// </summary>
+    static void Sample(TitansLanguageModel model, ITokenizer tokenizer, string prompt, int count, SamplingOptions options, int maxContext)
     {
         var encoded = tokenizer.Encode(prompt);
         if (encoded.Length == 0) throw new ArgumentException("The prompt is empty.");
+        var tokens = TextGenerator.Generate(model, encoded, count, options, maxContext: maxContext);
         Console.Write(prompt);
-        var pending = new List<long>();
-        foreach (long token in TextGenerator.Generate(model, encoded, count, options))
+        try
         {
-            pending.Add(token);
-            string piece = tokenizer.Decode(pending.ToArray());
-            if (!piece.EndsWith('\uFFFD')) { Console.Write(piece); pending.Clear(); }   // wait for a whole UTF-8 character
+            var pending = new List<long>();
+            foreach (long token in tokens)
+            {
+                pending.Add(token);
+                string piece = tokenizer.Decode(pending.ToArray());
+                if (!piece.EndsWith('\uFFFD')) { Console.Write(piece); pending.Clear(); }   // wait for a whole UTF-8 character
+            }
+            if (pending.Count > 0) Console.Write(tokenizer.Decode(pending.ToArray()));
         }
-        if (pending.Count > 0) Console.Write(tokenizer.Decode(pending.ToArray()));
-        Console.WriteLine();
+        finally { Console.WriteLine(); }
     }
 
     static Command Quickstart()
@@ -198,7 +208,7 @@ public static class LanguageModelCommands
             using (model)
             {
                 Console.WriteLine("\nA sample from the MAC model (temperature 0.8):\n");
-                Sample(model, header.Tokenizer, "Call me Ishmael. ", 200, new SamplingOptions());
+                Sample(model, header.Tokenizer, "Call me Ishmael. ", 200, new SamplingOptions(), header.Training.SequenceLength);
             }
             Console.WriteLine($"\nquickstart finished in {watch.Elapsed.TotalMinutes:F1} min; runs in {parse.GetValue(output)}");
             return 0;

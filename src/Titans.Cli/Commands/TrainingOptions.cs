@@ -37,10 +37,27 @@ public sealed class TrainingOptions
         .Concat(Shared.All).Concat(new Option[] { LearningRate, Warmup, Decay, Clip, Seed, Output, Resume, LogEvery, EvalEvery, SaveEvery });
 
     /// <summary>The model the options describe: a configuration file, or a preset sized to the tokenizer.</summary>
-    public TitansConfig Model(ParseResult parse, ITokenizer tokenizer) => Shared.ApplyTo(parse, parse.GetValue(ModelConfig) is string path
-        ? TitansConfig.FromJson(File.ReadAllText(path))
-        : Presets.Get(parse.GetValue(Preset)!, ArchitectureNames.Parse(parse.GetValue(Architecture)!), vocabulary: tokenizer.VocabularySize)
+    public TitansConfig Model(ParseResult parse, ITokenizer tokenizer)
+    {
+        if (parse.GetValue(ModelConfig) is string path)
+        {
+            var beside = new Option[] { Preset, Architecture, MacWrite }.Where(o => Given(parse, o)).Select(o => o.Name).ToList();
+            if (beside.Count > 0)
+                throw new ArgumentException($"--model-config sets the whole model; {string.Join(", ", beside)} cannot be given beside it (set it in the file).");
+            return Shared.ApplyTo(parse, ReadModelConfig(path)).Validate();
+        }
+        return Shared.ApplyTo(parse, Presets.Get(parse.GetValue(Preset)!, ArchitectureNames.Parse(parse.GetValue(Architecture)!), vocabulary: tokenizer.VocabularySize)
             .WithMacWrite(ArchitectureNames.ParseMacWrite(parse.GetValue(MacWrite)!))).Validate();
+    }
+
+    /// <summary>A --model-config file's configuration; every problem names the file.</summary>
+    static TitansConfig ReadModelConfig(string path)
+    {
+        if (Directory.Exists(path)) throw new ArgumentException($"--model-config '{path}' is a folder; give a JSON file (`titans models --json` prints one).");
+        if (!File.Exists(path)) throw new FileNotFoundException($"No model configuration at '{path}'.", path);
+        try { return TitansConfig.FromJson(File.ReadAllText(path)); }
+        catch (ArgumentException e) { throw new ArgumentException($"'{path}': {CommonOptions.PlainMessage(e)}", e); }
+    }
 
     public TrainingConfig Training(ParseResult parse, double validationFraction) => Shared.Apply(parse, new TrainingConfig
     {

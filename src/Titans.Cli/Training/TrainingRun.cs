@@ -63,6 +63,7 @@ public static class TrainingRun
     {
         RefuseExisting(run.Directory);
         RequireVocabulary(config, tokenizer);
+        using var folder = RunFolder.Acquire(run.Directory);
         TorchSharp.torch.manual_seed(training.Seed);
         using var model = new TitansLanguageModel("model", config);
         if (run.Device is not null) model.to(run.Device);   // before the optimizer takes the parameters
@@ -71,7 +72,7 @@ public static class TrainingRun
                           $"on {data.Train.Length:N0} tokens of {corpus}, validating on {data.Validation.Length:N0}; " +
                           $"{training.Steps} steps × {training.TokensPerStep:N0} tokens{PrefixNote(training)} → {run.Directory}");
         var metadata = new Dictionary<string, string>(run.Metadata ?? new Dictionary<string, string>()) { [DataChecksumKey] = data.Checksum() };
-        return Run(trainer, tokenizer, run with { Metadata = metadata });
+        return Run(folder, trainer, tokenizer, run with { Metadata = metadata });
     }
 
     /// <summary>
@@ -104,9 +105,15 @@ public static class TrainingRun
         _ => $"each after {training.MinStreamPrefix:N0}–{training.StreamPrefix:N0} tokens streamed without gradient",
     };
 
+    /// <summary>Trains <paramref name="trainer"/> to its last step in the run folder, which it holds (<see cref="RunFolder"/>) meanwhile.</summary>
     public static Validation Run(Trainer trainer, ITokenizer tokenizer, RunOptions options, long elapsedBefore = 0)
     {
-        Directory.CreateDirectory(options.Directory);
+        using var folder = RunFolder.Acquire(options.Directory);
+        return Run(folder, trainer, tokenizer, options, elapsedBefore);
+    }
+
+    static Validation Run(RunFolder held, Trainer trainer, ITokenizer tokenizer, RunOptions options, long elapsedBefore = 0)
+    {
         string checkpoint = Path.Combine(options.Directory, CheckpointFile);
         WriteAtomically(Path.Combine(options.Directory, "model.json"), trainer.Model.Config.ToJson());
         WriteAtomically(Path.Combine(options.Directory, "training.json"), trainer.Config.ToJson());
@@ -150,7 +157,14 @@ public static class TrainingRun
                     SavePlot(options.Directory, trainCurve, validationCurve);
                 }
                 if (trainer.Step % options.CheckpointEvery == 0 || final)
-                    Checkpoint.Save(checkpoint, trainer, tokenizer, elapsedBefore + watch.ElapsedMilliseconds, options.Metadata);
+                {
+                    try { Checkpoint.Save(checkpoint, trainer, tokenizer, elapsedBefore + watch.ElapsedMilliseconds, options.Metadata); }
+                    catch (IOException e)
+                    {
+                        throw new IOException($"Could not save step {trainer.Step}'s checkpoint ({e.Message.Trim()}); " +
+                                              (File.Exists(checkpoint) ? "the last one saved is unchanged." : "none was saved before."), e);
+                    }
+                }
             }
             return last ?? validate(trainer);
         });

@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 using Titans.Runtime;
 using Titans.Memory;
@@ -60,6 +61,8 @@ public sealed record TitansConfig
     /// <summary>The neural memory of memory blocks; its ModelDim follows this config's.</summary>
     public NeuralMemoryConfig Memory { get; init; } = new();
 
+    /// <summary>Whether the state grows with every token read (full attention's key-value cache), so long streams must be cut.</summary>
+    [JsonIgnore] public bool CacheGrowsWithContext => Architecture == Architecture.TransformerPlusPlus;
     [JsonIgnore] public int FeedForwardWidth => FeedForwardDim > 0 ? FeedForwardDim : (8 * ModelDim / 3 + 15) / 16 * 16;
     [JsonIgnore] public NeuralMemoryConfig MemoryConfig => Memory with { ModelDim = ModelDim };
     [JsonIgnore] public bool UsesAttention => Architecture != Architecture.Lmm;
@@ -135,8 +138,21 @@ public sealed record TitansConfig
 
     static void Require(bool ok, string name, string problem) => ConfigJson.Require<TitansConfig>(ok, name, problem);
 
-    public string ToJson() => ConfigJson.Serialize(this);
+    /// <summary>The memory section is written with the width it runs at (<see cref="MemoryConfig"/>), so the file never disagrees with itself.</summary>
+    public string ToJson() => ConfigJson.Serialize(this with { Memory = MemoryConfig });
 
-    /// <summary>Parses and validates; a malformed document or an impossible value throws with the reason.</summary>
-    public static TitansConfig FromJson(string json) => ConfigJson.Parse<TitansConfig>(json, c => c.Validate());
+    /// <summary>
+    /// Parses and validates; a malformed document, a field the configuration does not have, a missing Architecture, a
+    /// Memory.ModelDim that disagrees with ModelDim, or an impossible value throws with the reason, naming the field.
+    /// </summary>
+    public static TitansConfig FromJson(string json) => ConfigJson.Parse<TitansConfig>(json, c => c.Validate(), document =>
+    {
+        if (!document.ContainsKey(nameof(Architecture)))
+            throw new ArgumentException($"A TitansConfig must name its {nameof(Architecture)} ({string.Join(", ", Enum.GetNames<Architecture>())}); " +
+                                        "`titans models --json` prints complete ones.");
+        int width = document[nameof(ModelDim)] is JsonValue w && w.TryGetValue(out int given) ? given : new TitansConfig().ModelDim;
+        if (document[nameof(Memory)]?[nameof(NeuralMemoryConfig.ModelDim)] is JsonValue m && m.TryGetValue(out int memoryWidth) && memoryWidth != width)
+            throw new ArgumentException($"TitansConfig.Memory.ModelDim is {memoryWidth} but ModelDim is {width}; the memory runs at the " +
+                                        "model's width, so set them equal or leave Memory.ModelDim out.");
+    });
 }

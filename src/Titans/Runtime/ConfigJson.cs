@@ -1,29 +1,58 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
 
 namespace Titans.Runtime;
 
 /// <summary>Shared by the configuration records: JSON round trips and validation errors that name the field.</summary>
 public static class ConfigJson
 {
-    static readonly JsonSerializerOptions Options = new() { WriteIndented = true };
+    /// <summary>A field the type does not have is an error (a misspelt field must not silently keep its default).</summary>
+    static readonly JsonSerializerOptions Options = new() { WriteIndented = true, UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow };
 
     public static string Serialize<T>(T config) => JsonSerializer.Serialize(config, Options);
 
-    /// <summary>Parses and validates; a malformed document or an impossible value throws with the reason.</summary>
-    public static T Parse<T>(string json, Func<T, T> validate) where T : class
+    /// <summary>
+    /// Parses and validates; a malformed document, a field <typeparamref name="T"/> does not have (at any depth), a null
+    /// where a section belongs, or an impossible value throws with the reason, naming the field.
+    /// </summary>
+    /// <param name="checkJson">More checks of the document itself (fields that must be given, fields that must agree).</param>
+    public static T Parse<T>(string json, Func<T, T> validate, Action<JsonObject>? checkJson = null) where T : class, new()
     {
+        JsonNode? node;
+        try { node = JsonNode.Parse(json); }
+        catch (JsonException e) { throw new ArgumentException($"Malformed {typeof(T).Name} JSON: {e.Message}", nameof(json), e); }
+        if (node is not JsonObject given) throw new ArgumentException($"{typeof(T).Name} JSON must be an object, got {Describe(node)}.", nameof(json));
+        CheckFields(given, JsonNode.Parse(Serialize(new T()))!.AsObject(), typeof(T).Name);
+        checkJson?.Invoke(given);
         T? config;
-        try { config = JsonSerializer.Deserialize<T>(json, Options); }
+        try { config = given.Deserialize<T>(Options); }
         catch (JsonException e) { throw new ArgumentException($"Malformed {typeof(T).Name} JSON: {e.Message}", nameof(json), e); }
         return validate(config ?? throw new ArgumentException($"{typeof(T).Name} JSON is null.", nameof(json)));
     }
+
+    /// <summary>Every field of <paramref name="given"/> is one the defaults <paramref name="known"/> have; sections are objects.</summary>
+    static void CheckFields(JsonObject given, JsonObject known, string path)
+    {
+        foreach (var (key, value) in given)
+        {
+            if (!known.TryGetPropertyValue(key, out var expected))
+                throw new ArgumentException($"{path} has no field '{key}'; its fields are {string.Join(", ", known.Select(p => p.Key))}.");
+            if (expected is JsonObject section)
+            {
+                if (value is not JsonObject inner) throw new ArgumentException($"{path}.{key} must be a JSON object, got {Describe(value)}.");
+                CheckFields(inner, section, $"{path}.{key}");
+            }
+        }
+    }
+
+    static string Describe(JsonNode? node) => node is null ? "null" : node.GetValueKind().ToString().ToLowerInvariant();
 
     /// <summary>
     /// <paramref name="config"/> with the fields of a JSON object <paramref name="patch"/> set over it (e.g.
     /// <c>{"InitialInnerLearningRate": 0.01}</c>), validated. A field the type does not have is an error that names it.
     /// </summary>
-    public static T Patch<T>(T config, string patch, Func<T, T> validate) where T : class
+    public static T Patch<T>(T config, string patch, Func<T, T> validate) where T : class, new()
     {
         JsonObject target = JsonNode.Parse(Serialize(config))!.AsObject();
         JsonObject changes;

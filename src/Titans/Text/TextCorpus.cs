@@ -9,10 +9,12 @@ namespace Titans.Text;
 public static class TextCorpus
 {
     static readonly UTF8Encoding Strict = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+    /// <summary>The largest file read: a corpus becomes 8 bytes per token in memory, and a device such as /dev/zero never ends.</summary>
+    public const long MaxFileBytes = 1L << 30;
 
     public static string Load(string path)
     {
-        if (File.Exists(path)) return Decode(path, File.ReadAllBytes(path), requireText: true);
+        if (File.Exists(path)) return Decode(path, ReadBounded(path), requireText: true);
         if (!Directory.Exists(path)) throw new FileNotFoundException($"No corpus file or folder at '{path}'.", path);
         var files = Directory.EnumerateFiles(path, "*.txt", SearchOption.AllDirectories).Order(StringComparer.Ordinal).ToList();
         if (files.Count == 0) throw new InvalidDataException($"The corpus folder '{path}' holds no *.txt files.");
@@ -20,11 +22,27 @@ public static class TextCorpus
         foreach (string file in files)
         {
             if (text.Length > 0) text.Append("\n\n");
-            text.Append(Decode(file, File.ReadAllBytes(file), requireText: false));
+            text.Append(Decode(file, ReadBounded(file), requireText: false));
         }
         string corpus = text.ToString();
         if (string.IsNullOrWhiteSpace(corpus)) throw new InvalidDataException($"The corpus folder '{path}' holds only empty files.");
         return corpus;
+    }
+
+    /// <summary>A file's bytes, refused past <see cref="MaxFileBytes"/> (read in pieces, so an endless device stops there too).</summary>
+    public static byte[] ReadBounded(string path)
+    {
+        using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+        var bytes = new MemoryStream();
+        var buffer = new byte[1 << 20];
+        int read;
+        while ((read = file.Read(buffer)) > 0)
+        {
+            if (bytes.Length + read > MaxFileBytes)
+                throw new InvalidDataException($"'{path}' is larger than {MaxFileBytes >> 30} GiB (or endless, like a device); give a smaller text file.");
+            bytes.Write(buffer, 0, read);
+        }
+        return bytes.ToArray();
     }
 
     /// <summary>Strict UTF-8 (a leading byte-order mark is dropped); the error names the first bad byte's offset.</summary>

@@ -36,7 +36,7 @@ public static class Evaluation
             stream.Slice((int)(r * length), (int)length).CopyTo(inputs.AsSpan((int)(r * length)));
             stream.Slice((int)(r * length) + 1, (int)length).CopyTo(targets.AsSpan((int)(r * length)));
         }
-        bool restarts = restartEveryModel || model.Config.Architecture == Architecture.TransformerPlusPlus;
+        bool restarts = restartEveryModel || model.Config.CacheGrowsWithContext;
         bool training = model.training;
         model.eval();
         double total = 0;

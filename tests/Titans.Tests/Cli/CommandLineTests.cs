@@ -244,7 +244,7 @@ public class CommandLineTests : IDisposable
 
         var badLoss = Titans("forecast", "train", "--data", csv, "--loss", "l2", "--out", Path.Combine(folder, "bad"));
         Assert.Equal(2, badLoss.Code);
-        Assert.Contains("--loss must be mse, mae or huber, got 'l2'", badLoss.Error);
+        Assert.Contains("--loss must be mse, mae, huber, got 'l2'", badLoss.Error);
     }
 
     [Fact]

@@ -431,6 +431,36 @@ public class TrainingTests : IDisposable
     }
 
     [Fact]
+    public void TransformerGenerationKeepsABoundedContext()
+    {
+        manual_seed(5);
+        using var model = new TitansLanguageModel("model", SmallConfig(Architecture.TransformerPlusPlus));
+        var prompt = ByteTokenizer.Instance.Encode(string.Concat(Enumerable.Repeat(Text[..200], 20)));   // 4,000 tokens
+        var greedy = new SamplingOptions(Temperature: 0);
+        var bounded = TextGenerator.Generate(model, prompt, 40, greedy, maxContext: 16).ToList();
+        // Only the prompt's last 16 tokens count, and generating past the context restarts from the last half of it.
+        Assert.Equal(bounded, TextGenerator.Generate(model, prompt[^16..], 40, greedy, maxContext: 16).ToList());
+        using var scope = NewDisposeScope();
+        var seen = prompt[^16..].ToList();
+        int read = 16;                                             // what the cache holds, as the generator keeps it
+        var expected = new List<long>();
+        for (int i = 0; i < 40; i++)
+        {
+            var context = seen.Skip(seen.Count - read).ToArray();
+            long next = model.forward(tensor(context, new long[] { 1, context.Length }))[0, -1].argmax().item<long>();
+            expected.Add(next);
+            seen.Add(next);
+            read = read >= 16 ? 8 : read + 1;                      // full: restart from the last 8 (the new token among them)
+        }
+        Assert.Equal(expected, bounded);
+        // Models whose state does not grow ignore the bound.
+        using var memory = new TitansLanguageModel("memory", SmallConfig(Architecture.Lmm));
+        Assert.Equal(TextGenerator.Generate(memory, prompt[..300], 10, greedy).ToList(),
+            TextGenerator.Generate(memory, prompt[..300], 10, greedy, maxContext: 16).ToList());
+        Assert.Throws<ArgumentException>(() => TextGenerator.Generate(model, prompt, 1, new SamplingOptions(TopP: 2)));   // eagerly
+    }
+
+    [Fact]
     public void BadCorporaAreRefusedWithTheReason()
     {
         string bad = Path.Combine(folder, "bad.txt");
