@@ -19,16 +19,7 @@ public class CommandLineTests : IDisposable
 
     public void Dispose() => Directory.Delete(folder, recursive: true);
 
-    /// <summary>Runs the program as `./titans args` would, capturing what it prints.</summary>
-    static (int Code, string Output, string Error) Titans(params string[] args)
-    {
-        var (output, error) = (new StringWriter(), new StringWriter());
-        var (stdout, stderr) = (Console.Out, Console.Error);
-        Console.SetOut(output);
-        Console.SetError(error);
-        try { return (Program.Main(args), output.ToString(), error.ToString()); }
-        finally { Console.SetOut(stdout); Console.SetError(stderr); }
-    }
+    static (int Code, string Output, string Error) Titans(params string[] args) => TitansCli.Run(args);
 
     string[] TrainArguments(string run, int steps, params string[] more) => new[]
     {
@@ -143,57 +134,6 @@ public class CommandLineTests : IDisposable
         var eval = Titans("eval", "-c", run, "--data", corpus);
         Assert.True(eval.Code == 0, eval.Error);
         Assert.Contains("bits/byte", eval.Output);
-    }
-
-    [Fact]
-    public void BadInputEndsWithAOneLineError()
-    {
-        string empty = Path.Combine(folder, "empty.txt");
-        File.WriteAllText(empty, "  \n");
-        string latin1 = Path.Combine(folder, "latin1.txt");
-        File.WriteAllBytes(latin1, new byte[] { (byte)'c', (byte)'a', (byte)'f', 0xE9, (byte)'\n' });
-        string tinyCorpus = Path.Combine(folder, "short.txt");
-        File.WriteAllText(tinyCorpus, "too short for a sequence");
-        string truncated = Path.Combine(folder, "truncated");
-        Directory.CreateDirectory(truncated);
-        File.WriteAllBytes(Path.Combine(truncated, "checkpoint.safetensors"), new byte[] { 8, 0, 0, 0, 0, 0, 0, 0, (byte)'{' });
-        var cases = new (string[] Arguments, string Expected)[]
-        {
-            (new[] { "train", "--data", empty, "--out", Path.Combine(folder, "a") }, "empty"),
-            (new[] { "train", "--data", latin1, "--out", Path.Combine(folder, "b") }, "not UTF-8 text: invalid byte 0xE9 at offset 3"),
-            (new[] { "train", "--data", tinyCorpus, "--seq-len", "64", "--out", Path.Combine(folder, "c") }, "sequence"),
-            (new[] { "train", "--data", corpus, "--preset", "huge", "--out", Path.Combine(folder, "d") }, "Unknown preset 'huge'"),
-            (new[] { "train", "--data", corpus, "--tokenizer", "gpt2", "--out", Path.Combine(folder, "e") }, "Unknown tokenizer 'gpt2'"),
-            (new[] { "train", "--data", corpus, "--mac-write", "output", "--out", Path.Combine(folder, "i") }, "Unknown MAC write 'output'"),
-            (new[] { "train", "--data", corpus, "-a", "lmm", "--initial-forgetting", "1.5", "--out", Path.Combine(folder, "j") }, "must lie in (0, 1), got 1.5"),
-            (new[] { "train", "--data", corpus, "--stream-prefix", "-5", "--out", Path.Combine(folder, "k") }, "StreamPrefix must not be negative, got -5"),
-            (new[] { "train", "--data", corpus, "--stream-prefix", "100", "--stream-prefix-min", "200", "--out", Path.Combine(folder, "n") }, "MinStreamPrefix must lie in [0, StreamPrefix = 100], got 200"),
-            (new[] { "train", "--data", corpus, "--initial-memory-decay", "-1", "--out", Path.Combine(folder, "l") }, "must not be negative, got -1"),
-            (new[] { "train", "--data", tinyCorpus, "--seq-len", "8", "--stream-prefix", "4000", "--val-fraction", "0.5", "--out", Path.Combine(folder, "m") }, "Use a shorter prefix"),
-            (new[] { "train", "--data", Path.Combine(folder, "missing.txt") }, "No corpus"),
-            (new[] { "eval", "-c", truncated, "--data", corpus }, "checkpoint.safetensors"),
-            (new[] { "eval", "-c", Path.Combine(folder, "nowhere") }, "No checkpoint"),
-            (new[] { "generate", "-c", truncated }, "--prompt"),
-            (new[] { "generate", "-c", truncated, "-p", "a", "--prompt-file", corpus }, "either --prompt or --prompt-file, not both"),
-            (new[] { "generate", "-c", truncated, "--prompt-file", empty }, "The prompt file"),
-            (new[] { "generate", "-c", truncated, "--prompt-file", Path.Combine(folder, "nowhere.txt") }, "No prompt file at"),
-            (new[] { "task", "train", "--task", "needles", "--out", Path.Combine(folder, "f") }, "Unknown task 'needles'"),
-            (new[] { "task", "train", "--task", "passkey", "--length", "50", "--out", Path.Combine(folder, "g") }, "--length 50 is too short"),
-            (new[] { "task", "train", "--task", "number", "--haystack", latin1, "--out", Path.Combine(folder, "h") }, "not UTF-8 text"),
-            (new[] { "task", "eval", "-c", truncated }, "checkpoint.safetensors"),
-            (new[] { "train", "--data", corpus, "--memory", "{\"Retention\": true}", "--out", Path.Combine(folder, "o") }, "NeuralMemoryConfig has no field 'Retention'"),
-            (new[] { "train", "--data", corpus, "--memory", "{\"InnerGradientClip\": -1}", "--out", Path.Combine(folder, "p") }, "InnerGradientClip must be 0 (off)"),
-            (new[] { "train", "--data", corpus, "--memory", "[1]", "--out", Path.Combine(folder, "q") }, "must be a JSON object"),
-            (new[] { "bench", "stability", "--variants", "paper,strong" }, "Unknown variant 'strong'"),
-            (new[] { "bench", "lm", "--data", corpus, "--memory", "{\"Depth\": 0}" }, "Depth"),
-        };
-        foreach (var (arguments, expected) in cases)
-        {
-            var (code, _, error) = Titans(arguments);
-            Assert.True(code == 2, $"{string.Join(' ', arguments)} → exit {code}: {error}");
-            Assert.Contains(expected, error);
-            Assert.Single(error.Trim().Split('\n'));
-        }
     }
 
     [Fact]
