@@ -6,8 +6,13 @@ namespace Titans.Cli;
 
 public static class Program
 {
+    /// <summary>See tests/Titans.Tests/tests.runsettings: TorchSharp's temporaries stay alive through a native call only in unoptimized code.</summary>
+    const string MinOptsVariable = "DOTNET_JITMinOpts";
+
     public static int Main(string[] args)
     {
+        // Started without it (as a .NET tool, or `dotnet Titans.Cli.dll`): run again with it, passing everything through.
+        if (Environment.GetEnvironmentVariable(MinOptsVariable) is null && RunAgainWithMinOpts(args) is int code) return code;
         NativeAllocator.KeepFreedMemoryForReuse();
         // Redirected output (logs, CI) gets 80 columns by default, which wraps the wider tables; give them room.
         if (Console.IsOutputRedirected) Spectre.Console.AnsiConsole.Profile.Width = 132;
@@ -22,5 +27,20 @@ public static class Program
         root.Subcommands.Add(DemoCommands.Create());
         root.Subcommands.Add(BenchCommands.Create());
         return root.Parse(args).Invoke();
+    }
+
+    /// <summary>This program again, with <see cref="MinOptsVariable"/> set and the same streams; null where it cannot be started.</summary>
+    static int? RunAgainWithMinOpts(string[] args)
+    {
+        string? host = Environment.ProcessPath;
+        if (host is null) return null;
+        var info = new System.Diagnostics.ProcessStartInfo(host) { UseShellExecute = false };
+        if (Path.GetFileNameWithoutExtension(host) == "dotnet") info.ArgumentList.Add(typeof(Program).Assembly.Location);
+        foreach (string argument in args) info.ArgumentList.Add(argument);
+        info.Environment[MinOptsVariable] = "1";
+        using var child = System.Diagnostics.Process.Start(info);
+        if (child is null) return null;
+        child.WaitForExit();
+        return child.ExitCode;
     }
 }

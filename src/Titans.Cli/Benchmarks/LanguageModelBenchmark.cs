@@ -65,7 +65,7 @@ public static class LanguageModelBenchmark
             var (model, header) = Checkpoint.LoadModel(checkpoint);
             TrainingRun.Scores scores;
             using (model) scores = TrainingRun.Score(model, data, options.Training, tokenizer, options.EvalTokens);   // the same held-out tokens for every model
-            outcomes.Add(new Outcome(architecture, config.ParameterCount, scores, scores.Failure, header.ElapsedMilliseconds / 1000.0,
+            outcomes.Add(new Outcome(architecture, config.ParameterCount, scores, scores.Failure, TrainingRun.TrainingMilliseconds(checkpoint, header) / 1000.0,
                 metrics.Train, validationCurve));
             Console.WriteLine($"{ArchitectureNames.Display(architecture)}: {scores.Windows.BitsPerByte:F4} bits/byte in {options.Training.SequenceLength}-token windows, " +
                               (scores.Streamed is null ? $"streamed: {scores.Failure}" : $"{scores.Streamed.BitsPerByte:F4} streamed") +

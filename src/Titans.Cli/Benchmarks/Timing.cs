@@ -37,7 +37,7 @@ public static class Timing
         return times.Select(t => t.Count == 0 ? double.NaN : Median(t)).ToArray();
     }
 
-    static double Median(IEnumerable<double> values)
+    public static double Median(IEnumerable<double> values)
     {
         var sorted = values.Order().ToList();
         int n = sorted.Count;

@@ -19,7 +19,29 @@ public static class BenchCommands
         bench.Subcommands.Add(LanguageModelBench());
         bench.Subcommands.Add(TaskBench());
         bench.Subcommands.Add(StabilityBench());
+        bench.Subcommands.Add(ConcurrencyBench());
         return bench;
+    }
+
+    static Command ConcurrencyBench()
+    {
+        var processes = new Option<int>("--processes") { Description = "workers run at once", DefaultValueFactory = _ => 2 };
+        var preset = new Option<string>("--preset") { Description = "size of the MAC each worker trains", DefaultValueFactory = _ => "tiny" };
+        var seconds = new Option<double>("--seconds") { Description = "seconds each worker trains", DefaultValueFactory = _ => 20 };
+        var rounds = new Option<int>("--rounds") { Description = "rounds over the settings (medians reported)", DefaultValueFactory = _ => 3 };
+        var output = new Option<string?>("--out") { Description = "write a markdown table here (e.g. docs/concurrency/results.md)" };
+        var worker = new Option<bool>("--worker") { Description = "run as one worker (the benchmark starts these)", Hidden = true };
+        var command = new Command("concurrency",
+            "Tokens/s a training process keeps beside others on the same cores, per thread setting and OpenMP wait policy.")
+            { preset, processes, seconds, rounds, output, worker };
+        command.SetAction(parse => CommonOptions.Run(parse, _ =>
+        {
+            if (parse.GetValue(worker)) ConcurrencyBenchmark.Work(parse.GetValue(preset)!, parse.GetValue(seconds));
+            else ConcurrencyBenchmark.Run(parse.GetValue(preset)!, parse.GetValue(processes), parse.GetValue(seconds), parse.GetValue(rounds),
+                parse.GetValue(output), CommonOptions.CommandLine(parse));
+            return 0;
+        }));
+        return command;
     }
 
     static Command ThroughputBench()

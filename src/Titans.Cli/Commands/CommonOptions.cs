@@ -11,7 +11,7 @@ public static class CommonOptions
 {
     public static readonly Option<int> Threads = new("--threads")
     {
-        Description = "CPU threads for libtorch (default: all cores)",
+        Description = "CPU threads for libtorch (default: all cores, shared with other titans processes running beside it)",
         DefaultValueFactory = _ => Environment.ProcessorCount,
         Recursive = true,
     };
@@ -35,9 +35,14 @@ public static class CommonOptions
     {
         try
         {
-            int threads = parse.GetValue(Threads);
-            if (threads < 1) throw new ArgumentException($"--threads must be at least 1, got {threads}.");
-            torch.set_num_threads(threads);
+            if (parse.GetResult(Threads) is { Implicit: false })
+            {
+                int threads = parse.GetValue(Threads);
+                if (threads < 1) throw new ArgumentException($"--threads must be at least 1, got {threads}.");
+                CoreShare.Leave();
+                torch.set_num_threads(threads);
+            }
+            else CoreShare.Join();   // all cores alone, a share of them beside other titans processes
             return body(Devices.Parse(parse.GetValue(Device)!));
         }
         catch (ArgumentException e)

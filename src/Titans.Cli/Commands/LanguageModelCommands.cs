@@ -95,7 +95,7 @@ public static class LanguageModelCommands
                 int context = parse.GetValue(maxContext) ?? header.Training.SequenceLength;
                 if (context < 1) throw new ArgumentException($"--max-context must be at least 1, got {context}.");
                 var result = Evaluation.Run(model, tokens, header.Tokenizer, parse.GetValue(chunk), context,
-                    restartEveryModel: parse.GetValue(windows));
+                    restartEveryModel: parse.GetValue(windows), progress: Progress(watch));
                 Console.WriteLine($"{ArchitectureNames.Display(header.Model)} step {header.Step} on {corpus}: {result.Tokens:N0} tokens, " +
                                   $"loss {result.Loss:F4} nats, perplexity {result.Perplexity:F3}, {result.BitsPerByte:F4} bits/{header.Tokenizer.ByteUnit} " +
                                   $"({result.Tokens / watch.Elapsed.TotalSeconds:N0} tok/s, peak RSS {ProcessMemory.PeakRss() / (1024.0 * 1024):N0} MiB)");
@@ -134,6 +134,20 @@ public static class LanguageModelCommands
             return 0;
         }));
         return command;
+    }
+
+    /// <summary>A progress line at most every 10 seconds (scored, rate, time left), so a long evaluation is not silent.</summary>
+    static Action<long, long> Progress(Stopwatch watch)
+    {
+        double next = 10;
+        return (done, total) =>
+        {
+            double seconds = watch.Elapsed.TotalSeconds;
+            if (seconds < next || done >= total) return;
+            next = seconds + 10;
+            Console.WriteLine($"scored {done:N0}/{total:N0} tokens ({100.0 * done / total:F0}%)  {done / seconds:N0} tok/s  " +
+                              $"eta {StepReport.Clock((total - done) * seconds / done)}");
+        };
     }
 
     /// <summary>A prompt file's text (strict UTF-8); errors say "prompt file", not "corpus".</summary>

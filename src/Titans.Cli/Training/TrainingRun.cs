@@ -37,6 +37,11 @@ public static class TrainingRun
 {
     public const string CheckpointFile = "checkpoint.safetensors";
     public const string MetricsFile = "metrics.jsonl";
+    /// <summary>
+    /// The training time up to the checkpoint's step, beside it rather than in it, so that identical runs write identical
+    /// checkpoints: <c>{"step": …, "elapsed_ms": …}</c>.
+    /// </summary>
+    public const string TimingFile = "timing.json";
     /// <summary>The checkpoint metadata key of <see cref="TokenData.Checksum"/>, for runs on a corpus.</summary>
     public const string DataChecksumKey = "data_sha256";
 
@@ -90,7 +95,23 @@ public static class TrainingRun
         var metadata = header.Extra.ToDictionary();
         foreach (var (key, value) in run.Metadata ?? new Dictionary<string, string>()) metadata[key] = value;
         return Run(trainer, header.Tokenizer, run with { Directory = Path.GetDirectoryName(Path.GetFullPath(file))!, Metadata = metadata },
-            header.ElapsedMilliseconds);
+            TrainingMilliseconds(file, header));
+    }
+
+    /// <summary>The training time up to a checkpoint: from <see cref="TimingFile"/> beside it when that is of the same step, else what older checkpoints held.</summary>
+    public static long TrainingMilliseconds(string checkpoint, Checkpoint.Header header)
+    {
+        try
+        {
+            string timing = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(checkpoint))!, TimingFile);
+            if (File.Exists(timing))
+            {
+                using var json = JsonDocument.Parse(File.ReadAllText(timing));
+                if (json.RootElement.GetProperty("step").GetInt32() == header.Step) return json.RootElement.GetProperty("elapsed_ms").GetInt64();
+            }
+        }
+        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException) { }
+        return header.ElapsedMilliseconds;
     }
 
     /// <summary><see cref="PrefixPhrase"/> in parentheses after a space when training uses a stream prefix, else "".</summary>
@@ -158,7 +179,12 @@ public static class TrainingRun
                 }
                 if (trainer.Step % options.CheckpointEvery == 0 || final)
                 {
-                    try { Checkpoint.Save(checkpoint, trainer, tokenizer, elapsedBefore + watch.ElapsedMilliseconds, options.Metadata); }
+                    try
+                    {
+                        Checkpoint.Save(checkpoint, trainer, tokenizer, options.Metadata);
+                        WriteAtomically(Path.Combine(options.Directory, TimingFile),
+                            JsonSerializer.Serialize(new { step = trainer.Step, elapsed_ms = elapsedBefore + watch.ElapsedMilliseconds }));
+                    }
                     catch (IOException e)
                     {
                         throw new IOException($"Could not save step {trainer.Step}'s checkpoint ({e.Message.Trim()}); " +

@@ -27,8 +27,8 @@ public static class Checkpoint
     const string TokenizerModel = "tokenizer.model";
 
     /// <param name="extra">More metadata to keep (a task run's task and haystack); it cannot replace the keys above.</param>
-    public static void Save(string path, Trainer trainer, ITokenizer tokenizer, long elapsedMilliseconds = 0,
-        IReadOnlyDictionary<string, string>? extra = null)
+    /// <remarks>Nothing that varies between identical runs (wall time) goes in, so identical runs save identical bytes.</remarks>
+    public static void Save(string path, Trainer trainer, ITokenizer tokenizer, IReadOnlyDictionary<string, string>? extra = null)
     {
         using var scope = NewDisposeScope();
         var tensors = new List<KeyValuePair<string, Tensor>>();
@@ -49,7 +49,6 @@ public static class Checkpoint
             ["training_config"] = trainer.Config.ToJson(),
             ["tokenizer"] = tokenizer.Name,
             ["step"] = trainer.Step.ToString(),
-            ["elapsed_ms"] = elapsedMilliseconds.ToString(),
         };
         foreach (var (key, value) in extra ?? new Dictionary<string, string>())
             if (!metadata.TryAdd(key, value)) throw new ArgumentException($"The checkpoint metadata key '{key}' is reserved.");
@@ -57,6 +56,8 @@ public static class Checkpoint
     }
 
     /// <summary>What a checkpoint says about itself, without building anything.</summary>
+    /// <param name="ElapsedMilliseconds">Training time up to the checkpoint, as checkpoints before this build recorded it (0 in newer ones;
+    /// the CLI keeps it beside the checkpoint).</param>
     /// <param name="Metadata">All of the file's metadata, including what <see cref="Save"/> was given as extra.</param>
     public sealed record Header(TitansConfig Model, TrainingConfig Training, ITokenizer Tokenizer, int Step, long ElapsedMilliseconds,
         IReadOnlyDictionary<string, string> Metadata)

@@ -21,8 +21,9 @@ public static class Evaluation
     /// <param name="rows">Streams scored side by side: the stream is cut into this many contiguous parts (a batch).</param>
     /// <param name="restartEveryModel">Every architecture, not only Transformer++, starts afresh every
     /// <paramref name="maxContext"/> tokens: windows scored independently, as a model sees its training sequences.</param>
+    /// <param name="progress">Called after each chunk with the predictions scored so far and their total.</param>
     public static EvaluationResult Run(TitansLanguageModel model, ReadOnlySpan<long> stream, ITokenizer tokenizer,
-        int chunk, int maxContext, int rows = 1, bool restartEveryModel = false)
+        int chunk, int maxContext, int rows = 1, bool restartEveryModel = false, Action<long, long>? progress = null)
     {
         if (chunk < 1) throw new ArgumentException($"The evaluation chunk must be at least 1 token, got {chunk}.", nameof(chunk));
         if (rows < 1) throw new ArgumentException($"Rows must be at least 1, got {rows}.", nameof(rows));
@@ -49,6 +50,7 @@ public static class Evaluation
             for (long start = 0, take; start < length; start += take)
             {
                 using var scope = NewDisposeScope();
+                Runtime.CoreShare.Rebalance();
                 // A piece never crosses a restart: a model that restarts every maxContext tokens sees exactly that many,
                 // whatever the chunk (a restart checked only between chunks would let a context grow to the chunk size).
                 if (restarts && state is not null && state.Position >= maxContext) { state.Dispose(); state = null; }
@@ -61,6 +63,7 @@ public static class Evaluation
                 Tensor loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]).to(ScalarType.Float64),
                     y.narrow(1, start, take).reshape(-1), reduction: nn.Reduction.Sum);
                 total += loss.item<double>();
+                progress?.Invoke(rows * (start + take), rows * length);
             }
             state?.Dispose();
         }

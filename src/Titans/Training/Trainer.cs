@@ -72,6 +72,7 @@ public class Trainer<TModel> : IDisposable where TModel : nn.Module
     /// <summary>One optimizer step over <see cref="TrainingConfig.AccumulationSteps"/> micro-batches.</summary>
     public StepResult TrainStep()
     {
+        Runtime.CoreShare.Rebalance();   // a no-op unless the program shares the cores among its processes
         double lr = Config.LearningRateAt(Step);
         foreach (var group in Optimizer.ParamGroups) group.LearningRate = lr;
         Model.train();

@@ -123,6 +123,9 @@ public class CommandLineTests : IDisposable
         var copy = Titans("train", "--resume", interrupted, "--data", moved, "--steps", "4");
         Assert.True(copy.Code == 0, copy.Error + copy.Output);
         Assert.Equal(TensorDataChecksum(straight), TensorDataChecksum(interrupted));
+        // Nothing in a checkpoint depends on the clock: the interrupted run's file is the straight run's, byte for byte.
+        Assert.Equal(File.ReadAllBytes(Path.Combine(straight, "checkpoint.safetensors")), File.ReadAllBytes(Path.Combine(interrupted, "checkpoint.safetensors")));
+        Assert.True(File.Exists(Path.Combine(interrupted, "timing.json")));
     }
 
     [Fact]

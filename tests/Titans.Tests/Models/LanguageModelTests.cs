@@ -149,11 +149,18 @@ public class LanguageModelTests
         var config = Tiny(Architecture.SlidingWindow) with { Window = 7, FeedForwardDim = 40 };
         var back = TitansConfig.FromJson(config.ToJson());
         Assert.Equal(config with { Memory = null! }, back with { Memory = null! });
-        Assert.Equal(config.Memory, back.Memory);
+        Assert.Equal(config.MemoryConfig, back.Memory);   // the memory section is written at the width it runs at
+        Assert.Equal(back, TitansConfig.FromJson(back.ToJson()));
     }
 
     [Theory]
-    [InlineData("{\"Layers\": 0}", "Layers")]
+    [InlineData("{\"Architecture\": \"Lmm\", \"Layers\": 0}", "Layers")]
+    [InlineData("{\"Layers\": 2}", "must name its Architecture")]
+    [InlineData("{\"Architecture\": \"Lmm\", \"Layerz\": 2}", "has no field 'Layerz'")]
+    [InlineData("{\"Architecture\": \"Lmm\", \"Memory\": {\"Deepth\": 2}}", "TitansConfig.Memory has no field 'Deepth'")]
+    [InlineData("{\"Architecture\": \"Lmm\", \"Memory\": null}", "TitansConfig.Memory must be a JSON object, got null")]
+    [InlineData("{\"Architecture\": \"Lmm\", \"ModelDim\": 32, \"Memory\": {\"ModelDim\": 64}}", "Memory.ModelDim is 64 but ModelDim is 32")]
+    [InlineData("[1]", "must be an object")]
     [InlineData("{\"Architecture\": \"TransformerPlusPlus\", \"ModelDim\": 10, \"Heads\": 4}", "Heads")]
     [InlineData("{\"Architecture\": \"SlidingWindow\", \"Window\": 0}", "Window")]
     [InlineData("{\"Architecture\": \"Lmm\", \"Memory\": {\"Depth\": 0}}", "Depth")]
