@@ -17,7 +17,26 @@ public static class LanguageModelCommands
 
     static readonly Option<string> Data = new("--data") { Description = "UTF-8 text file, or a folder of *.txt files (default: Moby Dick, shipped)" };
 
-    public static IEnumerable<Command> Create() => new[] { Train(), Eval(), Generate(), Quickstart() };
+    public static IEnumerable<Command> Create() => new[] { Train(), Eval(), Generate(), Export(), Quickstart() };
+
+    static Command Export()
+    {
+        var checkpoint = new Option<string>("--checkpoint", "-c") { Description = "run folder or checkpoint file", Required = true };
+        var output = new Option<string>("--out") { Description = "folder to write model.safetensors and config.json into", Required = true };
+        var command = new Command("export",
+            "Write a checkpoint's weights to share, without the optimizer's state: model.safetensors and config.json (docs/checkpoints.md reads them from PyTorch).")
+            { checkpoint, output };
+        command.SetAction(parse => CommonOptions.Run(parse, _ =>
+        {
+            string file = TrainingOptions.CheckpointPath(parse.GetValue(checkpoint)!), folder = parse.GetValue(output)!;
+            if (File.Exists(folder)) throw new ArgumentException($"--out '{folder}' is a file; give a folder.");
+            var (tensors, bytes) = Checkpoint.Export(file, folder);
+            Console.WriteLine($"Exported {tensors} tensors ({bytes / (1024.0 * 1024):N1} MiB) from {file} to {Path.Combine(folder, Checkpoint.WeightsFile)} " +
+                              $"and {Path.Combine(folder, Checkpoint.ConfigFile)}");
+            return 0;
+        }));
+        return command;
+    }
 
     static Command Train()
     {

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Titans.Models;
+using Titans.Runtime;
 using Titans.Text;
 using Titans.Training;
 
@@ -29,12 +30,17 @@ public sealed class TrainingOptions
     public readonly Option<int> LogEvery = new("--log-every") { Description = "steps between progress lines", DefaultValueFactory = _ => 10 };
     public readonly Option<int> EvalEvery = new("--eval-every") { Description = "steps between validations", DefaultValueFactory = _ => 100 };
     public readonly Option<int> SaveEvery = new("--checkpoint-every") { Description = "steps between checkpoints", DefaultValueFactory = _ => 100 };
+    public readonly Option<string[]> Set = new("--set")
+    {
+        Description = "set any field of the model or training configuration by path, after the other options: " +
+                      "--set Memory.InitialForgetting=0.001 --set WarmupSteps=20 (repeatable; `titans models --json` shows the model's fields)",
+    };
 
     public TrainingOptions(string lengthName = "--seq-len", string lengthDescription = "tokens per training sequence") =>
         Length = new Option<int>(lengthName) { Description = lengthDescription, DefaultValueFactory = _ => Defaults.SequenceLength };
 
     public IEnumerable<Option> All => new Option[] { Preset, Architecture, MacWrite, ModelConfig, Tokenizer, Steps, Batch, Accumulate, Length }
-        .Concat(Shared.All).Concat(new Option[] { LearningRate, Warmup, Decay, Clip, Seed, Output, Resume, LogEvery, EvalEvery, SaveEvery });
+        .Concat(Shared.All).Concat(new Option[] { LearningRate, Warmup, Decay, Clip, Seed, Set, Output, Resume, LogEvery, EvalEvery, SaveEvery });
 
     /// <summary>The model the options describe: a configuration file, or a preset sized to the tokenizer.</summary>
     public TitansConfig Model(ParseResult parse, ITokenizer tokenizer)
@@ -44,10 +50,26 @@ public sealed class TrainingOptions
             var beside = new Option[] { Preset, Architecture, MacWrite }.Where(o => Given(parse, o)).Select(o => o.Name).ToList();
             if (beside.Count > 0)
                 throw new ArgumentException($"--model-config sets the whole model; {string.Join(", ", beside)} cannot be given beside it (set it in the file).");
-            return Shared.ApplyTo(parse, ReadModelConfig(path)).Validate();
+            return Shared.ApplyTo(parse, ReadModelConfig(path)).With(Assignments(parse).Model).Validate();
         }
         return Shared.ApplyTo(parse, Presets.Get(parse.GetValue(Preset)!, ArchitectureNames.Parse(parse.GetValue(Architecture)!), vocabulary: tokenizer.VocabularySize)
-            .WithMacWrite(ArchitectureNames.ParseMacWrite(parse.GetValue(MacWrite)!))).Validate();
+            .WithMacWrite(ArchitectureNames.ParseMacWrite(parse.GetValue(MacWrite)!))).With(Assignments(parse).Model).Validate();
+    }
+
+    /// <summary>The --set assignments, split by the configuration whose field each names; a field of neither is an error.</summary>
+    (List<string> Model, List<string> Training) Assignments(ParseResult parse)
+    {
+        var model = new List<string>();
+        var training = new List<string>();
+        foreach (string assignment in parse.GetValue(Set) ?? [])
+        {
+            string path = assignment.Split('=')[0].Trim();
+            if (ConfigJson.HasField(new TitansConfig(), path)) model.Add(assignment);
+            else if (ConfigJson.HasField(new TrainingConfig(), path)) training.Add(assignment);
+            else throw new ArgumentException($"--set {assignment}: '{path.Split('.')[0]}' is a field of neither the model (TitansConfig) nor the training " +
+                                             "(TrainingConfig) configuration; `titans models --json` and a run's training.json list them.");
+        }
+        return (model, training);
     }
 
     /// <summary>A --model-config file's configuration; every problem names the file.</summary>
@@ -64,7 +86,7 @@ public sealed class TrainingOptions
         Steps = parse.GetValue(Steps), BatchSize = parse.GetValue(Batch), AccumulationSteps = parse.GetValue(Accumulate),
         SequenceLength = parse.GetValue(Length), LearningRate = parse.GetValue(LearningRate), WarmupSteps = parse.GetValue(Warmup),
         WeightDecay = parse.GetValue(Decay), GradientClip = parse.GetValue(Clip), Seed = parse.GetValue(Seed), ValidationFraction = validationFraction,
-    }).Validate();
+    }).With(Assignments(parse).Training).Validate();
 
     /// <summary>--mac-write, which `train`, `task train` and `bench tasks` share; <see cref="ArchitectureNames.ParseMacWrite"/> reads it.</summary>
     public static Option<string> MacWriteOption() => new("--mac-write")
@@ -101,10 +123,16 @@ public sealed class TrainingOptions
     /// <summary>Whether the user typed the option (its default is not a request).</summary>
     public static bool Given(ParseResult parse, Option option) => parse.GetResult(option) is { Implicit: false };
 
-    /// <summary>The checkpoint file of a run folder, or the file itself.</summary>
+    /// <summary>The checkpoint file of a run folder (or the weights of an export folder), or the file itself.</summary>
     public static string CheckpointPath(string path)
     {
-        string file = Directory.Exists(path) ? Path.Combine(path, Cli.Training.TrainingRun.CheckpointFile) : path;
+        string file = path;
+        if (Directory.Exists(path))
+        {
+            file = Path.Combine(path, Cli.Training.TrainingRun.CheckpointFile);
+            string weights = Path.Combine(path, Checkpoint.WeightsFile);
+            if (!File.Exists(file) && File.Exists(weights)) file = weights;
+        }
         return File.Exists(file) ? file : throw new ArgumentException($"No checkpoint at '{file}'.");
     }
 }

@@ -138,6 +138,16 @@ public sealed record TitansConfig
 
     static void Require(bool ok, string name, string problem) => ConfigJson.Require<TitansConfig>(ok, name, problem);
 
+    /// <summary>
+    /// This configuration with fields set by path (<c>Layers=4</c>, <c>Memory.InitialForgetting=0.001</c>), validated; the
+    /// memory's width follows ModelDim unless Memory.ModelDim is set too.
+    /// </summary>
+    public TitansConfig With(IEnumerable<string> assignments) => ConfigJson.Set(this, assignments, FromJson, (json, paths) =>
+    {
+        if (!paths.Contains($"{nameof(Memory)}.{nameof(NeuralMemoryConfig.ModelDim)}") && json[nameof(Memory)] is JsonObject memory)
+            memory[nameof(NeuralMemoryConfig.ModelDim)] = json[nameof(ModelDim)]?.DeepClone();
+    });
+
     /// <summary>The memory section is written with the width it runs at (<see cref="MemoryConfig"/>), so the file never disagrees with itself.</summary>
     public string ToJson() => ConfigJson.Serialize(this with { Memory = MemoryConfig });
 

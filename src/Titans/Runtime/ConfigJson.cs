@@ -67,6 +67,46 @@ public static class ConfigJson
         return Parse(target.ToJsonString(), validate);
     }
 
+    /// <summary>Whether <paramref name="config"/>'s JSON has a top-level field named <paramref name="path"/>'s first segment.</summary>
+    public static bool HasField<T>(T config, string path) => JsonNode.Parse(Serialize(config))!.AsObject().ContainsKey(path.Split('.')[0]);
+
+    /// <summary>
+    /// <paramref name="config"/> with each assignment <c>Field.Path=value</c> made (the value a JSON literal, or else a
+    /// string: <c>Architecture=Mac</c>), then parsed and validated by <paramref name="parse"/>. A path the type does not
+    /// have is an error that names it and the fields there.
+    /// </summary>
+    public static T Set<T>(T config, IEnumerable<string> assignments, Func<string, T> parse, Action<JsonObject, IReadOnlySet<string>>? adjust = null)
+    {
+        if (!assignments.Any()) return config;
+        JsonObject root = JsonNode.Parse(Serialize(config))!.AsObject();
+        var paths = new HashSet<string>();
+        foreach (string assignment in assignments)
+        {
+            int equals = assignment.IndexOf('=');
+            if (equals <= 0) throw new ArgumentException($"--set takes Field.Path=value, got '{assignment}'.");
+            string path = assignment[..equals].Trim(), text = assignment[(equals + 1)..].Trim();
+            string[] names = path.Split('.');
+            JsonObject at = root;
+            for (int i = 0; i < names.Length; i++)
+            {
+                string where = string.Join('.', [typeof(T).Name, .. names[..i]]);
+                if (!at.ContainsKey(names[i]))
+                    throw new ArgumentException($"{where} has no field '{names[i]}'; its fields are {string.Join(", ", at.Select(p => p.Key))}.");
+                if (i == names.Length - 1) at[names[i]] = Literal(text);
+                else at = at[names[i]] as JsonObject ?? throw new ArgumentException($"{where}.{names[i]} is a value, not a section with fields.");
+            }
+            paths.Add(path);
+        }
+        adjust?.Invoke(root, paths);
+        return parse(root.ToJsonString());
+    }
+
+    static JsonNode? Literal(string text)
+    {
+        try { return JsonNode.Parse(text); }
+        catch (JsonException) { return JsonValue.Create(text); }   // a bare word: a string (an enum's name)
+    }
+
     /// <summary>Throws <see cref="ArgumentException"/> "Type.Field problem." unless <paramref name="ok"/>.</summary>
     public static void Require<T>(bool ok, string field, string problem)
     {

@@ -22,6 +22,10 @@ namespace Titans.Training;
 public static class Checkpoint
 {
     public const string Format = "titans-checkpoint/1";
+    /// <summary>A weights-only export (<see cref="Export"/>): no optimizer state; loads for evaluation and generation, not resume.</summary>
+    public const string WeightsFormat = "titans-weights/1";
+    /// <summary>The files of an export folder.</summary>
+    public const string WeightsFile = "model.safetensors", ConfigFile = "config.json";
     const string OptimizerPrefix = "optimizer.";
     /// <summary>A SentencePiece model file, as a uint8 tensor, so the checkpoint carries its tokenizer.</summary>
     const string TokenizerModel = "tokenizer.model";
@@ -75,7 +79,8 @@ public static class Checkpoint
         string format = Get("format");
         if (format == Forecasting.ForecasterCheckpoint.Format)
             throw new InvalidDataException($"'{path}' is a forecaster checkpoint ({format}); this command needs a language model checkpoint ({Format}).");
-        if (format != Format) throw new InvalidDataException($"'{path}' has checkpoint format '{format}'; this build reads '{Format}'.");
+        if (format != Format && format != WeightsFormat)
+            throw new InvalidDataException($"'{path}' has checkpoint format '{format}'; this build reads '{Format}' and '{WeightsFormat}'.");
         TitansConfig model;
         TrainingConfig training;
         try
@@ -121,6 +126,9 @@ public static class Checkpoint
     {
         using var content = SafeTensors.Load(path);
         var header = ReadHeader(path, content);
+        if (content.Metadata["format"] == WeightsFormat)
+            throw new InvalidDataException($"'{path}' holds weights only (an export, without the optimizer's state), so training cannot resume from it; " +
+                                           "resume from the run's checkpoint.safetensors.");
         var config = steps is int s ? header.Training with { Steps = s } : header.Training;
         var model = new TitansLanguageModel("model", header.Model);
         if (device is not null) model.to(device);   // before the optimizer takes the parameters
@@ -144,6 +152,33 @@ public static class Checkpoint
         }
         catch { trainer.Dispose(); model.Dispose(); throw; }
         return (trainer, header);
+    }
+
+    /// <summary>
+    /// Writes the weights of a checkpoint to share, without the optimizer's state: <c>model.safetensors</c> (the
+    /// parameters under their module names, the tokenizer's model file when it has one, and the configurations and
+    /// tokenizer name as metadata) and <c>config.json</c> (the model configuration), in <paramref name="directory"/>.
+    /// Every weight is checked finite first. Returns the number of weights and their bytes.
+    /// </summary>
+    public static (int Tensors, long Bytes) Export(string checkpoint, string directory)
+    {
+        var (model, header) = LoadModel(checkpoint);   // checks names, shapes, checksum and finiteness
+        using (model)
+        using (var content = SafeTensors.Load(checkpoint))
+        {
+            var weights = model.named_parameters().Select(p => new KeyValuePair<string, Tensor>(p.name, p.parameter)).ToList();
+            if (content.Tensors.TryGetValue(TokenizerModel, out var file)) weights.Add(new(TokenizerModel, file));
+            Directory.CreateDirectory(directory);
+            SafeTensors.Save(Path.Combine(directory, WeightsFile), weights, new Dictionary<string, string>
+            {
+                ["format"] = WeightsFormat, ["model_config"] = header.Model.ToJson(), ["training_config"] = header.Training.ToJson(),
+                ["tokenizer"] = header.Tokenizer.Name, ["step"] = header.Step.ToString(),
+            });
+            string config = Path.Combine(directory, ConfigFile);
+            File.WriteAllText(config + ".tmp", header.Model.ToJson());
+            File.Move(config + ".tmp", config, overwrite: true);
+            return (weights.Count, weights.Sum(w => w.Value.numel() * w.Value.element_size()));
+        }
     }
 
     /// <summary>A model's weights, every one finite: the trainer never saves a non-finite step, so a NaN means a damaged file.</summary>

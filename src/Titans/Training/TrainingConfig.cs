@@ -73,6 +73,9 @@ public sealed record TrainingConfig
         return this;
     }
 
+    /// <summary>This configuration with fields set by path (<c>WarmupSteps=20</c>), validated.</summary>
+    public TrainingConfig With(IEnumerable<string> assignments) => ConfigJson.Set(this, assignments, FromJson);
+
     public string ToJson() => ConfigJson.Serialize(this);
     public static TrainingConfig FromJson(string json) => ConfigJson.Parse<TrainingConfig>(json, c => c.Validate());
     static void Require(bool ok, string field, string problem) => ConfigJson.Require<TrainingConfig>(ok, field, problem);

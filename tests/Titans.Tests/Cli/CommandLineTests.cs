@@ -1,3 +1,4 @@
+using System.Text.RegularExpressions;
 using System.Text.Json;
 using Titans.Cli;
 using Titans.Tests.Text;
@@ -126,6 +127,48 @@ public class CommandLineTests : IDisposable
         // Nothing in a checkpoint depends on the clock: the interrupted run's file is the straight run's, byte for byte.
         Assert.Equal(File.ReadAllBytes(Path.Combine(straight, "checkpoint.safetensors")), File.ReadAllBytes(Path.Combine(interrupted, "checkpoint.safetensors")));
         Assert.True(File.Exists(Path.Combine(interrupted, "timing.json")));
+    }
+
+    [Fact]
+    public void SetOverridesAnyFieldByPathAndExportWritesWeightsPyTorchCanRead()
+    {
+        string run = Path.Combine(folder, "set");
+        var train = Titans("train", "--data", corpus, "-a", "lmm", "--steps", "2", "--batch-size", "2", "--seq-len", "16", "--eval-tokens", "128",
+            "--set", "Layers=1", "--set", "Memory.InitialForgetting=0.002", "--set", "Memory.Activation=Silu", "--set", "WarmupSteps=7", "--out", run);
+        Assert.True(train.Code == 0, train.Error + train.Output);
+        var model = global::Titans.Models.TitansConfig.FromJson(File.ReadAllText(Path.Combine(run, "model.json")));
+        var training = TrainingConfig.FromJson(File.ReadAllText(Path.Combine(run, "training.json")));
+        Assert.Equal((1, 0.002, global::Titans.Memory.MemoryActivation.Silu, 7), (model.Layers, model.Memory.InitialForgetting, model.Memory.Activation, training.WarmupSteps));
+
+        // The weights alone, with the configuration beside them: names and shapes as the model's, no optimizer state.
+        string export = Path.Combine(folder, "export");
+        var exported = Titans("export", "-c", run, "--out", export);
+        Assert.True(exported.Code == 0, exported.Error + exported.Output);
+        using (var weights = global::Titans.Checkpoints.SafeTensors.Load(Path.Combine(export, "model.safetensors")))
+        using (var built = new global::Titans.Models.TitansLanguageModel("model", model))
+        {
+            Assert.Equal(built.named_parameters().Select(p => p.name).Order(), weights.Tensors.Keys.Order());
+            Assert.DoesNotContain(weights.Tensors.Keys, k => k.StartsWith("optimizer."));
+        }
+        Assert.Equal(model, global::Titans.Models.TitansConfig.FromJson(File.ReadAllText(Path.Combine(export, "config.json"))));
+        // It evaluates as the checkpoint does, and cannot be resumed.
+        var fromRun = Titans("eval", "-c", run, "--data", corpus);
+        var fromExport = Titans("eval", "-c", export, "--data", corpus);
+        Assert.True(fromExport.Code == 0, fromExport.Error);
+        Assert.Equal(Regex.Match(fromRun.Output, @"loss [\d.]+").Value, Regex.Match(fromExport.Output, @"loss [\d.]+").Value);
+        var resume = Titans("train", "--resume", export, "--steps", "3");
+        Assert.Equal(2, resume.Code);
+        Assert.Contains("holds weights only", resume.Error);
+
+        var unknown = Titans("train", "--data", corpus, "--set", "Layerz=1", "--out", Path.Combine(folder, "u"));
+        Assert.Equal(2, unknown.Code);
+        Assert.Contains("'Layerz' is a field of neither", unknown.Error);
+        var nested = Titans("train", "--data", corpus, "--set", "Memory.Deepth=1", "--out", Path.Combine(folder, "u"));
+        Assert.Equal(2, nested.Code);
+        Assert.Contains("TitansConfig.Memory has no field 'Deepth'", nested.Error);
+        var invalid = Titans("train", "--data", corpus, "--set", "Layers=0", "--out", Path.Combine(folder, "u"));
+        Assert.Equal(2, invalid.Code);
+        Assert.Contains("TitansConfig.Layers must be at least 1", invalid.Error);
     }
 
     [Fact]

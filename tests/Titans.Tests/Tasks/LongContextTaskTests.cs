@@ -43,6 +43,12 @@ public class LongContextTaskTests
             }
         var error = Assert.Throws<ArgumentException>(() => task.Generate(20, 0.5, random, evaluation: false));
         Assert.Contains("too short", error.Message);
+        // One token below the minimum `task list` prints, every example is refused with that minimum, whatever its words.
+        for (int i = 0; i < 20; i++)
+        {
+            error = Assert.Throws<ArgumentException>(() => task.Generate(task.MinimumLength - 1, 0.5, random, evaluation: i % 2 == 0));
+            Assert.Contains($"at least {task.MinimumLength} tokens", error.Message);
+        }
     }
 
     [Theory]

@@ -25,6 +25,7 @@ public sealed class BabiTask : ILongContextTask
         var random = new Random(0);
         MinimumLength = Enumerable.Range(0, 200).Select(_ => Pieces(BabiStories.Generate(task, this.facts, random)))
             .Max(p => assembler.Count(p.Facts.SelectMany(f => f)) + assembler.Count(p.Tail));
+        assembler.MinimumLength = MinimumLength;
     }
 
     public string Name => $"qa{task}";

@@ -24,6 +24,9 @@ public sealed class ExampleAssembler(string task, ITokenizer tokenizer, Haystack
         return tokens;
     }
 
+    /// <summary>The task's shortest length for any example (its <see cref="ILongContextTask.MinimumLength"/>); 0 until the task sets it.</summary>
+    public int MinimumLength { get; set; }
+
     /// <summary>Tokens the pieces take.</summary>
     public int Count(IEnumerable<Piece> pieces) => pieces.Sum(p => Encode(p.Text).Length);
 
@@ -32,8 +35,10 @@ public sealed class ExampleAssembler(string task, ITokenizer tokenizer, Haystack
     {
         int fixedTokens = insertions.Sum(i => Count(i.Pieces)) + Count(tail);
         int filler = length - fixedTokens;
-        if (filler < 0)
-            throw new ArgumentException($"A {task} example needs at least {fixedTokens} tokens for its needles, question and answers; {length} is too short.");
+        // Below the task's minimum every example is refused, not only those whose words happen to be long, so the
+        // bound `task list` prints is the one every command enforces.
+        if (filler < 0 || length < MinimumLength)
+            throw new ArgumentException($"A {task} example needs at least {Math.Max(fixedTokens, MinimumLength)} tokens for its needles, question and answers; {length} is too short.");
         var (fill, starts, words) = haystack.Take(filler, random, evaluation);
         // The filler's end is a sentence start for a needle; its very start (often mid-sentence) only a word start.
         starts.Add(filler);

@@ -22,6 +22,7 @@ public sealed class MqarTask : ILongContextTask
         assembler = new ExampleAssembler(Name, tokenizer, haystack);
         var (block, tail, _) = Build(Enumerable.Range(0, pairs).Select(i => ("WWW", "00")).ToList(), Enumerable.Range(0, pairs).ToList());
         MinimumLength = assembler.Count(block) + assembler.Count(tail);
+        assembler.MinimumLength = MinimumLength;
     }
 
     public int Pairs { get; }

@@ -42,6 +42,7 @@ public sealed class NeedleTask : ILongContextTask
         assembler = new ExampleAssembler(Name, tokenizer, haystack);
         var longest = Build(Words.MaxBy(w => w.Length)!, form switch { NeedleForm.PassKey => "00000", NeedleForm.Number => "0000000", _ => Guid.Empty.ToString() });
         MinimumLength = assembler.Count(longest.Needle) + assembler.Count(longest.Tail);
+        assembler.MinimumLength = MinimumLength;
     }
 
     public string Name => form switch { NeedleForm.PassKey => "passkey", NeedleForm.Number => "number", _ => "uuid" };
