@@ -14,6 +14,8 @@ trap cleanup EXIT
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 
 echo "packages: packing $version from a clean copy of the sources"
+untracked="$(cd "$root" && git ls-files --others --exclude-standard -- src build)"
+[ -z "$untracked" ] || echo "packages: note: files git does not track are left out (as in a clean clone): $untracked"
 mkdir -p "$work/src"
 (cd "$root" && git ls-files -z -- src build data/moby-dick.txt Directory.Build.props Directory.Build.targets README.md \
   | xargs -0 tar -cf - ) | tar -xf - -C "$work/src"

@@ -54,7 +54,7 @@ public static class MacWriteProbe
                     {
                         var slot = pieces[b];
                         // Copies outside every dispose scope: the block's own tensors die with the forward pass.
-                        model.Blocks[b].MacObserver = (input, read, written) =>
+                        ((MacBlock)model.Blocks[b]).Observer = (input, read, written) =>
                         {
                             slot.Input.Add(input.detach().clone().DetachFromDisposeScope());
                             slot.Read.Add(read.detach().clone().DetachFromDisposeScope());
@@ -89,7 +89,7 @@ public static class MacWriteProbe
         }
         finally
         {
-            foreach (var block in model.Blocks) block.MacObserver = null;
+            foreach (var block in model.Blocks.OfType<MacBlock>()) block.Observer = null;
             model.train(training);
         }
 

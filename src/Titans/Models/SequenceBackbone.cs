@@ -24,7 +24,7 @@ public sealed class SequenceBackbone : StreamingModule<ModelState>
     public SequenceBackbone(string name, TitansConfig config) : base(name)
     {
         Config = config.Validate();
-        blocks = new ModuleList<Block>(Enumerable.Range(0, config.Layers).Select(i => new Block($"block{i}", config)).ToArray());
+        blocks = new ModuleList<Block>(Enumerable.Range(0, config.Layers).Select(i => Block.Create($"block{i}", config)).ToArray());
         norm = new RmsNorm("norm", config.ModelDim);
         RegisterComponents();
     }

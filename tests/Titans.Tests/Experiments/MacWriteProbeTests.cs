@@ -55,7 +55,7 @@ public class MacWriteProbeTests
         for (int b = 0; b < 2; b++)
             Assert.Equal(results.Single(r => r.Block == b && r.Feature == MacWriteProbe.Features[0]).TestAccuracy,
                 results.Single(r => r.Block == b && r.Feature == MacWriteProbe.Features[1]).TestAccuracy);
-        Assert.All(model.Blocks, b => Assert.Null(b.MacObserver));
+        Assert.All(model.Blocks.OfType<MacBlock>(), b => Assert.Null(b.Observer));
     }
 
     [Fact]
@@ -67,9 +67,9 @@ public class MacWriteProbeTests
         Assert.Equal(6, results.Count);
         Assert.All(results, r => Assert.InRange(r.TestAccuracy, 0, 1));
         // Observed directly: the paper's write is the normalized attention output, not the input.
-        model.Blocks[0].MacObserver = (input, _, written) => seen.Add((input.clone().DetachFromDisposeScope(), written.clone().DetachFromDisposeScope()));
+        ((MacBlock)model.Blocks[0]).Observer = (input, _, written) => seen.Add((input.clone().DetachFromDisposeScope(), written.clone().DetachFromDisposeScope()));
         using (no_grad()) model.Forward(tensor(Examples(1)[0].Tokens).unsqueeze(0), null).State.Dispose();
-        model.Blocks[0].MacObserver = null;
+        ((MacBlock)model.Blocks[0]).Observer = null;
         Assert.Equal(3, seen.Count);                                    // 24 tokens in segments of 8
         Assert.All(seen, s => Assert.False(s.Input.allclose(s.Written)));
         Assert.All(seen, s => Assert.Equal(1.0, s.Written.square().mean(new long[] { -1 }).mean().item<float>(), 3));
@@ -85,7 +85,7 @@ public class MacWriteProbeTests
         var noNeedle = Examples(10);
         noNeedle[4] = noNeedle[4] with { Tokens = noNeedle[4].Tokens.Select((t, i) => i < 21 ? 20L : t).ToArray() };
         Assert.Contains("does not occur before the question", Assert.Throws<ArgumentException>(() => MacWriteProbe.Run(mac, noNeedle)).Message);
-        Assert.All(mac.Blocks, b => Assert.Null(b.MacObserver));
+        Assert.All(mac.Blocks.OfType<MacBlock>(), b => Assert.Null(b.Observer));
         Assert.Contains("at least 6", Assert.Throws<ArgumentException>(() => MacWriteProbe.Run(mac, Examples(3))).Message);
     }
 }

@@ -204,7 +204,7 @@ public class LanguageModelTests
 
         // LMM: the same gradient from the prefix's weights made leaves.
         var leaves = state.Blocks.Select(b => b.Memory!.Memory.Weights.Select(w => w.detach().requires_grad_(true)).ToArray()).ToArray();
-        var leafState = new ModelState(state.Blocks.Select((b, i) => new BlockState(null, new NeuralMemoryState(
+        var leafState = new ModelState(state.Blocks.Select((b, i) => (BlockState)new MemoryBlockState(new NeuralMemoryState(
             new MemoryWeights(leaves[i], b.Memory!.Memory.Momentum), b.Memory.PendingKeys, b.Memory.PendingValues, b.Memory.PendingGates,
             b.Memory.ConvCache, b.Memory.Position))).ToArray(), state.Position);
         (model.Forward(tokens, leafState).Output * probe).sum().backward();

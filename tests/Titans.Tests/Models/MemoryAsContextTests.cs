@@ -10,7 +10,7 @@ namespace Titans.Tests.Models;
 /// <summary>MAC (TITANS.md §4.1) follows the paper's order: read, attend, write the attention output, gate; or writes the segment (the ablation).</summary>
 public class MemoryAsContextTests
 {
-    static Block Build(int convKernel = 4, MacWrite write = MacWrite.AttentionOutput)
+    static MacBlock Build(int convKernel = 4, MacWrite write = MacWrite.AttentionOutput)
     {
         manual_seed(3);
         var config = new TitansConfig
@@ -18,7 +18,7 @@ public class MemoryAsContextTests
             Architecture = Architecture.Mac, ModelDim = 16, Heads = 2, SegmentLength = 8, PersistentTokens = 3, MacWrite = write,
             Memory = new NeuralMemoryConfig { Heads = 2, Depth = 2, Expansion = 2, ChunkSize = 4, ConvKernel = convKernel },
         };
-        var block = new Block("block", config.Validate());
+        var block = new MacBlock("block", config.Validate());
         block.to(F64);
         return block;
     }
@@ -29,7 +29,7 @@ public class MemoryAsContextTests
     /// segment itself. The read is of the segment's start either way, so writing the segment before attending (the
     /// order the paper's MAC does not have) computes the same as writing it after: what is written is what differs.
     /// </summary>
-    static (Tensor Output, MemoryWeights Memory) Reference(Block block, Tensor x, MacWrite write)
+    static (Tensor Output, MemoryWeights Memory) Reference(MacBlock block, Tensor x, MacWrite write)
     {
         var memory = block.Memory!;
         var state = memory.InitialState(x.shape[0], F64);

@@ -1,0 +1,125 @@
+using Titans.Runtime;
+using TorchSharp;
+using Titans.Layers;
+using Titans.Memory;
+using static TorchSharp.torch;
+
+namespace Titans.Models;
+
+/// <summary>
+/// Pre-norm residual block: h = x + mixer(RMSNorm(x)); y = h + SwiGLU(RMSNorm(h)). The mixer is the architecture
+/// (TITANS.md §4), one class each with its own state: <see cref="AttentionBlock"/> (Transformer++, SWA),
+/// <see cref="MemoryBlock"/> (LMM), <see cref="MacBlock"/>, <see cref="MagBlock"/>, <see cref="MalBlock"/>.
+/// <see cref="Create"/> is the one place that maps an architecture to its block. Weights are named as they always
+/// were (<c>mixer_norm</c>, <c>attention</c>, <c>memory</c>, …, <c>ffn</c>), whichever class holds them.
+/// </summary>
+public abstract class Block : StreamingModule<BlockState>
+{
+    // Field names are the checkpoint's tensor names.
+    protected readonly RmsNorm mixer_norm, ffn_norm;
+    SwiGlu? ffn;
+
+    protected Block(string name, TitansConfig config) : base(name)
+    {
+        mixer_norm = new RmsNorm("mixer_norm", config.ModelDim);
+        ffn_norm = new RmsNorm("ffn_norm", config.ModelDim);
+    }
+
+    /// <summary>The block of <paramref name="config"/>'s architecture.</summary>
+    public static Block Create(string name, TitansConfig config) => config.Architecture switch
+    {
+        Architecture.TransformerPlusPlus or Architecture.SlidingWindow => new AttentionBlock(name, config),
+        Architecture.Lmm => new MemoryBlock(name, config),
+        Architecture.Mac => new MacBlock(name, config),
+        Architecture.Mag => new MagBlock(name, config),
+        Architecture.Mal => new MalBlock(name, config),
+        _ => throw new ArgumentOutOfRangeException(nameof(config), $"Architecture {config.Architecture} has no block."),
+    };
+
+    /// <summary>
+    /// Called by each block's constructor after it built its mixer's modules: builds the feed-forward (last, so the
+    /// weights drawn for a seed are the same as ever) and registers every module in the order weights were always listed.
+    /// </summary>
+    protected void Register(TitansConfig config, params (string Name, nn.Module? Module)[] mixer)
+    {
+        ffn = new SwiGlu("ffn", config.ModelDim, config.FeedForwardWidth);
+        register_module("mixer_norm", mixer_norm);
+        register_module("ffn_norm", ffn_norm);
+        foreach (var (name, module) in mixer)
+            if (module is not null) register_module(name, module);
+        register_module("ffn", ffn);
+    }
+
+    /// <summary>The block's neural memory; null in attention blocks.</summary>
+    internal virtual NeuralMemory? Memory => null;
+
+    /// <summary>The block's attention; null in LMM.</summary>
+    internal virtual CausalAttention? Attention => null;
+
+    /// <summary>h = the input plus the mixer's output(s), and the state to continue from: everything before the feed-forward.</summary>
+    protected abstract (Tensor Output, BlockState State) Mix(Tensor x, BlockState? state);
+
+    /// <summary>
+    /// <paramref name="state"/>, reached without gradient, with its memory tied to the gradient path of the state a stream
+    /// starts from (<see cref="NeuralMemory.WithGradientToStart"/>); blocks without memory return their state with
+    /// handles of their own.
+    /// </summary>
+    internal abstract BlockState WithGradientToStart(BlockState state);
+
+    /// <summary>Memory blocks: tokens per recomputed group, aligned as the block needs (MAC: to its segments).</summary>
+    protected virtual long GroupTokens(NeuralMemoryConfig memory) => (long)memory.RecomputeGroup * memory.ChunkSize;
+
+    /// <summary>Memory blocks: the memory's position after <paramref name="state"/> (at a start, after what it reads first).</summary>
+    protected virtual long MemoryPosition(BlockState? state) => state?.Memory?.Position ?? 0;
+
+    /// <summary><paramref name="state"/> as this block's own kind of state; another kind is an error.</summary>
+    protected T? StateOf<T>(BlockState? state) where T : BlockState => state switch
+    {
+        null => null,
+        T own => own,
+        _ => throw new ArgumentException($"A {state.GetType().Name} was given to a {GetType().Name}, which carries a {typeof(T).Name}.", nameof(state)),
+    };
+
+    public override (Tensor Output, BlockState State) Forward(Tensor x, BlockState? state)
+    {
+        // Training with recomputation (the memory's RecomputeGroup): the block streams over groups of tokens, each group
+        // one recomputed autograd node, so autograd keeps the block's state at group boundaries only (streaming in pieces
+        // equals one pass, so the values are the same). Groups end on the memory's chunk boundaries (MAC: on segment
+        // boundaries), so no memory call spans two groups.
+        if (Memory is not NeuralMemory memory || memory.Config.RecomputeGroup == 0 || !is_grad_enabled()) return ForwardPiece(x, state);
+        long groupTokens = GroupTokens(memory.Config);
+        if (x.shape[1] <= groupTokens) return ForwardPiece(x, state);
+        long position = MemoryPosition(state);
+        var sizes = new List<long>();
+        for (long done = 0; done < x.shape[1]; done += sizes[^1])
+            sizes.Add(Math.Min(groupTokens - (position + done) % groupTokens, x.shape[1] - done));
+        Tensor[] pieces = x.split(sizes.ToArray(), 1);   // one split, so x's gradient is assembled once (not a narrow per group)
+        var outputs = new List<Tensor>();
+        BlockState? current = state;
+        var parameters = this.parameters().ToArray();
+        foreach (Tensor piece in pieces)
+        {
+            BlockState? given = current, produced = null;
+            Tensor[] Group(Tensor[] inputs)
+            {
+                var (output, next) = ForwardPiece(inputs[0], given?.WithTensors(inputs.Skip(1)));
+                produced = next;   // the structure of the outputs, the same on recomputation
+                return next.Tensors.Prepend(output).ToArray();
+            }
+            Tensor[] result = Recomputation.Apply(Group, (given?.Tensors ?? []).Prepend(piece).ToArray(), parameters);
+            outputs.Add(result[0]);
+            current = produced!.WithTensors(result.Skip(1));
+        }
+        return (cat(outputs, 1), current!);
+    }
+
+    (Tensor Output, BlockState State) ForwardPiece(Tensor x, BlockState? state)
+    {
+        var (h, next) = Mix(x, state);
+        return (h + ffn!.forward(ffn_norm.forward(h)), next);
+    }
+
+    /// <summary>An attention cache with handles of its own (null stays null).</summary>
+    protected static AttentionCache? OwnCopy(AttentionCache? cache) =>
+        cache is null ? null : cache with { Keys = cache.Keys.alias(), Values = cache.Values.alias() };
+}

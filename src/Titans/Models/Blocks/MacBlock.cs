@@ -1,0 +1,110 @@
+using Titans.Layers;
+using Titans.Memory;
+using static TorchSharp.torch;
+
+namespace Titans.Models;
+
+/// <summary>
+/// MAC (§4.1), segment by segment: read the memory as it was before the segment; attend over [persistent ‖ read ‖
+/// segment]; write the attention output (divided by its RMS) into the memory; gate the attention output with
+/// σ(RMSNorm(read of the updated memory)). Its state is a <see cref="MacBlockState"/>.
+/// </summary>
+public sealed class MacBlock : Block
+{
+    readonly int segment;
+    readonly MacWrite macWrite;
+    readonly RmsNorm memory_out_norm;
+    readonly CausalAttention attention;
+    readonly NeuralMemory memory;
+
+    public MacBlock(string name, TitansConfig config) : base(name, config)
+    {
+        segment = config.SegmentLength;
+        macWrite = config.MacWrite;
+        attention = new CausalAttention("attention", config.ModelDim, config.Heads, null, config.PersistentTokens);
+        memory = new NeuralMemory("memory", config.MemoryConfig);
+        memory_out_norm = new RmsNorm("memory_out_norm", config.ModelDim);
+        Register(config, ("memory_out_norm", memory_out_norm), ("attention", attention), ("memory", memory));
+    }
+
+    internal override CausalAttention Attention => attention;
+    internal override NeuralMemory Memory => memory;
+    internal RmsNorm MemoryOutNorm => memory_out_norm;
+
+    /// <summary>
+    /// For probes (<see cref="Experiments.MacWriteProbe"/>): called per segment piece with the block's normed input
+    /// (the piece), the memory's read h and the value written into the memory, each [B, piece, d].
+    /// </summary>
+    internal Action<Tensor, Tensor, Tensor>? Observer { get; set; }
+
+    /// <summary>Recomputed groups end on segment boundaries, so each segment's reads and write stay in one group.</summary>
+    protected override long GroupTokens(NeuralMemoryConfig config) => Math.Max(1, base.GroupTokens(config) / segment) * segment;
+
+    protected override (Tensor Output, BlockState State) Mix(Tensor x, BlockState? state)
+    {
+        var (mixed, next) = MemoryAsContext(mixer_norm.forward(x), StateOf<MacBlockState>(state));
+        return (x + mixed, next);
+    }
+
+    /// <summary>
+    /// Segments are aligned to absolute positions, so a piece may start or end inside one: (1) h = M*_{t−1}(q), a read
+    /// of the memory as it was when the segment began; (2) attention over [persistent ‖ h ‖ segment], where query i sees
+    /// h_j and s_j for j ≤ i; (3) y = the attention output; (4) the memory is updated with ŷ = y / rms(y) (keys and
+    /// values from it; <see cref="MacWrite.SegmentInput"/> writes the segment's own tokens instead); (5) o = y ⊙
+    /// σ(norm(M_t(ŷ))), the read of the updated memory. Step 5 reads token i with the memory written up to token i (the
+    /// memory's own causal read), since the memory at the segment's end would show token i the segment's later tokens.
+    /// </summary>
+    internal (Tensor Output, MacBlockState State) MemoryAsContext(Tensor x, MacBlockState? state)
+    {
+        long length = x.shape[1];
+        NeuralMemoryState memoryState = state?.Memory ?? memory.InitialState(x.shape[0], x.dtype, x.device);
+        IReadOnlyList<Tensor> segmentMemory = state?.SegmentMemory ?? memoryState.Memory.Weights;
+        AttentionCache? cache = state?.Attention;
+        Tensor? readConv = state?.ReadConvCache;
+        long position = memoryState.Position;
+        var outputs = new List<Tensor>();
+        for (long done = 0; done < length;)
+        {
+            long size = Math.Min(segment - position % segment, length - done);
+            Tensor piece = x.narrow(1, done, size);
+            (Tensor read, readConv) = memory.Read(piece, segmentMemory, readConv);
+            (Tensor attended, cache) = attention.Forward(piece, read, cache);
+            // The attention output is not normalized; written raw, its scale drives the inner loop's steps and the outer
+            // gradients explode (SOTU, tiny: |g| up to 8e5, then divergence). A learned scale let that scale grow back
+            // (|g| median 34 by step 800), so the write is normalized without one. The segment input is normalized already.
+            Tensor written = macWrite == MacWrite.SegmentInput ? piece : RmsNorm.Normalize(attended);
+            Observer?.Invoke(piece, read, written);
+            (Tensor remembered, memoryState) = memory.Forward(written, memoryState);
+            outputs.Add(attended * memory_out_norm.forward(remembered).sigmoid());
+            done += size;
+            position += size;
+            if (position % segment == 0)
+            {
+                // The segment is over: its attention context is dropped and the next segment reads what it wrote.
+                cache = null;
+                segmentMemory = memoryState.Memory.Weights;
+            }
+        }
+        // Tensors carried over unchanged from the caller's state get handles of their own, so either can be disposed.
+        var own = OwnedApartFrom(state?.Tensors);
+        var next = new MacBlockState(
+            cache is null ? null : cache with { Keys = own(cache.Keys), Values = own(cache.Values) },
+            memoryState,
+            // At a segment's end these are the memory state's own weights, which need handles of their own too.
+            segmentMemory.Select(w => memoryState.Memory.Weights.Any(m => ReferenceEquals(m, w)) ? w.alias() : own(w)).ToArray(),
+            readConv is null ? null : own(readConv));
+        return (cat(outputs, 1), next);
+    }
+
+    internal override BlockState WithGradientToStart(BlockState state)
+    {
+        var given = StateOf<MacBlockState>(state)!;
+        Tensor like = given.Memory.Memory.Weights[0];
+        using var scope = NewDisposeScope();
+        NeuralMemoryState start = memory.InitialState(like.shape[0], like.dtype, like.device);
+        var next = new MacBlockState(OwnCopy(given.Attention), NeuralMemory.WithGradientToStart(given.Memory, start),
+            NeuralMemory.LinkToStart(given.SegmentMemory, start.Memory.Weights), given.ReadConvCache?.alias());
+        scope.MoveToOuter(next.Tensors);
+        return next;
+    }
+}
