@@ -65,7 +65,7 @@ public static class ThroughputBenchmark
                 lastGrowth = Math.Max(0, peak - baseline);
                 lastLength = length;
                 // The next length costs at least twice as much (four times with full attention).
-                double factor = model.Config.Architecture == Architecture.TransformerPlusPlus ? 4 : 2;
+                double factor = model.Config.CacheGrowsWithContext ? 4 : 2;
                 if (seconds * factor > options.BudgetSeconds) skip = $"> {options.BudgetSeconds:F0} s/step";
             }
         }

@@ -120,7 +120,7 @@ public static class TaskRun
         var cells = new List<GridCell>();
         foreach (int length in lengths)
         {
-            if (model.Config.Architecture == Architecture.TransformerPlusPlus && length > FullAttentionLimit)
+            if (model.Config.CacheGrowsWithContext && length > FullAttentionLimit)
             {
                 foreach (double depth in depths)
                     Add(new GridCell(length, depth, double.NaN, 0, double.NaN,

@@ -61,7 +61,7 @@ public sealed record TitansConfig
     /// <summary>The neural memory of memory blocks; its ModelDim follows this config's.</summary>
     public NeuralMemoryConfig Memory { get; init; } = new();
 
-    /// <summary>Whether the state grows with every token read (full attention's key-value cache), so long streams must be cut.</summary>
+    /// <summary>Whether the state grows with every token read (full attention: its key-value cache, and quadratic time), so long streams must be cut.</summary>
     [JsonIgnore] public bool CacheGrowsWithContext => Architecture == Architecture.TransformerPlusPlus;
     [JsonIgnore] public int FeedForwardWidth => FeedForwardDim > 0 ? FeedForwardDim : (8 * ModelDim / 3 + 15) / 16 * 16;
     [JsonIgnore] public NeuralMemoryConfig MemoryConfig => Memory with { ModelDim = ModelDim };
