@@ -12,7 +12,8 @@ public static class Program
     public static int Main(string[] args)
     {
         // Started without it (as a .NET tool, or `dotnet Titans.Cli.dll`): run again with it, passing everything through.
-        if (Environment.GetEnvironmentVariable(MinOptsVariable) is null && RunAgainWithMinOpts(args) is int code) return code;
+        if (Environment.GetEnvironmentVariable(MinOptsVariable) is null && System.Reflection.Assembly.GetEntryAssembly() == typeof(Program).Assembly &&
+            RunAgainWithMinOpts(args) is int code) return code;
         NativeAllocator.KeepFreedMemoryForReuse();
         // Redirected output (logs, CI) gets 80 columns by default, which wraps the wider tables; give them room.
         if (Console.IsOutputRedirected) Spectre.Console.AnsiConsole.Profile.Width = 132;
