@@ -17,6 +17,9 @@ public static class Program
         NativeAllocator.KeepFreedMemoryForReuse();
         // Redirected output (logs, CI) gets 80 columns by default, which wraps the wider tables; give them room.
         if (Console.IsOutputRedirected) Spectre.Console.AnsiConsole.Profile.Width = 132;
+        // Under mpirun: one rank of a data-parallel job. Rank 0 alone prints; the others' errors still reach stderr.
+        var parallel = Titans.Distributed.DataParallel.StartIfLaunched();
+        if (parallel is { IsRoot: false }) Console.SetOut(TextWriter.Null);
         var root = new RootCommand("Titans.NET: neural long-term memory that learns to memorize at test time (arXiv 2501.00663).");
         root.Options.Add(CommonOptions.Threads);
         root.Options.Add(CommonOptions.Device);
@@ -27,7 +30,9 @@ public static class Program
         root.Subcommands.Add(ModelsCommand.Create());
         root.Subcommands.Add(DemoCommands.Create());
         root.Subcommands.Add(BenchCommands.Create());
-        return root.Parse(args).Invoke();
+        int exit = root.Parse(args).Invoke();
+        Titans.Distributed.DataParallel.Finish();
+        return exit;
     }
 
     /// <summary>This program again, with <see cref="MinOptsVariable"/> set and the same streams; null where it cannot be started.</summary>

@@ -47,22 +47,45 @@ public static class CommonOptions
         }
         catch (ArgumentException e)
         {
-            Console.Error.WriteLine($"error: {PlainMessage(e)}");
-            return 2;
+            return Fail(PlainMessage(e));
         }
         // Bad files (a non-UTF-8 corpus, a truncated checkpoint) and a diverged run are the user's input too; so are the
         // machine's limits (a full disk, a folder it may not write, memory). Saves are atomic, so what was saved stays.
         catch (Exception e) when (e is InvalidDataException or IOException or UnauthorizedAccessException or TrainingDivergedException
                                        or NonFiniteValueException)
         {
-            Console.Error.WriteLine($"error: {e.Message}");
-            return 2;
+            return Fail(e.Message, collective: e is TrainingDivergedException);
         }
         catch (OutOfMemoryException e)
         {
-            Console.Error.WriteLine($"error: out of memory ({e.Message}); use less data, a smaller model or a smaller batch.");
-            return 2;
+            return Fail($"out of memory ({e.Message}); use less data, a smaller model or a smaller batch.");
         }
+        catch (Exception e) when (Distributed.DataParallel.World is not null)
+        {
+            return Fail($"{e.GetType().Name}: {e.Message}");   // a rank must not leave the others waiting
+        }
+    }
+
+    /// <summary>
+    /// Prints the one-line error and returns exit code 2. Under mpirun an error of one rank ends the job everywhere
+    /// (MPI_Abort), so no rank waits forever for one that stopped; an error every rank met alike at the same point
+    /// (<paramref name="collective"/>: a diverged step) is printed once, by rank 0, and every rank exits cleanly.
+    /// </summary>
+    static int Fail(string message, bool collective = false)
+    {
+        var parallel = Distributed.DataParallel.World;
+        if (parallel is null || !collective || parallel.IsRoot)
+            Console.Error.WriteLine(parallel is null || collective ? $"error: {message}" : $"error (rank {parallel.Rank} of {parallel.Size}): {message}");
+        Console.Error.Flush();
+        if (parallel is not null && !collective) parallel.Abort(2);   // the others may be waiting for this rank
+        return 2;
+    }
+
+    /// <summary>Commands whose outputs are not yet written by rank 0 alone refuse to run under mpirun (docs/distributed.md).</summary>
+    public static void RequireSingleProcess(string command)
+    {
+        if (Distributed.DataParallel.World is { } world)
+            throw new ArgumentException($"`{command}` does not run under mpirun yet ({world.Size} ranks would each write its results); run it as one process.");
     }
 
     /// <summary>The message without .NET's " (Parameter 'name')" suffix, which means nothing to a user.</summary>

@@ -169,6 +169,7 @@ public static class DnaCommands
             var names = parse.GetValue(models)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
             if (names.Length == 0) throw new ArgumentException("-a needs at least one model.");
             foreach (var n in names.Where(n => !n.Equals("cnn", StringComparison.OrdinalIgnoreCase))) ArchitectureNames.Parse(n);
+            CommonOptions.RequireSingleProcess("dna classify");
             DnaClassificationRun.Run(new DnaClassificationRun.Options(file, names, parse.GetValue(preset)!, parse.GetValue(layers), parse.GetValue(pretrained),
                 training, parse.GetValue(evalEvery), parse.GetValue(patience), parse.GetValue(splitSeed),
                 parse.GetValue(output) ?? Path.Combine("runs", "dna", Path.GetFileNameWithoutExtension(file)), parse.GetValue(report),

@@ -76,6 +76,7 @@ public static class ForecastCommands
                 Beta2 = 0.999, Seed = parse.GetValue(seed),
             }.Validate();
             var choices = Names(parse.GetValue(models)) ?? throw new ArgumentException("-a needs at least one model.");
+            CommonOptions.RequireSingleProcess("forecast train");
             ForecastRun.Run(new ForecastRun.Options(parse.GetValue(Data)!, parse.GetValue(DateColumn), Names(parse.GetValue(Columns)),
                 Names(parse.GetValue(targets)), parse.GetValue(Split)!, parse.GetValue(lookback),
                 CommonOptions.IntList(parse.GetValue(horizons)!, "--horizons"), choices.Select(ForecastRun.ModelChoice.Parse).ToList(), training,

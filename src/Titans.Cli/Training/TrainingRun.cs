@@ -68,7 +68,7 @@ public static class TrainingRun
     {
         RefuseExisting(run.Directory);
         RequireVocabulary(config, tokenizer);
-        using var folder = RunFolder.Acquire(run.Directory);
+        using var folder = IsWriter ? RunFolder.Acquire(run.Directory) : null;
         TorchSharp.torch.manual_seed(training.Seed);
         using var model = new TitansLanguageModel("model", config);
         if (run.Device is not null) model.to(run.Device);   // before the optimizer takes the parameters
@@ -129,12 +129,21 @@ public static class TrainingRun
     /// <summary>Trains <paramref name="trainer"/> to its last step in the run folder, which it holds (<see cref="RunFolder"/>) meanwhile.</summary>
     public static Validation Run(Trainer trainer, ITokenizer tokenizer, RunOptions options, long elapsedBefore = 0)
     {
-        using var folder = RunFolder.Acquire(options.Directory);
+        using var folder = IsWriter ? RunFolder.Acquire(options.Directory) : null;
         return Run(folder, trainer, tokenizer, options, elapsedBefore);
     }
 
-    static Validation Run(RunFolder held, Trainer trainer, ITokenizer tokenizer, RunOptions options, long elapsedBefore = 0)
+    /// <summary>Whether this process writes the run: always, except the ranks other than 0 of an mpirun job, which only train.</summary>
+    static bool IsWriter => Distributed.DataParallel.World?.IsRoot ?? true;
+
+    static Validation Run(RunFolder? held, Trainer trainer, ITokenizer tokenizer, RunOptions options, long elapsedBefore = 0)
     {
+        if (held is null)
+        {
+            // A rank other than 0: the same steps, in step with rank 0 through the all-reduce; no files, no validation.
+            while (trainer.Step < trainer.Config.Steps) trainer.TrainStep();
+            return new Validation(double.NaN, "", new Dictionary<string, object>());
+        }
         string checkpoint = Path.Combine(options.Directory, CheckpointFile);
         WriteAtomically(Path.Combine(options.Directory, "model.json"), trainer.Model.Config.ToJson());
         WriteAtomically(Path.Combine(options.Directory, "training.json"), trainer.Config.ToJson());
@@ -192,6 +201,10 @@ public static class TrainingRun
                     }
                 }
             }
+            if (Distributed.DataParallel.World is { Reductions: > 0 } world)
+                progress.Message($"data parallel over {world.Size} ranks: gradient all-reduce {world.ReduceTime.TotalMilliseconds / world.Reductions:F2} ms " +
+                                 $"and {world.ReducedBytes / world.Reductions / 1024.0:N1} KiB per step (each rank sends and receives about that), " +
+                                 $"{100 * world.ReduceTime.TotalSeconds / watch.Elapsed.TotalSeconds:F1}% of the time");
             return last ?? validate(trainer);
         });
     }

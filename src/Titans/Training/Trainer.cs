@@ -78,19 +78,34 @@ public class Trainer<TModel> : IDisposable where TModel : nn.Module
         Model.train();
         Optimizer.zero_grad();
         double loss = 0;
-        for (int micro = 0; micro < Config.AccumulationSteps; micro++)
+        var parallel = Distributed.DataParallel.World;   // under mpirun: this rank's share of the micro-batches
+        Exception? failure = null;
+        for (int micro = 0; micro < Config.AccumulationSteps && failure is null; micro++)
         {
+            if (parallel is not null && !parallel.Owns(micro)) continue;
             using var scope = NewDisposeScope();
-            Tensor microLoss;
-            try { microLoss = Objective.MicroBatchLoss(Config, Step, micro); }
+            try
+            {
+                Tensor microLoss = Objective.MicroBatchLoss(Config, Step, micro);
+                (microLoss / Config.AccumulationSteps).backward();
+                loss += microLoss.to(ScalarType.Float64).item<double>() / Config.AccumulationSteps;
+            }
             catch (NonFiniteValueException e)
             {
-                throw new TrainingDivergedException($"Training diverged at step {Step + 1}: {e.Message} The step was not applied; " +
-                                                    "lower the learning rate or raise the warmup.", e);
+                failure = new TrainingDivergedException($"Training diverged at step {Step + 1}: {e.Message} The step was not applied; " +
+                                                        "lower the learning rate or raise the warmup.", e);
             }
-            (microLoss / Config.AccumulationSteps).backward();
-            loss += microLoss.to(ScalarType.Float64).item<double>() / Config.AccumulationSteps;
+            catch (Exception e) when (parallel is not null) { failure = e; }   // the other ranks must hear of it, not wait
         }
+        if (parallel is not null)
+        {
+            // Collective: every rank learns of the first failure and stops with its message, or all sum their shares.
+            if (parallel.FirstFailure(failure?.Message) is var (rank, message))
+                throw failure ?? new TrainingDivergedException($"Rank {rank} of {parallel.Size} failed at step {Step + 1}: {message}");
+            loss = parallel.Sum(loss);
+            SumGradients(parallel);
+        }
+        else if (failure is not null) throw failure;
         var (norm, largest) = GradientNorms();
         if (!double.IsFinite(loss) || !double.IsFinite(norm))
             throw new TrainingDivergedException(
@@ -105,6 +120,27 @@ public class Trainer<TModel> : IDisposable where TModel : nn.Module
         Optimizer.step();
         Step++;
         return new StepResult(Step, loss, norm, lr, Config.TokensPerStep) { LargestGradients = largest };
+    }
+
+    /// <summary>
+    /// Sums every parameter's gradient across ranks with one all-reduce over a flat buffer (a rank without micro-batches
+    /// this step contributes zeros), and writes the sums back, so every rank holds the gradient of the global batch.
+    /// </summary>
+    void SumGradients(Distributed.DataParallel parallel)
+    {
+        var parameters = Parameters.Select(p => p.Parameter).ToList();
+        foreach (var p in parameters) p.grad ??= zeros_like(p);   // outside the scope: the parameter keeps it
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var flat = cat(parameters.Select(p => p.grad!.detach().cpu().reshape(-1)).ToList(), 0).contiguous();
+        if (parallel.InjectsNonFiniteGradient(Step + 1)) flat[0] = tensor(float.NaN);
+        parallel.SumInPlace(flat);
+        long offset = 0;
+        foreach (var p in parameters)
+        {
+            p.grad!.copy_(flat.narrow(0, offset, p.numel()).view_as(p));
+            offset += p.numel();
+        }
     }
 
     /// <summary>The global L2 norm of the gradients, in float64, and the three parameters with the largest.</summary>

@@ -12,11 +12,7 @@ public class CommandLineTests : IDisposable
     readonly string folder = Directory.CreateTempSubdirectory("titans-cli-").FullName;
     readonly string corpus;
 
-    public CommandLineTests()
-    {
-        corpus = Path.Combine(folder, "corpus.txt");
-        File.WriteAllText(corpus, string.Concat(Enumerable.Range(0, 300).Select(i => $"Line {i}: the whale is {(i % 5 == 0 ? "white" : "grey")}.\n")));
-    }
+    public CommandLineTests() => corpus = TitansCli.WriteCorpus(folder);
 
     public void Dispose() => Directory.Delete(folder, recursive: true);
 

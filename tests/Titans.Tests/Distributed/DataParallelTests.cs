@@ -1,0 +1,97 @@
+using System.Diagnostics;
+using Titans.Tests.Cli;
+
+namespace Titans.Tests.Distributed;
+
+/// <summary>
+/// Data-parallel training under `mpirun -np 2` on this machine (Open MPI; ./test installs it where it is missing):
+/// two ranks train the weights one process trains, bit for bit, resume across rank counts, and fail together.
+/// </summary>
+public sealed class DataParallelTests : IDisposable
+{
+    readonly string folder = Directory.CreateTempSubdirectory("titans-mpi-").FullName;
+    readonly string corpus;
+
+    public DataParallelTests() => corpus = TitansCli.WriteCorpus(folder);
+
+    public void Dispose() => Directory.Delete(folder, recursive: true);
+
+    /// <summary>Two micro-batches per step (one per rank), and a warmup longer than the run, so the schedule does not depend on --steps.</summary>
+    string[] Train(string run, int steps, string architecture = "lmm") =>
+    [
+        "train", "--data", corpus, "-a", architecture, "--steps", steps.ToString(), "--batch-size", "2", "--accumulate", "2", "--seq-len", "32",
+        "--warmup", "50", "--eval-every", "100", "--eval-tokens", "256", "--checkpoint-every", "1", "--out", run,
+    ];
+
+    /// <summary>Runs `mpirun -np 2 titans ARGS` (the CLI built beside the tests), with a time limit.</summary>
+    static (int Code, string Output, string Error) MpiRun(IEnumerable<string> args, params (string, string)[] environment)
+    {
+        string cli = Path.Combine(AppContext.BaseDirectory, "Titans.Cli.dll");
+        var info = new ProcessStartInfo("mpirun") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (string a in new[] { "--allow-run-as-root", "--oversubscribe", "-np", "2", "-x", "DOTNET_JITMinOpts=1" }) info.ArgumentList.Add(a);
+        foreach (var (name, value) in environment) { info.ArgumentList.Add("-x"); info.ArgumentList.Add($"{name}={value}"); }
+        info.ArgumentList.Add("dotnet");
+        info.ArgumentList.Add(cli);
+        foreach (string a in args) info.ArgumentList.Add(a);
+        Process process;
+        try { process = Process.Start(info)!; }
+        catch (System.ComponentModel.Win32Exception e)
+        {
+            throw new InvalidOperationException("mpirun is not installed; ./test installs Open MPI (apt-get install openmpi-bin libopenmpi-dev).", e);
+        }
+        var output = process.StandardOutput.ReadToEndAsync();
+        var error = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(TimeSpan.FromMinutes(3)))
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"mpirun {string.Join(' ', args)} did not finish in 3 minutes.");
+        }
+        return (process.ExitCode, output.Result, error.Result);
+    }
+
+    static byte[] Checkpoint(string run) => File.ReadAllBytes(Path.Combine(run, "checkpoint.safetensors"));
+
+    [Fact]
+    public void TwoRanksTrainTheWeightsOfOneProcessAndResumeAcrossRankCounts()
+    {
+        string one = Path.Combine(folder, "one"), two = Path.Combine(folder, "two");
+        var single = TitansCli.Run(Train(one, 4));
+        Assert.True(single.Code == 0, single.Error + single.Output);
+        var parallel = MpiRun(Train(two, 4));
+        Assert.True(parallel.Code == 0, parallel.Error + parallel.Output);
+        Assert.Single(parallel.Output.Split('\n'), l => l.Contains("step      4/4"));   // rank 0 alone reports
+        Assert.Equal(Checkpoint(one), Checkpoint(two));                                 // bit for bit: a + b = b + a
+
+        // Two ranks to step 2, one process on to 4; one process to 2, two ranks on to 4: the weights of the straight run.
+        string twoThenOne = Path.Combine(folder, "two-then-one"), oneThenTwo = Path.Combine(folder, "one-then-two");
+        Assert.Equal(0, MpiRun(Train(twoThenOne, 2)).Code);
+        var resumedAlone = TitansCli.Run("train", "--resume", twoThenOne, "--steps", "4");
+        Assert.True(resumedAlone.Code == 0, resumedAlone.Error + resumedAlone.Output);
+        Assert.Equal(0, TitansCli.Run(Train(oneThenTwo, 2)).Code);
+        var resumedTogether = MpiRun(["train", "--resume", oneThenTwo, "--steps", "4"]);
+        Assert.True(resumedTogether.Code == 0, resumedTogether.Error + resumedTogether.Output);
+        Assert.Equal(Checkpoint(one), Checkpoint(twoThenOne));
+        Assert.Equal(Checkpoint(one), Checkpoint(oneThenTwo));
+    }
+
+    [Fact]
+    public void ANonFiniteGradientOnOneRankStopsBothWithTheMessage()
+    {
+        string run = Path.Combine(folder, "nan");
+        var result = MpiRun(Train(run, 4), ("TITANS_INJECT_NAN_GRADIENT", "1:3"));
+        Assert.NotEqual(0, result.Code);
+        Assert.Single(result.Error.Split('\n'), l => l.StartsWith("error: Training diverged at step 3"));   // said once, by rank 0
+        // The last checkpoint, of step 2, is whole and loads.
+        var eval = TitansCli.Run("eval", "-c", run, "--data", corpus);
+        Assert.True(eval.Code == 0, eval.Error);
+        Assert.Contains("step 2 on", eval.Output);
+    }
+
+    [Fact]
+    public void AnUnknownOptionIsTheSameErrorOnEveryRank()
+    {
+        var result = MpiRun(["train", "--data", corpus, "--no-such-option"]);
+        Assert.NotEqual(0, result.Code);
+        Assert.Equal(2, result.Error.Split('\n').Count(l => l.Contains("Unrecognized command or argument '--no-such-option'")));
+    }
+}
