@@ -38,11 +38,8 @@ public static class Program
     /// <summary>This program again, with <see cref="MinOptsVariable"/> set and the same streams; null where it cannot be started.</summary>
     static int? RunAgainWithMinOpts(string[] args)
     {
-        string? host = Environment.ProcessPath;
-        if (host is null) return null;
-        var info = new System.Diagnostics.ProcessStartInfo(host) { UseShellExecute = false };
-        if (Path.GetFileNameWithoutExtension(host) == "dotnet") info.ArgumentList.Add(typeof(Program).Assembly.Location);
-        foreach (string argument in args) info.ArgumentList.Add(argument);
+        if (ThisProgram.Command() is null) return null;
+        var info = ThisProgram.StartInfo(args, redirect: false);
         info.Environment[MinOptsVariable] = "1";
         using var child = System.Diagnostics.Process.Start(info);
         if (child is null) return null;

@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Reflection;
 using Titans.Cli.Reporting;
 using Titans.Models;
 using Titans.Runtime;
@@ -102,12 +101,8 @@ public static class ConcurrencyBenchmark
 
     static Process Start(Setting setting, string preset, double seconds)
     {
-        // This same program, as it was started: an apphost, or `dotnet Titans.Cli.dll`.
-        string host = Environment.ProcessPath ?? throw new InvalidOperationException("The program's path is unknown.");
-        var info = new ProcessStartInfo(host) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        if (Path.GetFileNameWithoutExtension(host) == "dotnet") info.ArgumentList.Add(Assembly.GetEntryAssembly()!.Location);
-        foreach (string argument in new[] { "bench", "concurrency", "--worker", "--preset", preset, "--seconds", seconds.ToString(CultureInfo.InvariantCulture) })
-            info.ArgumentList.Add(argument);
+        var info = ThisProgram.StartInfo(["bench", "concurrency", "--worker", "--preset", preset, "--seconds", seconds.ToString(CultureInfo.InvariantCulture)],
+            redirect: true);
         if (setting.Threads > 0) info.ArgumentList.Add($"--threads={setting.Threads}");
         info.Environment.Remove(SpinCountVariable);
         info.Environment.Remove("OMP_WAIT_POLICY");

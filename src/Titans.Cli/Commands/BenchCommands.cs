@@ -20,7 +20,27 @@ public static class BenchCommands
         bench.Subcommands.Add(TaskBench());
         bench.Subcommands.Add(StabilityBench());
         bench.Subcommands.Add(ConcurrencyBench());
+        bench.Subcommands.Add(DataParallelBench());
         return bench;
+    }
+
+    static Command DataParallelBench()
+    {
+        var processes = new Option<int>("--processes") { Description = "ranks of the mpirun job", DefaultValueFactory = _ => 2 };
+        var steps = new Option<int>("--steps") { Description = "optimizer steps per run", DefaultValueFactory = _ => 60 };
+        var repeats = new Option<int>("--repeats") { Description = "runs of each (medians reported)", DefaultValueFactory = _ => 2 };
+        var output = new Option<string?>("--out") { Description = "write a markdown table here (e.g. docs/distributed/bench.md)" };
+        var command = new Command("data-parallel",
+            "Training tokens/s of one process against N under mpirun (one thread each), with the all-reduce's time and bytes per step.")
+            { processes, steps, repeats, output };
+        command.SetAction(parse => CommonOptions.Run(parse, _ =>
+        {
+            CommonOptions.RequireSingleProcess("bench data-parallel");   // it starts mpirun itself
+            DataParallelBenchmark.Run(parse.GetValue(processes), parse.GetValue(steps), parse.GetValue(repeats), parse.GetValue(output),
+                CommonOptions.CommandLine(parse));
+            return 0;
+        }));
+        return command;
     }
 
     static Command ConcurrencyBench()

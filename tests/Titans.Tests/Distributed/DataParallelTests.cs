@@ -88,6 +88,16 @@ public sealed class DataParallelTests : IDisposable
     }
 
     [Fact]
+    public void TheBenchmarkComparesOneProcessWithTwoAndWritesItsTable()
+    {
+        string table = Path.Combine(folder, "bench.md");
+        var bench = TitansCli.Run("bench", "data-parallel", "--steps", "2", "--repeats", "1", "--out", table);
+        Assert.True(bench.Code == 0, bench.Error + bench.Output);
+        Assert.Contains("Every run ended at the same loss.", bench.Output);
+        Assert.Matches(@"\| 2 \| [\d,]+ \| [\d,]+ \| [\d.]+× \| [\d.]+ ms \| 525\.0 KiB \|", File.ReadAllText(table));
+    }
+
+    [Fact]
     public void AnUnknownOptionIsTheSameErrorOnEveryRank()
     {
         var result = MpiRun(["train", "--data", corpus, "--no-such-option"]);
