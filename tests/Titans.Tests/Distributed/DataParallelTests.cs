@@ -75,6 +75,22 @@ public sealed class DataParallelTests : IDisposable
     }
 
     [Fact]
+    public void ATaskRunTrainsAlikeOnTwoRanks()
+    {
+        string[] Task(string run) =>
+        [
+            "task", "train", "-t", "passkey", "-a", "mac", "--length", "128", "--steps", "2", "--batch-size", "2", "--accumulate", "2",
+            "--eval-every", "100", "--eval-examples", "4", "--out", run,
+        ];
+        string one = Path.Combine(folder, "task-one"), two = Path.Combine(folder, "task-two");
+        var single = TitansCli.Run(Task(one));
+        Assert.True(single.Code == 0, single.Error + single.Output);
+        var parallel = MpiRun(Task(two));
+        Assert.True(parallel.Code == 0, parallel.Error + parallel.Output);
+        Assert.Equal(Checkpoint(one), Checkpoint(two));
+    }
+
+    [Fact]
     public void ANonFiniteGradientOnOneRankStopsBothWithTheMessage()
     {
         string run = Path.Combine(folder, "nan");
