@@ -81,11 +81,14 @@ public static class CommonOptions
         return 2;
     }
 
-    /// <summary>Commands whose outputs are not yet written by rank 0 alone refuse to run under mpirun (docs/distributed.md).</summary>
+    /// <summary>Whether this process writes results: always, except ranks other than 0 of an mpirun job, which only train.</summary>
+    public static bool Writes => Distributed.DataParallel.World?.IsRoot ?? true;
+
+    /// <summary>Commands that start processes of their own (benchmarks) refuse to run under mpirun.</summary>
     public static void RequireSingleProcess(string command)
     {
         if (Distributed.DataParallel.World is { } world)
-            throw new ArgumentException($"`{command}` does not run under mpirun yet ({world.Size} ranks would each write its results); run it as one process.");
+            throw new ArgumentException($"`{command}` does not run under mpirun ({world.Size} ranks would each run it); run it as one process.");
     }
 
     /// <summary>The message without .NET's " (Parameter 'name')" suffix, which means nothing to a user.</summary>

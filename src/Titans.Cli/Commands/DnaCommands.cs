@@ -147,6 +147,7 @@ public static class DnaCommands
         var pretrained = new Option<string?>("--pretrained") { Description = "a `dna pretrain` checkpoint: the model of its architecture starts from it" };
         var steps = new Option<int>("--steps") { Description = "most optimizer steps per model", DefaultValueFactory = _ => 1000 };
         var batch = new Option<int>("--batch-size") { Description = "sequences per step", DefaultValueFactory = _ => 32 };
+        var accumulate = new Option<int>("--accumulate") { Description = "micro-batches per optimizer step (under mpirun, shared among the ranks)", DefaultValueFactory = _ => 1 };
         var lr = new Option<double>("--lr") { Description = "peak learning rate", DefaultValueFactory = _ => 1e-3 };
         var warmup = new Option<int>("--warmup") { Description = "linear warmup steps", DefaultValueFactory = _ => 50 };
         var evalEvery = new Option<int>("--eval-every") { Description = "steps between validations", DefaultValueFactory = _ => 100 };
@@ -157,19 +158,18 @@ public static class DnaCommands
         var report = new Option<string?>("--report") { Description = "also write the table here (e.g. docs/dna/enhancers.md)" };
         var command = new Command("classify",
             "Top-1 accuracy of sequence models and a CNN at equal size on labelled sequences, re-split seeded and stratified.")
-            { data, models, preset, layers, pretrained, steps, batch, lr, warmup, evalEvery, patience, seed, splitSeed, output, report };
+            { data, models, preset, layers, pretrained, steps, batch, accumulate, lr, warmup, evalEvery, patience, seed, splitSeed, output, report };
         command.SetAction(parse => CommonOptions.Run(parse, device =>
         {
             var training = new TrainingConfig
             {
                 Steps = parse.GetValue(steps), BatchSize = parse.GetValue(batch), SequenceLength = 1, LearningRate = parse.GetValue(lr),
-                WarmupSteps = parse.GetValue(warmup), WeightDecay = 0.05, Beta2 = 0.999, Seed = parse.GetValue(seed),
+                WarmupSteps = parse.GetValue(warmup), WeightDecay = 0.05, Beta2 = 0.999, Seed = parse.GetValue(seed), AccumulationSteps = TrainingOptions.Positive(parse, accumulate),
             }.Validate();
             string file = parse.GetValue(data)!;
             var names = parse.GetValue(models)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
             if (names.Length == 0) throw new ArgumentException("-a needs at least one model.");
             foreach (var n in names.Where(n => !n.Equals("cnn", StringComparison.OrdinalIgnoreCase))) ArchitectureNames.Parse(n);
-            CommonOptions.RequireSingleProcess("dna classify");
             DnaClassificationRun.Run(new DnaClassificationRun.Options(file, names, parse.GetValue(preset)!, parse.GetValue(layers), parse.GetValue(pretrained),
                 training, parse.GetValue(evalEvery), parse.GetValue(patience), parse.GetValue(splitSeed),
                 parse.GetValue(output) ?? Path.Combine("runs", "dna", Path.GetFileNameWithoutExtension(file)), parse.GetValue(report),

@@ -44,6 +44,7 @@ public static class ForecastCommands
         };
         var steps = new Option<int>("--steps") { Description = "most optimizer steps per model", DefaultValueFactory = _ => 3000 };
         var batch = new Option<int>("--batch-size") { Description = "windows per step (each of every channel)", DefaultValueFactory = _ => 32 };
+        var accumulate = new Option<int>("--accumulate") { Description = "micro-batches per optimizer step (under mpirun, shared among the ranks)", DefaultValueFactory = _ => 1 };
         var lr = new Option<double>("--lr") { Description = "peak learning rate", DefaultValueFactory = _ => 1e-3 };
         var warmup = new Option<int>("--warmup") { Description = "linear warmup steps", DefaultValueFactory = _ => 100 };
         var decay = new Option<double>("--weight-decay") { Description = "AdamW weight decay", DefaultValueFactory = _ => 0.05 };
@@ -64,7 +65,7 @@ public static class ForecastCommands
         var plot = new Option<string?>("--plot") { Description = "write the forecast plot here instead of the run folder" };
         var command = new Command("train", "Train forecasters (one per model and horizon) with early stopping, score the test part, write a table and a plot.")
         {
-            Data, DateColumn, Columns, targets, Split, lookback, horizons, models, steps, batch, lr, warmup, decay, evalEvery, patience, seed, seeds, loss,
+            Data, DateColumn, Columns, targets, Split, lookback, horizons, models, steps, batch, accumulate, lr, warmup, decay, evalEvery, patience, seed, seeds, loss,
             width, layers, patch, memory, output, report, plot,
         };
         command.SetAction(parse => CommonOptions.Run(parse, device =>
@@ -73,10 +74,9 @@ public static class ForecastCommands
             {
                 Steps = parse.GetValue(steps), BatchSize = parse.GetValue(batch), SequenceLength = parse.GetValue(lookback),
                 LearningRate = parse.GetValue(lr), WarmupSteps = parse.GetValue(warmup), WeightDecay = parse.GetValue(decay),
-                Beta2 = 0.999, Seed = parse.GetValue(seed),
+                Beta2 = 0.999, Seed = parse.GetValue(seed), AccumulationSteps = TrainingOptions.Positive(parse, accumulate),
             }.Validate();
             var choices = Names(parse.GetValue(models)) ?? throw new ArgumentException("-a needs at least one model.");
-            CommonOptions.RequireSingleProcess("forecast train");
             ForecastRun.Run(new ForecastRun.Options(parse.GetValue(Data)!, parse.GetValue(DateColumn), Names(parse.GetValue(Columns)),
                 Names(parse.GetValue(targets)), parse.GetValue(Split)!, parse.GetValue(lookback),
                 CommonOptions.IntList(parse.GetValue(horizons)!, "--horizons"), choices.Select(ForecastRun.ModelChoice.Parse).ToList(), training,

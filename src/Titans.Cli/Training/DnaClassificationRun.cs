@@ -89,6 +89,7 @@ public static class DnaClassificationRun
 
     static void Save(Options options, string name, string splitNote, IReadOnlyList<Result> results)
     {
+        if (!Commands.CommonOptions.Writes) return;   // under mpirun, rank 0 alone writes
         Directory.CreateDirectory(options.Directory);
         File.WriteAllText(Path.Combine(options.Directory, "results.json"), JsonSerializer.Serialize(results, new JsonSerializerOptions { WriteIndented = true }));
         var report = new MarkdownReport($"DNA classification: {name}", options.CommandLine)

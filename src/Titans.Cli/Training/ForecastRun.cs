@@ -67,7 +67,8 @@ public static class ForecastRun
         var split = ForecastSplit.Parse(options.Split, options.Data, table.Rows);
         string dataset = Path.GetFileNameWithoutExtension(options.Data);
         Console.WriteLine($"{dataset}: {table.Rows} rows, columns {string.Join(", ", table.Columns)}; {split}; lookback {options.Lookback}");
-        Directory.CreateDirectory(options.Directory);
+        bool writes = Commands.CommonOptions.Writes;   // under mpirun, rank 0 alone writes
+        if (writes) Directory.CreateDirectory(options.Directory);
         var results = new List<Result>();
         var plotWindows = new Dictionary<string, float[]>();
         float[]? truth = null;
@@ -89,21 +90,25 @@ public static class ForecastRun
                     options.Loss);
                 var test = ForecastTraining.Score(model, data, ForecastPart.Test);
                 string file = Path.Combine(options.Directory, name, "forecaster.safetensors");
-                Directory.CreateDirectory(Path.GetDirectoryName(file)!);
-                ForecasterCheckpoint.Save(file, model, data, new Dictionary<string, string>
+                if (writes)
                 {
-                    ["data"] = options.Data, ["split"] = split.ToString(), ["best_step"] = fit.BestStep.ToString(), ["seed"] = seed.ToString(),
-                    ["loss"] = options.Loss.ToString().ToLowerInvariant(), ["test_mse"] = test.Mse.ToString("R"), ["test_mae"] = test.Mae.ToString("R"),
-                });
+                    Directory.CreateDirectory(Path.GetDirectoryName(file)!);
+                    ForecasterCheckpoint.Save(file, model, data, new Dictionary<string, string>
+                    {
+                        ["data"] = options.Data, ["split"] = split.ToString(), ["best_step"] = fit.BestStep.ToString(), ["seed"] = seed.ToString(),
+                        ["loss"] = options.Loss.ToString().ToLowerInvariant(), ["test_mse"] = test.Mse.ToString("R"), ["test_mae"] = test.Mae.ToString("R"),
+                    });
+                }
                 var result = new Result(choice.Name, Forecaster.Describe(config), horizon, parameters, test.Mse, test.Mae, fit.BestScore,
                     fit.Steps, fit.BestStep, fit.Elapsed.TotalSeconds, file, seed);
                 results.Add(result);
                 Console.WriteLine($"  test MSE {test.Mse:F4}  MAE {test.Mae:F4}  over {test.Windows} windows  (best step {fit.BestStep} of {fit.Steps}, {fit.Elapsed.TotalSeconds:F0} s)");
                 if (horizon == options.Horizons[0] && seed == options.AllSeeds[0]) (truth, plotWindows[result.Display]) = PlotWindow(model, data);
                 // Results so far survive a stop in a long multi-seed run.
-                File.WriteAllText(Path.Combine(options.Directory, "results.json"), JsonSerializer.Serialize(results, new JsonSerializerOptions { WriteIndented = true }));
+                if (writes) File.WriteAllText(Path.Combine(options.Directory, "results.json"), JsonSerializer.Serialize(results, new JsonSerializerOptions { WriteIndented = true }));
             }
         }
+        if (!writes) return results;
         var report = Report(dataset, options, split, results);
         report.Save(Path.Combine(options.Directory, "results.md"));
         if (options.Report is string path) report.Save(path);

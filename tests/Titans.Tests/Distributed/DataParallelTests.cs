@@ -91,6 +91,28 @@ public sealed class DataParallelTests : IDisposable
     }
 
     [Fact]
+    public void AForecasterTrainsAlikeOnTwoRanks()
+    {
+        string csv = Path.Combine(folder, "series.csv");
+        File.WriteAllLines(csv, new[] { "x,y" }.Concat(Enumerable.Range(0, 300).Select(r =>
+            FormattableString.Invariant($"{Math.Sin(r / 4.0) + 0.1 * Math.Cos(r * 1.3)},{Math.Cos(r / 6.0)}"))));
+        string[] Forecast(string run) =>
+        [
+            "forecast", "train", "--data", csv, "--lookback", "16", "--horizons", "4", "-a", "dlinear", "--steps", "20", "--accumulate", "2",
+            "--eval-every", "10", "--patience", "2", "--out", run,
+        ];
+        string one = Path.Combine(folder, "forecast-one"), two = Path.Combine(folder, "forecast-two");
+        var single = TitansCli.Run(Forecast(one));
+        Assert.True(single.Code == 0, single.Error + single.Output);
+        var parallel = MpiRun(Forecast(two));
+        Assert.True(parallel.Code == 0, parallel.Error + parallel.Output);
+        string Weights(string run) => Path.Combine(run, "dlinear-h4", "forecaster.safetensors");
+        Assert.Equal(File.ReadAllBytes(Weights(one)), File.ReadAllBytes(Weights(two)));
+        string Row(string run) => File.ReadLines(Path.Combine(run, "results.md")).Single(l => l.StartsWith("| DLinear"));
+        Assert.Equal(Row(one), Row(two));   // the same test scores, written by rank 0 alone
+    }
+
+    [Fact]
     public void ANonFiniteGradientOnOneRankStopsBothWithTheMessage()
     {
         string run = Path.Combine(folder, "nan");
