@@ -49,17 +49,24 @@ public sealed class DataParallelTests : IDisposable
         return (process.ExitCode, output.Result, error.Result);
     }
 
+    /// <summary>The same command in one process (in process) and under `mpirun -np 2`, each into its own run folder; both must succeed.</summary>
+    (string One, string Two) OneProcessAndTwoRanks(string name, Func<string, string[]> arguments)
+    {
+        string one = Path.Combine(folder, $"{name}-one"), two = Path.Combine(folder, $"{name}-two");
+        var single = TitansCli.Run(arguments(one));
+        Assert.True(single.Code == 0, single.Error + single.Output);
+        var parallel = MpiRun(arguments(two));
+        Assert.True(parallel.Code == 0, parallel.Error + parallel.Output);
+        return (one, two);
+    }
+
     static byte[] Checkpoint(string run) => File.ReadAllBytes(Path.Combine(run, "checkpoint.safetensors"));
 
     [Fact]
     public void TwoRanksTrainTheWeightsOfOneProcessAndResumeAcrossRankCounts()
     {
-        string one = Path.Combine(folder, "one"), two = Path.Combine(folder, "two");
-        var single = TitansCli.Run(Train(one, 4));
-        Assert.True(single.Code == 0, single.Error + single.Output);
-        var parallel = MpiRun(Train(two, 4));
-        Assert.True(parallel.Code == 0, parallel.Error + parallel.Output);
-        Assert.Single(parallel.Output.Split('\n'), l => l.Contains("step      4/4"));   // rank 0 alone reports
+        var (one, two) = OneProcessAndTwoRanks("train", run => Train(run, 4));
+        Assert.Single(File.ReadLines(Path.Combine(two, "metrics.jsonl")), l => l.Contains("\"step\":4,\"loss\""));   // rank 0 alone writes
         Assert.Equal(Checkpoint(one), Checkpoint(two));                                 // bit for bit: a + b = b + a
 
         // Two ranks to step 2, one process on to 4; one process to 2, two ranks on to 4: the weights of the straight run.
@@ -82,11 +89,7 @@ public sealed class DataParallelTests : IDisposable
             "task", "train", "-t", "passkey", "-a", "mac", "--length", "128", "--steps", "2", "--batch-size", "2", "--accumulate", "2",
             "--eval-every", "100", "--eval-examples", "4", "--out", run,
         ];
-        string one = Path.Combine(folder, "task-one"), two = Path.Combine(folder, "task-two");
-        var single = TitansCli.Run(Task(one));
-        Assert.True(single.Code == 0, single.Error + single.Output);
-        var parallel = MpiRun(Task(two));
-        Assert.True(parallel.Code == 0, parallel.Error + parallel.Output);
+        var (one, two) = OneProcessAndTwoRanks("task", Task);
         Assert.Equal(Checkpoint(one), Checkpoint(two));
     }
 
@@ -101,11 +104,7 @@ public sealed class DataParallelTests : IDisposable
             "forecast", "train", "--data", csv, "--lookback", "16", "--horizons", "4", "-a", "dlinear", "--steps", "20", "--accumulate", "2",
             "--eval-every", "10", "--patience", "2", "--out", run,
         ];
-        string one = Path.Combine(folder, "forecast-one"), two = Path.Combine(folder, "forecast-two");
-        var single = TitansCli.Run(Forecast(one));
-        Assert.True(single.Code == 0, single.Error + single.Output);
-        var parallel = MpiRun(Forecast(two));
-        Assert.True(parallel.Code == 0, parallel.Error + parallel.Output);
+        var (one, two) = OneProcessAndTwoRanks("forecast", Forecast);
         string Weights(string run) => Path.Combine(run, "dlinear-h4", "forecaster.safetensors");
         Assert.Equal(File.ReadAllBytes(Weights(one)), File.ReadAllBytes(Weights(two)));
         string Row(string run) => File.ReadLines(Path.Combine(run, "results.md")).Single(l => l.StartsWith("| DLinear"));
