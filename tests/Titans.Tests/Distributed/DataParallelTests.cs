@@ -23,16 +23,17 @@ public sealed class DataParallelTests : IDisposable
         "--warmup", "50", "--eval-every", "100", "--eval-tokens", "256", "--checkpoint-every", "1", "--out", run,
     ];
 
+    static string Cli => Path.Combine(AppContext.BaseDirectory, "Titans.Cli.dll");
+
     /// <summary>Runs `mpirun -np 2 titans ARGS` (the CLI built beside the tests), with a time limit.</summary>
-    static (int Code, string Output, string Error) MpiRun(IEnumerable<string> args, params (string, string)[] environment)
+    static (int Code, string Output, string Error) MpiRun(IEnumerable<string> args, params (string, string)[] environment) =>
+        Mpirun(environment.SelectMany(e => new[] { "-x", $"{e.Item1}={e.Item2}" }).Concat(["-np", "2", "dotnet", Cli]).Concat(args));
+
+    /// <summary>Runs mpirun with <paramref name="arguments"/> after the options every test uses, with a time limit.</summary>
+    static (int Code, string Output, string Error) Mpirun(IEnumerable<string> arguments)
     {
-        string cli = Path.Combine(AppContext.BaseDirectory, "Titans.Cli.dll");
         var info = new ProcessStartInfo("mpirun") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (string a in new[] { "--allow-run-as-root", "--oversubscribe", "-np", "2", "-x", "DOTNET_JITMinOpts=1" }) info.ArgumentList.Add(a);
-        foreach (var (name, value) in environment) { info.ArgumentList.Add("-x"); info.ArgumentList.Add($"{name}={value}"); }
-        info.ArgumentList.Add("dotnet");
-        info.ArgumentList.Add(cli);
-        foreach (string a in args) info.ArgumentList.Add(a);
+        foreach (string a in new[] { "--allow-run-as-root", "--oversubscribe", "-x", "DOTNET_JITMinOpts=1" }.Concat(arguments)) info.ArgumentList.Add(a);
         Process process;
         try { process = Process.Start(info)!; }
         catch (System.ComponentModel.Win32Exception e)
@@ -44,7 +45,7 @@ public sealed class DataParallelTests : IDisposable
         if (!process.WaitForExit(TimeSpan.FromMinutes(3)))
         {
             process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"mpirun {string.Join(' ', args)} did not finish in 3 minutes.");
+            throw new TimeoutException($"mpirun {string.Join(' ', arguments)} did not finish in 3 minutes.");
         }
         return (process.ExitCode, output.Result, error.Result);
     }
@@ -132,6 +133,46 @@ public sealed class DataParallelTests : IDisposable
         Assert.True(bench.Code == 0, bench.Error + bench.Output);
         Assert.Contains("Every run ended at the same loss.", bench.Output);
         Assert.Matches(@"\| 2 \| [\d,]+ \| [\d,]+ \| [\d.]+× \| [\d.]+ ms \| 525\.0 KiB \|", File.ReadAllText(table));
+    }
+
+    [Fact]
+    public void ARankKilledMidRunEndsTheOthersAndLeavesTheLastCheckpointWhole()
+    {
+        string run = Path.Combine(folder, "killed"), checkpoint = Path.Combine(run, "checkpoint.safetensors");
+        string cli = Cli;
+        var info = new ProcessStartInfo("mpirun") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (string a in new[] { "--allow-run-as-root", "--oversubscribe", "-np", "2", "-x", "DOTNET_JITMinOpts=1", "dotnet", cli }.Concat(Train(run, 100_000)))
+            info.ArgumentList.Add(a);
+        using var job = Process.Start(info)!;
+        var drain = Task.WhenAll(job.StandardOutput.ReadToEndAsync(), job.StandardError.ReadToEndAsync());
+        var watch = Stopwatch.StartNew();
+        while (!File.Exists(checkpoint) && watch.Elapsed < TimeSpan.FromMinutes(2) && !job.HasExited) Thread.Sleep(200);
+        Assert.True(File.Exists(checkpoint), "the job saved no checkpoint");
+        // The ranks are the processes running the CLI on this run folder (not mpirun itself); kill one of them.
+        var ranks = Directory.EnumerateDirectories("/proc").Select(d => Path.GetFileName(d)).Where(n => n.All(char.IsDigit))
+            .Select(int.Parse).Where(pid =>
+            {
+                try { return File.ReadAllText($"/proc/{pid}/cmdline").Replace('\0', ' ') is var line && line.Contains(cli) && line.Contains(run) && !line.StartsWith("mpirun"); }
+                catch (IOException) { return false; }
+            }).Order().ToList();
+        Assert.Equal(2, ranks.Count);
+        Process.GetProcessById(ranks[^1]).Kill();   // SIGKILL
+        watch.Restart();
+        Assert.True(job.WaitForExit(TimeSpan.FromSeconds(60)), "the other rank did not stop within 60 s of the kill");
+        Assert.NotEqual(0, job.ExitCode);
+        drain.Wait(TimeSpan.FromSeconds(10));
+        var eval = TitansCli.Run("eval", "-c", run, "--data", corpus);   // the last checkpoint is whole
+        Assert.True(eval.Code == 0, eval.Error);
+    }
+
+    [Fact]
+    public void BadInputOnOneRankEndsTheJobWithItsMessage()
+    {
+        string run = Path.Combine(folder, "one-bad");
+        string[] good = Train(run, 50), bad = [.. Train(run, 50).Select(a => a == corpus ? Path.Combine(folder, "missing.txt") : a)];
+        var result = Mpirun(new[] { "-np", "1", "dotnet", Cli }.Concat(good).Append(":").Concat(["-np", "1", "dotnet", Cli]).Concat(bad));
+        Assert.Equal(2, result.Code);
+        Assert.Contains("error (rank 1 of 2): No corpus file or folder at", result.Error);
     }
 
     [Fact]
