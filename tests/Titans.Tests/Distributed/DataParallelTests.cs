@@ -25,6 +25,13 @@ public sealed class DataParallelTests : IDisposable
 
     static string Cli => Path.Combine(AppContext.BaseDirectory, "Titans.Cli.dll");
 
+    /// <summary>
+    /// As root, on one machine with 2 cores; shared memory without the single-copy (CMA) path, which containers without
+    /// ptrace rights refuse ("Read -1, expected …, errno = 1").
+    /// </summary>
+    static readonly string[] CommonMpirunOptions =
+        ["--allow-run-as-root", "--oversubscribe", "--mca", "btl_vader_single_copy_mechanism", "none", "-x", "DOTNET_JITMinOpts=1"];
+
     /// <summary>Runs `mpirun -np 2 titans ARGS` (the CLI built beside the tests), with a time limit.</summary>
     static (int Code, string Output, string Error) MpiRun(IEnumerable<string> args, params (string, string)[] environment) =>
         Mpirun(environment.SelectMany(e => new[] { "-x", $"{e.Item1}={e.Item2}" }).Concat(["-np", "2", "dotnet", Cli]).Concat(args));
@@ -33,7 +40,7 @@ public sealed class DataParallelTests : IDisposable
     static (int Code, string Output, string Error) Mpirun(IEnumerable<string> arguments)
     {
         var info = new ProcessStartInfo("mpirun") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (string a in new[] { "--allow-run-as-root", "--oversubscribe", "-x", "DOTNET_JITMinOpts=1" }.Concat(arguments)) info.ArgumentList.Add(a);
+        foreach (string a in CommonMpirunOptions.Concat(arguments)) info.ArgumentList.Add(a);
         Process process;
         try { process = Process.Start(info)!; }
         catch (System.ComponentModel.Win32Exception e)
@@ -141,7 +148,7 @@ public sealed class DataParallelTests : IDisposable
         string run = Path.Combine(folder, "killed"), checkpoint = Path.Combine(run, "checkpoint.safetensors");
         string cli = Cli;
         var info = new ProcessStartInfo("mpirun") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (string a in new[] { "--allow-run-as-root", "--oversubscribe", "-np", "2", "-x", "DOTNET_JITMinOpts=1", "dotnet", cli }.Concat(Train(run, 100_000)))
+        foreach (string a in CommonMpirunOptions.Concat(["-np", "2", "dotnet", cli]).Concat(Train(run, 100_000)))
             info.ArgumentList.Add(a);
         using var job = Process.Start(info)!;
         var drain = Task.WhenAll(job.StandardOutput.ReadToEndAsync(), job.StandardError.ReadToEndAsync());
