@@ -50,6 +50,7 @@ public static class CoreShare
                 registration = null;   // no shared folder: run as if alone
             }
             nextCheck = DateTime.MinValue;
+            generation++;   // every thread applies its share afresh (a fixed --threads may have changed it meanwhile)
             AppDomain.CurrentDomain.ProcessExit += (_, _) => Leave();   // tidy; a killed process's file is removed by the next count
         }
         Rebalance();
@@ -66,8 +67,9 @@ public static class CoreShare
         }
     }
 
-    /// <summary>The share last set on this thread: libtorch's OpenMP thread count is a per-thread setting.</summary>
-    [ThreadStatic] static int appliedHere;
+    /// <summary>The share last set on this thread, and in which joining: libtorch's OpenMP thread count is a per-thread setting.</summary>
+    [ThreadStatic] static int appliedHere, appliedGeneration;
+    static int generation;
 
     /// <summary>
     /// Re-reads how many titans processes run (at most every 2 s) and sets the calling thread's libtorch thread count to
@@ -75,7 +77,7 @@ public static class CoreShare
     /// </summary>
     public static void Rebalance()
     {
-        if (registration is null || (DateTime.UtcNow < nextCheck && appliedHere == Threads)) return;
+        if (registration is null || (DateTime.UtcNow < nextCheck && appliedHere == Threads && appliedGeneration == generation)) return;
         lock (Gate)
         {
             if (registration is null) return;
@@ -85,10 +87,10 @@ public static class CoreShare
                 Processes = CountLive(folder, Path.Combine(folder, $"{Environment.ProcessId}.lock"));
                 Threads = Math.Max(1, cores / Processes);
             }
-            if (appliedHere != Threads)
+            if (appliedHere != Threads || appliedGeneration != generation)
             {
                 torch.set_num_threads(Threads);
-                appliedHere = Threads;
+                (appliedHere, appliedGeneration) = (Threads, generation);
             }
         }
     }
