@@ -13,6 +13,18 @@ public static class ThisProgram
         return Path.GetFileNameWithoutExtension(host) == "dotnet" ? (host, [typeof(ThisProgram).Assembly.Location]) : (host, []);
     }
 
+    /// <summary>Waits for a started process with redirected output, reading both streams at once (neither pipe can fill and stall it).</summary>
+    public static (int Code, string Output, string Error) Finish(Process process)
+    {
+        using (process)
+        {
+            var error = process.StandardError.ReadToEndAsync();
+            string output = process.StandardOutput.ReadToEnd();
+            process.WaitForExit();
+            return (process.ExitCode, output, error.Result);
+        }
+    }
+
     /// <summary>A start of this program with <paramref name="arguments"/>; output redirected when asked.</summary>
     public static ProcessStartInfo StartInfo(IEnumerable<string> arguments, bool redirect)
     {

@@ -51,23 +51,22 @@ public static class ConcurrencyBenchmark
     {
         Presets.Get(preset, Architecture.Mac);   // an unknown preset fails here, not in every worker
         CoreShare.Leave();                       // this process only waits for its workers: it must not count as one of them
-        var settings = Settings;
         if (processes < 2) throw new ArgumentException($"--processes must be at least 2, got {processes}.");
         if (!(seconds > 0)) throw new ArgumentException($"--seconds must be positive, got {seconds}.");
         if (rounds < 1) throw new ArgumentException($"--rounds must be at least 1, got {rounds}.");
         Console.WriteLine($"Each worker trains a {preset} MAC (batch 8 × 128) for {seconds:F0} s after a warm-up; {Environment.ProcessorCount} cores; " +
                           $"{rounds} round(s), settings interleaved, medians.");
-        var solo = settings.Select(_ => new List<double>()).ToArray();
-        var together = settings.Select(_ => new List<double[]>()).ToArray();
+        var solo = Settings.Select(_ => new List<double>()).ToArray();
+        var together = Settings.Select(_ => new List<double[]>()).ToArray();
         for (int round = 0; round < rounds; round++)
-            for (int i = 0; i < settings.Length; i++)
+            for (int i = 0; i < Settings.Length; i++)
             {
-                solo[i].Add(Workers(settings[i], preset, 1, seconds)[0]);
-                together[i].Add(Workers(settings[i], preset, processes, seconds));
-                Console.WriteLine($"  round {round + 1}  {settings[i].Name,-56} solo {solo[i][^1],7:N0} tok/s   " +
+                solo[i].Add(Workers(Settings[i], preset, 1, seconds)[0]);
+                together[i].Add(Workers(Settings[i], preset, processes, seconds));
+                Console.WriteLine($"  round {round + 1}  {Settings[i].Name,-56} solo {solo[i][^1],7:N0} tok/s   " +
                                   $"{processes} at once: {string.Join(", ", together[i][^1].Select(t => $"{t:N0}"))} tok/s");
             }
-        var rows = settings.Select((s, i) => (Setting: s, Solo: Timing.Median(solo[i]), Slowest: Timing.Median(together[i].Select(t => t.Min())),
+        var rows = Settings.Select((s, i) => (Setting: s, Solo: Timing.Median(solo[i]), Slowest: Timing.Median(together[i].Select(t => t.Min())),
             Mean: Timing.Median(together[i].Select(t => t.Average())))).ToList();
         double reference = rows[0].Solo;
         string[] header = ["setting", "solo tokens/s", $"{processes} at once: mean tokens/s", "slowest", "slowest / titans default's solo"];
@@ -89,12 +88,10 @@ public static class ConcurrencyBenchmark
         var started = Enumerable.Range(0, count).Select(_ => Start(setting, preset, seconds)).ToList();
         return started.Select(process =>
         {
-            string stdout = process.StandardOutput.ReadToEnd();
-            string stderr = process.StandardError.ReadToEnd();
-            process.WaitForExit();
+            var (code, stdout, stderr) = ThisProgram.Finish(process);
             string? line = stdout.Split('\n').FirstOrDefault(l => l.StartsWith(ResultPrefix));
-            if (process.ExitCode != 0 || line is null)
-                throw new InvalidOperationException($"A benchmark worker failed (exit {process.ExitCode}): {stderr.Trim()}{stdout.Trim()}");
+            if (code != 0 || line is null)
+                throw new InvalidOperationException($"A benchmark worker failed (exit {code}): {stderr.Trim()}{stdout.Trim()}");
             return double.Parse(line[ResultPrefix.Length..], CultureInfo.InvariantCulture);
         }).ToArray();
     }

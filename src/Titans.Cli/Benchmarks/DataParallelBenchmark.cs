@@ -71,13 +71,10 @@ public static partial class DataParallelBenchmark
             foreach (string a in mpi.Append(file).Concat(prefix).Concat(train)) info.ArgumentList.Add(a);
         }
         info.Environment["DOTNET_JITMinOpts"] = "1";
-        using var process = Process.Start(info) ?? throw new InvalidOperationException("Could not start a benchmark run.");
-        var error = process.StandardError.ReadToEndAsync();
-        string stdout = process.StandardOutput.ReadToEnd();
-        process.WaitForExit();
+        var (code, stdout, stderr) = ThisProgram.Finish(Process.Start(info) ?? throw new InvalidOperationException("Could not start a benchmark run."));
         var last = StepLine().Match(stdout);
-        if (process.ExitCode != 0 || !last.Success)
-            throw new InvalidOperationException($"A benchmark run failed (exit {process.ExitCode}): {error.Result.Trim()} {stdout.Trim()}");
+        if (code != 0 || !last.Success)
+            throw new InvalidOperationException($"A benchmark run failed (exit {code}): {stderr.Trim()} {stdout.Trim()}");
         var reduce = ReduceLine().Match(stdout);
         double Number(Group g) => double.Parse(g.Value.Replace(",", ""), CultureInfo.InvariantCulture);
         return new Result(Number(last.Groups["rate"]), reduce.Success ? Number(reduce.Groups["ms"]) : double.NaN,

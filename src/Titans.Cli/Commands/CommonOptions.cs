@@ -35,7 +35,7 @@ public static class CommonOptions
     {
         try
         {
-            if (parse.GetResult(Threads) is { Implicit: false })
+            if (Given(parse, Threads))
             {
                 int threads = parse.GetValue(Threads);
                 if (threads < 1) throw new ArgumentException($"--threads must be at least 1, got {threads}.");
@@ -80,6 +80,9 @@ public static class CommonOptions
         if (parallel is not null && !collective) parallel.Abort(2);   // the others may be waiting for this rank
         return 2;
     }
+
+    /// <summary>Whether the user typed the option (its default is not a request).</summary>
+    public static bool Given(ParseResult parse, Option option) => parse.GetResult(option) is { Implicit: false };
 
     /// <summary>Whether this process writes results: always, except ranks other than 0 of an mpirun job, which only train.</summary>
     public static bool Writes => Distributed.DataParallel.World?.IsRoot ?? true;

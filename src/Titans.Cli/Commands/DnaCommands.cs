@@ -59,8 +59,8 @@ public static class DnaCommands
                 var (trainer, header) = Checkpoint.Resume(file, h =>
                 {
                     // The genomes the run recorded unless given (copies: the run checks their tokens).
-                    if (!TrainingOptions.Given(parse, genome)) trainFile = h.Metadata.GetValueOrDefault(GenomeKey) ?? trainFile;
-                    if (!TrainingOptions.Given(parse, heldOut)) heldOutFile = h.Metadata.GetValueOrDefault(HeldOutKey) ?? heldOutFile;
+                    if (!CommonOptions.Given(parse, genome)) trainFile = h.Metadata.GetValueOrDefault(GenomeKey) ?? trainFile;
+                    if (!CommonOptions.Given(parse, heldOut)) heldOutFile = h.Metadata.GetValueOrDefault(HeldOutKey) ?? heldOutFile;
                     return Data(h.Training);
                 }, options.ResumeSteps(parse), device);
                 using (trainer)

@@ -47,7 +47,7 @@ public sealed class TrainingOptions
     {
         if (parse.GetValue(ModelConfig) is string path)
         {
-            var beside = new Option[] { Preset, Architecture, MacWrite }.Where(o => Given(parse, o)).Select(o => o.Name).ToList();
+            var beside = new Option[] { Preset, Architecture, MacWrite }.Where(o => CommonOptions.Given(parse, o)).Select(o => o.Name).ToList();
             if (beside.Count > 0)
                 throw new ArgumentException($"--model-config sets the whole model; {string.Join(", ", beside)} cannot be given beside it (set it in the file).");
             return Shared.ApplyTo(parse, ReadModelConfig(path)).With(Assignments(parse).Model).Validate();
@@ -103,7 +103,7 @@ public sealed class TrainingOptions
         value > 0 ? value : throw new ArgumentException($"{option} must be at least 1, got {value}.");
 
     /// <summary>The total step count to resume to, if --steps was given on the command line (its default is not a request).</summary>
-    public int? ResumeSteps(ParseResult parse) => Given(parse, Steps) ? parse.GetValue(Steps) : null;
+    public int? ResumeSteps(ParseResult parse) => CommonOptions.Given(parse, Steps) ? parse.GetValue(Steps) : null;
 
     /// <summary>
     /// --resume continues a run with the settings it started with (its model.json, training.json and data): an option that
@@ -113,15 +113,12 @@ public sealed class TrainingOptions
     public void RefuseSettingsOnResume(ParseResult parse, params Option[] mayChange)
     {
         var allowed = new HashSet<Option>(mayChange) { Steps, Resume, LogEvery, EvalEvery, SaveEvery };
-        var given = parse.CommandResult.Command.Options.Where(o => !allowed.Contains(o) && parse.GetResult(o) is { Implicit: false })
+        var given = parse.CommandResult.Command.Options.Where(o => !allowed.Contains(o) && CommonOptions.Given(parse, o))
             .Select(o => o.Name).ToList();
         if (given.Count > 0)
             throw new ArgumentException($"--resume continues the run with its own settings; {string.Join(", ", given)} cannot be given with it " +
                                         $"(what may be: {string.Join(", ", allowed.Where(o => o != Resume).Select(o => o.Name))}).");
     }
-
-    /// <summary>Whether the user typed the option (its default is not a request).</summary>
-    public static bool Given(ParseResult parse, Option option) => parse.GetResult(option) is { Implicit: false };
 
     /// <summary>The checkpoint file of a run folder (or the weights of an export folder), or the file itself.</summary>
     public static string CheckpointPath(string path)

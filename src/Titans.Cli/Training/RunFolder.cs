@@ -1,3 +1,5 @@
+using Titans.Runtime;
+
 namespace Titans.Cli.Training;
 
 /// <summary>
@@ -9,8 +11,6 @@ namespace Titans.Cli.Training;
 public sealed class RunFolder : IDisposable
 {
     public const string LockFile = "run.lock";
-    /// <summary>.NET's IOException.HResult when flock finds the file locked (EWOULDBLOCK).</summary>
-    const int WouldBlock = 11;
 
     readonly FileStream handle;
 
@@ -19,21 +19,19 @@ public sealed class RunFolder : IDisposable
     public static RunFolder Acquire(string directory)
     {
         if (File.Exists(directory)) throw new ArgumentException($"The run folder '{directory}' is a file; give --out a folder.");
-        FileStream handle;
+        FileStream? handle;
         try
         {
             Directory.CreateDirectory(directory);
-            handle = new FileStream(Path.Combine(directory, LockFile), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
-        }
-        catch (IOException e) when (e.HResult == WouldBlock)
-        {
-            throw new ArgumentException($"Another process is writing into the run folder '{directory}' (it holds {LockFile}); " +
-                                        "wait for it to finish, or give another --out.");
+            handle = FileLock.TryHold(Path.Combine(directory, LockFile), FileMode.OpenOrCreate);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new ArgumentException($"Cannot write into the run folder '{directory}': {e.Message}");
         }
+        if (handle is null)
+            throw new ArgumentException($"Another process is writing into the run folder '{directory}' (it holds {LockFile}); " +
+                                        "wait for it to finish, or give another --out.");
         RemoveLeftovers(directory);
         return new RunFolder(handle);
     }

@@ -72,8 +72,8 @@ public static class ConfigJson
 
     /// <summary>
     /// <paramref name="config"/> with each assignment <c>Field.Path=value</c> made (the value a JSON literal, or else a
-    /// string: <c>Architecture=Mac</c>), then parsed and validated by <paramref name="parse"/>. A path the type does not
-    /// have is an error that names it and the fields there.
+    /// string: <c>Architecture=Mac</c>), then parsed and validated by <paramref name="parse"/>, whose field check names a
+    /// path the type does not have and the fields there.
     /// </summary>
     public static T Set<T>(T config, IEnumerable<string> assignments, Func<string, T> parse, Action<JsonObject, IReadOnlySet<string>>? adjust = null)
     {
@@ -87,14 +87,14 @@ public static class ConfigJson
             string path = assignment[..equals].Trim(), text = assignment[(equals + 1)..].Trim();
             string[] names = path.Split('.');
             JsonObject at = root;
-            for (int i = 0; i < names.Length; i++)
+            for (int i = 0; i < names.Length - 1; i++)
             {
-                string where = string.Join('.', [typeof(T).Name, .. names[..i]]);
-                if (!at.ContainsKey(names[i]))
-                    throw new ArgumentException($"{where} has no field '{names[i]}'; its fields are {string.Join(", ", at.Select(p => p.Key))}.");
-                if (i == names.Length - 1) at[names[i]] = Literal(text);
-                else at = at[names[i]] as JsonObject ?? throw new ArgumentException($"{where}.{names[i]} is a value, not a section with fields.");
+                // A section the type does not have is made here and refused, named, by the parse's field check.
+                if (!at.ContainsKey(names[i])) at[names[i]] = new JsonObject();
+                at = at[names[i]] as JsonObject
+                     ?? throw new ArgumentException($"{string.Join('.', [typeof(T).Name, .. names[..(i + 1)]])} is a value, not a section with fields.");
             }
+            at[names[^1]] = Literal(text);
             paths.Add(path);
         }
         adjust?.Invoke(root, paths);

@@ -16,8 +16,6 @@ public static class CoreShare
 {
     /// <summary>How often the count of processes is read again (a directory listing and a lock attempt per process).</summary>
     static readonly TimeSpan Interval = TimeSpan.FromSeconds(2);
-    /// <summary>.NET's IOException.HResult when flock finds a file locked (EWOULDBLOCK).</summary>
-    const int WouldBlock = 11;
 
     static FileStream? registration;
     static string folder = "";
@@ -42,8 +40,7 @@ public static class CoreShare
             try
             {
                 Directory.CreateDirectory(folder);
-                registration = new FileStream(Path.Combine(folder, $"{Environment.ProcessId}.lock"), FileMode.Create, FileAccess.ReadWrite,
-                    FileShare.None, 1, FileOptions.DeleteOnClose);
+                registration = FileLock.TryHold(Path.Combine(folder, $"{Environment.ProcessId}.lock"), FileMode.Create, FileOptions.DeleteOnClose);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
@@ -107,10 +104,10 @@ public static class CoreShare
             if (file == own) continue;
             try
             {
-                using (new FileStream(file, FileMode.Open, FileAccess.ReadWrite, FileShare.None)) { }
-                File.Delete(file);   // nobody holds it: its process is gone
+                using var probe = FileLock.TryHold(file, FileMode.Open);
+                if (probe is null) live++;
+                else File.Delete(file);   // nobody holds it: its process is gone
             }
-            catch (IOException e) when (e.HResult == WouldBlock) { live++; }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
         }
         return live;

@@ -105,6 +105,11 @@ public static class Checkpoint
     public static (TitansLanguageModel Model, Header Header) LoadModel(string path, Device? device = null)
     {
         using var content = SafeTensors.Load(path);
+        return LoadModel(path, content, device);
+    }
+
+    static (TitansLanguageModel Model, Header Header) LoadModel(string path, SafeTensorsContent content, Device? device = null)
+    {
         var header = ReadHeader(path, content);
         var model = new TitansLanguageModel("model", header.Model);
         try
@@ -162,9 +167,9 @@ public static class Checkpoint
     /// </summary>
     public static (int Tensors, long Bytes) Export(string checkpoint, string directory)
     {
-        var (model, header) = LoadModel(checkpoint);   // checks names, shapes, checksum and finiteness
+        using var content = SafeTensors.Load(checkpoint);   // checks the data's checksum
+        var (model, header) = LoadModel(checkpoint, content);   // checks names, shapes and finiteness
         using (model)
-        using (var content = SafeTensors.Load(checkpoint))
         {
             var weights = model.named_parameters().Select(p => new KeyValuePair<string, Tensor>(p.name, p.parameter)).ToList();
             if (content.Tensors.TryGetValue(TokenizerModel, out var file)) weights.Add(new(TokenizerModel, file));

@@ -66,6 +66,23 @@ public abstract class Block : StreamingModule<BlockState>
     /// </summary>
     internal abstract BlockState WithGradientToStart(BlockState state);
 
+    /// <summary>Memory blocks: the memory state a stream starts from, for the batch and dtype of <paramref name="like"/> (W₀ by default).</summary>
+    protected virtual NeuralMemoryState StartState(Tensor like) => Memory!.InitialState(like.shape[0], like.dtype, like.device);
+
+    /// <summary>
+    /// <see cref="WithGradientToStart"/> for memory blocks: <paramref name="tie"/> builds the tied state from the given
+    /// one and the start state (<see cref="StartState"/>); what it builds outlives the scope it is built in.
+    /// </summary>
+    protected BlockState TiedToStart<T>(BlockState state, Func<T, NeuralMemoryState, BlockState> tie) where T : BlockState
+    {
+        var given = StateOf<T>(state)!;
+        Tensor like = given.Memory!.Memory.Weights[0];
+        using var scope = NewDisposeScope();
+        var next = tie(given, StartState(like));
+        scope.MoveToOuter(next.Tensors);
+        return next;
+    }
+
     /// <summary>Memory blocks: tokens per recomputed group, aligned as the block needs (MAC: to its segments).</summary>
     protected virtual long GroupTokens(NeuralMemoryConfig memory) => (long)memory.RecomputeGroup * memory.ChunkSize;
 

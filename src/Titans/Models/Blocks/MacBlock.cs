@@ -96,15 +96,7 @@ public sealed class MacBlock : Block
         return (cat(outputs, 1), next);
     }
 
-    internal override BlockState WithGradientToStart(BlockState state)
-    {
-        var given = StateOf<MacBlockState>(state)!;
-        Tensor like = given.Memory.Memory.Weights[0];
-        using var scope = NewDisposeScope();
-        NeuralMemoryState start = memory.InitialState(like.shape[0], like.dtype, like.device);
-        var next = new MacBlockState(OwnCopy(given.Attention), NeuralMemory.WithGradientToStart(given.Memory, start),
-            NeuralMemory.LinkToStart(given.SegmentMemory, start.Memory.Weights), given.ReadConvCache?.alias());
-        scope.MoveToOuter(next.Tensors);
-        return next;
-    }
+    internal override BlockState WithGradientToStart(BlockState state) =>
+        TiedToStart<MacBlockState>(state, (given, start) => new MacBlockState(OwnCopy(given.Attention), NeuralMemory.WithGradientToStart(given.Memory, start),
+            NeuralMemory.LinkToStart(given.SegmentMemory, start.Memory.Weights), given.ReadConvCache?.alias()));
 }

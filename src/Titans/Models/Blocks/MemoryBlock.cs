@@ -22,13 +22,6 @@ public sealed class MemoryBlock : Block
         return (x + mixed, new MemoryBlockState(memoryState));
     }
 
-    internal override BlockState WithGradientToStart(BlockState state)
-    {
-        var given = StateOf<MemoryBlockState>(state)!;
-        Tensor like = given.Memory.Memory.Weights[0];
-        using var scope = NewDisposeScope();
-        var next = new MemoryBlockState(NeuralMemory.WithGradientToStart(given.Memory, memory.InitialState(like.shape[0], like.dtype, like.device)));
-        scope.MoveToOuter(next.Tensors);
-        return next;
-    }
+    internal override BlockState WithGradientToStart(BlockState state) =>
+        TiedToStart<MemoryBlockState>(state, (given, start) => new MemoryBlockState(NeuralMemory.WithGradientToStart(given.Memory, start)));
 }

@@ -24,27 +24,19 @@ public abstract class WindowAndMemoryBlock : Block
     internal override NeuralMemory Memory => memory;
 
     /// <summary>The memory state a sequence starts from: W₀ after the persistent tokens (null without them: W₀ itself).</summary>
-    protected NeuralMemoryState? PersistentPrefix(Tensor like) => PersistentPrefix(like.shape[0], like.dtype);
-
-    NeuralMemoryState? PersistentPrefix(long batch, ScalarType dtype)
+    protected NeuralMemoryState? PersistentPrefix(Tensor like)
     {
         if (attention.PersistentMemory is not Tensor p) return null;
-        var (_, state) = memory.Forward(p.to(dtype).unsqueeze(0).expand(batch, -1, -1), null);
+        var (_, state) = memory.Forward(p.to(like.dtype).unsqueeze(0).expand(like.shape[0], -1, -1), null);
         return state;
     }
 
+    protected override NeuralMemoryState StartState(Tensor like) => PersistentPrefix(like) ?? base.StartState(like);
+
     protected override long MemoryPosition(BlockState? state) => state?.Memory?.Position ?? attention.PersistentMemory?.shape[0] ?? 0;
 
-    internal override BlockState WithGradientToStart(BlockState state)
-    {
-        var given = StateOf<GatedBlockState>(state)!;
-        Tensor like = given.Memory.Memory.Weights[0];
-        using var scope = NewDisposeScope();
-        NeuralMemoryState start = PersistentPrefix(like.shape[0], like.dtype) ?? memory.InitialState(like.shape[0], like.dtype, like.device);
-        var next = new GatedBlockState(OwnCopy(given.Attention), NeuralMemory.WithGradientToStart(given.Memory, start));
-        scope.MoveToOuter(next.Tensors);
-        return next;
-    }
+    internal override BlockState WithGradientToStart(BlockState state) =>
+        TiedToStart<GatedBlockState>(state, (given, start) => new GatedBlockState(OwnCopy(given.Attention), NeuralMemory.WithGradientToStart(given.Memory, start)));
 }
 
 /// <summary>MAG: sliding-window attention and the memory side by side on the same input; RMSNorm(attention) ⊙ σ(RMSNorm(memory)).</summary>
