@@ -5,6 +5,7 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
+using Titans.Runtime;
 using static TorchSharp.torch;
 
 namespace Titans.Checkpoints;
@@ -53,6 +54,14 @@ public static class SafeTensors
     /// check it (docs/checkpoints.md); files written elsewhere, without it, load unchecked.
     /// </summary>
     public const string DataChecksumKey = "tensor_data_sha256";
+    /// <summary>
+    /// The metadata key of the SHA-256 (lowercase hex) of the header itself (the JSON after the 8-byte length, padding
+    /// included) as written with this value replaced by 64 '0' characters. With the data checksum inside the header it
+    /// covers the whole file, so an edited step or configuration is caught as surely as a flipped weight. Checked on
+    /// load when present (files of earlier builds and of other tools lack it).
+    /// </summary>
+    public const string HeaderChecksumKey = "header_sha256";
+    static readonly string HeaderChecksumPlaceholder = new('0', 64);
     /// <summary>The reference implementation's limit: a larger length means a corrupt or foreign file.</summary>
     const long MaxHeaderBytes = 100_000_000;
     /// <summary>A span's length is an int, so tensor memory is copied in pieces of at most this many bytes.</summary>
@@ -74,29 +83,11 @@ public static class SafeTensors
     sealed record Entry(string Name, DType DType, long[] Shape, long Begin, long End);
 
     /// <summary>
-    /// Writes to a temporary file beside <paramref name="path"/>, flushed to disk, then renames it over the target, so
-    /// a crash or an error mid-save leaves the previous file intact.
+    /// Writes to a temporary file beside <paramref name="path"/>, flushed to disk, then renames it over the target
+    /// (<see cref="AtomicFile"/>), so a crash or an error mid-save leaves the previous file intact.
     /// </summary>
-    public static void Save(string path, IEnumerable<KeyValuePair<string, Tensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null)
-    {
-        string full = Path.GetFullPath(path);
-        string temporary = $"{full}.tmp-{Path.GetRandomFileName()}";
-        var file = new FileStream(temporary, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16);
-        try
-        {
-            using (file)
-            {
-                Write(file, tensors, metadata);
-                file.Flush(flushToDisk: true);
-            }
-            File.Move(temporary, full, overwrite: true);
-        }
-        catch
-        {
-            File.Delete(temporary);
-            throw;
-        }
-    }
+    public static void Save(string path, IEnumerable<KeyValuePair<string, Tensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null) =>
+        AtomicFile.Write(path, file => Write(file, tensors, metadata));
 
     /// <summary>
     /// Writes the tensors in the order given, packed. Names and dtypes are checked before the first byte is written.
@@ -119,13 +110,17 @@ public static class SafeTensors
             offset += bytes;
         }
 
-        if (metadata?.ContainsKey(DataChecksumKey) == true)
-            throw new ArgumentException($"The metadata key '{DataChecksumKey}' is reserved for the data checksum.", nameof(metadata));
+        foreach (string reserved in new[] { DataChecksumKey, HeaderChecksumKey })
+            if (metadata?.ContainsKey(reserved) == true)
+                throw new ArgumentException($"The metadata key '{reserved}' is reserved for the file's checksums.", nameof(metadata));
         var withChecksum = new Dictionary<string, string>(metadata ?? new Dictionary<string, string>())
         {
             [DataChecksumKey] = DataChecksum(entries),
+            [HeaderChecksumKey] = HeaderChecksumPlaceholder,
         };
         byte[] header = Header(entries.Select(e => e.Entry), withChecksum);
+        int at = ChecksumPosition(header, HeaderChecksumPlaceholder) ?? throw new InvalidOperationException("The header checksum's place was not found.");
+        Encoding.ASCII.GetBytes(Convert.ToHexStringLower(SHA256.HashData(header))).CopyTo(header, at);
         Span<byte> length = stackalloc byte[8];
         BinaryPrimitives.WriteUInt64LittleEndian(length, (ulong)header.Length);
         stream.Write(length);
@@ -199,7 +194,8 @@ public static class SafeTensors
     /// </summary>
     public static SafeTensorsContent Read(Stream stream, string sourceName)
     {
-        var (entries, metadata) = ReadHeader(stream, sourceName);
+        var (entries, metadata, headerBytes) = ReadHeader(stream, sourceName);
+        if (metadata.Remove(HeaderChecksumKey, out var recordedHeader)) CheckHeader(headerBytes, recordedHeader, sourceName);
         var layout = entries.OrderBy(e => e.Begin).ThenBy(e => e.End).ToList();
         long dataBytes = CheckPacked(layout, sourceName);
         if (stream.CanSeek)
@@ -254,7 +250,28 @@ public static class SafeTensors
         }
     }
 
-    static (List<Entry> Entries, Dictionary<string, string> Metadata) ReadHeader(Stream stream, string source)
+    /// <summary>Where <paramref name="value"/> sits in the header as the header checksum's value; null where it does not.</summary>
+    static int? ChecksumPosition(byte[] header, string value)
+    {
+        byte[] pattern = Encoding.UTF8.GetBytes($"\"{HeaderChecksumKey}\":\"{value}\"");
+        int at = header.AsSpan().IndexOf(pattern);
+        return at < 0 ? null : at + pattern.Length - 1 - value.Length;
+    }
+
+    /// <summary>The header hashes to what it records, with the record itself read as zeros.</summary>
+    static void CheckHeader(byte[] header, string recorded, string source)
+    {
+        if (recorded.Length != 64 || ChecksumPosition(header, recorded) is not int at)
+            throw Bad(source, $"is damaged: its {HeaderChecksumKey} '{recorded[..Math.Min(16, recorded.Length)]}' is not a SHA-256 written in place");
+        byte[] zeroed = (byte[])header.Clone();
+        Encoding.ASCII.GetBytes(HeaderChecksumPlaceholder).CopyTo(zeroed, at);
+        string actual = Convert.ToHexStringLower(SHA256.HashData(zeroed));
+        if (!string.Equals(actual, recorded, StringComparison.OrdinalIgnoreCase))
+            throw Bad(source, $"is damaged: the SHA-256 of its header (metadata, names and shapes) is {actual[..16]}…, but {recorded[..16]}… was " +
+                              "recorded when it was saved (was it edited?)");
+    }
+
+    static (List<Entry> Entries, Dictionary<string, string> Metadata, byte[] Bytes) ReadHeader(Stream stream, string source)
     {
         Span<byte> prefix = stackalloc byte[8];
         int got = stream.ReadAtLeast(prefix, 8, throwOnEndOfStream: false);
@@ -282,7 +299,7 @@ public static class SafeTensors
             if (property.Name == MetadataKey) ReadMetadata(property.Value, metadata, source);
             else entries.Add(ReadEntry(property.Name, property.Value, source));
         }
-        return (entries, metadata);
+        return (entries, metadata, bytes);
     }
 
     static JsonDocument ParseJson(string text, string source)

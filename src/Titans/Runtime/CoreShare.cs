@@ -6,13 +6,16 @@ namespace Titans.Runtime;
 /// Shares the machine's cores among the titans processes running on it. libtorch's OpenMP threads spin while they wait,
 /// which is fastest alone but collapses when two processes each run a thread per core: each process's spinning threads
 /// take the cores the other's working threads need (on 2 cores, 21% of solo speed each; docs/concurrency.md). So every
-/// process that joins registers itself (a file it holds locked in a per-user folder under the temporary directory), and
-/// at each <see cref="Rebalance"/> uses its share of the cores: all of them alone, half each when two run, and so on,
-/// never fewer than one thread. A process that dies releases its lock, so it stops counting at once.
+/// process that joins registers itself (a file <c>PID.lock</c> it holds locked in a private per-user folder,
+/// <see cref="DefaultFolder"/>), and at each <see cref="Rebalance"/> uses its share of the cores: all of them alone,
+/// half each when two run, and so on, never fewer than one thread. A process that dies releases its lock, so it stops
+/// counting at once. The folder must be this user's alone (checked: its owner, no access for others, not a link);
+/// where it is not, the process says so and runs as if alone. Inside it only regular files named <c>PID.lock</c> are
+/// ever opened or removed.
 /// Process-wide and opt-in: the titans CLI joins at start-up unless given --threads; libraries only call
 /// <see cref="Rebalance"/>, which does nothing in a process that has not joined.
 /// </summary>
-public static class CoreShare
+public static partial class CoreShare
 {
     /// <summary>How often the count of processes is read again (a directory listing and a lock attempt per process).</summary>
     static readonly TimeSpan Interval = TimeSpan.FromSeconds(2);
@@ -23,11 +26,45 @@ public static class CoreShare
     static DateTime nextCheck;
     static readonly object Gate = new();
 
+    [System.Text.RegularExpressions.GeneratedRegex(@"^\d+\.lock$")]
+    private static partial System.Text.RegularExpressions.Regex RegistrationName();
+
     /// <summary>The thread count this process uses now (0 before <see cref="Join"/>).</summary>
     public static int Threads { get; private set; }
 
     /// <summary>The titans processes sharing the cores, this one included (0 before <see cref="Join"/>).</summary>
     public static int Processes { get; private set; }
+
+    /// <summary>
+    /// The registry folder: <c>$XDG_RUNTIME_DIR/titans-cores</c> where the session has a private runtime folder, else
+    /// <c>titans-cores-UID</c> in the temporary folder (created private), or, where owners cannot be read (Windows,
+    /// macOS), a folder in the user's own application data.
+    /// </summary>
+    public static string DefaultFolder()
+    {
+        if (Posix.UserId is uint user && Posix.Inspect(Path.GetTempPath()) is not null)
+        {
+            string? runtime = Environment.GetEnvironmentVariable("XDG_RUNTIME_DIR");
+            if (!string.IsNullOrEmpty(runtime) && Path.IsPathRooted(runtime) && NotPrivate(runtime) is null) return Path.Combine(runtime, "titans-cores");
+            return Path.Combine(Path.GetTempPath(), $"titans-cores-{user}");
+        }
+        return Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.LocalApplicationData, Environment.SpecialFolderOption.Create), "titans", "cores");
+    }
+
+    /// <summary>Why <paramref name="path"/> is not a folder of this user's alone, or null when it is (or where owners cannot be read).</summary>
+    public static string? NotPrivate(string path)
+    {
+        if (Posix.Inspect(path) is not { } entry || Posix.UserId is not uint user) return null;
+        return entry switch
+        {
+            { Kind: Posix.EntryKind.Missing } => "it does not exist",
+            { Kind: Posix.EntryKind.SymbolicLink } => "it is a symbolic link",
+            { Kind: not Posix.EntryKind.Directory } => "it is not a folder",
+            _ when entry.Owner != user => $"it belongs to user {entry.Owner}, not to this user ({user})",
+            _ when (entry.Permissions & 0b111_111) != 0 => $"others may use it (mode {Convert.ToString(entry.Permissions, 8)})",
+            _ => null,
+        };
+    }
 
     /// <summary>Registers this process and takes its share of <paramref name="totalThreads"/> (default: every core) now.</summary>
     public static void Join(int? totalThreads = null, string? registryFolder = null)
@@ -36,21 +73,41 @@ public static class CoreShare
         {
             if (registration is not null) return;
             cores = totalThreads ?? Environment.ProcessorCount;
-            folder = registryFolder ?? Path.Combine(Path.GetTempPath(), $"titans-cores-{Environment.UserName}");
-            try
-            {
-                Directory.CreateDirectory(folder);
-                registration = FileLock.TryHold(Path.Combine(folder, $"{Environment.ProcessId}.lock"), FileMode.Create, FileOptions.DeleteOnClose);
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-            {
-                registration = null;   // no shared folder: run as if alone
-            }
+            folder = registryFolder ?? DefaultFolder();
+            registration = Register(folder, Environment.ProcessId, out string? problem);
+            if (problem is not null) Console.Error.WriteLine($"warning: titans runs as if alone on this machine's cores: {problem}");
             nextCheck = DateTime.MinValue;
             generation++;   // every thread applies its share afresh (a fixed --threads may have changed it meanwhile)
             AppDomain.CurrentDomain.ProcessExit += (_, _) => Leave();   // tidy; a killed process's file is removed by the next count
         }
         Rebalance();
+    }
+
+    /// <summary>
+    /// This process's registration in <paramref name="registry"/> (created private where missing): <c>PID.lock</c>, new
+    /// (a file a dead process of the same id left is replaced; nothing is followed or truncated) and held locked. Null,
+    /// with the reason in <paramref name="problem"/> where it is worth telling, when the folder is not private or cannot be used.
+    /// </summary>
+    internal static FileStream? Register(string registry, int process, out string? problem)
+    {
+        problem = null;
+        try
+        {
+            if (OperatingSystem.IsWindows()) Directory.CreateDirectory(registry);
+            else Directory.CreateDirectory(registry, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            if (NotPrivate(registry) is string why)
+            {
+                problem = $"the core-sharing folder '{registry}' is not private ({why})";
+                return null;
+            }
+            string own = Path.Combine(registry, $"{process}.lock");
+            if (File.Exists(own) || Posix.Inspect(own) is { Kind: not Posix.EntryKind.Missing }) File.Delete(own);   // unlinks a link, never its target
+            return FileLock.TryHold(own, FileMode.CreateNew, FileOptions.DeleteOnClose);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;   // no usable folder: run as if alone
+        }
     }
 
     /// <summary>Stops sharing (the thread count given by the user stays fixed) and deregisters.</summary>
@@ -92,16 +149,19 @@ public static class CoreShare
         }
     }
 
-    /// <summary>Registered processes whose lock is held, <paramref name="own"/> included; files of processes that died are removed.</summary>
+    /// <summary>
+    /// Registered processes whose lock is held, <paramref name="own"/> included; the files of processes that died are
+    /// removed. Only regular files named <c>PID.lock</c> count: anything else in the folder is left alone, unopened.
+    /// </summary>
     internal static int CountLive(string folder, string own)
     {
         int live = 1;
         IEnumerable<string> files;
-        try { files = Directory.EnumerateFiles(folder, "*.lock").ToList(); }
+        try { files = Directory.EnumerateFiles(folder).Where(f => RegistrationName().IsMatch(Path.GetFileName(f))).ToList(); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return live; }
         foreach (string file in files)
         {
-            if (file == own) continue;
+            if (file == own || !IsRegularFile(file)) continue;
             try
             {
                 using var probe = FileLock.TryHold(file, FileMode.Open);
@@ -112,4 +172,9 @@ public static class CoreShare
         }
         return live;
     }
+
+    /// <summary>A plain file, not a link, a pipe or a device (opening a pipe would wait for a writer).</summary>
+    static bool IsRegularFile(string path) => Posix.Inspect(path) is { } entry
+        ? entry.Kind == Posix.EntryKind.RegularFile
+        : new FileInfo(path) is { LinkTarget: null } info && (info.Attributes & (FileAttributes.Device | FileAttributes.ReparsePoint)) == 0;
 }

@@ -111,6 +111,7 @@ public static class Checkpoint
     static (TitansLanguageModel Model, Header Header) LoadModel(string path, SafeTensorsContent content, Device? device = null)
     {
         var header = ReadHeader(path, content);
+        RequireWeightsFor(path, content, header.Model);
         var model = new TitansLanguageModel("model", header.Model);
         try
         {
@@ -135,6 +136,7 @@ public static class Checkpoint
             throw new InvalidDataException($"'{path}' holds weights only (an export, without the optimizer's state), so training cannot resume from it; " +
                                            "resume from the run's checkpoint.safetensors.");
         var config = steps is int s ? header.Training with { Steps = s } : header.Training;
+        RequireWeightsFor(path, content, header.Model);
         var model = new TitansLanguageModel("model", header.Model);
         if (device is not null) model.to(device);   // before the optimizer takes the parameters
         var trainer = new Trainer(model, config, data(header));
@@ -153,6 +155,12 @@ public static class Checkpoint
                     throw new InvalidDataException($"'{path}': {OptimizerPrefix}{name}.step must be a 0-d int64 tensor.");
                 states[i].step = step.item<long>();
             }
+            // Every step updates the parameters that have a gradient, so the optimizer has counted the header's steps
+            // (a parameter that never had one counts fewer): a header that says otherwise would resume mid-schedule.
+            long counted = states.Count == 0 ? header.Step : states.Max(s => s.step);
+            if (counted != header.Step)
+                throw new InvalidDataException($"'{path}' says it was saved at step {header.Step}, but its optimizer state has counted {counted} steps; " +
+                                               "the file is inconsistent (edited?) and cannot resume.");
             trainer.Step = header.Step;
         }
         catch { trainer.Dispose(); model.Dispose(); throw; }
@@ -179,11 +187,21 @@ public static class Checkpoint
                 ["format"] = WeightsFormat, ["model_config"] = header.Model.ToJson(), ["training_config"] = header.Training.ToJson(),
                 ["tokenizer"] = header.Tokenizer.Name, ["step"] = header.Step.ToString(),
             });
-            string config = Path.Combine(directory, ConfigFile);
-            File.WriteAllText(config + ".tmp", header.Model.ToJson());
-            File.Move(config + ".tmp", config, overwrite: true);
+            Runtime.AtomicFile.WriteAllText(Path.Combine(directory, ConfigFile), header.Model.ToJson());
             return (weights.Count, weights.Sum(w => w.Value.numel() * w.Value.element_size()));
         }
+    }
+
+    /// <summary>
+    /// The file holds as many weights as the configuration it records describes, checked before the model is built, so a
+    /// configuration that does not match the weights (one of 90,000 layers) is refused without allocating it.
+    /// </summary>
+    static void RequireWeightsFor(string path, SafeTensorsContent content, TitansConfig model)
+    {
+        long weights = content.Tensors.Where(t => !t.Key.StartsWith(OptimizerPrefix) && t.Key != TokenizerModel).Sum(t => t.Value.numel());
+        if (model.ParameterCount != weights)
+            throw new InvalidDataException($"'{path}': its model configuration describes {model.ParameterCount:N0} parameters, but it holds {weights:N0} " +
+                                           "weights; the configuration does not belong to these weights.");
     }
 
     /// <summary>A model's weights, every one finite: the trainer never saves a non-finite step, so a NaN means a damaged file.</summary>
