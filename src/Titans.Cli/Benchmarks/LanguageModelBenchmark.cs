@@ -15,7 +15,7 @@ public static class LanguageModelBenchmark
 {
     public sealed record Options(string Corpus, string Preset, IReadOnlyList<Architecture> Architectures, TrainingConfig Training,
         int EvalTokens, int EvalEvery, string RunsDirectory, double? InitialForgetting = null, string? MemoryPatch = null,
-        MacWrite MacWrite = MacWrite.AttentionOutput);
+        MacWrite MacWrite = MacWrite.AttentionOutput, bool Force = false);
 
     /// <summary>One architecture's run: its scores, or null with <see cref="Failure"/> where training diverged.</summary>
     sealed record Outcome(Architecture Architecture, long Parameters, TrainingRun.Scores? Scores, string? Failure, double TrainSeconds,
@@ -36,6 +36,7 @@ public static class LanguageModelBenchmark
         if (options.EvalTokens < 2) throw new ArgumentException($"--eval-tokens must be at least 2, got {options.EvalTokens}.");
         var tokenizer = ByteTokenizer.Instance;
         var data = Commands.LanguageModelCommands.LoadData(options.Corpus, tokenizer, options.Training);
+        using var runs = RunFolder.Acquire(options.RunsDirectory, "bench-lm", options.Force);   // held: a second benchmark into it is refused
         var outcomes = new List<Outcome>();
         foreach (var architecture in options.Architectures)
         {
@@ -47,9 +48,8 @@ public static class LanguageModelBenchmark
                 Console.WriteLine($"{ArchitectureNames.Display(architecture)}: reusing the finished run in {folder}");
             else
             {
-                if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
                 var run = new RunOptions(folder, LogEvery: 10, options.EvalEvery, EvalTokens: Math.Min(options.EvalTokens, 65536),
-                    CheckpointEvery: options.Training.Steps);
+                    CheckpointEvery: options.Training.Steps) { Fresh = true, Force = options.Force };
                 // A model that diverges is a result too: its row says where, and the other models still run.
                 try { TrainingRun.Start(config, options.Training, tokenizer, data, options.Corpus, run); }
                 catch (TrainingDivergedException e) { diverged = e.Message; }

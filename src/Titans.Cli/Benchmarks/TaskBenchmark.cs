@@ -17,7 +17,7 @@ namespace Titans.Cli.Benchmarks;
 public static class TaskBenchmark
 {
     public sealed record Options(string Task, string Haystack, string Preset, IReadOnlyList<Architecture> Architectures, MacWrite MacWrite, TrainingConfig Training,
-        IReadOnlyList<int> Factors, int Depths, int Examples, int EvalEvery, string RunsDirectory, double? InitialForgetting = null, string? InitFrom = null, string? MemoryPatch = null);
+        IReadOnlyList<int> Factors, int Depths, int Examples, int EvalEvery, string RunsDirectory, double? InitialForgetting = null, string? InitFrom = null, string? MemoryPatch = null, bool Force = false);
 
     sealed record Outcome(TitansConfig Config, List<GridCell>? Cells, string? Failure, double TrainAccuracy, int? StartStep)
     {
@@ -32,6 +32,7 @@ public static class TaskBenchmark
         TaskRun.RequireLength(task, length, $"--length {length}");
         var lengths = options.Factors.Select(f => f * length).ToList();
         var depths = TaskRun.Depths(task, options.Depths);
+        using var runs = RunFolder.Acquire(options.RunsDirectory, "bench-tasks", options.Force);   // held: a second benchmark into it is refused
         var outcomes = new List<Outcome>();
         foreach (var architecture in options.Architectures)
         {
@@ -54,11 +55,11 @@ public static class TaskBenchmark
                 Console.WriteLine($"{name}: reusing the finished run in {folder}");
             else
             {
-                if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
                 TorchSharp.torch.manual_seed(options.Training.Seed);
                 using var fresh = start is null ? new TitansLanguageModel("model", config) : null;
                 start?.train();
-                var run = new RunOptions(folder, LogEvery: 50, options.EvalEvery, EvalTokens: 1, CheckpointEvery: options.Training.Steps);
+                var run = new RunOptions(folder, LogEvery: 50, options.EvalEvery, EvalTokens: 1, CheckpointEvery: options.Training.Steps)
+                    { Fresh = true, Force = options.Force };
                 try { TaskRun.Train(start ?? fresh!, options.Training, tokenizer, task, options.Haystack, run, validationExamples: 100, init); }
                 catch (TrainingDivergedException e) { failure = e.Message; }
             }

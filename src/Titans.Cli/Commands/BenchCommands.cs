@@ -115,9 +115,10 @@ public static class BenchCommands
         var shared = new SharedTrainingOptions();
         var macWrite = TrainingOptions.MacWriteOption();
         var plot = new Option<string?>("--plot") { Description = "write the loss curves here (e.g. docs/bench-lm-sotu.png; validation curves go beside it)" };
+        var lmForce = CommonOptions.Force();
         var command = new Command("lm",
             "Train every architecture at equal parameter count on the same tokens and compare validation bits per byte (table and loss curves).")
-            { data, preset, architectures, macWrite, steps, batch, length, lr, warmup, seed, evalTokens, evalEvery, runs, output, plot };
+            { data, preset, architectures, macWrite, steps, batch, length, lr, warmup, seed, evalTokens, evalEvery, runs, lmForce, output, plot };
         foreach (var option in shared.All) command.Options.Add(option);
         command.SetAction(parse => CommonOptions.Run(parse, _ =>
         {
@@ -131,7 +132,7 @@ public static class BenchCommands
             Presets.Get(parse.GetValue(preset)!, Architecture.Mac).WithMemory(parse.GetValue(shared.Memory));   // an unknown preset or bad --memory fails before any training
             var options = new LanguageModelBenchmark.Options(parse.GetValue(data)!, parse.GetValue(preset)!, chosen, training,
                 parse.GetValue(evalTokens), parse.GetValue(evalEvery), parse.GetValue(runs)!, parse.GetValue(shared.InitialForgetting),
-                parse.GetValue(shared.Memory), ArchitectureNames.ParseMacWrite(parse.GetValue(macWrite)!));
+                parse.GetValue(shared.Memory), ArchitectureNames.ParseMacWrite(parse.GetValue(macWrite)!), parse.GetValue(lmForce));
             LanguageModelBenchmark.Run(options, parse.GetValue(output), parse.GetValue(plot), CommonOptions.CommandLine(parse));
             return 0;
         }));
@@ -161,9 +162,10 @@ public static class BenchCommands
             Description = "fine-tune: start each architecture from its finished run in this runs folder (e.g. an earlier bench's --runs), keeping its model",
         };
         var output = new Option<string?>("--out") { Description = "write the table here (e.g. docs/bench-tasks-passkey.md; heat maps go in a folder beside it)" };
+        var taskForce = CommonOptions.Force();
         var command = new Command("tasks",
             "Train every architecture on a long-context task at length L and score each at L … 16L over needle depths (table, heat maps, plot).")
-            { task, haystack, preset, architectures, macWrite, initFrom, steps, batch, length, lr, seed, factors, depths, examples, evalEvery, runs, output };
+            { task, haystack, preset, architectures, macWrite, initFrom, steps, batch, length, lr, seed, factors, depths, examples, evalEvery, runs, taskForce, output };
         foreach (var option in shared.All) command.Options.Add(option);
         command.SetAction(parse => CommonOptions.Run(parse, _ =>
         {
@@ -178,7 +180,7 @@ public static class BenchCommands
             var options = new TaskBenchmark.Options(name, parse.GetValue(haystack)!, parse.GetValue(preset)!, chosen, ArchitectureNames.ParseMacWrite(parse.GetValue(macWrite)!), training,
                 CommonOptions.IntList(parse.GetValue(factors)!, "--factors"), TrainingOptions.Positive(parse, depths), TrainingOptions.Positive(parse, examples),
                 TrainingOptions.Positive(parse, evalEvery), parse.GetValue(runs) ?? Path.Combine("runs", $"bench-tasks-{name}-{training.SequenceLength}"),
-                parse.GetValue(shared.InitialForgetting), parse.GetValue(initFrom), parse.GetValue(shared.Memory));
+                parse.GetValue(shared.InitialForgetting), parse.GetValue(initFrom), parse.GetValue(shared.Memory), parse.GetValue(taskForce));
             TaskBenchmark.Run(options, parse.GetValue(output), CommonOptions.CommandLine(parse));
             return 0;
         }));

@@ -23,6 +23,12 @@ public static class CommonOptions
         Recursive = true,
     };
 
+    /// <summary>--force for a command that writes a folder: the user's say to write beside files titans did not write there.</summary>
+    public static Option<bool> Force() => new("--force")
+    {
+        Description = "write into an --out folder that holds files titans did not write (titans replaces files of its own names there, nothing else)",
+    };
+
     /// <summary>The command as the user typed it, for the "Produced by" line of result documents.</summary>
     public static string CommandLine(ParseResult parse) => "./titans " + string.Join(' ', parse.Tokens.Select(t => Quoted(t.Value)));
 

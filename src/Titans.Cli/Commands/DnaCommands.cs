@@ -47,8 +47,7 @@ public static class DnaCommands
         options.Architecture.DefaultValueFactory = _ => "lmm";
         command.SetAction(parse => CommonOptions.Run(parse, device =>
         {
-            var run = new RunOptions("", TrainingOptions.Positive(parse, options.LogEvery), TrainingOptions.Positive(parse, options.EvalEvery),
-                TrainingOptions.Positive(parse, evalTokens), TrainingOptions.Positive(parse, options.SaveEvery)) { Device = device };
+            var run = options.Run(parse, TrainingOptions.Positive(parse, evalTokens), device);
             string trainFile = parse.GetValue(genome)!, heldOutFile = parse.GetValue(heldOut)!;
             TokenData Data(TrainingConfig training) =>
                 new(GenomeTokens(trainFile), GenomeTokens(heldOutFile), training.SequenceLength, training.StreamPrefix);
@@ -156,9 +155,10 @@ public static class DnaCommands
         var splitSeed = new Option<long>("--split-seed") { Description = "seed of the stratified 70/10/20 re-split", DefaultValueFactory = _ => 1 };
         var output = new Option<string?>("--out") { Description = "folder of results.md and results.json (default: runs/dna/<data set>)" };
         var report = new Option<string?>("--report") { Description = "also write the table here (e.g. docs/dna/enhancers.md)" };
+        var force = CommonOptions.Force();
         var command = new Command("classify",
             "Top-1 accuracy of sequence models and a CNN at equal size on labelled sequences, re-split seeded and stratified.")
-            { data, models, preset, layers, pretrained, steps, batch, accumulate, lr, warmup, evalEvery, patience, seed, splitSeed, output, report };
+            { data, models, preset, layers, pretrained, steps, batch, accumulate, lr, warmup, evalEvery, patience, seed, splitSeed, output, force, report };
         command.SetAction(parse => CommonOptions.Run(parse, device =>
         {
             var training = new TrainingConfig
@@ -173,7 +173,7 @@ public static class DnaCommands
             DnaClassificationRun.Run(new DnaClassificationRun.Options(file, names, parse.GetValue(preset)!, parse.GetValue(layers), parse.GetValue(pretrained),
                 training, parse.GetValue(evalEvery), parse.GetValue(patience), parse.GetValue(splitSeed),
                 parse.GetValue(output) ?? Path.Combine("runs", "dna", Path.GetFileNameWithoutExtension(file)), parse.GetValue(report),
-                CommonOptions.CommandLine(parse)), device);
+                CommonOptions.CommandLine(parse), parse.GetValue(force)), device);
             return 0;
         }));
         return command;

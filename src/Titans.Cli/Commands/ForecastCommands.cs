@@ -60,13 +60,14 @@ public static class ForecastCommands
             Description = "JSON fields set over the patch models' ForecasterConfig, e.g. '{\"Dropout\": 0.3, \"LinearSkip\": true}' or '{\"Backbone\": {...}}'",
         };
         var memory = new Option<string?>("--memory") { Description = "JSON fields set over the memory models' memory, e.g. '{\"ChunkSize\": 2}'" };
-        var output = new Option<string>("--out") { Description = "folder of the run: a forecaster per model and horizon, results.md, forecasts.png", DefaultValueFactory = _ => Path.Combine("runs", "forecast") };
+        var output = new Option<string?>("--out") { Description = "folder of the run: a forecaster per model and horizon, results.md, forecasts.png (default: runs/forecast/<data set>)" };
+        var force = CommonOptions.Force();
         var report = new Option<string?>("--report") { Description = "also write the results table here (e.g. docs/forecasting/etth1.md)" };
         var plot = new Option<string?>("--plot") { Description = "write the forecast plot here instead of the run folder" };
         var command = new Command("train", "Train forecasters (one per model and horizon) with early stopping, score the test part, write a table and a plot.")
         {
             Data, DateColumn, Columns, targets, Split, lookback, horizons, models, steps, batch, accumulate, lr, warmup, decay, evalEvery, patience, seed, seeds, loss,
-            width, layers, patch, memory, output, report, plot,
+            width, layers, patch, memory, output, force, report, plot,
         };
         command.SetAction(parse => CommonOptions.Run(parse, device =>
         {
@@ -80,10 +81,11 @@ public static class ForecastCommands
             ForecastRun.Run(new ForecastRun.Options(parse.GetValue(Data)!, parse.GetValue(DateColumn), Names(parse.GetValue(Columns)),
                 Names(parse.GetValue(targets)), parse.GetValue(Split)!, parse.GetValue(lookback),
                 CommonOptions.IntList(parse.GetValue(horizons)!, "--horizons"), choices.Select(ForecastRun.ModelChoice.Parse).ToList(), training,
-                parse.GetValue(evalEvery), parse.GetValue(patience), parse.GetValue(width), parse.GetValue(layers), parse.GetValue(patch), parse.GetValue(memory), parse.GetValue(output)!,
+                parse.GetValue(evalEvery), parse.GetValue(patience), parse.GetValue(width), parse.GetValue(layers), parse.GetValue(patch), parse.GetValue(memory),
+                parse.GetValue(output) ?? Path.Combine("runs", "forecast", Path.GetFileNameWithoutExtension(parse.GetValue(Data)!)),
                 parse.GetValue(report), parse.GetValue(plot), CommonOptions.CommandLine(parse),
                 CommonOptions.ByName<ForecastLoss>(parse.GetValue(loss)!, "--loss"),
-                parse.GetValue(seeds) is string list ? CommonOptions.IntList(list, "--seeds").Select(s => (long)s).ToList() : null), device);
+                parse.GetValue(seeds) is string list ? CommonOptions.IntList(list, "--seeds").Select(s => (long)s).ToList() : null, parse.GetValue(force)), device);
             return 0;
         }));
         return command;

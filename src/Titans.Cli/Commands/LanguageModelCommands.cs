@@ -23,13 +23,17 @@ public static class LanguageModelCommands
     {
         var checkpoint = new Option<string>("--checkpoint", "-c") { Description = "run folder or checkpoint file", Required = true };
         var output = new Option<string>("--out") { Description = "folder to write model.safetensors and config.json into", Required = true };
+        var force = new Option<bool>("--force") { Description = "replace a model.safetensors or config.json already in --out" };
         var command = new Command("export",
             "Write a checkpoint's weights to share, without the optimizer's state: model.safetensors and config.json (docs/checkpoints.md reads them from PyTorch).")
-            { checkpoint, output };
+            { checkpoint, output, force };
         command.SetAction(parse => CommonOptions.Run(parse, _ =>
         {
             string file = TrainingOptions.CheckpointPath(parse.GetValue(checkpoint)!), folder = parse.GetValue(output)!;
             if (File.Exists(folder)) throw new ArgumentException($"--out '{folder}' is a file; give a folder.");
+            var there = new[] { Checkpoint.WeightsFile, Checkpoint.ConfigFile }.Where(f => Path.Exists(Path.Combine(folder, f))).ToList();
+            if (there.Count > 0 && !parse.GetValue(force))
+                throw new ArgumentException($"'{folder}' already holds {string.Join(" and ", there)}; give another --out, or --force to replace them.");
             var (tensors, bytes) = Checkpoint.Export(file, folder);
             Console.WriteLine($"Exported {tensors} tensors ({bytes / (1024.0 * 1024):N1} MiB) from {file} to {Path.Combine(folder, Checkpoint.WeightsFile)} " +
                               $"and {Path.Combine(folder, Checkpoint.ConfigFile)}");
@@ -49,8 +53,7 @@ public static class LanguageModelCommands
         foreach (var option in options.All) command.Options.Add(option);
         command.SetAction(parse => CommonOptions.Run(parse, device =>
         {
-            var run = new RunOptions("", TrainingOptions.Positive(parse, options.LogEvery), TrainingOptions.Positive(parse, options.EvalEvery),
-                TrainingOptions.Positive(parse, evalTokens), TrainingOptions.Positive(parse, options.SaveEvery)) { Device = device };
+            var run = options.Run(parse, TrainingOptions.Positive(parse, evalTokens), device);
             if (parse.GetValue(options.Resume) is string from)
             {
                 options.RefuseSettingsOnResume(parse, Data, evalTokens);
@@ -205,12 +208,15 @@ public static class LanguageModelCommands
     {
         var steps = new Option<int>("--steps") { Description = "optimizer steps per model", DefaultValueFactory = _ => 800 };
         var output = new Option<string>("--out") { Description = "folder of the two runs", DefaultValueFactory = _ => Path.Combine("runs", "quickstart") };
+        var force = CommonOptions.Force();
         var command = new Command("quickstart",
             "Train a tiny MAC and a Transformer++ of equal size the same way on Moby Dick (shipped), print both validation bits per byte, and generate a sample.")
-            { steps, output };
+            { steps, output, force };
         command.SetAction(parse => CommonOptions.Run(parse, device =>
         {
             var watch = Stopwatch.StartNew();
+            // Held throughout: a second quickstart into the same folder is refused instead of starting over under this one.
+            using var runs = CommonOptions.Writes ? RunFolder.Acquire(parse.GetValue(output)!, "quickstart", parse.GetValue(force)) : null;
             var training = new TrainingConfig { Steps = parse.GetValue(steps), BatchSize = 8, SequenceLength = 128, WarmupSteps = 20, Seed = 1 }.Validate();
             var tokenizer = ByteTokenizer.Instance;
             var data = LoadData(DefaultCorpus, tokenizer, training);
@@ -218,9 +224,8 @@ public static class LanguageModelCommands
             foreach (var architecture in new[] { Architecture.Mac, Architecture.TransformerPlusPlus })
             {
                 string folder = Path.Combine(parse.GetValue(output)!, TrainingRun.FolderName(architecture));
-                if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
                 var run = new RunOptions(folder, LogEvery: 25, EvalEvery: training.Steps, EvalTokens: 32768, CheckpointEvery: training.Steps)
-                    { Device = device, Metadata = CorpusMetadata(DefaultCorpus) };
+                    { Device = device, Metadata = CorpusMetadata(DefaultCorpus), Fresh = true, Force = parse.GetValue(force) };
                 TrainingRun.Start(Presets.Get("tiny", architecture), training, tokenizer, data, DefaultCorpus, run);
                 folders.Add((architecture, folder));
                 Console.WriteLine();

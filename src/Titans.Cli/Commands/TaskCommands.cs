@@ -118,8 +118,7 @@ public static class TaskCommands
         foreach (var option in options.All) train.Options.Add(option);
         train.SetAction(parse => CommonOptions.Run(parse, device =>
         {
-            var run = new RunOptions("", TrainingOptions.Positive(parse, options.LogEvery), TrainingOptions.Positive(parse, options.EvalEvery),
-                EvalTokens: 1, TrainingOptions.Positive(parse, options.SaveEvery)) { Device = device };
+            var run = options.Run(parse, evalTokens: 1, device);
             int examples = TrainingOptions.Positive(parse, evalExamples);
             if (parse.GetValue(options.Resume) is string from)
             {

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Titans.Cli.Training;
 using Titans.Models;
 using Titans.Runtime;
 using Titans.Text;
@@ -26,6 +27,7 @@ public sealed class TrainingOptions
     public readonly Option<double> Clip = new("--clip") { Description = "maximum gradient norm (0: off)", DefaultValueFactory = _ => Defaults.GradientClip };
     public readonly Option<long> Seed = new("--seed") { Description = "seed of the weights and of the batch order", DefaultValueFactory = _ => 1 };
     public readonly Option<string?> Output = new("--out") { Description = "run folder (default: runs/<architecture>-<preset>)" };
+    public readonly Option<bool> Force = CommonOptions.Force();
     public readonly Option<string?> Resume = new("--resume") { Description = "continue the run in this folder (or checkpoint file) bit for bit; --steps may extend it" };
     public readonly Option<int> LogEvery = new("--log-every") { Description = "steps between progress lines", DefaultValueFactory = _ => 10 };
     public readonly Option<int> EvalEvery = new("--eval-every") { Description = "steps between validations", DefaultValueFactory = _ => 100 };
@@ -40,7 +42,12 @@ public sealed class TrainingOptions
         Length = new Option<int>(lengthName) { Description = lengthDescription, DefaultValueFactory = _ => Defaults.SequenceLength };
 
     public IEnumerable<Option> All => new Option[] { Preset, Architecture, MacWrite, ModelConfig, Tokenizer, Steps, Batch, Accumulate, Length }
-        .Concat(Shared.All).Concat(new Option[] { LearningRate, Warmup, Decay, Clip, Seed, Set, Output, Resume, LogEvery, EvalEvery, SaveEvery });
+        .Concat(Shared.All).Concat(new Option[] { LearningRate, Warmup, Decay, Clip, Seed, Set, Output, Force, Resume, LogEvery, EvalEvery, SaveEvery });
+
+    /// <summary>Where and how often a run reports, validates and saves (its folder is set by the command), and on which device it trains.</summary>
+    public RunOptions Run(ParseResult parse, int evalTokens, TorchSharp.torch.Device device) =>
+        new(Directory: "", Positive(parse, LogEvery), Positive(parse, EvalEvery), evalTokens, Positive(parse, SaveEvery))
+            { Device = device, Force = parse.GetValue(Force) };
 
     /// <summary>The model the options describe: a configuration file, or a preset sized to the tokenizer.</summary>
     public TitansConfig Model(ParseResult parse, ITokenizer tokenizer)
@@ -112,7 +119,7 @@ public sealed class TrainingOptions
     /// </summary>
     public void RefuseSettingsOnResume(ParseResult parse, params Option[] mayChange)
     {
-        var allowed = new HashSet<Option>(mayChange) { Steps, Resume, LogEvery, EvalEvery, SaveEvery };
+        var allowed = new HashSet<Option>(mayChange) { Steps, Resume, LogEvery, EvalEvery, SaveEvery, Force };
         var given = parse.CommandResult.Command.Options.Where(o => !allowed.Contains(o) && CommonOptions.Given(parse, o))
             .Select(o => o.Name).ToList();
         if (given.Count > 0)

@@ -40,8 +40,7 @@ public static class HeatMap
         plot.YLabel(yLabel);
         string? folder = Path.GetDirectoryName(Path.GetFullPath(path));
         if (folder is not null) Directory.CreateDirectory(folder);
-        string temporary = path + ".tmp.png";
-        plot.SavePng(temporary, Math.Max(500, 110 * columns.Count + 160), Math.Max(300, 60 * rows.Count + 140));
-        File.Move(temporary, path, overwrite: true);
+        Titans.Runtime.AtomicFile.WriteAllBytes(path,
+            plot.GetImageBytes(Math.Max(500, 110 * columns.Count + 160), Math.Max(300, 60 * rows.Count + 140), ScottPlot.ImageFormat.Png));
     }
 }

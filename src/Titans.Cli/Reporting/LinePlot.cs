@@ -44,8 +44,6 @@ public static class LinePlot
         plot.ShowLegend(Alignment.UpperRight);
         string? folder = Path.GetDirectoryName(Path.GetFullPath(path));
         if (folder is not null) Directory.CreateDirectory(folder);
-        string temporary = path + ".tmp.png";
-        plot.SavePng(temporary, 1000, 600);
-        File.Move(temporary, path, overwrite: true);
+        Titans.Runtime.AtomicFile.WriteAllBytes(path, plot.GetImageBytes(1000, 600, ScottPlot.ImageFormat.Png));
     }
 }

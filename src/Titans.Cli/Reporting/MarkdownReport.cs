@@ -33,9 +33,7 @@ public sealed class MarkdownReport
     {
         string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
         if (dir != null) Directory.CreateDirectory(dir);
-        string temp = path + ".tmp";
-        File.WriteAllText(temp, text.ToString());
-        File.Move(temp, path, overwrite: true);
+        Titans.Runtime.AtomicFile.WriteAllText(path, text.ToString());
     }
 
     public static string MachineDescription()

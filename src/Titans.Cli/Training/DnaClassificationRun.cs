@@ -15,7 +15,7 @@ namespace Titans.Cli.Training;
 public static class DnaClassificationRun
 {
     public sealed record Options(string Data, IReadOnlyList<string> Models, string Preset, int? Layers, string? Pretrained, TrainingConfig Training,
-        int EvaluateEvery, int Patience, long SplitSeed, string Directory, string? Report, string CommandLine);
+        int EvaluateEvery, int Patience, long SplitSeed, string Directory, string? Report, string CommandLine, bool Force = false);
 
     public sealed record Result(string Model, long Parameters, bool Pretrained, double ValidationAccuracy, double TestAccuracy, int Steps, int BestStep, double Seconds);
 
@@ -43,6 +43,9 @@ public static class DnaClassificationRun
                 throw new ArgumentException($"'{file}' was trained with the {pretrainedHeader.Tokenizer.Name} tokenizer; fine-tuning needs a `dna pretrain` checkpoint.");
         }
         var results = new List<Result>();
+        // One folder per data set: a run on another one is refused here instead of replacing this one's results.
+        using var folder = Commands.CommonOptions.Writes ? RunFolder.Acquire(options.Directory, "dna-classify", options.Force,
+            identity: new Dictionary<string, string> { ["data"] = Path.GetFullPath(options.Data) }) : null;
         try
         {
             long target = SequenceClassifier.ParameterCount(Config(options, Architecture.TransformerPlusPlus), all.Classes);
@@ -79,7 +82,7 @@ public static class DnaClassificationRun
                     Console.WriteLine($"  {e.Message}");
                     results.Add(new Result(display, parameters, fromPretrained, double.NaN, double.NaN, trainer.Step + 1, 0, watch.Elapsed.TotalSeconds));
                 }
-                Save(options, name, splitNote, results);   // after every model, so a later failure keeps what was measured
+                if (folder is not null) Save(folder, options, name, splitNote, results);   // after every model, so a later failure keeps what was measured
             }
         }
         finally { pretrained?.Dispose(); }
@@ -87,11 +90,9 @@ public static class DnaClassificationRun
         return results;
     }
 
-    static void Save(Options options, string name, string splitNote, IReadOnlyList<Result> results)
+    static void Save(RunFolder folder, Options options, string name, string splitNote, IReadOnlyList<Result> results)
     {
-        if (!Commands.CommonOptions.Writes) return;   // under mpirun, rank 0 alone writes
-        Directory.CreateDirectory(options.Directory);
-        File.WriteAllText(Path.Combine(options.Directory, "results.json"), JsonSerializer.Serialize(results, new JsonSerializerOptions { WriteIndented = true }));
+        folder.Write("results.json", ResultsJson.Serialize(results));
         var report = new MarkdownReport($"DNA classification: {name}", options.CommandLine)
             .Paragraph($"**Re-split, not the official split**: only the official test split of this GenomicsBenchmarks set is available, so its " +
                        $"{splitNote}. These accuracies are therefore not directly comparable to published ones, which train on the full " +
@@ -107,7 +108,7 @@ public static class DnaClassificationRun
         if (PaperColumns.TryGetValue(name, out var paper))
             report.Paragraph("The paper's Table 4 on this set (official split; not run here):")
                 .Table(new[] { "model (paper)", "top-1 accuracy" }, paper.Select(p => (IReadOnlyList<string>)new[] { p.Model, $"{p.Accuracy:F1}%" }));
-        report.Save(Path.Combine(options.Directory, "results.md"));
+        report.Save(folder.Claim("results.md"));
         if (options.Report is string path) report.Save(path);
     }
 

@@ -45,7 +45,7 @@ public static class ForecastRun
     public sealed record Options(string Data, string? DateColumn, IReadOnlyList<string>? Columns, IReadOnlyList<string>? Targets, string Split,
         int Lookback, IReadOnlyList<int> Horizons, IReadOnlyList<ModelChoice> Models, TrainingConfig Training, int EvaluateEvery, int Patience,
         int? Width, int? Layers, string? Patch, string? Memory, string Directory, string? Report, string? Plot, string CommandLine,
-        ForecastLoss Loss = ForecastLoss.Mse, IReadOnlyList<long>? Seeds = null)
+        ForecastLoss Loss = ForecastLoss.Mse, IReadOnlyList<long>? Seeds = null, bool Force = false)
     {
         /// <summary>The seeds every model and horizon is trained with (default: the training config's one seed).</summary>
         public IReadOnlyList<long> AllSeeds => Seeds is { Count: > 0 } ? Seeds : new[] { Training.Seed };
@@ -68,7 +68,9 @@ public static class ForecastRun
         string dataset = Path.GetFileNameWithoutExtension(options.Data);
         Console.WriteLine($"{dataset}: {table.Rows} rows, columns {string.Join(", ", table.Columns)}; {split}; lookback {options.Lookback}");
         bool writes = Commands.CommonOptions.Writes;   // under mpirun, rank 0 alone writes
-        if (writes) Directory.CreateDirectory(options.Directory);
+        // One folder per data set: a run on another data set is refused here instead of replacing this one's forecasters.
+        using var folder = writes ? RunFolder.Acquire(options.Directory, "forecast", options.Force,
+            identity: new Dictionary<string, string> { ["data"] = Path.GetFullPath(options.Data) }) : null;
         var results = new List<Result>();
         var plotWindows = new Dictionary<string, float[]>();
         float[]? truth = null;
@@ -90,10 +92,9 @@ public static class ForecastRun
                     options.Loss);
                 var test = ForecastTraining.Score(model, data, ForecastPart.Test);
                 string file = Path.Combine(options.Directory, name, "forecaster.safetensors");
-                if (writes)
+                if (folder is not null)
                 {
-                    Directory.CreateDirectory(Path.GetDirectoryName(file)!);
-                    ForecasterCheckpoint.Save(file, model, data, new Dictionary<string, string>
+                    ForecasterCheckpoint.Save(folder.Claim($"{name}/forecaster.safetensors"), model, data, new Dictionary<string, string>
                     {
                         ["data"] = options.Data, ["split"] = split.ToString(), ["best_step"] = fit.BestStep.ToString(), ["seed"] = seed.ToString(),
                         ["loss"] = options.Loss.ToString().ToLowerInvariant(), ["test_mse"] = test.Mse.ToString("R"), ["test_mae"] = test.Mae.ToString("R"),
@@ -105,16 +106,16 @@ public static class ForecastRun
                 Console.WriteLine($"  test MSE {test.Mse:F4}  MAE {test.Mae:F4}  over {test.Windows} windows  (best step {fit.BestStep} of {fit.Steps}, {fit.Elapsed.TotalSeconds:F0} s)");
                 if (horizon == options.Horizons[0] && seed == options.AllSeeds[0]) (truth, plotWindows[result.Display]) = PlotWindow(model, data);
                 // Results so far survive a stop in a long multi-seed run.
-                if (writes) File.WriteAllText(Path.Combine(options.Directory, "results.json"), JsonSerializer.Serialize(results, new JsonSerializerOptions { WriteIndented = true }));
+                folder?.Write("results.json", ResultsJson.Serialize(results));
             }
         }
-        if (!writes) return results;
+        if (folder is null) return results;
         var report = Report(dataset, options, split, results);
-        report.Save(Path.Combine(options.Directory, "results.md"));
+        report.Save(folder.Claim("results.md"));
         if (options.Report is string path) report.Save(path);
         if (truth is not null)
         {
-            string plot = options.Plot ?? Path.Combine(options.Directory, "forecasts.png");
+            string plot = options.Plot ?? folder.Claim("forecasts.png");
             var series = new List<PlotSeries> { new("truth", Enumerable.Range(-options.Lookback, truth.Length).Select(i => (double)i).ToList(), truth.Select(v => (double)v).ToList()) };
             series.AddRange(plotWindows.Select(w => new PlotSeries(w.Key, Enumerable.Range(0, w.Value.Length).Select(i => (double)i).ToList(), w.Value.Select(v => (double)v).ToList())));
             LinePlot.Save(plot, $"{dataset}: test window in the middle of the test part, column {table.Columns[^1]} (z-scored), horizon {options.Horizons[0]}",

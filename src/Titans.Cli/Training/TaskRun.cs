@@ -89,12 +89,12 @@ public static class TaskRun
     public static Validation Train(TitansLanguageModel model, TrainingConfig training, ITokenizer tokenizer, ILongContextTask task,
         string haystack, RunOptions run, int validationExamples, string? init = null)
     {
-        TrainingRun.RefuseExisting(run.Directory);
         RequireLength(task, training.SequenceLength, $"--length {training.SequenceLength}");
+        using var folder = TrainingRun.HoldNew(run);
         using var trainer = new Trainer(model, training, new TaskBatches(task));
         Console.WriteLine($"Training {ArchitectureNames.Display(model.Config)} ({Quantities.Count(model.parameters().Sum(p => p.numel()))} parameters) " +
                           $"on {task.Description}; {training.Steps} steps × {training.BatchSize} examples of {training.SequenceLength} tokens{TrainingRun.PrefixNote(training)} → {run.Directory}");
-        return TrainingRun.Run(trainer, tokenizer, Configure(run, task, haystack, training, validationExamples, init));
+        return TrainingRun.Run(folder, trainer, tokenizer, Configure(run, task, haystack, training, validationExamples, init));
     }
 
     /// <summary>The run options of a task run: task validation, and the task (and the fine-tune's start) in the checkpoint.</summary>

@@ -4,6 +4,7 @@ using System.Text.Json;
 using Titans.Cli.Reporting;
 using Titans.Memory;
 using Titans.Models;
+using Titans.Runtime;
 using Titans.Text;
 using Titans.Training;
 
@@ -18,6 +19,10 @@ public sealed record RunOptions(string Directory, int LogEvery, int EvalEvery, i
     public TorchSharp.torch.Device? Device { get; init; }
     /// <summary>More checkpoint metadata (a task run's task).</summary>
     public IReadOnlyDictionary<string, string>? Metadata { get; init; }
+    /// <summary>The user's say (--force) to write into a folder that holds files titans did not write.</summary>
+    public bool Force { get; init; }
+    /// <summary>A new run starts over in a folder that holds a run of titans' (benchmarks, quickstart): that run's files go first.</summary>
+    public bool Fresh { get; init; }
 }
 
 /// <summary>What a validation measured: the loss to plot, a progress line, and the fields it adds to metrics.jsonl.</summary>
@@ -45,14 +50,26 @@ public static class TrainingRun
     /// <summary>The checkpoint metadata key of <see cref="TokenData.Checksum"/>, for runs on a corpus.</summary>
     public const string DataChecksumKey = "data_sha256";
 
+    /// <summary>The kind of run folder (<see cref="RunFolder"/>) a training run writes.</summary>
+    public const string Kind = "train";
+
     /// <summary>A run folder's name for an architecture: <c>mac</c>, <c>transformerpp</c>, <c>swa</c>, …</summary>
     public static string FolderName(Architecture architecture) => ArchitectureNames.Display(architecture).ToLowerInvariant().Replace("+", "p");
 
-    /// <summary>A new run never overwrites a folder that already holds a checkpoint.</summary>
-    public static void RefuseExisting(string directory)
+    /// <summary>
+    /// The run folder of a new run, held (null on ranks other than 0, which write nothing): a folder that already holds
+    /// a checkpoint is refused, unless the run starts fresh there (<see cref="RunOptions.Fresh"/>).
+    /// </summary>
+    public static RunFolder? HoldNew(RunOptions run)
     {
-        if (File.Exists(Path.Combine(directory, CheckpointFile)))
-            throw new ArgumentException($"'{directory}' already holds a checkpoint; continue it with --resume {directory}, or pick another --out.");
+        if (!IsWriter) return null;
+        var folder = RunFolder.Acquire(run.Directory, Kind, run.Force, run.Fresh);
+        if (File.Exists(Path.Combine(run.Directory, CheckpointFile)))
+        {
+            folder.Dispose();
+            throw new ArgumentException($"'{run.Directory}' already holds a checkpoint; continue it with --resume {run.Directory}, or pick another --out.");
+        }
+        return folder;
     }
 
     /// <summary>The model's vocabulary must be the tokenizer's.</summary>
@@ -66,9 +83,8 @@ public static class TrainingRun
     public static Validation Start(TitansConfig config, TrainingConfig training, ITokenizer tokenizer, TokenData data,
         string corpus, RunOptions run)
     {
-        RefuseExisting(run.Directory);
         RequireVocabulary(config, tokenizer);
-        using var folder = IsWriter ? RunFolder.Acquire(run.Directory) : null;
+        using var folder = HoldNew(run);
         TorchSharp.torch.manual_seed(training.Seed);
         using var model = new TitansLanguageModel("model", config);
         if (run.Device is not null) model.to(run.Device);   // before the optimizer takes the parameters
@@ -94,8 +110,9 @@ public static class TrainingRun
         Console.WriteLine($"Resuming {ArchitectureNames.Display(trainer.Model.Config)}{subject} at step {trainer.Step} of {trainer.Config.Steps} from {file}");
         var metadata = header.Extra.ToDictionary();
         foreach (var (key, value) in run.Metadata ?? new Dictionary<string, string>()) metadata[key] = value;
-        return Run(trainer, header.Tokenizer, run with { Directory = Path.GetDirectoryName(Path.GetFullPath(file))!, Metadata = metadata },
-            TrainingMilliseconds(file, header));
+        run = run with { Directory = Path.GetDirectoryName(Path.GetFullPath(file))!, Metadata = metadata };
+        using var folder = IsWriter ? RunFolder.Acquire(run.Directory, Kind, run.Force) : null;
+        return Run(folder, trainer, header.Tokenizer, run, TrainingMilliseconds(file, header));
     }
 
     /// <summary>The training time up to a checkpoint: from <see cref="TimingFile"/> beside it when that is of the same step, else what older checkpoints held.</summary>
@@ -126,17 +143,11 @@ public static class TrainingRun
         _ => $"each after {training.MinStreamPrefix:N0}–{training.StreamPrefix:N0} tokens streamed without gradient",
     };
 
-    /// <summary>Trains <paramref name="trainer"/> to its last step in the run folder, which it holds (<see cref="RunFolder"/>) meanwhile.</summary>
-    public static Validation Run(Trainer trainer, ITokenizer tokenizer, RunOptions options, long elapsedBefore = 0)
-    {
-        using var folder = IsWriter ? RunFolder.Acquire(options.Directory) : null;
-        return Run(folder, trainer, tokenizer, options, elapsedBefore);
-    }
-
     /// <summary>Whether this process writes the run: always, except the ranks other than 0 of an mpirun job, which only train.</summary>
     static bool IsWriter => Distributed.DataParallel.World?.IsRoot ?? true;
 
-    static Validation Run(RunFolder? held, Trainer trainer, ITokenizer tokenizer, RunOptions options, long elapsedBefore = 0)
+    /// <summary>Trains <paramref name="trainer"/> to its last step in the run folder <paramref name="held"/> (null: a rank other than 0, which writes nothing).</summary>
+    public static Validation Run(RunFolder? held, Trainer trainer, ITokenizer tokenizer, RunOptions options, long elapsedBefore = 0)
     {
         if (held is null)
         {
@@ -144,14 +155,12 @@ public static class TrainingRun
             while (trainer.Step < trainer.Config.Steps) trainer.TrainStep();
             return new Validation(double.NaN, "", new Dictionary<string, object>());
         }
-        string checkpoint = Path.Combine(options.Directory, CheckpointFile);
-        WriteAtomically(Path.Combine(options.Directory, "model.json"), trainer.Model.Config.ToJson());
-        WriteAtomically(Path.Combine(options.Directory, "training.json"), trainer.Config.ToJson());
-        string metricsPath = Path.Combine(options.Directory, MetricsFile);
-        if (trainer.Step == 0) File.WriteAllText(metricsPath, "");
-        // Lines after the checkpoint's step belong to steps a resumed run redoes.
-        var metrics = ReadMetrics(metricsPath, trainer.Step);
-        WriteAtomically(metricsPath, string.Concat(metrics.Lines.Select(l => l + "\n")));
+        string checkpoint = held.Claim(CheckpointFile), plot = held.Claim(PlotFile), metricsPath = held.Claim(MetricsFile);
+        held.Write("model.json", trainer.Model.Config.ToJson());
+        held.Write("training.json", trainer.Config.ToJson());
+        // Lines after the checkpoint's step belong to steps a resumed run redoes; a new run starts an empty log.
+        var metrics = trainer.Step == 0 ? new Metrics(new(), new(), new()) : ReadMetrics(metricsPath, trainer.Step);
+        AtomicFile.WriteAllText(metricsPath, string.Concat(metrics.Lines.Select(l => l + "\n")));
         var trainCurve = metrics.Train;
         var validationCurve = metrics.Validation.Select(v => (v.Step, v.Loss)).ToList();
         int firstStep = trainer.Step;
@@ -184,15 +193,14 @@ public static class TrainingRun
                     progress.Message($"step {trainer.Step,6}  {last.Summary}");
                     Append(metricsPath, new Dictionary<string, object>(last.Fields) { ["step"] = trainer.Step });
                     validationCurve.Add((trainer.Step, last.Loss));
-                    SavePlot(options.Directory, trainCurve, validationCurve);
+                    SavePlot(plot, trainCurve, validationCurve);
                 }
                 if (trainer.Step % options.CheckpointEvery == 0 || final)
                 {
                     try
                     {
                         Checkpoint.Save(checkpoint, trainer, tokenizer, options.Metadata);
-                        WriteAtomically(Path.Combine(options.Directory, TimingFile),
-                            JsonSerializer.Serialize(new { step = trainer.Step, elapsed_ms = elapsedBefore + watch.ElapsedMilliseconds }));
+                        held.Write(TimingFile, JsonSerializer.Serialize(new { step = trainer.Step, elapsed_ms = elapsedBefore + watch.ElapsedMilliseconds }));
                     }
                     catch (IOException e)
                     {
@@ -261,8 +269,10 @@ public static class TrainingRun
         catch (InvalidDataException) { return false; }
     }
 
-    static void SavePlot(string directory, List<(int Step, double Loss)> train, List<(int Step, double Loss)> validation) =>
-        LinePlot.Save(Path.Combine(directory, "loss.png"), "Loss", "step", "loss (nats/token)",
+    const string PlotFile = "loss.png";
+
+    static void SavePlot(string path, List<(int Step, double Loss)> train, List<(int Step, double Loss)> validation) =>
+        LinePlot.Save(path, "Loss", "step", "loss (nats/token)",
             new[]
             {
                 new PlotSeries("train", train.Select(p => (double)p.Step).ToList(), train.Select(p => p.Loss).ToList()),
@@ -298,11 +308,4 @@ public static class TrainingRun
     static double Optional(JsonElement root, string name) => root.TryGetProperty(name, out var value) ? value.GetDouble() : double.NaN;
 
     static void Append(string path, object record) => File.AppendAllText(path, JsonSerializer.Serialize(record) + "\n");
-
-    static void WriteAtomically(string path, string text)
-    {
-        string temporary = path + ".tmp";
-        File.WriteAllText(temporary, text);
-        File.Move(temporary, path, overwrite: true);
-    }
 }

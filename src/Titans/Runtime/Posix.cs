@@ -82,9 +82,17 @@ public static class Posix
         if (OperatingSystem.IsWindows()) return;   // NTFS journals renames; a folder cannot be opened for flushing there
         int descriptor = Open(folder, 0);   // O_RDONLY
         if (descriptor < 0) return;
-        try { FileSync(descriptor); }
+        try
+        {
+            if (FileSync(descriptor) == 0) Interlocked.Increment(ref foldersSynced);
+        }
         finally { Close(descriptor); }
     }
+
+    static long foldersSynced;
+
+    /// <summary>How many folder flushes succeeded in this process (the tests' evidence that saves reach the disk whole).</summary>
+    internal static long FoldersSynced => Interlocked.Read(ref foldersSynced);
 
     /// <summary>Sends <paramref name="signal"/> to a process (Unix); false where it could not be sent.</summary>
     public static bool Signal(int process, int signal) => !OperatingSystem.IsWindows() && Kill(process, signal) == 0;

@@ -155,13 +155,40 @@ public sealed class SafeTensorsTests : IDisposable
         Assert.Contains("SHA-256", e.Message);
     }
 
-    [Fact]
-    public void TheChecksumKeyIsReserved()
+    [Theory]
+    [InlineData(SafeTensors.DataChecksumKey)]
+    [InlineData(SafeTensors.HeaderChecksumKey)]
+    public void TheChecksumKeysAreReserved(string key)
     {
         using var scope = NewDisposeScope();
         var e = Assert.Throws<ArgumentException>(() => SafeTensors.Write(new MemoryStream(), [new("x", ones(1))],
-            new Dictionary<string, string> { [SafeTensors.DataChecksumKey] = "0" }));
+            new Dictionary<string, string> { [key] = "0" }));
         Assert.Contains("reserved", e.Message);
+    }
+
+    [Fact]
+    public void TheHeaderChecksumCoversMetadataNamesAndShapesAndAnyToolCanCheckIt()
+    {
+        using var scope = NewDisposeScope();
+        string path = PathOf("header.safetensors");
+        SafeTensors.Save(path, [new("w", arange(6, dtype: ScalarType.Float32).reshape(2, 3))], new Dictionary<string, string> { ["step"] = "20" });
+        byte[] file = File.ReadAllBytes(path);
+        int n = (int)BinaryPrimitives.ReadUInt64LittleEndian(file);
+        string header = Encoding.UTF8.GetString(file, 8, n);
+        string recorded;
+        using (var json = JsonDocument.Parse(header))
+            recorded = json.RootElement.GetProperty("__metadata__").GetProperty(SafeTensors.HeaderChecksumKey).GetString()!;
+        // What any tool can check: the header with the recorded value written as 64 zeros hashes to it.
+        Assert.Equal(recorded, Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes(header.Replace(recorded, new string('0', 64))))));
+        using (var content = SafeTensors.Load(path))
+            Assert.Equal(new Dictionary<string, string> { ["step"] = "20" }, content.Metadata);
+
+        foreach (var (from, to) in new[] { ("\"step\":\"20\"", "\"step\":\"15\""), ("[2,3]", "[3,2]"), (recorded, recorded.Replace(recorded[0], recorded[0] == 'a' ? 'b' : 'a')) })
+        {
+            File.WriteAllBytes(path, [.. file[..8], .. Encoding.UTF8.GetBytes(header.Replace(from, to)), .. file[(8 + n)..]]);
+            var e = Assert.Throws<InvalidDataException>(() => SafeTensors.Load(path));
+            Assert.Contains("is damaged: the SHA-256 of its header", e.Message);
+        }
     }
 
     /// <summary>A file in the format's own terms: length prefix, header JSON padded with spaces, then raw data.</summary>
@@ -380,10 +407,13 @@ public sealed class SafeTensorsTests : IDisposable
         using var scope = NewDisposeScope();
         string path = PathOf("model.safetensors");
         SafeTensors.Save(path, [new("w", zeros(6))]);
+        long synced = Titans.Runtime.Posix.FoldersSynced;
         SafeTensors.Save(path, [new("v", ones(2))]);
         using var content = SafeTensors.Load(path);
         Assert.Equal(["v"], content.Tensors.Keys);
         Assert.Equal([path], Directory.GetFiles(folder.FullName));
+        // Durable: the rename itself reaches the disk (the folder is flushed after it), not only the file's bytes.
+        if (OperatingSystem.IsLinux()) Assert.True(Titans.Runtime.Posix.FoldersSynced > synced, "the folder was not flushed after the rename");
     }
 
     [Fact]

@@ -170,7 +170,7 @@ public sealed class BadInputTests(BadInputFiles files) : IClassFixture<BadInputF
         }
         int lines = File.ReadLines(Path.Combine(run, "metrics.jsonl")).Count();
         // Once the writer is gone the run continues, and temporary files a killed save left are removed.
-        string leftover = Path.Combine(run, "checkpoint.safetensors.tmp-killed");
+        string leftover = Titans.Runtime.AtomicFile.TemporaryName(Path.Combine(run, "checkpoint.safetensors"));
         File.WriteAllBytes(leftover, new byte[4096]);
         var resumed = TitansCli.Run("train", "--resume", run, "--steps", "2");
         Assert.True(resumed.Code == 0, resumed.Error + resumed.Output);

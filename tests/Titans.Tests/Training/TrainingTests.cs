@@ -285,9 +285,18 @@ public class TrainingTests : IDisposable
     public void BrokenCheckpointsGiveClearErrors()
     {
         using var trainer = NewTrainer(Architecture.Lmm);
+        trainer.TrainStep();
         string path = Path.Combine(folder, "c.safetensors");
         Checkpoint.Save(path, trainer, ByteTokenizer.Instance);
         byte[] bytes = File.ReadAllBytes(path);
+
+        // An edit of the header (the step, a configuration) is caught by its checksum, before anything is built.
+        string edited = Path.Combine(folder, "edited.safetensors");
+        string text = System.Text.Encoding.Latin1.GetString(bytes);
+        Assert.Contains("\"step\":\"1\"", text);
+        File.WriteAllBytes(edited, System.Text.Encoding.Latin1.GetBytes(text.Replace("\"step\":\"1\"", "\"step\":\"0\"")));
+        foreach (var load in new Action[] { () => Checkpoint.LoadModel(edited), () => Checkpoint.Resume(edited, _ => Data(Training)) })
+            Assert.Contains("the SHA-256 of its header", Assert.Throws<InvalidDataException>(load).Message);
 
         string truncated = Path.Combine(folder, "truncated.safetensors");
         File.WriteAllBytes(truncated, bytes[..(bytes.Length / 2)]);
@@ -301,7 +310,20 @@ public class TrainingTests : IDisposable
             metadata["model_config"] = (SmallConfig(Architecture.Lmm) with { ModelDim = 16, Heads = 1 }).ToJson();
             SafeTensors.Save(mismatched, content.Tensors, metadata);
             var message = Assert.Throws<InvalidDataException>(() => Checkpoint.LoadModel(mismatched)).Message;
-            Assert.Contains("embedding.weight", message);
+            Assert.Contains("parameters, but it holds", message);
+            // Rewritten whole (so its checksums match): 90,000 layers are refused before a single one is built.
+            metadata["model_config"] = (SmallConfig(Architecture.Lmm) with { Layers = 90_000 }).ToJson();
+            SafeTensors.Save(mismatched, content.Tensors, metadata);
+            var watch = System.Diagnostics.Stopwatch.StartNew();
+            foreach (var load in new Action[] { () => Checkpoint.LoadModel(mismatched), () => Checkpoint.Resume(mismatched, _ => Data(Training)) })
+                Assert.Contains("the configuration does not belong to these weights", Assert.Throws<InvalidDataException>(load).Message);
+            Assert.True(watch.Elapsed < TimeSpan.FromSeconds(10), $"{watch.Elapsed}: the model was built first");
+            // A step that disagrees with the optimizer's count would resume mid-schedule: refused.
+            metadata["model_config"] = SmallConfig(Architecture.Lmm).ToJson();
+            metadata["step"] = "5";
+            SafeTensors.Save(mismatched, content.Tensors, metadata);
+            Assert.Contains("saved at step 5, but its optimizer state has counted 1 steps",
+                Assert.Throws<InvalidDataException>(() => Checkpoint.Resume(mismatched, _ => Data(Training))).Message);
 
             metadata.Remove("format");
             SafeTensors.Save(mismatched, content.Tensors, metadata);
