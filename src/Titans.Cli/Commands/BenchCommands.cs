@@ -35,7 +35,6 @@ public static class BenchCommands
             { processes, steps, repeats, output };
         command.SetAction(parse => CommonOptions.Run(parse, _ =>
         {
-            CommonOptions.RequireSingleProcess("bench data-parallel");   // it starts mpirun itself
             DataParallelBenchmark.Run(parse.GetValue(processes), parse.GetValue(steps), parse.GetValue(repeats), parse.GetValue(output),
                 CommonOptions.CommandLine(parse));
             return 0;

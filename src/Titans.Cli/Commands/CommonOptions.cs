@@ -41,6 +41,10 @@ public static class CommonOptions
     {
         try
         {
+            if (Distributed.DataParallel.World is { } world && !DataParallelCommands.Contains(Name(parse)))
+                return Fail($"`titans {Name(parse)}` does not run under mpirun ({world.Size} ranks would each do the same work and write the same " +
+                            $"files); run it as one process. Under mpirun: {string.Join(", ", DataParallelCommands.Select(c => $"`titans {c}`"))}.",
+                    collective: true);
             if (Given(parse, Threads))
             {
                 int threads = parse.GetValue(Threads);
@@ -93,11 +97,15 @@ public static class CommonOptions
     /// <summary>Whether this process writes results: always, except ranks other than 0 of an mpirun job, which only train.</summary>
     public static bool Writes => Distributed.DataParallel.World?.IsRoot ?? true;
 
-    /// <summary>Commands that start processes of their own (benchmarks) refuse to run under mpirun.</summary>
-    public static void RequireSingleProcess(string command)
+    /// <summary>The commands that train data-parallel under mpirun (rank 0 alone writes); every other command refuses it.</summary>
+    static readonly string[] DataParallelCommands = ["train", "task train", "dna pretrain", "forecast train", "dna classify"];
+
+    /// <summary>The command's name as typed after `titans`: "train", "task eval", "bench lm".</summary>
+    static string Name(ParseResult parse)
     {
-        if (Distributed.DataParallel.World is { } world)
-            throw new ArgumentException($"`{command}` does not run under mpirun ({world.Size} ranks would each run it); run it as one process.");
+        var names = new List<string>();
+        for (var result = parse.CommandResult; result?.Parent is System.CommandLine.Parsing.CommandResult parent; result = parent) names.Insert(0, result.Command.Name);
+        return string.Join(' ', names);
     }
 
     /// <summary>The message without .NET's " (Parameter 'name')" suffix, which means nothing to a user.</summary>

@@ -109,6 +109,42 @@ public sealed class DataParallel
         return (root, Encoding.UTF8.GetString(text));
     }
 
+    /// <summary>
+    /// Rank 0's values on every rank, in place (collective). A decision taken from a rank's own floating-point result (the
+    /// gradient norm that sets the clip factor, a validation score that stops training) can differ in its last bits from
+    /// rank to rank, as thread counts change the order of a sum; taken from rank 0's values, it is the same everywhere.
+    /// </summary>
+    public void FromRoot(Span<double> values) =>
+        Mpi.Check(Mpi.MPI_Bcast(ref MemoryMarshal.GetReference(MemoryMarshal.AsBytes(values)), values.Length, Mpi.Double, 0, Mpi.CommWorld), "MPI_Bcast");
+
+    /// <summary>Rank 0's value of <paramref name="value"/> (collective).</summary>
+    public double FromRoot(double value)
+    {
+        Span<double> buffer = [value];
+        FromRoot(buffer);
+        return buffer[0];
+    }
+
+    /// <summary>
+    /// Whether every rank holds rank 0's weights (collective): each hashes its own, rank 0's hash is broadcast, and the
+    /// first rank whose weights differ is reported to all. Returns that report, or null when the replicas agree.
+    /// </summary>
+    public string? DivergedReplicas(IEnumerable<Tensor> parameters, int step)
+    {
+        using var hash = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        foreach (var p in parameters)
+        {
+            using var scope = NewDisposeScope();
+            hash.AppendData(p.detach().cpu().contiguous().bytes);
+        }
+        byte[] own = hash.GetHashAndReset(), root = (byte[])own.Clone();
+        Mpi.Check(Mpi.MPI_Bcast(ref root[0], root.Length, Mpi.Byte, 0, Mpi.CommWorld), "MPI_Bcast");
+        string? problem = own.AsSpan().SequenceEqual(root)
+            ? null
+            : $"after step {step} the weights of rank {Rank} differ from rank 0's: the ranks diverged (a decision was taken from one rank's own arithmetic)";
+        return FirstFailure(problem) is (_, string message) ? message : null;
+    }
+
     public void Barrier() => Mpi.Check(Mpi.MPI_Barrier(Mpi.CommWorld), "MPI_Barrier");
 
     /// <summary>Stops every rank of the job (mpirun ends them all) with <paramref name="code"/>.</summary>

@@ -69,6 +69,9 @@ public class Trainer<TModel> : IDisposable where TModel : nn.Module
         Optimizer = new AdamW(groups, config.LearningRate, config.Beta1, config.Beta2, 1e-8, config.WeightDecay);
     }
 
+    /// <summary>Under mpirun, the replicas' weights are compared every this many steps (and at the last): a hash of each, a few milliseconds.</summary>
+    const int ReplicaCheckInterval = 50;
+
     /// <summary>One optimizer step over <see cref="TrainingConfig.AccumulationSteps"/> micro-batches.</summary>
     public StepResult TrainStep()
     {
@@ -107,6 +110,13 @@ public class Trainer<TModel> : IDisposable where TModel : nn.Module
         }
         else if (failure is not null) throw failure;
         var (norm, largest) = GradientNorms();
+        if (parallel is not null)
+        {
+            // Rank 0's loss and norm decide for all: a norm summed in another order on another rank could clip differently.
+            Span<double> decided = [loss, norm];
+            parallel.FromRoot(decided);
+            (loss, norm) = (decided[0], decided[1]);
+        }
         if (!double.IsFinite(loss) || !double.IsFinite(norm))
             throw new TrainingDivergedException(
                 $"Training diverged at step {Step + 1}: loss {loss}, gradient norm {norm}. The step was not applied; " +
@@ -119,6 +129,9 @@ public class Trainer<TModel> : IDisposable where TModel : nn.Module
         }
         Optimizer.step();
         Step++;
+        if (parallel is not null && (Step % ReplicaCheckInterval == 0 || Step == Config.Steps) &&
+            parallel.DivergedReplicas(Parameters.Select(p => (Tensor)p.Parameter), Step) is string diverged)
+            throw new TrainingDivergedException($"Training stopped: {diverged}. This is a bug; please report it.");
         return new StepResult(Step, loss, norm, lr, Config.TokensPerStep) { LargestGradients = largest };
     }
 

@@ -182,6 +182,70 @@ public sealed class DataParallelTests : IDisposable
         Assert.Contains("error (rank 1 of 2): No corpus file or folder at", result.Error);
     }
 
+    /// <summary>
+    /// Ranks given different thread counts sum the same numbers in different orders, so their own gradient norms can
+    /// differ in the last bits; the clip is rank 0's, and the trainer compares the replicas' weights (hashes) and stops,
+    /// naming the rank, where they differ.
+    /// </summary>
+    [Fact]
+    public void RanksWithDifferentThreadCountsStayReplicas()
+    {
+        string run = Path.Combine(folder, "threads");
+        string[] arguments = [.. Train(run, 4), "--set", "ModelDim=128", "--clip", "0.5"];   // wide enough that libtorch splits the norm's sums
+        var train = Mpirun(["-np", "1", "dotnet", Cli, .. arguments, "--threads", "1", ":", "-np", "1", "dotnet", Cli, .. arguments, "--threads", "2"]);
+        Assert.True(train.Code == 0, train.Error + train.Output);
+        Assert.DoesNotContain("diverged", train.Error);
+
+        // Replicas that do drift apart (here rank 1 clips at another norm) are caught at the check, named, and the job stops.
+        string drift = Path.Combine(folder, "drift");
+        string[] other = [.. Train(drift, 4), "--set", "ModelDim=128"];
+        var drifted = Mpirun(["-np", "1", "dotnet", Cli, .. other, "--clip", "0.5", ":", "-np", "1", "dotnet", Cli, .. other, "--clip", "0.25"]);
+        Assert.Equal(2, drifted.Code);
+        Assert.Single(drifted.Error.Split('\n'), l => l.Contains("after step 4 the weights of rank 1 differ from rank 0's: the ranks diverged"));
+    }
+
+    /// <summary>
+    /// Early stopping decides from a validation score each rank computes; where they differ (here, deliberately: rank 1
+    /// reads other validation rows, as a stand-in for any rank-local difference), each rank used to stop on its own
+    /// score, and the job hung or summed the gradients of different models. Rank 0's score decides for all: the job ends,
+    /// and rank 0's forecaster is the one a single process trains on its data.
+    /// </summary>
+    [Fact]
+    public void EarlyStoppingFollowsRankZero()
+    {
+        string Csv(string name, double validationShift)
+        {
+            string csv = Path.Combine(folder, name);
+            File.WriteAllLines(csv, new[] { "x,y" }.Concat(Enumerable.Range(0, 400).Select(r => FormattableString.Invariant(
+                $"{Math.Sin(r / 4.0) + 0.1 * Math.Cos(r * 1.3) + (r is >= 280 and < 320 ? validationShift * Math.Sin(r * 0.7) : 0)},{Math.Cos(r / 6.0)}"))));
+            return csv;
+        }
+        string mine = Csv("rank0.csv", 0), other = Csv("rank1.csv", 3);
+        string[] Forecast(string csv, string run) =>
+        [
+            "forecast", "train", "--data", csv, "--lookback", "16", "--horizons", "4", "-a", "dlinear", "--steps", "200", "--accumulate", "2",
+            "--eval-every", "5", "--patience", "2", "--lr", "0.01", "--out", run,
+        ];
+        string one = Path.Combine(folder, "stop-one"), two = Path.Combine(folder, "stop-two");
+        var single = TitansCli.Run(Forecast(mine, one));
+        Assert.True(single.Code == 0, single.Error + single.Output);
+        var parallel = Mpirun(["-np", "1", "dotnet", Cli, .. Forecast(mine, two), ":", "-np", "1", "dotnet", Cli, .. Forecast(other, two)]);
+        Assert.True(parallel.Code == 0, parallel.Error + parallel.Output);
+        string Weights(string run) => Path.Combine(run, "dlinear-h4", "forecaster.safetensors");
+        Assert.Equal(File.ReadAllBytes(Weights(one)), File.ReadAllBytes(Weights(two)));
+    }
+
+    [Fact]
+    public void CommandsThatDoNotTrainRefuseMpirunOnce()
+    {
+        string run = Path.Combine(folder, "for-eval");
+        Assert.Equal(0, TitansCli.Run(Train(run, 1)).Code);
+        var result = MpiRun(["task", "eval", "-c", run, "--task", "passkey", "--lengths", "128", "--examples", "1"]);
+        Assert.Equal(2, result.Code);
+        Assert.Single(result.Error.Split('\n'), l => l.Contains("`titans task eval` does not run under mpirun"));
+        Assert.False(File.Exists(Path.Combine(run, "eval-passkey.md")));
+    }
+
     [Fact]
     public void AnUnknownOptionIsTheSameErrorOnEveryRank()
     {
