@@ -32,7 +32,7 @@ public static class DnaCommands
     }
 
     /// <summary>Checkpoint metadata keys of the genomes a pretraining run trained and validated on (full paths).</summary>
-    const string GenomeKey = "genome", HeldOutKey = "held_out";
+    public const string GenomeKey = "genome", HeldOutKey = "held_out";
 
     static Command Pretrain()
     {
@@ -57,6 +57,7 @@ public static class DnaCommands
                 string file = TrainingOptions.CheckpointPath(from);
                 var (trainer, header) = Checkpoint.Resume(file, h =>
                 {
+                    TrainingRun.RequireRunOf("dna pretrain", h, file);
                     // The genomes the run recorded unless given (copies: the run checks their tokens).
                     if (!CommonOptions.Given(parse, genome)) trainFile = h.Metadata.GetValueOrDefault(GenomeKey) ?? trainFile;
                     if (!CommonOptions.Given(parse, heldOut)) heldOutFile = h.Metadata.GetValueOrDefault(HeldOutKey) ?? heldOutFile;

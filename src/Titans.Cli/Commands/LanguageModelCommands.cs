@@ -58,8 +58,11 @@ public static class LanguageModelCommands
             {
                 options.RefuseSettingsOnResume(parse, Data, evalTokens);
                 string file = TrainingOptions.CheckpointPath(from);
-                var (trainer, header) = Checkpoint.Resume(file, h => LoadData(RecordedCorpus(parse, h, file), h.Tokenizer, h.Training),
-                    options.ResumeSteps(parse), device);
+                var (trainer, header) = Checkpoint.Resume(file, h =>
+                {
+                    TrainingRun.RequireRunOf("train", h, file);
+                    return LoadData(RecordedCorpus(parse, h, file), h.Tokenizer, h.Training);
+                }, options.ResumeSteps(parse), device);
                 using (trainer)
                 using (trainer.Model)
                     TrainingRun.Continue(trainer, header, file, run);

@@ -128,8 +128,10 @@ public static class TaskCommands
                 string haystack = "";
                 var (trainer, header) = Checkpoint.Resume(file, h =>
                 {
-                    string name = h.Metadata.GetValueOrDefault(TaskRun.TaskKey) ?? throw new ArgumentException($"'{file}' is not a task run; resume it with `titans train --resume`.");
+                    TrainingRun.RequireRunOf("task train", h, file);
+                    string name = h.Metadata[TaskRun.TaskKey];
                     haystack = HaystackOf(parse, h, fallBackWhenGone: false);
+                    TaskRun.RequireHaystackOf(h, name, haystack, file);
                     task = TaskRun.CreateTask(name, h.Tokenizer, haystack);
                     return new TaskBatches(task);
                 }, options.ResumeSteps(parse), device);

@@ -25,6 +25,8 @@ public static class TaskRun
     public const string HaystackKey = "task_haystack";
     /// <summary>The checkpoint a fine-tune started from: "" (or absent, in older checkpoints) when trained from scratch.</summary>
     public const string InitKey = "init";
+    /// <summary>The SHA-256 of the haystack's text, for the tasks that read one ("" for the pass key, whose haystack is generated noise).</summary>
+    public const string HaystackChecksumKey = "task_haystack_sha256";
     /// <summary>Transformer++ attends to every earlier token; past this many the cache and the quadratic cost are out of reach.</summary>
     public const int FullAttentionLimit = 65_536;
 
@@ -110,8 +112,24 @@ public static class TaskRun
     public static IReadOnlyDictionary<string, string> Metadata(ILongContextTask task, string haystack, string? init = null) =>
         new Dictionary<string, string>
         {
-            [TaskKey] = task.Name, [HaystackKey] = Path.GetFullPath(haystack), [InitKey] = string.IsNullOrEmpty(init) ? "" : Path.GetFullPath(init),
+            [TaskKey] = task.Name, [HaystackKey] = Path.GetFullPath(haystack), [HaystackChecksumKey] = HaystackChecksum(task.Name, haystack),
+            [InitKey] = string.IsNullOrEmpty(init) ? "" : Path.GetFullPath(init),
         };
+
+    /// <summary>The SHA-256 of the text a task reads its haystack from; "" for a task that reads none.</summary>
+    static string HaystackChecksum(string task, string haystack) => !LongContextTasks.ReadsText(task) ? ""
+        : Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(TextCorpus.Load(haystack))));
+
+    /// <summary>
+    /// A resumed task run must read the haystack it trained on, or it would not continue as it would have: the text given
+    /// (or found at the recorded path) is checked against the checksum the run recorded (runs of earlier builds record none).
+    /// </summary>
+    public static void RequireHaystackOf(Checkpoint.Header header, string task, string haystack, string file)
+    {
+        if (header.Metadata.GetValueOrDefault(HaystackChecksumKey) is string recorded && recorded.Length > 0 && HaystackChecksum(task, haystack) != recorded)
+            throw new ArgumentException($"The haystack '{haystack}' differs from the one '{file}' trained with (the SHA-256 of its text differs); " +
+                                        "resume with the run's own haystack.");
+    }
 
     /// <summary>Scores every (length, depth) cell, reporting each as it finishes.</summary>
     public static List<GridCell> Grid(TitansLanguageModel model, ILongContextTask task, IReadOnlyList<int> lengths, IReadOnlyList<double> depths,

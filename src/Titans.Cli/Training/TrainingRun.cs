@@ -72,6 +72,19 @@ public static class TrainingRun
         return folder;
     }
 
+    /// <summary>The command that trains the run a checkpoint holds (and resumes it): a task run, a DNA pretraining run, or `train`.</summary>
+    public static string CommandOf(Checkpoint.Header header) =>
+        header.Metadata.ContainsKey(TaskRun.TaskKey) ? "task train" : header.Metadata.ContainsKey(Commands.DnaCommands.GenomeKey) ? "dna pretrain" : "train";
+
+    /// <summary>A run resumes with the command that started it: `train --resume` of a task run would go on as language modelling.</summary>
+    public static void RequireRunOf(string command, Checkpoint.Header header, string file)
+    {
+        string kind = CommandOf(header);
+        if (kind != command)
+            throw new ArgumentException($"'{file}' is a `titans {kind}` run" + (kind == "task train" ? $" (task {header.Metadata[TaskRun.TaskKey]})" : "") +
+                                        $"; resume it with `titans {kind} --resume`.");
+    }
+
     /// <summary>The model's vocabulary must be the tokenizer's.</summary>
     public static void RequireVocabulary(TitansConfig config, ITokenizer tokenizer)
     {

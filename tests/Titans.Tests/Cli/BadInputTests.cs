@@ -113,7 +113,8 @@ public sealed class BadInputTests(BadInputFiles files) : IClassFixture<BadInputF
         { ["train", "--resume", "{run}", "--lr", "0.5"], "--lr cannot be given with it" },
         { ["train", "--resume", "{run}", "-a", "mac"], "--architecture cannot be given with it" },
         { ["train", "--resume", "{run}", "--data", "{other}", "--steps", "2"], "differs from the data" },
-        { ["task", "train", "--resume", "{run}"], "is not a task run" },
+        { ["task", "train", "--resume", "{run}"], "is a `titans train` run; resume it with `titans train --resume`" },
+        { ["dna", "pretrain", "--resume", "{run}"], "is a `titans train` run; resume it with `titans train --resume`" },
         // Checkpoints
         { ["eval", "-c", "{truncated}", "--data", "{corpus}"], "checkpoint.safetensors" },
         { ["eval", "-c", "{folder}/nowhere"], "No checkpoint" },

@@ -288,6 +288,33 @@ public class CommandLineTests : IDisposable
     }
 
     [Fact]
+    public void ATaskRunResumesOnlyAsATaskRunAndOnItsOwnHaystack()
+    {
+        string haystack = Path.Combine(folder, "haystack.txt"), run = Path.Combine(folder, "task-haystack");
+        File.Copy(corpus, haystack);
+        string[] train = ["task", "train", "--task", "qa1", "--haystack", haystack, "-a", "lmm", "--length", "200", "--steps", "1", "--batch-size", "2",
+            "--eval-every", "1", "--eval-examples", "2", "--out", run];
+        Assert.Equal(0, Titans(train).Code);
+
+        // `train --resume` of a task run would go on as language modelling on a corpus: refused, naming the right command.
+        var asText = Titans("train", "--resume", run, "--data", corpus, "--steps", "2");
+        Assert.Equal(2, asText.Code);
+        Assert.Contains("is a `titans task train` run (task qa1); resume it with `titans task train --resume`", asText.Error);
+        // The haystack changed under the run (or a copy that is not one): refused, where it used to resume on other text.
+        File.AppendAllText(haystack, "One more line that was not there.\n");
+        var changed = Titans("task", "train", "--resume", run, "--steps", "2");
+        Assert.Equal(2, changed.Code);
+        Assert.Contains("differs from the one", changed.Error);
+        File.Move(haystack, haystack + ".moved");
+        var other = Titans("task", "train", "--resume", run, "--haystack", haystack + ".moved", "--steps", "2");
+        Assert.Equal(2, other.Code);
+        Assert.Contains("differs from the one", other.Error);
+        File.Copy(corpus, haystack);                                        // the run's own text again: it resumes
+        var resumed = Titans("task", "train", "--resume", run, "--steps", "2");
+        Assert.True(resumed.Code == 0, resumed.Error + resumed.Output);
+    }
+
+    [Fact]
     public void BenchTasksFineTunesEveryArchitectureFromAnEarlierBench()
     {
         string[] Bench(string runs, params string[] more) => new[]

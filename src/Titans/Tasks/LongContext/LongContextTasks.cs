@@ -7,6 +7,9 @@ public static class LongContextTasks
 {
     public static readonly IReadOnlyList<string> Names = new[] { "passkey", "number", "uuid", "qa1", "qa2", "qa3", "qa4", "qa5", "mqar" };
 
+    /// <summary>Whether the task reads a real-text haystack (every one but the pass key, whose haystack is generated noise).</summary>
+    public static bool ReadsText(string name) => !name.Equals("passkey", StringComparison.OrdinalIgnoreCase);
+
     /// <summary>
     /// The task called <paramref name="name"/>; <paramref name="realText"/> gives the real-text haystack (only built for
     /// the tasks that use it: the pass key lives in RULER's noise).
