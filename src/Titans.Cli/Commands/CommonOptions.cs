@@ -70,6 +70,13 @@ public static class CommonOptions
         {
             return Fail($"out of memory ({e.Message}); use less data, a smaller model or a smaller batch.");
         }
+        catch (System.Runtime.InteropServices.ExternalException e) when (e.Message.Contains("can't allocate memory") || e.Message.Contains("out of memory"))
+        {
+            // libtorch's allocator: "[enforce fail at alloc_cpu.cpp:…] DefaultCPUAllocator: can't allocate memory: you tried to allocate N bytes…"
+            string detail = System.Text.RegularExpressions.Regex.Match(e.Message, @"tried to allocate (\d+) bytes") is { Success: true } m
+                ? $"libtorch could not allocate {long.Parse(m.Groups[1].Value) / (1024.0 * 1024 * 1024):N1} GiB" : e.Message.Split('\n')[0];
+            return Fail($"out of memory ({detail}); use less data, a smaller model or a smaller batch.");
+        }
         catch (Exception e) when (Distributed.DataParallel.World is not null)
         {
             return Fail($"{e.GetType().Name}: {e.Message}");   // a rank must not leave the others waiting

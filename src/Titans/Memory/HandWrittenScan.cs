@@ -287,9 +287,9 @@ public static class HandWrittenScan
             }
             catch (Exception e)
             {
-                // An exception must not cross the native autograd engine (the process would die): NaN gradients instead,
-                // which the trainer's finiteness check turns into a clear stop.
-                Console.Error.WriteLine($"error: the memory's hand-written backward failed: {e.Message}");
+                // An exception must not cross the native autograd engine (the process would die): kept for the trainer to
+                // rethrow after backward (BackwardFailures), with NaN gradients meanwhile so nothing steps on them.
+                Runtime.BackwardFailures.Record(e);
                 var result = new List<Tensor?> { null };
                 result.AddRange(saved.Take(needs.Length).Select((t, i) => needs[i] ? full_like(t, double.NaN) : null));
                 return result!;

@@ -76,9 +76,9 @@ public static class Recomputation
             }
             catch (Exception e)
             {
-                // An exception must not cross the native autograd engine (the process would die): report it and return
-                // NaN gradients, which the trainer's finiteness check turns into a clear stop.
-                Console.Error.WriteLine($"error: a recomputed backward failed: {e.Message}");
+                // An exception must not cross the native autograd engine (the process would die): kept for the trainer to
+                // rethrow after backward (BackwardFailures), with NaN gradients meanwhile so nothing steps on them.
+                BackwardFailures.Record(e);
                 var needs = (bool[])ctx.get_data("needs");
                 var result = new List<Tensor?> { null };
                 result.AddRange(ctx.get_saved_variables().Select((t, i) => needs[i] ? full_like(t, double.NaN) : null));

@@ -83,6 +83,7 @@ public class Trainer<TModel> : IDisposable where TModel : nn.Module
         double loss = 0;
         var parallel = Distributed.DataParallel.World;   // under mpirun: this rank's share of the micro-batches
         Exception? failure = null;
+        Runtime.BackwardFailures.Clear();
         for (int micro = 0; micro < Config.AccumulationSteps && failure is null; micro++)
         {
             if (parallel is not null && !parallel.Owns(micro)) continue;
@@ -91,6 +92,7 @@ public class Trainer<TModel> : IDisposable where TModel : nn.Module
             {
                 Tensor microLoss = Objective.MicroBatchLoss(Config, Step, micro);
                 (microLoss / Config.AccumulationSteps).backward();
+                Runtime.BackwardFailures.ThrowIfAny();   // a backward of ours that failed: its own error, not a NaN "divergence"
                 loss += microLoss.to(ScalarType.Float64).item<double>() / Config.AccumulationSteps;
             }
             catch (NonFiniteValueException e)

@@ -499,4 +499,32 @@ public class TrainingTests : IDisposable
         var tooShort = Assert.Throws<ArgumentException>(() => new TokenData(new long[100], 0.1, 50)).Message;
         Assert.Contains("sequence length of 50", tooShort);
     }
+    /// <summary>A module whose backward (recomputation) fails the way an allocation fails, and the loss of its output.</summary>
+    sealed class FailingBackward : TorchSharp.torch.nn.Module<Tensor, Tensor>, ITrainingObjective
+    {
+        readonly TorchSharp.Modules.Parameter weight = new(ones(3));
+        int calls;
+
+        public FailingBackward() : base("failing") => RegisterComponents();
+
+        public override Tensor forward(Tensor x) => Titans.Runtime.Recomputation.Apply(inputs =>
+        {
+            if (++calls == 2) throw new OutOfMemoryException("the recompute could not allocate 9 GiB");
+            return [inputs[0] * weight];
+        }, [x], [weight])[0];
+
+        public Tensor MicroBatchLoss(TrainingConfig config, int step, int micro) => forward(ones(3)).sum();
+    }
+
+    /// <summary>An error in a backward of ours (out of memory included) is that error, not NaN gradients reported as divergence.</summary>
+    [Fact]
+    public void AFailedBackwardIsReportedAsItselfNotAsDivergence()
+    {
+        using var model = new FailingBackward();
+        using var trainer = new Trainer<FailingBackward>(model, Training with { AccumulationSteps = 1 }, model);
+        var error = Assert.Throws<OutOfMemoryException>(() => trainer.TrainStep());
+        Assert.Contains("the recompute could not allocate 9 GiB", error.Message);
+        Assert.Equal(0, trainer.Step);
+        Assert.True(model.parameters().First().eq(1).all().item<bool>(), "the step was applied");
+    }
 }
