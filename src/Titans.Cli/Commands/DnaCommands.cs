@@ -171,7 +171,8 @@ public static class DnaCommands
             var names = parse.GetValue(models)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
             if (names.Length == 0) throw new ArgumentException("-a needs at least one model.");
             foreach (var n in names.Where(n => !n.Equals("cnn", StringComparison.OrdinalIgnoreCase))) ArchitectureNames.Parse(n);
-            DnaClassificationRun.Run(new DnaClassificationRun.Options(file, names, parse.GetValue(preset)!, parse.GetValue(layers), parse.GetValue(pretrained),
+            string? start = parse.GetValue(pretrained) is string given ? TrainingOptions.CheckpointPath(given) : null;   // a run folder names its checkpoint
+            DnaClassificationRun.Run(new DnaClassificationRun.Options(file, names, parse.GetValue(preset)!, parse.GetValue(layers), start,
                 training, parse.GetValue(evalEvery), parse.GetValue(patience), parse.GetValue(splitSeed),
                 parse.GetValue(output) ?? Path.Combine("runs", "dna", Path.GetFileNameWithoutExtension(file)), parse.GetValue(report),
                 CommonOptions.CommandLine(parse), parse.GetValue(force)), device);

@@ -161,8 +161,8 @@ public static class LanguageModelCommands
         return command;
     }
 
-    /// <summary>A progress line at most every 10 seconds (scored, rate, time left), so a long evaluation is not silent.</summary>
-    static Action<long, long> Progress(Stopwatch watch)
+    /// <summary>A progress line at most every 10 seconds (done, rate, time left), so a long evaluation or prompt is not silent.</summary>
+    static Action<long, long> Progress(Stopwatch watch, string verb = "scored", TextWriter? writer = null)
     {
         double next = 10;
         return (done, total) =>
@@ -170,8 +170,8 @@ public static class LanguageModelCommands
             double seconds = watch.Elapsed.TotalSeconds;
             if (seconds < next || done >= total) return;
             next = seconds + 10;
-            Console.WriteLine($"scored {done:N0}/{total:N0} tokens ({100.0 * done / total:F0}%)  {done / seconds:N0} tok/s  " +
-                              $"eta {StepReport.Clock((total - done) * seconds / done)}");
+            (writer ?? Console.Out).WriteLine($"{verb} {done:N0}/{total:N0} tokens ({100.0 * done / total:F0}%)  {done / seconds:N0} tok/s  " +
+                                              $"eta {StepReport.Clock((total - done) * seconds / done)}");
         };
     }
 
@@ -191,7 +191,9 @@ public static class LanguageModelCommands
     {
         var encoded = tokenizer.Encode(prompt);
         if (encoded.Length == 0) throw new ArgumentException("The prompt is empty.");
-        var tokens = TextGenerator.Generate(model, encoded, count, options, maxContext: maxContext);
+        // The prompt's progress goes to standard error: standard output is the text alone.
+        var tokens = TextGenerator.Generate(model, encoded, count, options, maxContext: maxContext,
+            promptProgress: Progress(Stopwatch.StartNew(), "read the prompt:", Console.Error));
         Console.Write(prompt);
         try
         {

@@ -84,7 +84,7 @@ public sealed class TrainingOptions
     {
         if (Directory.Exists(path)) throw new ArgumentException($"--model-config '{path}' is a folder; give a JSON file (`titans models --json` prints one).");
         if (!File.Exists(path)) throw new FileNotFoundException($"No model configuration at '{path}'.", path);
-        try { return TitansConfig.FromJson(File.ReadAllText(path)); }
+        try { return TitansConfig.FromJson(TextCorpus.Decode(path, TextCorpus.ReadBounded(path), requireText: false)); }
         catch (ArgumentException e) { throw new ArgumentException($"'{path}': {CommonOptions.PlainMessage(e)}", e); }
     }
 

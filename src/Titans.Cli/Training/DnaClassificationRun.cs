@@ -17,7 +17,9 @@ public static class DnaClassificationRun
     public sealed record Options(string Data, IReadOnlyList<string> Models, string Preset, int? Layers, string? Pretrained, TrainingConfig Training,
         int EvaluateEvery, int Patience, long SplitSeed, string Directory, string? Report, string CommandLine, bool Force = false);
 
-    public sealed record Result(string Model, long Parameters, bool Pretrained, double ValidationAccuracy, double TestAccuracy, int Steps, int BestStep, double Seconds);
+    /// <param name="ClassAccuracy">Test accuracy per class, in the order of the data set's classes (empty where training diverged).</param>
+    public sealed record Result(string Model, long Parameters, bool Pretrained, double ValidationAccuracy, double TestAccuracy, int Steps, int BestStep, double Seconds,
+        IReadOnlyList<double> ClassAccuracy);
 
     /// <summary>The paper's Table 4 (top-1 accuracy, %), by data set file name.</summary>
     static readonly Dictionary<string, (string Model, double Accuracy)[]> PaperColumns = new(StringComparer.OrdinalIgnoreCase)
@@ -30,10 +32,14 @@ public static class DnaClassificationRun
     {
         var all = LabelledSequences.Load(options.Data);
         var (train, validation, test) = all.StratifiedSplit(options.SplitSeed);
+        // Checked before any training: an empty part would only show as a NaN accuracy, after every model had trained.
+        if (validation.Count == 0 || test.Count == 0)
+            throw new ArgumentException($"'{options.Data}' has {all.Count:N0} sequences; the stratified 70/10/20 split leaves {validation.Count} for validation " +
+                                        $"and {test.Count} for test. Give at least 10 sequences of every class.");
         string name = Path.GetFileNameWithoutExtension(options.Data);
         string splitNote = $"{all.Count:N0} sequences re-split seeded (split seed {options.SplitSeed}) and stratified by label into " +
                            $"{train.Count:N0} train / {validation.Count:N0} validation / {test.Count:N0} test";
-        Console.WriteLine($"{name}: {splitNote}; {all.Classes} classes");
+        Console.WriteLine($"{name}: {splitNote}; {all.Classes} classes: {Classes(all, train, validation, test)}");
         TitansLanguageModel? pretrained = null;
         Checkpoint.Header? pretrainedHeader = null;
         if (options.Pretrained is string file)
@@ -72,17 +78,18 @@ public static class DnaClassificationRun
                     var fit = EarlyStopping.Train(trainer, () => SequenceClassification.Accuracy(classifier, validation, device), lowerIsBetter: false,
                         options.EvaluateEvery, options.Patience,
                         p => Console.WriteLine($"  step {p.Step,5}  train loss {p.TrainLoss:F4}  validation accuracy {100 * p.Score:F2}%{(p.Best ? "  *" : "")}"));
-                    double accuracy = SequenceClassification.Accuracy(classifier, test, device);
-                    Console.WriteLine($"  test accuracy {100 * accuracy:F2}%  (best step {fit.BestStep} of {fit.Steps}, {fit.Elapsed.TotalSeconds:F0} s)");
-                    results.Add(new Result(display, parameters, fromPretrained, fit.BestScore, accuracy, fit.Steps, fit.BestStep, fit.Elapsed.TotalSeconds));
+                    var (accuracy, perClass) = SequenceClassification.Score(classifier, test, device);
+                    Console.WriteLine($"  test accuracy {100 * accuracy:F2}%  (best step {fit.BestStep} of {fit.Steps}, {fit.Elapsed.TotalSeconds:F0} s); by class " +
+                                      string.Join(", ", all.ClassNames.Zip(perClass, (c, a) => $"{c} {Percent(a)}")));
+                    results.Add(new Result(display, parameters, fromPretrained, fit.BestScore, accuracy, fit.Steps, fit.BestStep, fit.Elapsed.TotalSeconds, perClass));
                 }
                 catch (TrainingDivergedException e)
                 {
                     // One model's failure is a row of the table, not the end of the others (docs/dna.md: the CNN's NaNs).
                     Console.WriteLine($"  {e.Message}");
-                    results.Add(new Result(display, parameters, fromPretrained, double.NaN, double.NaN, trainer.Step + 1, 0, watch.Elapsed.TotalSeconds));
+                    results.Add(new Result(display, parameters, fromPretrained, double.NaN, double.NaN, trainer.Step + 1, 0, watch.Elapsed.TotalSeconds, []));
                 }
-                if (folder is not null) Save(folder, options, name, splitNote, results);   // after every model, so a later failure keeps what was measured
+                if (folder is not null) Save(folder, options, name, splitNote, all, (train, validation, test), results);   // after every model, so a later failure keeps what was measured
             }
         }
         finally { pretrained?.Dispose(); }
@@ -90,9 +97,17 @@ public static class DnaClassificationRun
         return results;
     }
 
-    static void Save(RunFolder folder, Options options, string name, string splitNote, IReadOnlyList<Result> results)
+    /// <summary>"ei (train 533, validation 76, test 153), ie (…)": each class and its sequences per part.</summary>
+    static string Classes(LabelledSequences all, LabelledSequences train, LabelledSequences validation, LabelledSequences test)
     {
-        folder.Write("results.json", ResultsJson.Serialize(results));
+        int[] a = train.CountPerClass(), b = validation.CountPerClass(), c = test.CountPerClass();
+        return string.Join(", ", all.ClassNames.Select((n, k) => $"{n} (train {a[k]:N0}, validation {b[k]:N0}, test {c[k]:N0})"));
+    }
+
+    static void Save(RunFolder folder, Options options, string name, string splitNote, LabelledSequences all,
+        (LabelledSequences Train, LabelledSequences Validation, LabelledSequences Test) parts, IReadOnlyList<Result> results)
+    {
+        folder.Write("results.json", ResultsJson.Serialize(new { classes = all.ClassNames, results }));
         var report = new MarkdownReport($"DNA classification: {name}", options.CommandLine)
             .Paragraph($"**Re-split, not the official split**: only the official test split of this GenomicsBenchmarks set is available, so its " +
                        $"{splitNote}. These accuracies are therefore not directly comparable to published ones, which train on the full " +
@@ -105,6 +120,11 @@ public static class DnaClassificationRun
                     r.Model, $"{r.Parameters:N0}", Percent(r.ValidationAccuracy), double.IsNaN(r.TestAccuracy) ? $"diverged (non-finite) at step {r.Steps}" : $"**{Percent(r.TestAccuracy)}**",
                     $"{r.BestStep} / {r.Steps}", $"{r.Seconds:F0} s",
                 }));
+        int[] train = parts.Train.CountPerClass(), validation = parts.Validation.CountPerClass(), test = parts.Test.CountPerClass();
+        report.Paragraph("The classes (the labels of the file, sorted), their sequences in each part, and each model's test accuracy on that class:")
+            .Table(new[] { "class", "train", "validation", "test" }.Concat(results.Select(r => r.Model)).ToList(),
+                all.ClassNames.Select((c, k) => (IReadOnlyList<string>)new[] { $"`{c.Replace("|", "\\|")}`", $"{train[k]:N0}", $"{validation[k]:N0}", $"{test[k]:N0}" }
+                    .Concat(results.Select(r => k < r.ClassAccuracy.Count ? Percent(r.ClassAccuracy[k]) : "–")).ToList()));
         if (PaperColumns.TryGetValue(name, out var paper))
             report.Paragraph("The paper's Table 4 on this set (official split; not run here):")
                 .Table(new[] { "model (paper)", "top-1 accuracy" }, paper.Select(p => (IReadOnlyList<string>)new[] { p.Model, $"{p.Accuracy:F1}%" }));

@@ -23,10 +23,11 @@ public static class ForecastRun
             "naive" => new("naive", ForecastModelKind.Naive, Architecture.Lmm),
             "dlinear" => new("dlinear", ForecastModelKind.DLinear, Architecture.Lmm),
             "patchtst" or "transformer" or "transformer++" or "tpp" => new("patchtst", ForecastModelKind.Patch, Architecture.TransformerPlusPlus),
-            _ => ArchitectureNames.Parse(text) is var a && a is not (Architecture.TransformerPlusPlus or Architecture.SlidingWindow)
-                ? new(a.ToString().ToLowerInvariant(), ForecastModelKind.Patch, a)
-                : throw new ArgumentException($"'{text}' is not a forecasting model; use naive, dlinear, patchtst, lmm, mac, mag or mal."),
+            "lmm" or "mac" or "mag" or "mal" => Patch(ArchitectureNames.Parse(text)),
+            _ => throw new ArgumentException($"'{text.Trim()}' is not a forecasting model; use naive, dlinear, patchtst, lmm, mac, mag or mal."),
         };
+
+        static ModelChoice Patch(Architecture backbone) => new(backbone.ToString().ToLowerInvariant(), ForecastModelKind.Patch, backbone);
 
         public ForecasterConfig Config(int channels, int lookback, int horizon, int? width, int? layers, string? patch, string? memory = null)
         {
@@ -153,22 +154,29 @@ public static class ForecastRun
         var header = new List<string> { "model", "parameters (h96)" };
         foreach (int h in options.Horizons) { header.Add($"{h} MSE"); header.Add($"{h} MAE"); }
         header.AddRange(new[] { "avg MSE", "avg MAE", "train time (max per horizon)" });
-        var rows = new List<IReadOnlyList<string>>();
+        // Per model: its scores (each horizon's MSE and MAE, then the averages over horizons) and what the averages' spread is.
+        var scored = new List<(string Model, long Parameters, double[] Scores, string[] Spreads, double Seconds)>();
         foreach (string m in models)
         {
             var mine = results.Where(r => r.Display == m).ToList();
             var perHorizon = options.Horizons.Select(h => mine.Where(r => r.Horizon == h).ToList()).ToList();
             if (perHorizon.Any(rs => rs.Count == 0)) continue;
-            var row = new List<string> { m, $"{mine.First(r => r.Horizon == options.Horizons[0]).Parameters:N0}" };
-            foreach (var rs in perHorizon) { row.Add($"{rs.Average(r => r.Mse):F3}"); row.Add($"{rs.Average(r => r.Mae):F3}"); }
+            var scores = perHorizon.SelectMany(rs => new[] { rs.Average(r => r.Mse), rs.Average(r => r.Mae) }).ToList();
             // Per seed: the average over horizons; the row shows their mean (and spread when there are several seeds).
             var averages = mine.GroupBy(r => r.Seed).Where(g => g.Count() == options.Horizons.Count)
                 .Select(g => (Mse: g.Average(r => r.Mse), Mae: g.Average(r => r.Mae))).ToList();
-            row.Add($"**{averages.Average(a => a.Mse):F3}**{Spread(averages.Select(a => a.Mse).ToList())}");
-            row.Add($"**{averages.Average(a => a.Mae):F3}**{Spread(averages.Select(a => a.Mae).ToList())}");
-            row.Add($"{mine.Max(r => r.Seconds):F0} s");
-            rows.Add(row);
+            scores.Add(averages.Average(a => a.Mse));
+            scores.Add(averages.Average(a => a.Mae));
+            var spreads = Enumerable.Repeat("", scores.Count - 2).Append(Spread(averages.Select(a => a.Mse).ToList()))
+                .Append(Spread(averages.Select(a => a.Mae).ToList())).ToArray();
+            scored.Add((m, mine.First(r => r.Horizon == options.Horizons[0]).Parameters, scores.ToArray(), spreads, mine.Max(r => r.Seconds)));
         }
+        // The best (lowest) of each column in bold, as the paper's tables mark it; ties are all bold.
+        var best = Enumerable.Range(0, scored.FirstOrDefault().Scores?.Length ?? 0)
+            .Select(c => scored.Select(s => Math.Round(s.Scores[c], 3)).Where(double.IsFinite).DefaultIfEmpty(double.NaN).Min()).ToArray();
+        var rows = scored.Select(s => (IReadOnlyList<string>)new[] { s.Model, $"{s.Parameters:N0}" }
+            .Concat(s.Scores.Select((v, c) => (Math.Round(v, 3) == best[c] ? $"**{v:F3}**" : $"{v:F3}") + s.Spreads[c]))
+            .Append($"{s.Seconds:F0} s").ToList()).ToList();
         report.Table(header, rows);
         if (PaperRows.TryGetValue(dataset, out var paper) && options.Horizons.Order().SequenceEqual(new[] { 96, 192, 336, 720 }) && options.Lookback == 96)
             report.Paragraph("The paper's rows (Titans, Table 3; averages over the same four horizons, lookback 96; not run here):")

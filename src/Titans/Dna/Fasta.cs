@@ -19,7 +19,7 @@ public static class Fasta
         using var file = File.OpenRead(path);
         bool gzip = file.Length >= 2 && file.ReadByte() == 0x1f && file.ReadByte() == 0x8b;
         file.Position = 0;
-        using Stream stream = gzip ? new GZipStream(file, CompressionMode.Decompress) : file;
+        using Stream stream = Text.TextCorpus.Bounded(gzip ? new GZipStream(file, CompressionMode.Decompress) : file, path);
         using var reader = new StreamReader(stream, new UTF8Encoding(false, throwOnInvalidBytes: true));
         try { return Read(reader, path); }
         catch (DecoderFallbackException) { throw new InvalidDataException($"'{path}' is not text (nor gzip-compressed text)."); }

@@ -21,20 +21,31 @@ public static class SequenceClassification
     }
 
     /// <summary>Top-1 accuracy of <paramref name="model"/> over every sequence of <paramref name="data"/>.</summary>
-    public static double Accuracy(nn.Module<Tensor, Tensor> model, LabelledSequences data, Device device, int batchSize = 64)
+    public static double Accuracy(nn.Module<Tensor, Tensor> model, LabelledSequences data, Device device, int batchSize = 64) =>
+        Score(model, data, device, batchSize).Accuracy;
+
+    /// <summary>
+    /// Top-1 accuracy over every sequence of <paramref name="data"/>, and per class (the share of that class's sequences
+    /// classified as it; NaN for a class with none).
+    /// </summary>
+    public static (double Accuracy, double[] PerClass) Score(nn.Module<Tensor, Tensor> model, LabelledSequences data, Device device, int batchSize = 64)
     {
         bool training = model.training;
         model.eval();
         using var noGrad = no_grad();
-        long correct = 0;
+        var correct = new long[data.Classes];
         for (int first = 0; first < data.Count; first += batchSize)
         {
             using var scope = NewDisposeScope();
-            var (tokens, labels) = Batch(data, Enumerable.Range(first, Math.Min(batchSize, data.Count - first)).ToArray());
-            correct += model.forward(tokens.to(device)).argmax(1).cpu().eq(labels).sum().item<long>();
+            var rows = Enumerable.Range(first, Math.Min(batchSize, data.Count - first)).ToArray();
+            var (tokens, labels) = Batch(data, rows);
+            bool[] hits = model.forward(tokens.to(device)).argmax(1).cpu().eq(labels).data<bool>().ToArray();
+            for (int i = 0; i < rows.Length; i++)
+                if (hits[i]) correct[data.Labels[rows[i]]]++;
         }
         model.train(training);
-        return correct / (double)data.Count;
+        int[] counts = data.CountPerClass();
+        return (correct.Sum() / (double)data.Count, correct.Select((c, k) => counts[k] == 0 ? double.NaN : c / (double)counts[k]).ToArray());
     }
 }
 

@@ -100,11 +100,21 @@ public sealed class ForecastData : IDisposable
         var z = new float[rows * columns];
         for (int r = 0; r < rows; r++)
             for (int c = 0; c < columns; c++)
-                z[r * columns + c] = (float)((table.Values[r, c] - Mean[c]) / Deviation[c]);
+            {
+                double score = (table.Values[r, c] - Mean[c]) / Deviation[c];
+                if (!(Math.Abs(score) <= float.MaxValue))   // in float32 it would be infinite: every loss and score after it garbage
+                    throw new ArgumentException($"'{table.Source}': row {r + 1} of column '{Columns[c]}' holds {table.Values[r, c]:G6}, " +
+                                                $"{score:G3} training deviations from the training mean, more than float32 holds; rescale the column or leave that row out.");
+                z[r * columns + c] = (float)score;
+            }
         Values = tensor(z, new long[] { rows, columns });
     }
 
-    /// <summary>Mean and population deviation of each column over rows [0, <paramref name="trainEnd"/>); a constant column is an error.</summary>
+    /// <summary>
+    /// Mean and population deviation of each column over rows [0, <paramref name="trainEnd"/>), computed on the values
+    /// divided by the column's largest magnitude, so that values near the ends of double's range (1e155, whose squares
+    /// overflow) give the statistics they have instead of an infinite deviation; a constant column is an error.
+    /// </summary>
     static (double[] Mean, double[] Deviation) TrainingStatistics(TimeSeriesTable table, int trainEnd)
     {
         int columns = table.Columns.Count;
@@ -112,13 +122,16 @@ public sealed class ForecastData : IDisposable
         var deviation = new double[columns];
         for (int c = 0; c < columns; c++)
         {
+            double scale = 0;
+            for (int r = 0; r < trainEnd; r++) scale = Math.Max(scale, Math.Abs(table.Values[r, c]));
+            if (scale == 0) scale = 1;
             double sum = 0;
-            for (int r = 0; r < trainEnd; r++) sum += table.Values[r, c];
-            mean[c] = sum / trainEnd;
-            double square = 0;
-            for (int r = 0; r < trainEnd; r++) square += (table.Values[r, c] - mean[c]) * (table.Values[r, c] - mean[c]);
-            deviation[c] = Math.Sqrt(square / trainEnd);
-            if (!(deviation[c] > 1e-12 * Math.Max(1, Math.Abs(mean[c]))))
+            for (int r = 0; r < trainEnd; r++) sum += table.Values[r, c] / scale;
+            double scaledMean = sum / trainEnd, square = 0;
+            for (int r = 0; r < trainEnd; r++) square += (table.Values[r, c] / scale - scaledMean) * (table.Values[r, c] / scale - scaledMean);
+            double scaledDeviation = Math.Sqrt(square / trainEnd);
+            (mean[c], deviation[c]) = (scaledMean * scale, scaledDeviation * scale);
+            if (!(scaledDeviation > 1e-12 * Math.Max(1e-300, Math.Abs(scaledMean))) || scaledDeviation * scale == 0)
                 throw new ArgumentException($"'{table.Source}': column '{table.Columns[c]}' is constant over the training rows " +
                                             "(zero variance), so it cannot be z-scored; leave it out with --columns.");
         }

@@ -34,7 +34,7 @@ public sealed class TimeSeriesTable
     public static TimeSeriesTable Load(string path, string? dateColumn = null, IReadOnlyList<string>? columns = null)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"The CSV file '{path}' does not exist.", path);
-        return Parse(Text.TextCorpus.Decode(path, File.ReadAllBytes(path), requireText: false).Split('\n'), path, dateColumn, columns);
+        return Parse(Text.TextCorpus.Decode(path, Text.TextCorpus.ReadBounded(path), requireText: false).Split('\n'), path, dateColumn, columns);
     }
 
     public static TimeSeriesTable Parse(IReadOnlyList<string> lines, string source, string? dateColumn = null, IReadOnlyList<string>? columns = null)
@@ -83,7 +83,31 @@ public sealed class TimeSeriesTable
                 values[r - 1, c] = v;
             }
         }
+        if (dates is not null) CheckTimeOrder(source, header[date], dates, content.Skip(1).Select(l => l.Line).ToArray());
         return new TimeSeriesTable(source, chosen.Select(i => header[i]).ToArray(), dates, values);
+    }
+
+    /// <summary>
+    /// The date column's cells are times (a date and time, or a number such as a Unix time) that run forward: a cell that
+    /// is neither, or a row not after the one before (a file sorted newest first, a repeated row), is an error naming the line.
+    /// </summary>
+    static void CheckTimeOrder(string source, string column, IReadOnlyList<string> dates, IReadOnlyList<int> lines)
+    {
+        static double? Time(string cell) =>
+            DateTimeOffset.TryParse(cell, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AllowWhiteSpaces, out var when)
+                ? when.UtcTicks
+                : double.TryParse(cell, NumberStyles.Float, CultureInfo.InvariantCulture, out double number) && double.IsFinite(number) ? number : null;
+        double previous = double.NegativeInfinity;
+        for (int r = 0; r < dates.Count; r++)
+        {
+            double time = Time(dates[r]) ?? throw new InvalidDataException(
+                $"'{source}' line {lines[r]}: the {column} column holds '{dates[r]}', which is not a date and time (nor a number); " +
+                "name the time column with --date-column, or '' for none.");
+            if (r > 0 && !(time > previous))
+                throw new InvalidDataException($"'{source}' line {lines[r]}: {column} '{dates[r]}' is not after the row before's ('{dates[r - 1]}'); " +
+                                               "rows must run oldest first, each at a later time.");
+            previous = time;
+        }
     }
 
     /// <summary>Cells of a line; double-quoted cells may hold commas.</summary>

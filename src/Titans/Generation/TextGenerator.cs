@@ -14,19 +14,22 @@ public static class TextGenerator
 {
     /// <summary>Yields each new token as it is drawn (so callers can print as it goes); bad arguments throw here, before the first token.</summary>
     /// <param name="maxContext">The most tokens a growing cache holds (null: unbounded); models with a fixed-size state ignore it.</param>
+    /// <param name="promptProgress">Told (tokens read, tokens to read) after each piece of the prompt: a long prompt takes a while.</param>
     public static IEnumerable<long> Generate(TitansLanguageModel model, long[] prompt, int maxTokens, SamplingOptions options,
-        int promptChunk = 512, int? maxContext = null)
+        int promptChunk = 512, int? maxContext = null, Action<long, long>? promptProgress = null)
     {
         options.Validate();
         if (prompt.Length == 0) throw new ArgumentException("The prompt must hold at least one token.", nameof(prompt));
         if (maxTokens < 0) throw new ArgumentException($"The number of tokens to generate must not be negative, got {maxTokens}.", nameof(maxTokens));
         if (promptChunk < 1) throw new ArgumentException($"The prompt chunk must be at least 1, got {promptChunk}.", nameof(promptChunk));
         if (maxContext < 1) throw new ArgumentException($"The maximum context must be at least 1 token, got {maxContext}.", nameof(maxContext));
-        return Tokens(model, prompt, maxTokens, options, promptChunk, model.Config.CacheGrowsWithContext ? maxContext : null);
+        return Tokens(model, prompt, maxTokens, options, promptChunk, model.Config.CacheGrowsWithContext ? maxContext : null, promptProgress);
     }
 
-    static IEnumerable<long> Tokens(TitansLanguageModel model, long[] prompt, int maxTokens, SamplingOptions options, int promptChunk, int? maxContext)
+    static IEnumerable<long> Tokens(TitansLanguageModel model, long[] prompt, int maxTokens, SamplingOptions options, int promptChunk, int? maxContext,
+        Action<long, long>? promptProgress)
     {
+        bool readingPrompt = true;
         model.eval();
         var generator = new Generator((ulong)options.Seed);
         ModelState? state = null;
@@ -48,7 +51,9 @@ public static class TextGenerator
                 Replace(ref state, next, scope);
                 last?.Dispose();
                 last = logits.select(1, take - 1).DetachFromDisposeScope();
+                if (readingPrompt) promptProgress?.Invoke(start + take, tokens.Length);
             }
+            readingPrompt = false;
         }
 
         try

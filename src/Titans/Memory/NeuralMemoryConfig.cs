@@ -181,13 +181,13 @@ public sealed record NeuralMemoryConfig
     /// <summary>Throws <see cref="ArgumentException"/> naming the first impossible value.</summary>
     public NeuralMemoryConfig Validate()
     {
-        Require(ModelDim >= 1, nameof(ModelDim), $"must be at least 1, got {ModelDim}");
+        Require(ModelDim is >= 1 and <= 1 << 16, nameof(ModelDim), $"must lie in [1, 65,536], got {ModelDim}");
         Require(Heads >= 1, nameof(Heads), $"must be at least 1, got {Heads}");
         Require(ModelDim % Heads == 0, nameof(Heads), $"{Heads} heads do not divide the model width {ModelDim}");
-        Require(Depth >= 1, nameof(Depth), $"the memory needs at least one layer (L_M ≥ 1), got {Depth}");
-        Require(Expansion >= 1, nameof(Expansion), $"must be at least 1, got {Expansion}");
-        Require(ChunkSize >= 1, nameof(ChunkSize), $"must be at least 1 token, got {ChunkSize}");
-        Require(ConvKernel >= 0, nameof(ConvKernel), $"must be 0 (off) or a kernel width, got {ConvKernel}");
+        Require(Depth is >= 1 and <= 16, nameof(Depth), $"the memory needs from 1 to 16 layers (L_M), got {Depth}");
+        Require(Expansion is >= 1 and <= 64, nameof(Expansion), $"must lie in [1, 64], got {Expansion}");
+        Require(ChunkSize is >= 1 and <= 1 << 16, nameof(ChunkSize), $"must lie in [1, 65,536] tokens, got {ChunkSize}");
+        Require(ConvKernel is >= 0 and <= 1024, nameof(ConvKernel), $"must be 0 (off) or a kernel width up to 1,024, got {ConvKernel}");
         Require(double.IsFinite(MaxInnerLearningRate) && MaxInnerLearningRate > 0, nameof(MaxInnerLearningRate),
             $"must be a positive number, got {MaxInnerLearningRate}");
         Require(InitialInnerLearningRate > 0 && InitialInnerLearningRate < MaxInnerLearningRate, nameof(InitialInnerLearningRate),

@@ -111,12 +111,19 @@ public sealed record TitansConfig
     public TitansConfig WithMemory(string? patch) =>
         patch is not null && UsesMemory ? this with { Memory = NeuralMemoryConfig.Patch(Memory, patch) with { ModelDim = Memory.ModelDim } } : this;
 
+    /// <summary>Bounds far above any model this library trains, so sizes and their products never overflow and nonsense is refused before it is built.</summary>
+    public const int MaxVocabSize = 1 << 24, MaxModelDim = 1 << 16, MaxLayers = 1024, MaxWidth = 1 << 20, MaxTokens = 1 << 24;
+    /// <summary>The most parameters a configuration may describe (2^34, 64 GiB of float32 weights).</summary>
+    public const long MaxParameters = 1L << 34;
+
     public TitansConfig Validate()
     {
-        Require(VocabSize >= 2, nameof(VocabSize), $"must be at least 2, got {VocabSize}");
-        Require(ModelDim >= 1, nameof(ModelDim), $"must be at least 1, got {ModelDim}");
-        Require(Layers >= 1, nameof(Layers), $"must be at least 1, got {Layers}");
-        Require(FeedForwardDim >= 0, nameof(FeedForwardDim), $"must be 0 (automatic) or a width, got {FeedForwardDim}");
+        Require(VocabSize is >= 2 and <= MaxVocabSize, nameof(VocabSize), $"must lie in [2, {MaxVocabSize:N0}], got {VocabSize}");
+        Require(ModelDim is >= 1 and <= MaxModelDim, nameof(ModelDim), $"must lie in [1, {MaxModelDim:N0}], got {ModelDim}");
+        Require(Layers is >= 1 and <= MaxLayers, nameof(Layers), $"must lie in [1, {MaxLayers:N0}], got {Layers}");
+        Require(FeedForwardDim is >= 0 and <= MaxWidth, nameof(FeedForwardDim), $"must be 0 (automatic) or a width up to {MaxWidth:N0}, got {FeedForwardDim}");
+        Require(Window <= MaxTokens && SegmentLength <= MaxTokens && PersistentTokens <= MaxTokens, nameof(Window),
+            $"Window, SegmentLength and PersistentTokens must each be at most {MaxTokens:N0} tokens, got {Window}, {SegmentLength} and {PersistentTokens}");
         Require(Enum.IsDefined(Architecture), nameof(Architecture), $"unknown value {Architecture}");
         if (UsesAttention)
         {
@@ -133,6 +140,7 @@ public sealed record TitansConfig
             Require(SegmentLength >= 1 && SegmentLength % Memory.ChunkSize == 0, nameof(SegmentLength),
                 $"must be a positive multiple of the memory's chunk size {Memory.ChunkSize} (so each segment ends on a " +
                 $"chunk boundary and the next segment reads the memory it wrote), got {SegmentLength}");
+        Require(ParameterCount <= MaxParameters, nameof(ParameterCount), $"would be {ParameterCount:N0}, over the {MaxParameters:N0} this library builds");
         return this;
     }
 

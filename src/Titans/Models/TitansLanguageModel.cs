@@ -30,6 +30,7 @@ public sealed class TitansLanguageModel : StreamingModule<ModelState>
     public TitansLanguageModel(string name, TitansConfig config) : base(name)
     {
         Config = config.Validate();
+        Runtime.MemoryBudget.Require(config.ParameterCount * sizeof(float), $"A model of {config.ParameterCount:N0} parameters (its float32 weights)");
         embedding = nn.Embedding(config.VocabSize, config.ModelDim);
         Backbone = new SequenceBackbone("backbone", config);
         head = nn.Linear(config.ModelDim, config.VocabSize, hasBias: false);

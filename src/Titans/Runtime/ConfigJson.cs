@@ -19,17 +19,60 @@ public static class ConfigJson
     /// <param name="checkJson">More checks of the document itself (fields that must be given, fields that must agree).</param>
     public static T Parse<T>(string json, Func<T, T> validate, Action<JsonObject>? checkJson = null) where T : class, new()
     {
-        JsonNode? node;
-        try { node = JsonNode.Parse(json); }
-        catch (JsonException e) { throw new ArgumentException($"Malformed {typeof(T).Name} JSON: {e.Message}", nameof(json), e); }
+        JsonNode? node = ParseText<T>(json, "JSON");
         if (node is not JsonObject given) throw new ArgumentException($"{typeof(T).Name} JSON must be an object, got {Describe(node)}.", nameof(json));
         CheckFields(given, JsonNode.Parse(Serialize(new T()))!.AsObject(), typeof(T).Name);
         checkJson?.Invoke(given);
         T? config;
         try { config = given.Deserialize<T>(Options); }
-        catch (JsonException e) { throw new ArgumentException($"Malformed {typeof(T).Name} JSON: {e.Message}", nameof(json), e); }
+        catch (JsonException e) { throw new ArgumentException(WrongType<T>(e, given), nameof(json), e); }
         return validate(config ?? throw new ArgumentException($"{typeof(T).Name} JSON is null.", nameof(json)));
     }
+
+    /// <summary>What people write in JSON by hand is read: comments and a trailing comma.</summary>
+    static readonly JsonDocumentOptions Lenient = new() { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip };
+
+    /// <summary>The document, or an error that says where it is malformed, in the user's terms (lines and characters from 1).</summary>
+    static JsonNode? ParseText<T>(string json, string what)
+    {
+        try { return JsonNode.Parse(json, documentOptions: Lenient); }
+        catch (JsonException e)
+        {
+            string where = e.LineNumber is long line && e.BytePositionInLine is long at ? $" (line {line + 1}, character {at + 1})" : "";
+            throw new ArgumentException($"Malformed {typeof(T).Name} {what}: {Plain(e.Message)}{where}.", nameof(json), e);
+        }
+    }
+
+    /// <summary>.NET's message without its coordinates (0-based, given separately) and its advice to programmers.</summary>
+    static string Plain(string message) =>
+        System.Text.RegularExpressions.Regex.Replace(message, @"\s*(Path: \S*\s*\|\s*)?LineNumber: \d+ \| BytePositionInLine: \d+\.?", "")
+            .Replace(" Change the reader options.", "").Trim().TrimEnd('.');
+
+    /// <summary>
+    /// A value of the wrong kind for its field ("eight" for a whole number), named by the field's path and the kind it
+    /// takes. The document may be one this library assembled (a patch over defaults), so no position in it is given.
+    /// </summary>
+    static string WrongType<T>(JsonException e, JsonObject document)
+    {
+        if (e.Path is not string path || !path.StartsWith("$.")) return $"Malformed {typeof(T).Name} JSON: {Plain(e.Message)}.";
+        string field = path[2..];
+        JsonNode? value = document;
+        foreach (string name in field.Split('.')) value = value is JsonObject o && o.TryGetPropertyValue(name, out var next) ? next : null;
+        var type = System.Text.RegularExpressions.Regex.Match(e.Message, @"converted to ([\w.`\[\],]+)") is { Success: true } m ? m.Groups[1].Value.TrimEnd('.') : "";
+        string takes = type switch
+        {
+            _ when type.Contains("Int32") || type.Contains("Int64") => "a whole number",
+            _ when type.Contains("Double") || type.Contains("Single") => "a number",
+            _ when type.Contains("Boolean") => "true or false",
+            _ when type.Contains("String") => "a string",
+            _ when type.StartsWith("Titans.") => $"one of {string.Join(", ", EnumNames(type))}",
+            _ => "another kind of value",
+        };
+        return $"{typeof(T).Name}.{field} takes {takes}, got {value?.ToJsonString() ?? "null"}.";
+    }
+
+    static IEnumerable<string> EnumNames(string typeName) =>
+        typeof(ConfigJson).Assembly.GetType(typeName.TrimEnd(']').Replace("System.Nullable`1[", "")) is { IsEnum: true } enumType ? Enum.GetNames(enumType) : ["its named values"];
 
     /// <summary>Every field of <paramref name="given"/> is one the defaults <paramref name="known"/> have; sections are objects.</summary>
     static void CheckFields(JsonObject given, JsonObject known, string path)
@@ -55,9 +98,8 @@ public static class ConfigJson
     public static T Patch<T>(T config, string patch, Func<T, T> validate) where T : class, new()
     {
         JsonObject target = JsonNode.Parse(Serialize(config))!.AsObject();
-        JsonObject changes;
-        try { changes = JsonNode.Parse(patch) as JsonObject ?? throw new ArgumentException($"A {typeof(T).Name} patch must be a JSON object, got: {patch}"); }
-        catch (JsonException e) { throw new ArgumentException($"Malformed {typeof(T).Name} JSON patch: {e.Message}", nameof(patch), e); }
+        JsonObject changes = ParseText<T>(patch, "JSON patch") as JsonObject
+                             ?? throw new ArgumentException($"A {typeof(T).Name} patch must be a JSON object, got: {patch}", nameof(patch));
         foreach (var (key, value) in changes.ToList())
         {
             if (!target.ContainsKey(key))

@@ -35,7 +35,7 @@ public sealed class SentencePieceBpeTokenizer : LibraryBpeTokenizer
         }
     }
 
-    public static SentencePieceBpeTokenizer Load(string path) => new(File.ReadAllBytes(path), path);
+    public static SentencePieceBpeTokenizer Load(string path) => new(TextCorpus.ReadBounded(path), path);
 
     /// <summary>The first 16 hex digits of the model file's SHA-256: two models with one name are still told apart.</summary>
     public string Hash { get; }

@@ -45,6 +45,39 @@ public static class TextCorpus
         return bytes.ToArray();
     }
 
+    /// <summary>
+    /// <paramref name="inner"/> read through a counter that stops at <see cref="MaxFileBytes"/> with an error naming
+    /// <paramref name="path"/>: for streams whose length is not the file's (a gzip file can inflate without bound).
+    /// </summary>
+    public static Stream Bounded(Stream inner, string path) => new BoundedStream(inner, path);
+
+    sealed class BoundedStream(Stream inner, string path) : Stream
+    {
+        long read;
+        public override int Read(byte[] buffer, int offset, int count) => Count(inner.Read(buffer, offset, count));
+        public override int Read(Span<byte> buffer) => Count(inner.Read(buffer));
+        int Count(int got)
+        {
+            if ((read += got) > MaxFileBytes)
+                throw new InvalidDataException($"'{path}' holds more than {MaxFileBytes >> 30} GiB (uncompressed); give a smaller file.");
+            return got;
+        }
+        public override bool CanRead => true;
+        public override bool CanSeek => false;
+        public override bool CanWrite => false;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => read; set => throw new NotSupportedException(); }
+        public override void Flush() { }
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing) inner.Dispose();
+            base.Dispose(disposing);
+        }
+    }
+
     /// <summary>Strict UTF-8 (a leading byte-order mark is dropped); the error names the first bad byte's offset.</summary>
     public static string Decode(string source, byte[] bytes, bool requireText = true)
     {

@@ -53,6 +53,9 @@ public class Trainer<TModel> : IDisposable where TModel : nn.Module
         Config = config.Validate();
         Objective = objective;
         var named = model.named_parameters().ToList();
+        long parameters = named.Sum(p => p.parameter.numel());
+        if (named.All(p => p.parameter.device_type == TorchSharp.DeviceType.CPU))   // on a GPU the state lives in the device's memory
+            Runtime.MemoryBudget.Require(parameters * 4 * sizeof(float), $"Training a model of {parameters:N0} parameters (weights, gradients and AdamW's two moments)");
         bool separate = config.InitialMemoryWeightDecay is double w0 && w0 != config.WeightDecay;
         var initialMemory = separate ? named.Where(p => NeuralMemory.IsInitialWeight(p.name)).ToList() : new();
         var plain = named.Where(p => WeightDecay.IsExempt(p.name)).ToList();

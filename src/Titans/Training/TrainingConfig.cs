@@ -50,7 +50,10 @@ public sealed record TrainingConfig
         return floor + (LearningRate - floor) * 0.5 * (1 + Math.Cos(Math.PI * progress));
     }
 
-    public int TokensPerStep => BatchSize * AccumulationSteps * SequenceLength;
+    public long TokensPerStep => (long)BatchSize * AccumulationSteps * SequenceLength;
+
+    /// <summary>The most tokens a micro-batch (with its stream prefix) may hold: 2^27, a gibibyte of token ids, far above a CPU batch.</summary>
+    public const long MaxMicroBatchTokens = 1L << 27;
 
     public TrainingConfig Validate()
     {
@@ -58,6 +61,9 @@ public sealed record TrainingConfig
         Require(BatchSize >= 1, nameof(BatchSize), $"must be at least 1, got {BatchSize}");
         Require(AccumulationSteps >= 1, nameof(AccumulationSteps), $"must be at least 1, got {AccumulationSteps}");
         Require(SequenceLength >= 1, nameof(SequenceLength), $"must be at least 1, got {SequenceLength}");
+        Require((long)BatchSize * (SequenceLength + (long)StreamPrefix) <= MaxMicroBatchTokens, nameof(BatchSize),
+            $"× (SequenceLength + StreamPrefix) is {(long)BatchSize * (SequenceLength + (long)StreamPrefix):N0} tokens per micro-batch " +
+            $"({BatchSize:N0} × {SequenceLength + (long)StreamPrefix:N0}); at most {MaxMicroBatchTokens:N0}");
         Require(StreamPrefix >= 0, nameof(StreamPrefix), $"must not be negative, got {StreamPrefix}");
         Require(MinStreamPrefix >= 0 && MinStreamPrefix <= StreamPrefix, nameof(MinStreamPrefix),
             $"must lie in [0, StreamPrefix = {StreamPrefix}], got {MinStreamPrefix}");

@@ -32,6 +32,18 @@ public sealed class BadInputFiles : IDisposable
         names["nullmemory"] = Write("null-memory.json", """{"Architecture": "Mac", "Memory": null}""");
         names["memorytypo"] = Write("memory-typo.json", """{"Architecture": "Mac", "Memory": {"Deepth": 3}}""");
         names["memorydim"] = Write("memory-dim.json", """{"Architecture": "Lmm", "ModelDim": 128, "Memory": {"ModelDim": 64}}""");
+        // Forecasting and classification inputs of the issue-31 sweep.
+        string Series(Func<int, string> date, Func<int, double> value) =>
+            "date,x\n" + string.Concat(Enumerable.Range(0, 300).Select(r => $"{date(r)},{value(r).ToString("R", System.Globalization.CultureInfo.InvariantCulture)}\n"));
+        string Hour(int r) => $"{new DateTime(2020, 1, 1).AddHours(r):yyyy-MM-dd HH:mm:ss}";
+        names["hello"] = Write("hello.csv", Series(r => r == 7 ? "hello" : Hour(r), r => Math.Sin(r)));
+        names["reversed"] = Write("reversed.csv", Series(r => Hour(300 - r), r => Math.Sin(r)));
+        names["outlier"] = Write("outlier.csv", Series(Hour, r => r == 290 ? 1e300 : Math.Sin(r)));
+        string Labelled(int rows, Func<int, string> label) =>
+            "seq\tlabel\n" + string.Concat(Enumerable.Range(0, rows).Select(r => $"{new string("ACGT"[r % 4], 8)}ACGT\t{label(r)}\n"));
+        names["tenrows"] = Write("ten.tsv", Labelled(10, r => (r % 2).ToString()));
+        names["manylabels"] = Write("many.tsv", Labelled(10_050, r => r.ToString()));
+        names["labelled"] = Write("labelled.tsv", Labelled(60, r => (r % 2).ToString()));
 
         names["run"] = Path.Combine(Folder, "run");
         var train = TitansCli.Run("train", "--data", names["corpus"], "-a", "transformer++", "--steps", "1", "--batch-size", "2", "--seq-len", "16",
@@ -139,8 +151,28 @@ public sealed class BadInputTests(BadInputFiles files) : IClassFixture<BadInputF
         { ["task", "train", "--task", "number", "--haystack", "{latin1}", "--out", "{folder}/h"], "not UTF-8 text" },
         { ["task", "eval", "-c", "{truncated}"], "checkpoint.safetensors" },
         { ["task", "show", "--task", "passkey", "--length", "5"], "5 is too short" },
+        // Sizes, bounds and overflow: checked before anything is allocated
+        { ["train", "--data", "{corpus}", "--set", "ModelDim=1000000000", "--out", "{folder}/s1"], "TitansConfig.ModelDim must lie in [1, 65,536], got 1000000000" },
+        { ["train", "--data", "{corpus}", "--set", "ModelDim=16384", "--set", "Layers=3", "--out", "{folder}/s2"], "GiB; this machine (or its container) has" },
+        { ["train", "--data", "{corpus}", "--set", "Layers=90000", "--out", "{folder}/s3"], "TitansConfig.Layers must lie in [1, 1,024], got 90000" },
+        { ["train", "--data", "{corpus}", "--batch-size", "100000000", "--out", "{folder}/s4"], "× (SequenceLength + StreamPrefix) is 25,600,000,000 tokens per micro-batch" },
+        { ["train", "--data", "{corpus}", "--memory", "{\"Expansion\": 100000}", "--out", "{folder}/s5"], "NeuralMemoryConfig.Expansion must lie in [1, 64], got 100000" },
+        { ["train", "--data", "{corpus}", "--threads", "1000"], "--threads must be at most" },
+        { ["generate", "-c", "{run}", "-p", "hi", "--temperature", "1e-310"], "Temperature must be 0 (greedy) or at least 0.001, got 1E-310" },
+        // JSON: the user's own coordinates, never .NET's advice or positions in a document titans assembled
+        { ["train", "--data", "{corpus}", "--memory", "{\"ChunkSize\": \"eight\"}", "--out", "{folder}/j1"], "NeuralMemoryConfig.ChunkSize takes a whole number, got \"eight\"" },
+        { ["train", "--data", "{corpus}", "--memory", "{\"ChunkSize\" 8}", "--out", "{folder}/j2"], "(line 1, character 14)" },
+        { ["train", "--data", "{corpus}", "--set", "Memory.Activation=Tanh", "--out", "{folder}/j3"], "TitansConfig.Memory.Activation takes one of Gelu, Silu, got \"Tanh\"" },
+        { ["train", "--data", "{corpus}", "--set", "Layers=two", "--out", "{folder}/j4"], "TitansConfig.Layers takes a whole number, got \"two\"" },
         // Forecasting, benchmarks, listings
         { ["forecast", "train", "--data", "{headeronly}"], "has a header but no data rows" },
+        { ["forecast", "train", "--data", "{hello}", "--out", "{folder}/f1"], "line 9: the date column holds 'hello', which is not a date and time" },
+        { ["forecast", "train", "--data", "{reversed}", "--out", "{folder}/f2"], "rows must run oldest first" },
+        { ["forecast", "train", "--data", "{outlier}", "-a", "naive", "--horizons", "4", "--out", "{folder}/f3"], "row 291 of column 'x' holds 1E+300" },
+        { ["forecast", "train", "--data", "{outlier}", "-a", "nonsense", "--out", "{folder}/f4"], "'nonsense' is not a forecasting model; use naive, dlinear, patchtst, lmm, mac, mag or mal" },
+        { ["dna", "classify", "--data", "{tenrows}", "-a", "cnn", "--out", "{folder}/c1"], "leaves 0 for validation" },
+        { ["dna", "classify", "--data", "{manylabels}", "-a", "cnn", "--out", "{folder}/c2"], "has 10,050 distinct labels; a classifier here takes at most 10,000 classes" },
+        { ["dna", "classify", "--data", "{labelled}", "--pretrained", "{run}", "--out", "{folder}/c3"], "fine-tuning needs a `dna pretrain` checkpoint" },
         { ["forecast", "train", "--data", "{headeronly}", "--loss", "1"], "--loss must be mse, mae, huber, got '1'" },
         { ["bench", "stability", "--variants", "paper,strong"], "Unknown variant 'strong'" },
         { ["bench", "lm", "--data", "{corpus}", "--memory", "{\"Depth\": 0}"], "Depth" },

@@ -216,7 +216,7 @@ public class CommandLineTests : IDisposable
         string table = File.ReadAllText(Path.Combine(run, "results.md"));
         Assert.Contains("training loss MAE", table);
         Assert.Contains("seeds 1, 2", table);
-        Assert.Matches(@"\| DLinear \|.*\*\*[0-9.]+\*\* ± [0-9.]+", table);
+        Assert.Matches(@"\| DLinear \|.*[0-9.]+(\*\*)? ± [0-9.]+", table);
         foreach (string seed in new[] { "seed1", "seed2" })
             Assert.True(File.Exists(Path.Combine(run, $"dlinear-h4-{seed}", "forecaster.safetensors")), $"no checkpoint for {seed}: {train.Output}");
         // The two seeds train different models; each checkpoint re-scores as it was trained.
@@ -224,9 +224,35 @@ public class CommandLineTests : IDisposable
         Assert.True(eval.Code == 0, eval.Error);
         Assert.Contains("test part", eval.Output);
 
+        // The best (lowest) of each score column is bold, and only it (ties aside).
+        var rows = table.Split('\n').Where(l => l.StartsWith("| Naive") || l.StartsWith("| DLinear")).Select(l => l.Split('|')).ToList();
+        Assert.Equal(2, rows.Count);
+        for (int column = 3; column < rows[0].Length - 2; column++)
+            Assert.Single(rows, r => r[column].Contains("**"));
+
         var badLoss = Titans("forecast", "train", "--data", csv, "--loss", "l2", "--out", Path.Combine(folder, "bad"));
         Assert.Equal(2, badLoss.Code);
         Assert.Contains("--loss must be mse, mae, huber, got 'l2'", badLoss.Error);
+    }
+
+    /// <summary>Labels as a data set writes them (splice sites: ei, ie, n), mapped to classes, reported per class.</summary>
+    [Fact]
+    public void DnaClassifyTakesTextLabelsAndReportsEveryClass()
+    {
+        var random = new Random(4);
+        string tsv = Path.Combine(folder, "splice.tsv");
+        File.WriteAllLines(tsv, new[] { "seq\tlabel" }.Concat(Enumerable.Range(0, 90).Select(i =>
+            $"{new string(Enumerable.Range(0, 20).Select(_ => "ACGT"[random.Next(4)]).ToArray())}\t{new[] { "n", "ei", "ie" }[i % 3]}")));
+        string run = Path.Combine(folder, "splice");
+        var classify = Titans("dna", "classify", "--data", tsv, "-a", "cnn", "--steps", "4", "--eval-every", "2", "--batch-size", "8", "--out", run);
+        Assert.True(classify.Code == 0, classify.Error + classify.Output);
+        Assert.Contains("3 classes: ei (train 21, validation 3, test 6), ie (train 21, validation 3, test 6), n (train 21, validation 3, test 6)", classify.Output);
+        string report = File.ReadAllText(Path.Combine(run, "results.md"));
+        Assert.Matches(@"\| `ei` \| 21 \| 3 \| 6 \| [0-9.]+% \|", report);
+        Assert.Contains("| `n` |", report);
+        using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(run, "results.json")));
+        Assert.Equal(["ei", "ie", "n"], json.RootElement.GetProperty("classes").EnumerateArray().Select(c => c.GetString()!));
+        Assert.Equal(3, json.RootElement.GetProperty("results")[0].GetProperty("ClassAccuracy").GetArrayLength());
     }
 
     [Fact]

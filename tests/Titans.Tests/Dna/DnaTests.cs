@@ -76,8 +76,7 @@ public class DnaTests(ITestOutputHelper output)
     }
 
     [Theory]
-    [InlineData("seq\tlabel\nACGT\tone\nACGA\t0", "the label 'one' is not an integer")]
-    [InlineData("seq\tlabel\nACGT\t-1\nACGA\t0", "the label '-1' is not an integer")]
+    [InlineData("seq\tlabel\nACGT\t\nACGA\t0", "line 2: the label is empty")]
     [InlineData("seq\tlabel\nACGT\t1\nACGA\t1", "classification needs at least two classes")]
     [InlineData("seq\tlabel\nACXT\t1\nACGA\t0", "'X' (base 3)")]
     [InlineData("sequence\tclass\nACGT\t1", "must name the columns 'seq' and 'label'")]
@@ -86,6 +85,21 @@ public class DnaTests(ITestOutputHelper output)
     {
         var e = Assert.Throws<InvalidDataException>(() => LabelledSequences.Parse(text.Split('\n'), "s.tsv"));
         Assert.Contains(expected, e.Message);
+    }
+
+    /// <summary>Any text is a label; classes are the sorted labels, by value where all are whole numbers (so 0, 1 stay 0, 1).</summary>
+    [Theory]
+    [InlineData("n,ei,ie,n", "ei,ie,n", "2,0,1,2")]
+    [InlineData("+,-,+", "+,-", "0,1,0")]
+    [InlineData("1,0,1", "0,1", "1,0,1")]
+    [InlineData("10,9,900000000", "9,10,900000000", "1,0,2")]
+    [InlineData("one,-1,0", "-1,0,one", "2,0,1")]
+    public void LabelsAreClassNamesSorted(string labels, string classes, string indices)
+    {
+        var data = LabelledSequences.Parse(["seq\tlabel", .. labels.Split(',').Select(l => $"ACGT\t{l}")], "s.tsv");
+        Assert.Equal(classes.Split(','), data.ClassNames);
+        Assert.Equal(indices.Split(',').Select(int.Parse), data.Labels);
+        Assert.Equal(data.ClassNames, data.StratifiedSplit(1).Test.ClassNames);   // every part keeps the names
     }
 
     [Fact]

@@ -15,7 +15,7 @@ public class ForecastingTests(ITestOutputHelper output)
     /// <summary>A CSV of a date column and the given columns, one row per step.</summary>
     static string[] Csv(int rows, params (string Name, Func<int, double> Value)[] columns) =>
         new[] { "date," + string.Join(",", columns.Select(c => c.Name)) }
-            .Concat(Enumerable.Range(0, rows).Select(r => $"2020-01-01 {r}," +
+            .Concat(Enumerable.Range(0, rows).Select(r => $"{new DateTime(2020, 1, 1).AddHours(r):yyyy-MM-dd HH:mm:ss}," +
                                                           string.Join(",", columns.Select(c => c.Value(r).ToString("R", CultureInfo.InvariantCulture)))))
             .ToArray();
 
@@ -94,6 +94,9 @@ public class ForecastingTests(ITestOutputHelper output)
     [InlineData("", "empty")]
     [InlineData("date,x\n", "no data rows")]
     [InlineData("date,x,x\n1,2,3\n", "twice")]
+    [InlineData("date,x\nhello,1.5\n2,2\n", "line 2: the date column holds 'hello', which is not a date and time")]
+    [InlineData("date,x\n2016-07-01 01:00:00,1.5\n2016-07-01 00:00:00,2\n", "line 3: date '2016-07-01 00:00:00' is not after the row before's ('2016-07-01 01:00:00'); rows must run oldest first")]
+    [InlineData("date,x\n5,1.5\n5,2\n", "line 3: date '5' is not after")]
     public void MalformedCsvIsAnErrorNamingTheProblem(string text, string expected)
     {
         var e = Assert.Throws<InvalidDataException>(() => TimeSeriesTable.Parse(text.Split('\n'), "f.csv"));
@@ -114,12 +117,28 @@ public class ForecastingTests(ITestOutputHelper output)
         Assert.Contains("target column 'y'", Assert.Throws<ArgumentException>(() => new ForecastData(onlyX, SmallSplit, 8, 4, new[] { "y" })).Message);
     }
 
+    /// <summary>Values near the ends of double's range: their squares overflow, which made every deviation infinite and every z-score 0.</summary>
+    [Fact]
+    public void HugeValuesAreZScoredAsTheirSmallCopiesAndOnesBeyondFloat32AreRefused()
+    {
+        var small = TimeSeriesTable.Parse(Csv(100, ("x", r => Math.Sin(r / 3.0) + 2)), "small");
+        var huge = TimeSeriesTable.Parse(Csv(100, ("x", r => 1e155 * (Math.Sin(r / 3.0) + 2))), "huge");
+        using var a = new ForecastData(small, SmallSplit, 8, 4);
+        using var b = new ForecastData(huge, SmallSplit, 8, 4);
+        Assert.Equal(1e155 * a.Deviation[0], b.Deviation[0], 1e143);
+        Assert.True((a.Values - b.Values).abs().max().item<float>() < 1e-5, "the z-scores of the huge series are not those of the small one");
+        var outlier = TimeSeriesTable.Parse(Csv(100, ("x", r => r == 90 ? 1e300 : Math.Sin(r))), "outlier");
+        var e = Assert.Throws<ArgumentException>(() => new ForecastData(outlier, SmallSplit, 8, 4));
+        Assert.Contains("row 91 of column 'x' holds 1E+300", e.Message);
+        Assert.Contains("more than float32 holds", e.Message);
+    }
+
     [Fact]
     public void QuotedCellsAndOptionalDatesParse()
     {
-        var table = TimeSeriesTable.Parse(new[] { "\"when, exactly\",a,b", "\"1, 2\",1,2", "\"3, 4\",3,4" }, "q.csv", dateColumn: "when, exactly");
+        var table = TimeSeriesTable.Parse(new[] { "\"when, exactly\",a,b", "\"Jan 1, 2020\",1,2", "\"Jan 2, 2020\",3,4" }, "q.csv", dateColumn: "when, exactly");
         Assert.Equal(new[] { "a", "b" }, table.Columns);
-        Assert.Equal(new[] { "1, 2", "3, 4" }, table.Dates);
+        Assert.Equal(new[] { "Jan 1, 2020", "Jan 2, 2020" }, table.Dates);
         var undated = TimeSeriesTable.Parse(new[] { "a,b", "1,2", "3,4" }, "u.csv");
         Assert.Null(undated.Dates);
         Assert.Equal(4.0, undated.Values[1, 1]);
