@@ -16,14 +16,11 @@ internal static class Mpi
     const int RtldNow = 2, RtldGlobal = 0x100;
     static IntPtr handle;
 
-    [DllImport("libc", EntryPoint = "dlopen")]
-    static extern IntPtr DlOpen(string file, int mode);
-
     /// <summary>Opens Open MPI once, globally, and routes this assembly's "mpi" imports to it.</summary>
     internal static void Load()
     {
         if (handle != IntPtr.Zero) return;
-        handle = DlOpen(Library, RtldNow | RtldGlobal);
+        handle = Runtime.Posix.OpenLibraryGlobally(Library, RtldNow | RtldGlobal);
         if (handle == IntPtr.Zero)
             throw new DllNotFoundException($"Open MPI ({Library}) is not installed; on Debian: apt-get install openmpi-bin libopenmpi-dev.");
         NativeLibrary.SetDllImportResolver(typeof(Mpi).Assembly, (name, _, _) => name == "mpi" ? handle : IntPtr.Zero);

@@ -99,14 +99,13 @@ public static class Posix
 
     /// <summary>
     /// Asks the kernel to send this process <paramref name="signal"/> when the thread that started it dies (Linux), so a
-    /// child outlives no parent; true when set and the parent is still <paramref name="parent"/> (it may have died first).
+    /// child outlives no parent; false where it could not be asked.
     /// </summary>
-    public static bool DieWithParent(int parent, int signal = SignalTerminate)
-    {
-        if (!OperatingSystem.IsLinux()) return false;
-        if (Prctl(PrSetParentDeathSignal, (ulong)signal, 0, 0, 0) != 0) return false;
-        return GetParentProcessId() == parent;
-    }
+    public static bool DieWithParent(int signal = SignalTerminate) =>
+        OperatingSystem.IsLinux() && Prctl(PrSetParentDeathSignal, (ulong)signal, 0, 0, 0) == 0;
+
+    /// <summary>This process's parent's id (Unix); null on Windows.</summary>
+    public static int? ParentId => OperatingSystem.IsWindows() ? null : GetParentProcessId();
 
     /// <summary>
     /// <c>dlopen</c>: in the C library since glibc 2.34, in libdl.so.2 before (and on musl and macOS, in the C library).
