@@ -44,6 +44,9 @@ public sealed class BadInputFiles : IDisposable
         names["tenrows"] = Write("ten.tsv", Labelled(10, r => (r % 2).ToString()));
         names["manylabels"] = Write("many.tsv", Labelled(10_050, r => r.ToString()));
         names["labelled"] = Write("labelled.tsv", Labelled(60, r => (r % 2).ToString()));
+        names["shared"] = Path.Combine(Folder, "shared");                  // a folder a user shares weights from
+        Directory.CreateDirectory(names["shared"]);
+        File.WriteAllText(Path.Combine(names["shared"], "config.json"), "{}");
 
         names["run"] = Path.Combine(Folder, "run");
         var train = TitansCli.Run("train", "--data", names["corpus"], "-a", "transformer++", "--steps", "1", "--batch-size", "2", "--seq-len", "16",
@@ -121,6 +124,10 @@ public sealed class BadInputTests(BadInputFiles files) : IClassFixture<BadInputF
         { ["train", "--data", "{corpus}", "--out", "{file}"], "is a file" },
         { ["train", "--data", "{corpus}", "--out", "/sys/titans-run"], "Cannot write into the run folder '/sys/titans-run'" },
         { ["train", "--data", "{corpus}", "--out", "{run}"], "already holds a checkpoint" },
+        { ["train", "--data", "{corpus}", "--out", "{folder}"], "is not empty and holds no titans run" },
+        { ["forecast", "train", "--data", "{outlier}", "--out", "{folder}"], "is not empty and holds no titans run" },
+        { ["export", "-c", "{run}", "--out", "{shared}"], "already holds config.json; give another --out, or --force to replace them" },
+        { ["quickstart", "--out", "{run}"], "holds a titans train run, not a quickstart run" },
         // Resuming keeps the run's settings and data
         { ["train", "--resume", "{run}", "--lr", "0.5"], "--lr cannot be given with it" },
         { ["train", "--resume", "{run}", "-a", "mac"], "--architecture cannot be given with it" },
