@@ -50,7 +50,7 @@ public static class CommonOptions
                 int threads = parse.GetValue(Threads);
                 if (threads < 1) throw new ArgumentException($"--threads must be at least 1, got {threads}.");
                 if (threads > Environment.ProcessorCount)   // more threads than cores only wait for each other
-                    throw new ArgumentException($"--threads must be at most {Environment.ProcessorCount} (this machine's cores), got {threads}.");
+                    throw new ArgumentException($"--threads must be at most {Environment.ProcessorCount} (the cores this process may use), got {threads}.");
                 CoreShare.Leave();
                 torch.set_num_threads(threads);
             }

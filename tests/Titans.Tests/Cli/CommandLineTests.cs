@@ -164,7 +164,7 @@ public class CommandLineTests : IDisposable
         Assert.Contains("TitansConfig.Memory has no field 'Deepth'", nested.Error);
         var invalid = Titans("train", "--data", corpus, "--set", "Layers=0", "--out", Path.Combine(folder, "u"));
         Assert.Equal(2, invalid.Code);
-        Assert.Contains("TitansConfig.Layers must be at least 1", invalid.Error);
+        Assert.Contains("TitansConfig.Layers must lie in [1, 1,024], got 0", invalid.Error);
     }
 
     [Fact]

@@ -164,7 +164,7 @@ public class LanguageModelTests
     [InlineData("{\"Architecture\": \"TransformerPlusPlus\", \"ModelDim\": 10, \"Heads\": 4}", "Heads")]
     [InlineData("{\"Architecture\": \"SlidingWindow\", \"Window\": 0}", "Window")]
     [InlineData("{\"Architecture\": \"Lmm\", \"Memory\": {\"Depth\": 0}}", "Depth")]
-    [InlineData("{\"Architecture\": \"Nope\"}", "Malformed")]
+    [InlineData("{\"Architecture\": \"Nope\"}", "TitansConfig.Architecture takes one of TransformerPlusPlus, SlidingWindow, Lmm, Mac, Mag, Mal, got \"Nope\"")]
     public void BadConfigurationIsRejectedWithItsName(string json, string named)
     {
         var error = Assert.Throws<ArgumentException>(() => TitansConfig.FromJson(json));
