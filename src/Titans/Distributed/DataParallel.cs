@@ -141,7 +141,8 @@ public sealed class DataParallel
         Mpi.Check(Mpi.MPI_Bcast(ref root[0], root.Length, Mpi.Byte, 0, Mpi.CommWorld), "MPI_Bcast");
         string? problem = own.AsSpan().SequenceEqual(root)
             ? null
-            : $"after step {step} the weights of rank {Rank} differ from rank 0's: the ranks diverged (a decision was taken from one rank's own arithmetic)";
+            : $"after step {step} the weights of rank {Rank} differ from rank 0's: the ranks diverged (were they given different settings? " +
+              "if not, a decision was taken from one rank's own arithmetic: please report it)";
         return FirstFailure(problem) is (_, string message) ? message : null;
     }
 
