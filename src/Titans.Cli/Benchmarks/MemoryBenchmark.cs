@@ -221,6 +221,7 @@ public static class MemoryBenchmark
     {
         using var scope = NewDisposeScope();
         memory.forward(x).square().mean().backward();
+        BackwardFailures.ThrowIfAny();
         memory.zero_grad();
     }
 

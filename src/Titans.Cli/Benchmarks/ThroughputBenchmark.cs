@@ -93,6 +93,7 @@ public static class ThroughputBenchmark
             Tensor logits = model.forward(tokens.narrow(1, 0, length));
             Tensor loss = nn.functional.cross_entropy(logits.view(length, -1), tokens.narrow(1, 1, length).view(length));
             loss.backward();
+            BackwardFailures.ThrowIfAny();
             model.zero_grad();
         }
         ProcessMemory.ResetPeak();

@@ -49,8 +49,11 @@ public static class CommonOptions
             {
                 int threads = parse.GetValue(Threads);
                 if (threads < 1) throw new ArgumentException($"--threads must be at least 1, got {threads}.");
-                if (threads > Environment.ProcessorCount)   // more threads than cores only wait for each other
-                    throw new ArgumentException($"--threads must be at most {Environment.ProcessorCount} (the cores this process may use), got {threads}.");
+                if (threads > Environment.ProcessorCount)   // more threads than cores only wait for each other (1000 ran ~1000× slower)
+                {
+                    Console.Error.WriteLine($"warning: --threads {threads} is more than the {Environment.ProcessorCount} core(s) this process may use; using {Environment.ProcessorCount}.");
+                    threads = Environment.ProcessorCount;
+                }
                 CoreShare.Leave();
                 torch.set_num_threads(threads);
             }
@@ -78,6 +81,10 @@ public static class CommonOptions
             string detail = System.Text.RegularExpressions.Regex.Match(e.Message, @"tried to allocate (\d+) bytes") is { Success: true } m
                 ? $"libtorch could not allocate {long.Parse(m.Groups[1].Value) / (1024.0 * 1024 * 1024):N1} GiB" : e.Message.Split('\n')[0];
             return Fail($"out of memory ({detail}); use less data, a smaller model or a smaller batch.");
+        }
+        catch (Distributed.ReplicasDivergedException e)
+        {
+            return Fail(e.Message, collective: true);   // every rank learned of it at the same check
         }
         catch (Exception e) when (Distributed.DataParallel.World is not null)
         {

@@ -37,6 +37,24 @@ public static class TaskCommands
         return TaskRun.CreateTask(name, header.Tokenizer, HaystackOf(parse, header, fallBackWhenGone: true));
     }
 
+    /// <summary>
+    /// The checkpoint's run folder, held while a report is written into it (the default of --out): a run writing there is
+    /// not written into meanwhile, and no file of the user's is replaced. Anywhere else (an export, a folder of the user's)
+    /// the report needs an --out.
+    /// </summary>
+    static RunFolder ReportFolder(string checkpoint)
+    {
+        try { return RunFolder.Acquire(Path.GetDirectoryName(Path.GetFullPath(checkpoint))!, TrainingRun.Kind); }
+        catch (ArgumentException e) { throw new ArgumentException($"The report would go beside the checkpoint, but: {CommonOptions.PlainMessage(e)} Give --out FILE.md.", e); }
+    }
+
+    /// <summary>A report's path in the held run folder, recorded as titans' own (and its plot's, a .png of the same name).</summary>
+    static string Beside(RunFolder folder, string name, bool withPlot)
+    {
+        if (withPlot) folder.Claim(Path.ChangeExtension(name, ".png"));
+        return folder.Claim(name);
+    }
+
     static string HaystackPath(ParseResult parse) => parse.GetValue(Haystack) ?? LanguageModelCommands.DefaultCorpus;
 
     /// <summary>
@@ -189,6 +207,7 @@ public static class TaskCommands
         command.SetAction(parse => CommonOptions.Run(parse, device =>
         {
             string file = TrainingOptions.CheckpointPath(parse.GetValue(checkpoint)!);
+            using var beside = parse.GetValue(output) is null ? ReportFolder(file) : null;
             var (model, header) = Checkpoint.LoadModel(file, device);
             using (model)
             {
@@ -200,7 +219,7 @@ public static class TaskCommands
                 // Only the depths given are checked (a task without depths uses NaN for "scattered"), written so that NaN fails too.
                 if (task.HasDepth && parse.GetValue(depths) is not null && depthList.FirstOrDefault(d => !(d >= 0 && d <= 1), 0) is var outside && !(outside >= 0 && outside <= 1))
                     throw new ArgumentException($"--depths must lie in [0, 1], got {outside.ToString(System.Globalization.CultureInfo.InvariantCulture)}.");
-                string markdown = parse.GetValue(output) ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(file))!, $"eval-{task.Name}.md");
+                string markdown = parse.GetValue(output) ?? Beside(beside!, $"eval-{task.Name}.md", withPlot: true);
                 string title = $"{task.Name}: {ArchitectureNames.Display(header.Model)} trained at {trained:N0} tokens (step {header.Step})";
                 Console.WriteLine($"{title}; {task.Description}; {Examples(TrainingOptions.Positive(parse, examples))} per cell");
                 var cells = TaskRun.Grid(model, task, lengthList, depthList, TrainingOptions.Positive(parse, examples), TrainingOptions.Positive(parse, chunk),
@@ -233,6 +252,7 @@ public static class TaskCommands
         command.SetAction(parse => CommonOptions.Run(parse, device =>
         {
             string file = TrainingOptions.CheckpointPath(parse.GetValue(checkpoint)!);
+            using var beside = parse.GetValue(output) is null ? ReportFolder(file) : null;
             var (model, header) = Checkpoint.LoadModel(file, device);
             using (model)
             {
@@ -265,7 +285,7 @@ public static class TaskCommands
                 string title = $"{name} trace: {ArchitectureNames.Display(header.Model)} trained at {trained:N0} tokens (step {header.Step})";
                 Console.WriteLine($"{title}; {sequence.Length:N0} tokens, windows of {size:N0}");
                 var trace = MemoryTrace.Run(model, sequence, size);
-                string markdown = parse.GetValue(output) ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(file))!, $"trace-{name}.md");
+                string markdown = parse.GetValue(output) ?? Beside(beside!, $"trace-{name}.md", withPlot: true);
                 SaveTrace(markdown, Path.ChangeExtension(markdown, ".png"), title, CommonOptions.CommandLine(parse), trace,
                     $"{source}; streamed in windows of {size:N0} tokens (the training length is {trained:N0}). " +
                     "Per window: the mean next-token loss, the memory's mean gates over the tokens it wrote (θ inner learning rate, α forgetting, " +
@@ -290,6 +310,7 @@ public static class TaskCommands
         command.SetAction(parse => CommonOptions.Run(parse, device =>
         {
             string file = TrainingOptions.CheckpointPath(parse.GetValue(checkpoint)!);
+            using var beside = parse.GetValue(output) is null ? ReportFolder(file) : null;
             var (model, header) = Checkpoint.LoadModel(file, device);
             using (model)
             {
@@ -306,7 +327,7 @@ public static class TaskCommands
                 var results = MacWriteProbe.Run(model, items, seed: parse.GetValue(seed));
                 foreach (var r in results)
                     Console.WriteLine($"  block {r.Block}  {r.Feature,-28}  held out {TaskRun.Percent(r.TestAccuracy),5}  fitted {TaskRun.Percent(r.TrainAccuracy),5}  chance {TaskRun.Percent(r.Chance)}");
-                string markdown = parse.GetValue(output) ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(file))!, $"probe-{task.Name}.md");
+                string markdown = parse.GetValue(output) ?? Beside(beside!, $"probe-{task.Name}.md", withPlot: false);
                 new MarkdownReport(title, CommonOptions.CommandLine(parse))
                     .Paragraph($"{count} {task.Name} examples of {tokens:N0} tokens from the haystack's held-out tail, needle depth uniform. Per MAC block, a linear " +
                                "probe (softmax regression on the standardized signal) is fitted on two thirds of the examples to name each needle token " +

@@ -17,8 +17,8 @@ namespace Titans.Cli.Training;
 /// did not write, unless the user says --force (then titans writes its own files beside theirs, replacing those of the
 /// same names, and still deletes nothing of theirs).</item>
 /// </list>
-/// Folders made by builds before the record (they hold <c>run.lock</c>) are taken as titans runs whose files are the
-/// ones those builds wrote.
+/// Folders made by builds before the record (<see cref="EarlierRun"/>: a run.lock or a titans checkpoint, a results
+/// table of titans', a folder of such runs) are taken as titans runs whose files are the ones those builds wrote.
 /// </summary>
 public sealed class RunFolder : IDisposable
 {
@@ -61,10 +61,16 @@ public sealed class RunFolder : IDisposable
         if (File.Exists(directory)) throw new ArgumentException($"The run folder '{directory}' is a file; give --out a folder.");
         string lockPath = Path.Combine(directory, LockFile);
         FileStream? handle;
+        // Read before anything is created here: what an earlier build left, or a folder of the user's (whose files,
+        // even under --force, are never taken for titans' own).
+        Earlier? earlier = null;
         try
         {
-            if (!force && System.IO.Directory.Exists(directory) && !IsRun(directory) && System.IO.Directory.EnumerateFileSystemEntries(directory).Any())
-                throw ForeignFolder(directory);
+            if (System.IO.Directory.Exists(directory) && !File.Exists(Path.Combine(directory, RecordFile)))
+            {
+                earlier = EarlierRun(directory);
+                if (earlier is null && !force && System.IO.Directory.EnumerateFileSystemEntries(directory).Any()) throw ForeignFolder(directory);
+            }
             System.IO.Directory.CreateDirectory(directory);
             if (Posix.Inspect(lockPath) is { Kind: not (Posix.EntryKind.Missing or Posix.EntryKind.RegularFile) })
                 throw new ArgumentException($"'{lockPath}' is not a plain file; titans will not open it. Give another --out.");
@@ -79,7 +85,10 @@ public sealed class RunFolder : IDisposable
                                         "wait for it to finish, or give another --out.");
         try
         {
-            var (recordedKind, files, recordedIdentity) = ReadRecord(directory);
+            // Read again under the lock: a writer that held it until now may have recorded its run meanwhile.
+            var (recordedKind, files, recordedIdentity) = File.Exists(Path.Combine(directory, RecordFile))
+                ? ReadRecord(directory)
+                : (earlier?.Kind, new SortedSet<string>(earlier?.Files ?? [], StringComparer.Ordinal), new Dictionary<string, string>());
             if (recordedKind is not null && recordedKind != kind && !force)
                 throw new ArgumentException($"'{directory}' holds a titans {recordedKind} run, not a {kind} run; give another --out.");
             foreach (var (key, value) in identity ?? new Dictionary<string, string>())
@@ -110,14 +119,39 @@ public sealed class RunFolder : IDisposable
                                      "titans' files beside what is there (files of the same names are replaced; nothing else is touched).");
     }
 
+    /// <summary>Whether a folder holds a titans run: its record, or what a build before the record left (<see cref="EarlierRun"/>).</summary>
+    public static bool IsRun(string directory) => File.Exists(Path.Combine(directory, RecordFile)) || EarlierRun(directory) is not null;
+
+    /// <summary>The kind of run a build before the record left in a folder, and the files it wrote there.</summary>
+    sealed record Earlier(string? Kind, IReadOnlyList<string> Files);
+
     /// <summary>
-    /// Whether a folder holds a titans run (its record, or the lock file of a build before the record), or only folders
-    /// that do (the runs a quickstart or a benchmark of an earlier build left).
+    /// What a build before the record left: a training run (its lock, or a titans checkpoint), a forecast or a DNA
+    /// classification (a results.md of that title), or a folder of such runs (a quickstart's, a benchmark's); null for
+    /// anything else.
     /// </summary>
-    public static bool IsRun(string directory) =>
-        File.Exists(Path.Combine(directory, RecordFile)) || File.Exists(Path.Combine(directory, LockFile)) ||
-        (System.IO.Directory.EnumerateFileSystemEntries(directory).Any() && System.IO.Directory.EnumerateFileSystemEntries(directory)
-            .All(entry => System.IO.Directory.Exists(entry) && (File.Exists(Path.Combine(entry, RecordFile)) || File.Exists(Path.Combine(entry, LockFile)))));
+    static Earlier? EarlierRun(string directory)
+    {
+        string Here(string name) => Path.Combine(directory, name);
+        if (File.Exists(Here(LockFile)) || IsTitansCheckpoint(Here(EarlierFiles[0])))
+            return new Earlier("train", EarlierFiles.Where(n => File.Exists(Here(n))).ToList());
+        string? title = File.Exists(Here("results.md")) ? File.ReadLines(Here("results.md")).FirstOrDefault() : null;
+        if (title?.StartsWith("# Forecasting ") == true)
+            return new Earlier("forecast", new[] { "results.md", "results.json", "forecasts.png" }.Where(n => File.Exists(Here(n)))
+                .Concat(System.IO.Directory.EnumerateDirectories(directory).Select(Path.GetFileName)
+                    .Where(d => File.Exists(Path.Combine(directory, d!, "forecaster.safetensors"))).Select(d => $"{d}/forecaster.safetensors")).ToList());
+        if (title?.StartsWith("# DNA classification") == true)
+            return new Earlier("dna-classify", new[] { "results.md", "results.json" }.Where(n => File.Exists(Here(n))).ToList());
+        var entries = System.IO.Directory.EnumerateFileSystemEntries(directory).ToList();
+        return entries.Count > 0 && entries.All(e => System.IO.Directory.Exists(e) && IsRun(e)) ? new Earlier(null, []) : null;
+    }
+
+    static bool IsTitansCheckpoint(string path)
+    {
+        if (!File.Exists(path)) return false;
+        try { return Checkpoints.SafeTensors.ReadMetadata(path).GetValueOrDefault("format")?.StartsWith("titans-") == true; }
+        catch (InvalidDataException) { return false; }
+    }
 
     /// <summary>
     /// The full path of <paramref name="name"/> (a path relative to the folder, '/'-separated), recorded as titans' own
@@ -149,13 +183,18 @@ public sealed class RunFolder : IDisposable
             string path = Path.Combine(Directory, name), parent = Path.GetDirectoryName(path)!;
             if (!System.IO.Directory.Exists(parent)) continue;
             leftovers.AddRange(System.IO.Directory.EnumerateFiles(parent, Path.GetFileName(path) + ".tmp*")
-                .Where(f => AtomicFile.IsTemporaryOf(f, path) || Path.GetFileName(f) == Path.GetFileName(path) + ".tmp"));   // the latter: earlier builds'
+                .Where(f => AtomicFile.IsTemporaryOf(f, path) || IsEarlierTemporaryOf(Path.GetFileName(f), Path.GetFileName(path))));
         }
         if (leftovers.Count == 0) return;
         long bytes = leftovers.Sum(f => new FileInfo(f).Length);
         foreach (string file in leftovers) File.Delete(file);
         Console.WriteLine($"Removed {leftovers.Count} temporary file(s) of {bytes / (1024.0 * 1024):N1} MiB that an interrupted run left in {Directory}.");
     }
+
+    /// <summary>The temporary names of builds before <see cref="AtomicFile"/>: NAME.tmp, NAME.tmp.png (plots), NAME.tmp-xxxxxxxx.xxx (checkpoints).</summary>
+    static bool IsEarlierTemporaryOf(string candidate, string name) =>
+        candidate == name + ".tmp" || candidate == name + ".tmp.png" ||
+        System.Text.RegularExpressions.Regex.IsMatch(candidate, "^" + System.Text.RegularExpressions.Regex.Escape(name) + @"\.tmp-[a-z0-9]{8}\.[a-z0-9]{3}$");
 
     /// <summary>Removes every file of the run held here before, and the folders titans made for them once empty; nothing else.</summary>
     void Clear()
@@ -175,12 +214,6 @@ public sealed class RunFolder : IDisposable
         string path = Path.Combine(directory, RecordFile);
         var files = new SortedSet<string>(StringComparer.Ordinal);
         var identity = new Dictionary<string, string>();
-        if (!File.Exists(path))
-        {
-            // A build before the record: its run folders hold run.lock and the files it always wrote.
-            foreach (string name in EarlierFiles.Where(n => File.Exists(Path.Combine(directory, n)))) files.Add(name);
-            return (files.Count > 0 ? "train" : null, files, identity);
-        }
         try
         {
             var record = JsonNode.Parse(File.ReadAllText(path))!.AsObject();

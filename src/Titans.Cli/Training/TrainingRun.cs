@@ -310,15 +310,19 @@ public static class TrainingRun
                 int step = root.GetProperty("step").GetInt32();
                 if (step > upTo) continue;
                 metrics.Lines.Add(line);
-                if (root.TryGetProperty("loss", out var loss)) metrics.Train.Add((step, loss.GetDouble()));
-                if (root.TryGetProperty("val_loss", out var val)) metrics.Validation.Add((step, val.GetDouble(), Optional(root, "val_bpb"), Optional(root, "val_accuracy")));
+                if (root.TryGetProperty("loss", out var loss)) metrics.Train.Add((step, Number(loss)));
+                if (root.TryGetProperty("val_loss", out var val)) metrics.Validation.Add((step, Number(val), Optional(root, "val_bpb"), Optional(root, "val_accuracy")));
             }
-            catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException) { }
+            catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException) { }
         }
         return metrics;
     }
 
-    static double Optional(JsonElement root, string name) => root.TryGetProperty(name, out var value) ? value.GetDouble() : double.NaN;
+    static double Optional(JsonElement root, string name) => root.TryGetProperty(name, out var value) ? Number(value) : double.NaN;
 
-    static void Append(string path, object record) => File.AppendAllText(path, JsonSerializer.Serialize(record) + "\n");
+    /// <summary>A number, or one of the named values ("NaN", "Infinity") <see cref="ResultsJson"/> writes as strings.</summary>
+    static double Number(JsonElement value) =>
+        value.ValueKind == JsonValueKind.String ? double.Parse(value.GetString()!, System.Globalization.CultureInfo.InvariantCulture) : value.GetDouble();
+
+    static void Append(string path, object record) => File.AppendAllText(path, ResultsJson.SerializeLine(record) + "\n");
 }

@@ -180,6 +180,16 @@ public static class SafeTensors
         return header;
     }
 
+    /// <summary>A file's metadata alone (its header is read and checked; no tensor is read).</summary>
+    public static IReadOnlyDictionary<string, string> ReadMetadata(string path)
+    {
+        using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+        var (_, metadata, bytes) = ReadHeader(file, path);
+        if (metadata.Remove(HeaderChecksumKey, out var recorded)) CheckHeader(bytes, recorded, path);
+        metadata.Remove(DataChecksumKey);
+        return metadata;
+    }
+
     /// <summary>Reads a file; the tensors are on the CPU.</summary>
     public static SafeTensorsContent Load(string path)
     {

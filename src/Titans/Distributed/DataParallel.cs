@@ -4,6 +4,9 @@ using static TorchSharp.torch;
 
 namespace Titans.Distributed;
 
+/// <summary>The ranks' weights differ: they no longer train one model. Every rank learns of it at the same check.</summary>
+public sealed class ReplicasDivergedException(string message) : Exception(message);
+
 /// <summary>
 /// Data-parallel training over MPI (`mpirun -np N titans train …`): every rank holds the whole model, takes its share
 /// of each step's micro-batches (micro-batch m belongs to rank m mod N; the batches are a function of seed, step and

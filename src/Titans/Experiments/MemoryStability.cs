@@ -67,6 +67,7 @@ public sealed class MemoryStability : IDisposable
         using var targets = tensor(tokens.Slice(1, length).ToArray(), new long[] { length });
         Tensor logits = memory.forward(x).matmul(head)[0];
         nn.functional.cross_entropy(logits, targets).backward();
+        Runtime.BackwardFailures.ThrowIfAny();
         double sum = 0;
         foreach (var p in memory.parameters())
             if (p.grad is Tensor g) sum += g.to(ScalarType.Float64).square().sum().item<double>();

@@ -93,16 +93,19 @@ public sealed class TimeSeriesTable
     /// </summary>
     static void CheckTimeOrder(string source, string column, IReadOnlyList<string> dates, IReadOnlyList<int> lines)
     {
-        static double? Time(string cell) =>
+        // One kind for the whole column, decided by its first cell: numbers (a Unix time, an index) are read as numbers
+        // first, since the date parser would also take "1.5" for a date.
+        static double? Number(string cell) => double.TryParse(cell, NumberStyles.Float, CultureInfo.InvariantCulture, out double n) && double.IsFinite(n) ? n : null;
+        static double? Date(string cell) =>
             DateTimeOffset.TryParse(cell, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AllowWhiteSpaces, out var when)
-                ? when.UtcTicks
-                : double.TryParse(cell, NumberStyles.Float, CultureInfo.InvariantCulture, out double number) && double.IsFinite(number) ? number : null;
+                ? when.UtcTicks : null;
+        bool numbers = dates.Count > 0 && Number(dates[0]) is not null;
         double previous = double.NegativeInfinity;
         for (int r = 0; r < dates.Count; r++)
         {
-            double time = Time(dates[r]) ?? throw new InvalidDataException(
-                $"'{source}' line {lines[r]}: the {column} column holds '{dates[r]}', which is not a date and time (nor a number); " +
-                "name the time column with --date-column, or '' for none.");
+            double time = (numbers ? Number(dates[r]) : Date(dates[r])) ?? throw new InvalidDataException(
+                $"'{source}' line {lines[r]}: the {column} column holds '{dates[r]}', which is not " + (numbers ? "a number like the rows above it" : "a date and time") +
+                "; name the time column with --date-column, or '' for none.");
             if (r > 0 && !(time > previous))
                 throw new InvalidDataException($"'{source}' line {lines[r]}: {column} '{dates[r]}' is not after the row before's ('{dates[r - 1]}'); " +
                                                "rows must run oldest first, each at a later time.");

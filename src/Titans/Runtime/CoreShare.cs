@@ -40,7 +40,7 @@ public static partial class CoreShare
     /// <c>titans-cores-UID</c> in the temporary folder (created private), or, where owners cannot be read (Windows,
     /// macOS), a folder in the user's own application data.
     /// </summary>
-    public static string DefaultFolder()
+    public static string? DefaultFolder()
     {
         if (Posix.UserId is uint user && Posix.Inspect(Path.GetTempPath()) is not null)
         {
@@ -48,7 +48,8 @@ public static partial class CoreShare
             if (!string.IsNullOrEmpty(runtime) && Path.IsPathRooted(runtime) && NotPrivate(runtime) is null) return Path.Combine(runtime, "titans-cores");
             return Path.Combine(Path.GetTempPath(), $"titans-cores-{user}");
         }
-        return Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.LocalApplicationData, Environment.SpecialFolderOption.Create), "titans", "cores");
+        string data = Environment.GetFolderPath(Environment.SpecialFolder.LocalApplicationData, Environment.SpecialFolderOption.Create);
+        return data.Length > 0 ? Path.Combine(data, "titans", "cores") : null;   // no home: nowhere private to share through
     }
 
     /// <summary>Why <paramref name="path"/> is not a folder of this user's alone, or null when it is (or where owners cannot be read).</summary>
@@ -73,8 +74,9 @@ public static partial class CoreShare
         {
             if (registration is not null) return;
             cores = totalThreads ?? Environment.ProcessorCount;
-            folder = registryFolder ?? DefaultFolder();
-            registration = Register(folder, Environment.ProcessId, out string? problem);
+            folder = registryFolder ?? DefaultFolder() ?? "";
+            string? problem = null;
+            registration = folder.Length == 0 ? null : Register(folder, Environment.ProcessId, out problem);
             if (problem is not null) Console.Error.WriteLine($"warning: titans runs as if alone on this machine's cores: {problem}");
             nextCheck = DateTime.MinValue;
             generation++;   // every thread applies its share afresh (a fixed --threads may have changed it meanwhile)
@@ -100,9 +102,15 @@ public static partial class CoreShare
                 problem = $"the core-sharing folder '{registry}' is not private ({why})";
                 return null;
             }
-            string own = Path.Combine(registry, $"{process}.lock");
-            if (File.Exists(own) || Posix.Inspect(own) is { Kind: not Posix.EntryKind.Missing }) File.Delete(own);   // unlinks a link, never its target
-            return FileLock.TryHold(own, FileMode.CreateNew, FileOptions.DeleteOnClose);
+            // Locked under a name no count opens, then renamed into place: a count between the creation and the lock would
+            // take the file for a dead process's and remove it, and this process would never be counted.
+            string own = Path.Combine(registry, $"{process}.lock"), fresh = own + ".new";
+            foreach (string stale in new[] { own, fresh })   // a dead process of the same id left it; unlinks a link, never its target
+                if (File.Exists(stale) || Posix.Inspect(stale) is { Kind: not Posix.EntryKind.Missing }) File.Delete(stale);
+            var held = FileLock.TryHold(fresh, FileMode.CreateNew);
+            if (held is null) return null;
+            File.Move(fresh, own, overwrite: true);   // the open, locked file keeps its lock under its new name
+            return held;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -115,7 +123,12 @@ public static partial class CoreShare
     {
         lock (Gate)
         {
-            registration?.Dispose();
+            if (registration is not null)
+            {
+                try { File.Delete(Path.Combine(folder, $"{Environment.ProcessId}.lock")); }   // still held: no one else removes it meanwhile
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+                registration.Dispose();
+            }
             registration = null;
             Threads = Processes = 0;
         }

@@ -136,7 +136,7 @@ public class Trainer<TModel> : IDisposable where TModel : nn.Module
         Step++;
         if (parallel is not null && (Step % ReplicaCheckInterval == 0 || Step == Config.Steps) &&
             parallel.DivergedReplicas(Parameters.Select(p => (Tensor)p.Parameter), Step) is string diverged)
-            throw new TrainingDivergedException($"Training stopped: {diverged}.");
+            throw new Distributed.ReplicasDivergedException($"Training stopped: {diverged}.");
         return new StepResult(Step, loss, norm, lr, Config.TokensPerStep) { LargestGradients = largest };
     }
 

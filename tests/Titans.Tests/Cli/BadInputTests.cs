@@ -164,7 +164,6 @@ public sealed class BadInputTests(BadInputFiles files) : IClassFixture<BadInputF
         { ["train", "--data", "{corpus}", "--set", "Layers=90000", "--out", "{folder}/s3"], "TitansConfig.Layers must lie in [1, 1,024], got 90000" },
         { ["train", "--data", "{corpus}", "--batch-size", "100000000", "--out", "{folder}/s4"], "× (SequenceLength + StreamPrefix) is 25,600,000,000 tokens per micro-batch" },
         { ["train", "--data", "{corpus}", "--memory", "{\"Expansion\": 100000}", "--out", "{folder}/s5"], "NeuralMemoryConfig.Expansion must lie in [1, 64], got 100000" },
-        { ["train", "--data", "{corpus}", "--threads", "1000"], "--threads must be at most" },
         { ["generate", "-c", "{run}", "-p", "hi", "--temperature", "1e-310"], "Temperature must be 0 (greedy) or at least 0.001, got 1E-310" },
         // JSON: the user's own coordinates, never .NET's advice or positions in a document titans assembled
         { ["train", "--data", "{corpus}", "--memory", "{\"ChunkSize\": \"eight\"}", "--out", "{folder}/j1"], "NeuralMemoryConfig.ChunkSize takes a whole number, got \"eight\"" },

@@ -399,6 +399,17 @@ public class CommandLineTests : IDisposable
         }
     }
 
+    /// <summary>More threads than cores only wait for each other (1000 ran about 1000× slower): capped, and said so.</summary>
+    [Fact]
+    public void ThreadsBeyondTheCoresAreCappedWithAWarning()
+    {
+        var models = Titans("models", "--preset", "tiny", "-a", "lmm", "--threads", "1000");
+        Assert.True(models.Code == 0, models.Error);
+        Assert.Contains($"warning: --threads 1000 is more than the {Environment.ProcessorCount} core(s) this process may use; using {Environment.ProcessorCount}.", models.Error);
+        Assert.Equal(Environment.ProcessorCount, TorchSharp.torch.get_num_threads());
+        global::Titans.Runtime.CoreShare.Join();   // the suite shares the cores again, as at start-up
+    }
+
     [Fact]
     public void TheMemoryOptionSetsFieldsOverThePresetsMemory()
     {

@@ -41,6 +41,8 @@ public sealed class RunFolderTests : IDisposable
 
         using (var run = RunFolder.Acquire(mine, "train", force: true, fresh: true))
         {
+            AssertUntouched(mine, "notes.tmp", "data.tmp-backup", "model.json");   // forced and fresh: still nothing of the user's is titans'
+            Assert.Equal("mine", File.ReadAllText(Path.Combine(mine, "model.json")));
             AtomicFile.WriteAllText(run.Claim("metrics.jsonl"), "{}");
             run.Write("model.json", "titans'");                               // --force: the user's say to replace files of titans' names
         }
@@ -92,6 +94,40 @@ public sealed class RunFolderTests : IDisposable
         File.CreateSymbolicLink(Path.Combine(linked, RunFolder.LockFile), Path.Combine(folder, "victim"));
         Assert.Contains("is not a plain file", Assert.Throws<ArgumentException>(() => RunFolder.Acquire(linked, "train")).Message);
         Assert.Equal("mine", File.ReadAllText(Path.Combine(folder, "victim")));
+    }
+
+    /// <summary>
+    /// Run folders of builds before the record (some before run.lock too) are titans runs: they resume, and a killed
+    /// save's temporary file of those builds' naming is removed.
+    /// </summary>
+    [Fact]
+    public void RunFoldersOfEarlierBuildsResumeAndLoseTheirOldLeftovers()
+    {
+        string run = Path.Combine(folder, "earlier");
+        string[] train = ["train", "--data", corpus, "-a", "transformer++", "--steps", "1", "--batch-size", "2", "--seq-len", "16", "--eval-tokens", "64", "--out", run];
+        Assert.Equal(0, TitansCli.Run(train).Code);
+        File.Delete(Path.Combine(run, RunFolder.RecordFile));
+        File.Delete(Path.Combine(run, RunFolder.LockFile));
+        string killed = Path.Combine(run, "checkpoint.safetensors.tmp-abcd1234.xyz");   // an earlier build's temporary name
+        File.WriteAllText(killed, "half a checkpoint");
+        File.WriteAllText(Path.Combine(run, "notes.txt"), "mine");
+        var resumed = TitansCli.Run("train", "--resume", run, "--steps", "2");
+        Assert.True(resumed.Code == 0, resumed.Error + resumed.Output);
+        Assert.False(File.Exists(killed));
+        AssertUntouched(run, "notes.txt");
+
+        // task eval writes its table beside the checkpoint only into a run folder it can hold, and never over a file of the user's.
+        File.WriteAllText(Path.Combine(run, "eval-passkey.md"), "mine");
+        string[] eval = ["task", "eval", "-c", run, "--task", "passkey", "--lengths", "128", "--depths", "0.5", "--examples", "1"];
+        var refused = TitansCli.Run(eval);
+        Assert.Equal(2, refused.Code);
+        Assert.Contains("is there already and titans did not write it", refused.Error);
+        AssertUntouched(run, "eval-passkey.md");
+        using (RunFolder.Acquire(run, "train"))
+            Assert.Contains("Another process is writing into the run folder", TitansCli.Run(eval).Error);
+        File.Delete(Path.Combine(run, "eval-passkey.md"));
+        Assert.Equal(0, TitansCli.Run(eval).Code);
+        Assert.True(File.Exists(Path.Combine(run, "eval-passkey.png")));
     }
 
     /// <summary>Quickstart and the benchmarks cleared their folder before taking its lock; a second one wiped a live run.</summary>

@@ -139,6 +139,8 @@ public class ForecastingTests(ITestOutputHelper output)
         var table = TimeSeriesTable.Parse(new[] { "\"when, exactly\",a,b", "\"Jan 1, 2020\",1,2", "\"Jan 2, 2020\",3,4" }, "q.csv", dateColumn: "when, exactly");
         Assert.Equal(new[] { "a", "b" }, table.Columns);
         Assert.Equal(new[] { "Jan 1, 2020", "Jan 2, 2020" }, table.Dates);
+        // A numeric time column (hours, a Unix time) is read as numbers, even where the date parser would take "1.5" for a date.
+        Assert.Equal(new[] { "0.5", "1.5", "12.5" }, TimeSeriesTable.Parse(new[] { "date,x", "0.5,1", "1.5,2", "12.5,3" }, "n.csv").Dates);
         var undated = TimeSeriesTable.Parse(new[] { "a,b", "1,2", "3,4" }, "u.csv");
         Assert.Null(undated.Dates);
         Assert.Equal(4.0, undated.Values[1, 1]);

@@ -91,7 +91,7 @@ public sealed class CoreShareTests : IDisposable
             Assert.Contains("belongs to user 65534", CoreShare.NotPrivate(theirs));
         }
         // The default is private: created so where missing, and this user's.
-        Assert.Null(CoreShare.NotPrivate(CoreShare.DefaultFolder()));
+        Assert.Null(CoreShare.NotPrivate(CoreShare.DefaultFolder()!));
     }
 
     static void Run(string program, params string[] arguments)
