@@ -2,6 +2,7 @@ using Spectre.Console;
 using TorchSharp;
 using Titans.Cli.Reporting;
 using Titans.Memory;
+using Titans.Memory.Scans;
 using Titans.Runtime;
 using static TorchSharp.torch;
 

@@ -1,4 +1,5 @@
 using Titans.Memory;
+using Titans.Memory.Scans;
 using static TorchSharp.torch;
 
 namespace Titans.Experiments;

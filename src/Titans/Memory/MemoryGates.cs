@@ -71,10 +71,3 @@ public sealed record MemoryWeights(Tensor[] Weights, Tensor[] Momentum)
     /// <summary>All tensors of the state, weights first, for bulk operations (dispose scopes, finiteness checks).</summary>
     public IEnumerable<Tensor> Tensors => Weights.Concat(Momentum);
 }
-
-/// <summary>
-/// What a scan of the memory over T tokens returns: the retrieved outputs y_t = M_t(q_t), [B, H, T, d_h];
-/// the state after the last complete chunk (<see cref="BoundaryTokens"/> tokens in), from which a stream resumes;
-/// and the state after all T tokens, where a trailing partial chunk is closed as a shorter mini-batch.
-/// </summary>
-public sealed record MemoryScanResult(Tensor Outputs, MemoryWeights Boundary, long BoundaryTokens, MemoryWeights Final);

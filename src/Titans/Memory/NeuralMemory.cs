@@ -1,6 +1,7 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using Titans.Layers;
+using Titans.Memory.Scans;
 using static TorchSharp.torch;
 
 namespace Titans.Memory;
@@ -143,25 +144,18 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
     }
 
     /// <summary>
-    /// Dispatches to the configured path; all compute the same function. Training takes the hand-written backward where it
-    /// covers the form, else autograd over recomputed groups (or plain); inference takes the chunked scan.
+    /// Runs one memory call with the scan <see cref="MemoryScan.Choose"/> picks for it (they all compute the same function:
+    /// the hand-written backward or recomputed groups in training, the chunked scan in inference).
     /// </summary>
     public MemoryScanResult Scan(Tensor queries, Tensor keys, Tensor values, MemoryGates gates, MemoryWeights memory)
     {
         MemoryStabilizers stabilizers = Stabilizers(keys.dtype);
-        return Config.Algorithm switch
-        {
-            MemoryAlgorithm.Chunked when Config.HandWrittenBackward && HandWrittenScan.Supports(gates, stabilizers)
-                && RecomputedMemoryScan.NeedsGraph(Mlp, queries, keys, values, gates, memory, stabilizers) =>
-                HandWrittenScan.Scan(Mlp, queries, keys, values, gates, memory, Config.ChunkSize,
-                    Config.RecomputeGroup > 0 ? Config.RecomputeGroup : int.MaxValue, stabilizers),
-            MemoryAlgorithm.Chunked when Config.RecomputeGroup > 0 =>
-                RecomputedMemoryScan.Scan(Mlp, queries, keys, values, gates, memory, Config.ChunkSize, Config.RecomputeGroup, stabilizers),
-            MemoryAlgorithm.Chunked => ChunkedMemoryScan.Scan(Mlp, queries, keys, values, gates, memory, Config.ChunkSize, stabilizers),
-            MemoryAlgorithm.Sequential => SequentialMemoryScan.Scan(Mlp, queries, keys, values, gates, memory, Config.ChunkSize, stabilizers),
-            _ => throw new ArgumentOutOfRangeException(nameof(Config.Algorithm)),
-        };
+        return MemoryScan.Run(ScanFor(queries, keys, values, gates, memory, stabilizers), Mlp, queries, keys, values, gates, memory, Config.ChunkSize, stabilizers);
     }
+
+    /// <summary>The scan a call of these tensors takes, and why.</summary>
+    public ScanChoice ScanFor(Tensor queries, Tensor keys, Tensor values, MemoryGates gates, MemoryWeights memory, MemoryStabilizers? stabilizers = null) =>
+        MemoryScan.Choose(Config, MemoryScan.NeedsGraph(Mlp, queries, keys, values, gates, memory, stabilizers ?? Stabilizers(keys.dtype)), keys.shape[2]);
 
     /// <summary>The configured stabilizers, with W₀ (a parameter, so in the gradient path) as their retention and norm targets.</summary>
     public MemoryStabilizers Stabilizers(ScalarType dtype)

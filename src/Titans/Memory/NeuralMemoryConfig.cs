@@ -116,7 +116,8 @@ public sealed record NeuralMemoryConfig
     /// <summary>
     /// Chunks per recomputed group in training (<see cref="RecomputedMemoryScan"/>): backward recomputes each group from
     /// its starting state instead of keeping every chunk's state, so training memory no longer grows by several states
-    /// per chunk (sequences of one group or less take plain autograd). In models every memory block runs over groups of
+    /// per chunk (sequences of one group or less take plain autograd; <see cref="Scans.MemoryScan.Choose"/>). In models it is
+    /// also the default of <see cref="Models.SequenceBackbone.RecomputeTokens"/>: every memory block runs over groups of
     /// G·b tokens (MAC: whole segments), each recomputed from the block state at its start. Measured in models: the same
     /// speed at 16K with a third of the memory, 0.8× at 2K; nothing changes at or below G·b tokens. 0: plain autograd.
     /// Same values and gradients either way (docs/fast-memory.md).

@@ -26,8 +26,16 @@ public sealed class SequenceBackbone : StreamingModule<ModelState>
         Config = config.Validate();
         blocks = new ModuleList<Block>(Enumerable.Range(0, config.Layers).Select(i => Block.Create($"block{i}", config)).ToArray());
         norm = new RmsNorm("norm", config.ModelDim);
+        RecomputeTokens = config.UsesMemory ? (long)config.Memory.RecomputeGroup * config.Memory.ChunkSize : 0;
         RegisterComponents();
     }
+
+    /// <summary>
+    /// Training recomputes each memory block over groups of about this many tokens (<see cref="BlockRecomputation"/>):
+    /// autograd keeps a block's state per group, not per chunk. By default the memory's RecomputeGroup × ChunkSize; 0 off.
+    /// Values and gradients are the same either way.
+    /// </summary>
+    public long RecomputeTokens { get; set; }
 
     /// <summary>Registers the blocks and the final norm as children of <paramref name="owner"/> (names <c>blocks</c>, <c>norm</c>).</summary>
     public void RegisterInto(nn.Module owner)
@@ -64,8 +72,11 @@ public sealed class SequenceBackbone : StreamingModule<ModelState>
         if (state is not null) CheckState(state);
         using var scope = NewDisposeScope();
         var states = new BlockState[blocks.Count];
+        bool recompute = RecomputeTokens > 0 && is_grad_enabled();
         for (int i = 0; i < blocks.Count; i++)
-            (x, states[i]) = blocks[i].Forward(x, state?.Blocks[i]);
+            (x, states[i]) = recompute && blocks[i].Memory is not null
+                ? BlockRecomputation.Forward(blocks[i], x, state?.Blocks[i], RecomputeTokens)
+                : blocks[i].Forward(x, state?.Blocks[i]);
         Tensor? output = normed ? norm.forward(x) : null;
         var next = new ModelState(states, (state?.Position ?? 0) + x.shape[1]);
         scope.MoveToOuter(output is null ? next.Tensors : next.Tensors.Append(output));

@@ -1,5 +1,6 @@
 using TorchSharp;
 using Titans.Memory;
+using Titans.Memory.Scans;
 using static TorchSharp.torch;
 using static Titans.Tests.TestTensors;
 
@@ -467,6 +468,39 @@ public class MemoryScanTests
             AssertClose(chunked.Boundary, manual.Boundary, 1e-10, "boundary state");
             AssertClose(chunked.Final, manual.Final, 1e-10, "final state");
             Assert.Equal(chunked.BoundaryTokens, manual.BoundaryTokens);
+        }
+    }
+    /// <summary>The one decision of which scan runs a call: every branch, with the reason it gives.</summary>
+    [Theory]
+    [InlineData("{\"Algorithm\": \"Sequential\"}", true, 100, ScanKind.Sequential, "token-by-token reference", 0)]
+    [InlineData("{}", false, 100, ScanKind.Chunked, "no gradient is needed", 0)]
+    [InlineData("{}", true, 100, ScanKind.HandWritten, "hand-written backward covers this form", 16)]
+    [InlineData("{\"RecomputeGroup\": 0}", true, 100_000, ScanKind.HandWritten, "hand-written backward covers this form", int.MaxValue)]
+    [InlineData("{\"ChannelwiseForgetting\": true}", true, 1000, ScanKind.Recomputed, "does not cover channel-wise forgetting): autograd over recomputed groups of 16", 16)]
+    [InlineData("{\"FixedNorm\": \"Rows\"}", true, 256, ScanKind.Chunked, "does not cover the fixed-norm stabilizer): plain autograd through the chunked scan (the call fits one recomputed group)", 0)]
+    [InlineData("{\"HandWrittenBackward\": false, \"RecomputeGroup\": 0}", true, 1000, ScanKind.Chunked, "HandWrittenBackward is off): plain autograd through the chunked scan (RecomputeGroup = 0)", 0)]
+    public void OneFunctionChoosesTheScanAndSaysWhy(string patch, bool needsGraph, long length, ScanKind kind, string reason, int group)
+    {
+        var config = NeuralMemoryConfig.Patch(new NeuralMemoryConfig(), patch);
+        var choice = MemoryScan.Choose(config, needsGraph, length);
+        Assert.Equal(kind, choice.Kind);
+        Assert.Contains(reason, choice.Reason);
+        Assert.Equal(group, choice.GroupChunks);
+    }
+
+    [Fact]
+    public void AMemoryAsksTheOneFunctionForItsScan()
+    {
+        manual_seed(1);
+        using var memory = new NeuralMemory("memory", new NeuralMemoryConfig { ModelDim = 16, Heads = 2 });
+        using var scope = NewDisposeScope();
+        var inputs = memory.Project(randn(1, 20, 16), null);
+        var start = memory.InitialState(1);
+        Assert.Equal(ScanKind.HandWritten, memory.ScanFor(inputs.Queries, inputs.Keys, inputs.Values, inputs.Gates, start.Memory).Kind);
+        using (no_grad())
+        {
+            var read = memory.Project(randn(1, 20, 16), null);
+            Assert.Equal(ScanKind.Chunked, memory.ScanFor(read.Queries, read.Keys, read.Values, read.Gates, start.Memory).Kind);
         }
     }
 }

@@ -83,11 +83,11 @@ public abstract class Block : StreamingModule<BlockState>
         return next;
     }
 
-    /// <summary>Memory blocks: tokens per recomputed group, aligned as the block needs (MAC: to its segments).</summary>
-    protected virtual long GroupTokens(NeuralMemoryConfig memory) => (long)memory.RecomputeGroup * memory.ChunkSize;
+    /// <summary>Memory blocks: a recomputed group of about <paramref name="tokens"/> tokens, aligned as the block needs (MAC: whole segments).</summary>
+    internal virtual long AlignedGroupTokens(long tokens) => tokens;
 
     /// <summary>Memory blocks: the memory's position after <paramref name="state"/> (at a start, after what it reads first).</summary>
-    protected virtual long MemoryPosition(BlockState? state) => state?.Memory?.Position ?? 0;
+    internal virtual long MemoryPosition(BlockState? state) => state?.Memory?.Position ?? 0;
 
     /// <summary><paramref name="state"/> as this block's own kind of state; another kind is an error.</summary>
     protected T? StateOf<T>(BlockState? state) where T : BlockState => state switch
@@ -98,39 +98,6 @@ public abstract class Block : StreamingModule<BlockState>
     };
 
     public override (Tensor Output, BlockState State) Forward(Tensor x, BlockState? state)
-    {
-        // Training with recomputation (the memory's RecomputeGroup): the block streams over groups of tokens, each group
-        // one recomputed autograd node, so autograd keeps the block's state at group boundaries only (streaming in pieces
-        // equals one pass, so the values are the same). Groups end on the memory's chunk boundaries (MAC: on segment
-        // boundaries), so no memory call spans two groups.
-        if (Memory is not NeuralMemory memory || memory.Config.RecomputeGroup == 0 || !is_grad_enabled()) return ForwardPiece(x, state);
-        long groupTokens = GroupTokens(memory.Config);
-        if (x.shape[1] <= groupTokens) return ForwardPiece(x, state);
-        long position = MemoryPosition(state);
-        var sizes = new List<long>();
-        for (long done = 0; done < x.shape[1]; done += sizes[^1])
-            sizes.Add(Math.Min(groupTokens - (position + done) % groupTokens, x.shape[1] - done));
-        Tensor[] pieces = x.split(sizes.ToArray(), 1);   // one split, so x's gradient is assembled once (not a narrow per group)
-        var outputs = new List<Tensor>();
-        BlockState? current = state;
-        var parameters = this.parameters().ToArray();
-        foreach (Tensor piece in pieces)
-        {
-            BlockState? given = current, produced = null;
-            Tensor[] Group(Tensor[] inputs)
-            {
-                var (output, next) = ForwardPiece(inputs[0], given?.WithTensors(inputs.Skip(1)));
-                produced = next;   // the structure of the outputs, the same on recomputation
-                return next.Tensors.Prepend(output).ToArray();
-            }
-            Tensor[] result = Recomputation.Apply(Group, (given?.Tensors ?? []).Prepend(piece).ToArray(), parameters);
-            outputs.Add(result[0]);
-            current = produced!.WithTensors(result.Skip(1));
-        }
-        return (cat(outputs, 1), current!);
-    }
-
-    (Tensor Output, BlockState State) ForwardPiece(Tensor x, BlockState? state)
     {
         var (h, next) = Mix(x, state);
         return (h + ffn!.forward(ffn_norm.forward(h)), next);

@@ -38,7 +38,7 @@ public sealed class MacBlock : Block
     internal Action<Tensor, Tensor, Tensor>? Observer { get; set; }
 
     /// <summary>Recomputed groups end on segment boundaries, so each segment's reads and write stay in one group.</summary>
-    protected override long GroupTokens(NeuralMemoryConfig config) => Math.Max(1, base.GroupTokens(config) / segment) * segment;
+    internal override long AlignedGroupTokens(long tokens) => Math.Max(1, tokens / segment) * segment;
 
     protected override (Tensor Output, BlockState State) Mix(Tensor x, BlockState? state)
     {

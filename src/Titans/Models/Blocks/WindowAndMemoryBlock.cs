@@ -33,7 +33,7 @@ public abstract class WindowAndMemoryBlock : Block
 
     protected override NeuralMemoryState StartState(Tensor like) => PersistentPrefix(like) ?? base.StartState(like);
 
-    protected override long MemoryPosition(BlockState? state) => state?.Memory?.Position ?? attention.PersistentMemory?.shape[0] ?? 0;
+    internal override long MemoryPosition(BlockState? state) => state?.Memory?.Position ?? attention.PersistentMemory?.shape[0] ?? 0;
 
     internal override BlockState WithGradientToStart(BlockState state) =>
         TiedToStart<GatedBlockState>(state, (given, start) => new GatedBlockState(OwnCopy(given.Attention), NeuralMemory.WithGradientToStart(given.Memory, start)));

@@ -1,6 +1,6 @@
 using static TorchSharp.torch;
 
-namespace Titans.Memory;
+namespace Titans.Memory.Scans;
 
 /// <summary>Momentum part of the chunk coefficients: E_t [.., b], E_s/E_i [.., b, b] and (E_t/E_i) θ_i [.., b, b].</summary>
 public sealed record MomentumCoefficients(Tensor Decay, Tensor Ratio, Tensor Mixing);

@@ -1,7 +1,7 @@
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Titans.Memory;
+namespace Titans.Memory.Scans;
 
 /// <summary>
 /// The chunked scan (<see cref="ChunkedMemoryScan"/>) as one autograd node whose backward is written out by hand, as the
@@ -19,7 +19,7 @@ namespace Titans.Memory;
 /// </list>
 /// Autograd's per-op bookkeeping and its per-chunk saved tensors are gone; memory grows with length through one state
 /// per group. Scalar forgetting gates with no stabilizer or the presets' (retention toward W₀, the inner-gradient soft
-/// clamp) take this path; channel-wise forgetting and the fixed-norm stabilizer keep autograd (<see cref="Supports"/>).
+/// clamp) take this path; channel-wise forgetting and the fixed-norm stabilizer keep autograd (<see cref="MemoryScan.Choose"/>).
 /// Inference keeps <see cref="ChunkedMemoryScan"/>, which is faster without autograd. Tests pin values and gradients to
 /// autograd through the chunked path and to the sequential reference; the math is written out in docs/fast-memory.md.
 /// </summary>
@@ -31,7 +31,8 @@ public static class HandWrittenScan
     /// </summary>
     const int RetrievalChunks = 16;
 
-    public static bool Supports(MemoryGates gates, MemoryStabilizers? stabilizers) =>
+    /// <summary>The forms the backward is written for (<see cref="MemoryScan.Choose"/> sends only these here).</summary>
+    static bool Supports(MemoryGates gates, MemoryStabilizers? stabilizers) =>
         gates.ChannelLogDecay is null && stabilizers?.NormTarget is null;
 
     /// <param name="groupChunks">G: chunks between the states that forward keeps for backward</param>

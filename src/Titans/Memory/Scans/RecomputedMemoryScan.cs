@@ -1,7 +1,7 @@
 using Titans.Runtime;
 using static TorchSharp.torch;
 
-namespace Titans.Memory;
+namespace Titans.Memory.Scans;
 
 /// <summary>
 /// The chunked scan (<see cref="ChunkedMemoryScan"/>) with a lean backward: the sequence is cut into groups of G chunks,
@@ -9,8 +9,8 @@ namespace Titans.Memory;
 /// started from (its inputs and starting state); its backward recomputes the group with autograd and back-propagates
 /// through it. Autograd therefore holds one state per group instead of several state-sized tensors per chunk, so
 /// training memory grows with length through the activations alone. Values and gradients are those of the chunked
-/// path (tests pin them to it and to the sequential reference). Training takes it where <see cref="HandWrittenScan"/>
-/// does not reach (channel-wise forgetting, fixed norms) or when <see cref="NeuralMemoryConfig.HandWrittenBackward"/> is off.
+/// path (tests pin them to it and to the sequential reference). <see cref="MemoryScan.Choose"/> takes it in training where
+/// <see cref="HandWrittenScan"/> does not reach (channel-wise forgetting, fixed norms) or is off, for calls longer than one group.
 /// </summary>
 public static class RecomputedMemoryScan
 {
@@ -21,12 +21,7 @@ public static class RecomputedMemoryScan
         if (groupChunks < 1) throw new ArgumentOutOfRangeException(nameof(groupChunks), $"a group needs at least one chunk, got {groupChunks}");
         stabilizers ??= MemoryStabilizers.None;
         var shared = SharedTensors(mlp, stabilizers);
-        bool needsGraph = NeedsGraph(mlp, queries, keys, values, gates, state, stabilizers);
         long length = keys.shape[2], full = length / chunkSize * chunkSize, group = (long)groupChunks * chunkSize;
-        // One group would hold every chunk's graph during its recomputation anyway: plain autograd costs the same memory
-        // and saves the second forward.
-        if (!needsGraph || length <= group)
-            return ChunkedMemoryScan.Scan(mlp, queries, keys, values, gates, state, chunkSize, stabilizers);
 
         // Full groups first (each ends on a chunk boundary), then the trailing partial chunk as a group of its own, so
         // every group's end state is either the boundary state or the final one.
@@ -67,14 +62,8 @@ public static class RecomputedMemoryScan
         }
     }
 
-    /// <summary>Whether autograd is on and any tensor the scan reads requires a gradient.</summary>
-    public static bool NeedsGraph(MemoryMlp mlp, Tensor queries, Tensor keys, Tensor values, MemoryGates gates, MemoryWeights state,
-        MemoryStabilizers stabilizers) =>
-        is_grad_enabled() && new[] { queries, keys, values }.Concat(gates.Tensors).Concat(state.Tensors)
-            .Concat(SharedTensors(mlp, stabilizers)).Any(t => t.requires_grad);
-
     /// <summary>Tensors every group reads: the wrapper's LayerNorm affine and the stabilizers' targets, in a fixed order.</summary>
-    static List<Tensor> SharedTensors(MemoryMlp mlp, MemoryStabilizers s)
+    internal static List<Tensor> SharedTensors(MemoryMlp mlp, MemoryStabilizers s)
     {
         var list = new List<Tensor>();
         if (mlp.LnWeight is not null) list.Add(mlp.LnWeight);

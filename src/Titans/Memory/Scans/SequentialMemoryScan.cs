@@ -1,7 +1,7 @@
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Titans.Memory;
+namespace Titans.Memory.Scans;
 
 /// <summary>
 /// The slow, obviously-correct reference (TITANS.md §2): the recurrence written token by token,

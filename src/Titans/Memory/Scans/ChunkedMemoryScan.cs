@@ -1,6 +1,6 @@
 using static TorchSharp.torch;
 
-namespace Titans.Memory;
+namespace Titans.Memory.Scans;
 
 /// <summary>
 /// The fast path (TITANS.md §3). Inside a chunk of b tokens every inner gradient is taken at the chunk's starting
