@@ -50,15 +50,14 @@ public sealed class NeuralMemoryState : IDisposable
     /// A state of this one's structure (depth, channel-wise gates, convolution, position) holding the next tensors of
     /// <paramref name="tensors"/>, in the order of <see cref="Tensors"/> (to rebuild a state passed through a flat list).
     /// </summary>
-    public NeuralMemoryState WithTensors(IEnumerator<Tensor> tensors)
+    public NeuralMemoryState WithTensors(Runtime.TensorReader tensors)
     {
-        Tensor Next() => tensors.MoveNext() ? tensors.Current : throw new ArgumentException("Too few tensors for the memory state.");
-        Tensor[] Take(int n) => Enumerable.Range(0, n).Select(_ => Next()).ToArray();
         int depth = Memory.Depth;
-        var memory = new MemoryWeights(Take(depth), Take(depth));
-        Tensor keys = Next(), values = Next();
-        var gates = new MemoryGates(Next(), Next(), Next()) { ChannelLogDecay = PendingGates.ChannelLogDecay is null ? null : Take(depth) };
-        return new NeuralMemoryState(memory, keys, values, gates, ConvCache is null ? null : Next(), Position);
+        var memory = new MemoryWeights(tensors.Take(depth), tensors.Take(depth));
+        Tensor keys = tensors.Next(), values = tensors.Next();
+        var gates = new MemoryGates(tensors.Next(), tensors.Next(), tensors.Next())
+            { ChannelLogDecay = tensors.TakeIf(PendingGates.ChannelLogDecay is not null, depth) };
+        return new NeuralMemoryState(memory, keys, values, gates, tensors.NextIf(ConvCache is not null), Position);
     }
 
     /// <summary>Cuts the autograd history (truncated back-propagation through a long stream).</summary>

@@ -79,18 +79,17 @@ public static class RecomputedMemoryScan
     /// </summary>
     static MemoryScanResult Run(IReadOnlyList<Tensor> t, MemoryMlp mlp, MemoryStabilizers stabilizers, int chunkSize, int depth, bool channelwise)
     {
-        int i = 0;
-        Tensor Next() => t[i++];
-        Tensor[] Take(int n) => Enumerable.Range(0, n).Select(_ => Next()).ToArray();
-        Tensor q = Next(), k = Next(), v = Next();
-        var gates = new MemoryGates(Next(), Next(), Next()) { ChannelLogDecay = channelwise ? Take(depth) : null };
-        var state = new MemoryWeights(Take(depth), Take(depth));
-        var groupMlp = new MemoryMlp(mlp.Activation, mlp.ResidualLayerNorm, mlp.LnWeight is null ? null : Next(), mlp.LnBias is null ? null : Next());
+        var r = new Runtime.TensorReader(t);
+        Tensor q = r.Next(), k = r.Next(), v = r.Next();
+        var gates = new MemoryGates(r.Next(), r.Next(), r.Next()) { ChannelLogDecay = r.TakeIf(channelwise, depth) };
+        var state = new MemoryWeights(r.Take(depth), r.Take(depth));
+        var groupMlp = new MemoryMlp(mlp.Activation, mlp.ResidualLayerNorm, r.NextIf(mlp.LnWeight is not null), r.NextIf(mlp.LnBias is not null));
         var groupStabilizers = stabilizers with
         {
-            RetentionTarget = stabilizers.RetentionTarget is null ? null : Take(depth),
-            NormTarget = stabilizers.NormTarget is null ? null : Take(depth),
+            RetentionTarget = r.TakeIf(stabilizers.RetentionTarget is not null, depth),
+            NormTarget = r.TakeIf(stabilizers.NormTarget is not null, depth),
         };
+        r.End();
         return ChunkedMemoryScan.Scan(groupMlp, q, k, v, gates, state, chunkSize, groupStabilizers);
     }
 }

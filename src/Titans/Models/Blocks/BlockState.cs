@@ -1,5 +1,6 @@
 using Titans.Layers;
 using Titans.Memory;
+using Titans.Runtime;
 using static TorchSharp.torch;
 
 namespace Titans.Models;
@@ -10,7 +11,7 @@ namespace Titans.Models;
 /// </summary>
 public abstract class BlockState : IDisposable
 {
-    /// <summary>Every tensor of the state, in a fixed order (<see cref="WithTensors"/> takes them back in it).</summary>
+    /// <summary>Every tensor of the state, in a fixed order (<see cref="Read"/> takes them back in it).</summary>
     public abstract IEnumerable<Tensor> Tensors { get; }
 
     /// <summary>The neural memory's state, in blocks that have a memory; null in attention blocks.</summary>
@@ -19,19 +20,17 @@ public abstract class BlockState : IDisposable
     /// <summary>A state of this one's structure holding <paramref name="tensors"/>, in the order of <see cref="Tensors"/>.</summary>
     public BlockState WithTensors(IEnumerable<Tensor> tensors)
     {
-        using var e = tensors.GetEnumerator();
-        var state = WithTensors(e);
-        if (e.MoveNext()) throw new ArgumentException("Too many tensors for the block state.");
+        var reader = new TensorReader(tensors);
+        var state = Read(reader);
+        reader.End();
         return state;
     }
 
-    protected abstract BlockState WithTensors(IEnumerator<Tensor> tensors);
+    /// <summary>A state of this one's structure from the next tensors of <paramref name="tensors"/>, in the order of <see cref="Tensors"/>.</summary>
+    protected abstract BlockState Read(TensorReader tensors);
 
-    protected static Tensor Next(IEnumerator<Tensor> tensors) =>
-        tensors.MoveNext() ? tensors.Current : throw new ArgumentException("Too few tensors for the block state.");
-
-    protected static AttentionCache? Next(IEnumerator<Tensor> tensors, AttentionCache? like) =>
-        like is null ? null : like with { Keys = Next(tensors), Values = Next(tensors) };
+    protected static AttentionCache? Next(TensorReader tensors, AttentionCache? like) =>
+        like is null ? null : like with { Keys = tensors.Next(), Values = tensors.Next() };
 
     protected static IEnumerable<Tensor> Of(AttentionCache? cache) => cache is null ? [] : [cache.Keys, cache.Values];
 
@@ -46,7 +45,7 @@ public sealed class AttentionBlockState(AttentionCache? attention) : BlockState
 {
     public AttentionCache? Attention { get; } = attention;
     public override IEnumerable<Tensor> Tensors => Of(Attention);
-    protected override BlockState WithTensors(IEnumerator<Tensor> tensors) => new AttentionBlockState(Next(tensors, Attention));
+    protected override BlockState Read(TensorReader tensors) => new AttentionBlockState(Next(tensors, Attention));
 }
 
 /// <summary>LMM: the memory state.</summary>
@@ -54,7 +53,7 @@ public sealed class MemoryBlockState(NeuralMemoryState memory) : BlockState
 {
     public override NeuralMemoryState Memory { get; } = memory;
     public override IEnumerable<Tensor> Tensors => Memory.Tensors;
-    protected override BlockState WithTensors(IEnumerator<Tensor> tensors) => new MemoryBlockState(Memory.WithTensors(tensors));
+    protected override BlockState Read(TensorReader tensors) => new MemoryBlockState(Memory.WithTensors(tensors));
 }
 
 /// <summary>MAG and MAL: the sliding-window attention cache and the memory state.</summary>
@@ -63,7 +62,7 @@ public sealed class GatedBlockState(AttentionCache? attention, NeuralMemoryState
     public AttentionCache? Attention { get; } = attention;
     public override NeuralMemoryState Memory { get; } = memory;
     public override IEnumerable<Tensor> Tensors => Of(Attention).Concat(Memory.Tensors);
-    protected override BlockState WithTensors(IEnumerator<Tensor> tensors)
+    protected override BlockState Read(TensorReader tensors)
     {
         var attention = Next(tensors, Attention);
         return new GatedBlockState(attention, Memory.WithTensors(tensors));
@@ -85,12 +84,12 @@ public sealed class MacBlockState(AttentionCache? attention, NeuralMemoryState m
     public override IEnumerable<Tensor> Tensors =>
         Of(Attention).Concat(Memory.Tensors).Concat(SegmentMemory).Concat(ReadConvCache is null ? [] : [ReadConvCache]);
 
-    protected override BlockState WithTensors(IEnumerator<Tensor> tensors)
+    protected override BlockState Read(TensorReader tensors)
     {
         var attention = Next(tensors, Attention);
         var memory = Memory.WithTensors(tensors);
-        var segment = SegmentMemory.Select(_ => Next(tensors)).ToArray();
-        return new MacBlockState(attention, memory, segment, ReadConvCache is null ? null : Next(tensors));
+        var segment = tensors.Take(SegmentMemory.Count);
+        return new MacBlockState(attention, memory, segment, tensors.NextIf(ReadConvCache is not null));
     }
 }
 
