@@ -39,7 +39,8 @@ public static class ConcurrencyBenchmark
         var tokens = Enumerable.Range(0, 200_000).Select(_ => (long)random.Next(256)).ToArray();
         manual_seed(1);
         using var model = new TitansLanguageModel("model", Presets.Get(preset, Architecture.Mac));
-        using var trainer = new Trainer(model, training, new TokenData(tokens, training.ValidationFraction, training.SequenceLength));
+        using var trainer = new Trainer(model, training, new TokenData(tokens, training.ValidationFraction, training.SequenceLength),
+            Commands.CommonOptions.Environment);
         for (int i = 0; i < 3; i++) trainer.TrainStep();
         var watch = Stopwatch.StartNew();
         long trained = 0;

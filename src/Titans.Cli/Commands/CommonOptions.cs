@@ -12,7 +12,7 @@ public static class CommonOptions
     public static readonly Option<int> Threads = new("--threads")
     {
         Description = "CPU threads for libtorch (default: all cores, shared with other titans processes running beside it)",
-        DefaultValueFactory = _ => Environment.ProcessorCount,
+        DefaultValueFactory = _ => System.Environment.ProcessorCount,
         Recursive = true,
     };
 
@@ -49,10 +49,10 @@ public static class CommonOptions
             {
                 int threads = parse.GetValue(Threads);
                 if (threads < 1) throw new ArgumentException($"--threads must be at least 1, got {threads}.");
-                if (threads > Environment.ProcessorCount)   // more threads than cores only wait for each other (1000 ran ~1000× slower)
+                if (threads > System.Environment.ProcessorCount)   // more threads than cores only wait for each other (1000 ran ~1000× slower)
                 {
-                    Console.Error.WriteLine($"warning: --threads {threads} is more than the {Environment.ProcessorCount} core(s) this process may use; using {Environment.ProcessorCount}.");
-                    threads = Environment.ProcessorCount;
+                    Console.Error.WriteLine($"warning: --threads {threads} is more than the {System.Environment.ProcessorCount} core(s) this process may use; using {System.Environment.ProcessorCount}.");
+                    threads = System.Environment.ProcessorCount;
                 }
                 CoreShare.Leave();
                 torch.set_num_threads(threads);
@@ -109,6 +109,12 @@ public static class CommonOptions
 
     /// <summary>Whether the user typed the option (its default is not a request).</summary>
     public static bool Given(ParseResult parse, Option option) => parse.GetResult(option) is { Implicit: false };
+
+    /// <summary>
+    /// What the library trains and evaluates in under this program: the MPI replicas under mpirun (null otherwise), and
+    /// the cores shared with other titans processes (<see cref="CoreShare.Rebalance"/>, a no-op where --threads fixed them).
+    /// </summary>
+    public static TrainingEnvironment Environment => new(Distributed.DataParallel.World, CoreShare.Rebalance);
 
     /// <summary>Whether this process writes results: always, except ranks other than 0 of an mpirun job, which only train.</summary>
     public static bool Writes => Distributed.DataParallel.World?.IsRoot ?? true;

@@ -62,7 +62,7 @@ public static class DnaCommands
                     if (!CommonOptions.Given(parse, genome)) trainFile = h.Metadata.GetValueOrDefault(GenomeKey) ?? trainFile;
                     if (!CommonOptions.Given(parse, heldOut)) heldOutFile = h.Metadata.GetValueOrDefault(HeldOutKey) ?? heldOutFile;
                     return Data(h.Training);
-                }, options.ResumeSteps(parse), device);
+                }, options.ResumeSteps(parse), device, CommonOptions.Environment);
                 using (trainer)
                 using (trainer.Model)
                     TrainingRun.Continue(trainer, header, file, run);
@@ -115,7 +115,8 @@ public static class DnaCommands
                     var tokens = GenomeTokens(genome);
                     long[] scored = tokens[..Math.Min(count, tokens.Length)];
                     var watch = Stopwatch.StartNew();
-                    var result = Evaluation.Run(model, scored, header.Tokenizer, chunk: 512, maxContext: header.Training.SequenceLength);
+                    var result = Evaluation.Run(model, scored, header.Tokenizer, chunk: 512, maxContext: header.Training.SequenceLength,
+                        shareCores: Titans.Runtime.CoreShare.Rebalance);
                     var markovBits = markov.Select(m => m.BitsPerNucleotide(scored)).ToList();
                     rows.Add(new[] { Path.GetFileName(genome), $"{result.Bytes:N0}", $"**{result.BitsPerByte:F4}**" }.Concat(markovBits.Select(b => $"{b:F4}")).ToList());
                     Console.WriteLine($"{Path.GetFileName(genome)}: {described} {result.BitsPerByte:F4} bits/nucleotide over {result.Bytes:N0} nucleotides " +

@@ -62,7 +62,7 @@ public static class LanguageModelCommands
                 {
                     TrainingRun.RequireRunOf("train", h, file);
                     return LoadData(RecordedCorpus(parse, h, file), h.Tokenizer, h.Training);
-                }, options.ResumeSteps(parse), device);
+                }, options.ResumeSteps(parse), device, CommonOptions.Environment);
                 using (trainer)
                 using (trainer.Model)
                     TrainingRun.Continue(trainer, header, file, run);
@@ -120,7 +120,7 @@ public static class LanguageModelCommands
                 int context = parse.GetValue(maxContext) ?? header.Training.SequenceLength;
                 if (context < 1) throw new ArgumentException($"--max-context must be at least 1, got {context}.");
                 var result = Evaluation.Run(model, tokens, header.Tokenizer, parse.GetValue(chunk), context,
-                    restartEveryModel: parse.GetValue(windows), progress: Progress(watch));
+                    restartEveryModel: parse.GetValue(windows), progress: Progress(watch), shareCores: CoreShare.Rebalance);
                 Console.WriteLine($"{ArchitectureNames.Display(header.Model)} step {header.Step} on {corpus}: {result.Tokens:N0} tokens, " +
                                   $"loss {result.Loss:F4} nats, perplexity {result.Perplexity:F3}, {result.BitsPerByte:F4} bits/{header.Tokenizer.ByteUnit} " +
                                   $"({result.Tokens / watch.Elapsed.TotalSeconds:N0} tok/s, peak RSS {ProcessMemory.PeakRss() / (1024.0 * 1024):N0} MiB)");

@@ -152,7 +152,7 @@ public static class TaskCommands
                     TaskRun.RequireHaystackOf(h, name, haystack, file);
                     task = TaskRun.CreateTask(name, h.Tokenizer, haystack);
                     return new TaskBatches(task);
-                }, options.ResumeSteps(parse), device);
+                }, options.ResumeSteps(parse), device, CommonOptions.Environment);
                 using (trainer)
                 using (trainer.Model)
                     TrainingRun.Continue(trainer, header, file,

@@ -71,7 +71,8 @@ public static class DnaClassificationRun
                 string display = (cnn ? "CNN" : ArchitectureNames.Display(config)) + (fromPretrained ? " (pretrained)" : "");
                 long parameters = classifier.parameters().Sum(p => p.numel());
                 Console.WriteLine($"{display}: {parameters:N0} parameters");
-                using var trainer = new Trainer<nn.Module<Tensor, Tensor>>(classifier, options.Training, new ClassificationObjective(classifier, train, device));
+                using var trainer = new Trainer<nn.Module<Tensor, Tensor>>(classifier, options.Training, new ClassificationObjective(classifier, train, device),
+                    Commands.CommonOptions.Environment);
                 var watch = System.Diagnostics.Stopwatch.StartNew();
                 try
                 {

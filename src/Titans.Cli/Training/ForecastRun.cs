@@ -90,7 +90,7 @@ public static class ForecastRun
                 Console.WriteLine($"{name}: {Forecaster.Describe(config)}, {parameters:N0} parameters, {data.WindowCount(ForecastPart.Train)} training windows");
                 var fit = ForecastTraining.Fit(model, data, options.Training with { Seed = seed }, options.EvaluateEvery, options.Patience,
                     p => Console.WriteLine($"  step {p.Step,5}  train {options.Loss.ToString().ToUpperInvariant()} {p.TrainLoss:F4}  validation MSE {p.Score:F4}{(p.Best ? "  *" : "")}"),
-                    options.Loss);
+                    options.Loss, Commands.CommonOptions.Environment);
                 var test = ForecastTraining.Score(model, data, ForecastPart.Test);
                 string file = Path.Combine(options.Directory, name, "forecaster.safetensors");
                 if (folder is not null)

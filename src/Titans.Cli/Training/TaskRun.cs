@@ -93,7 +93,7 @@ public static class TaskRun
     {
         RequireLength(task, training.SequenceLength, $"--length {training.SequenceLength}");
         using var folder = TrainingRun.HoldNew(run);
-        using var trainer = new Trainer(model, training, new TaskBatches(task));
+        using var trainer = new Trainer(model, training, new TaskBatches(task), Commands.CommonOptions.Environment);
         Console.WriteLine($"Training {ArchitectureNames.Display(model.Config)} ({Quantities.Count(model.parameters().Sum(p => p.numel()))} parameters) " +
                           $"on {task.Description}; {training.Steps} steps × {training.BatchSize} examples of {training.SequenceLength} tokens{TrainingRun.PrefixNote(training)} → {run.Directory}");
         return TrainingRun.Run(folder, trainer, tokenizer, Configure(run, task, haystack, training, validationExamples, init));

@@ -101,7 +101,7 @@ public static class TrainingRun
         TorchSharp.torch.manual_seed(training.Seed);
         using var model = new TitansLanguageModel("model", config);
         if (run.Device is not null) model.to(run.Device);   // before the optimizer takes the parameters
-        using var trainer = new Trainer(model, training, data);
+        using var trainer = new Trainer(model, training, data, Commands.CommonOptions.Environment);
         Console.WriteLine($"Training {ArchitectureNames.Display(config)} ({Quantities.Count(model.parameters().Sum(p => p.numel()))} parameters) " +
                           $"on {data.Train.Length:N0} tokens of {corpus}, validating on {data.Validation.Length:N0}; " +
                           $"{training.Steps} steps × {training.TokensPerStep:N0} tokens{PrefixNote(training)} → {run.Directory}");
@@ -250,7 +250,7 @@ public static class TrainingRun
         var validation = data.Validation.AsSpan(0, Math.Min(tokens, data.Validation.Length));
         int length = training.SequenceLength;
         int rows = Math.Max(1, Math.Min(training.BatchSize, (validation.Length - 1) / length));
-        return Evaluation.Run(model, validation, tokenizer, length, length, rows, restartEveryModel: windows);
+        return Evaluation.Run(model, validation, tokenizer, length, length, rows, restartEveryModel: windows, shareCores: CoreShare.Rebalance);
     }
 
     /// <summary>A trained model's held-out score both ways: in windows, and streamed.</summary>

@@ -16,7 +16,7 @@ public sealed class ReplicasDivergedException(string message) : Exception(messag
 /// of one process. Failure is collective: a rank that fails mid-step tells the others, which stop with its message.
 /// Process-wide (MPI_COMM_WORLD): <see cref="World"/> is set by <see cref="StartIfLaunched"/>, which the CLI calls.
 /// </summary>
-public sealed class DataParallel
+public sealed class DataParallel : Training.IGradientReducer
 {
     DataParallel(int rank, int size) => (Rank, Size) = (rank, size);
 
@@ -42,13 +42,6 @@ public sealed class DataParallel
         Mpi.Check(Mpi.MPI_Comm_size(Mpi.CommWorld, out int worldSize), "MPI_Comm_size");
         return World = new DataParallel(rank, worldSize);
     }
-
-    /// <summary>
-    /// Fault injection for the tests of collective failure: TITANS_INJECT_NAN_GRADIENT="rank:step" makes that rank's
-    /// gradient NaN at that optimizer step (1-based), as a diverging micro-batch on one rank would.
-    /// </summary>
-    internal bool InjectsNonFiniteGradient(int step) =>
-        Environment.GetEnvironmentVariable("TITANS_INJECT_NAN_GRADIENT") is string spec && spec == $"{Rank}:{step}";
 
     /// <summary>Whether micro-batch <paramref name="micro"/> of a step is this rank's.</summary>
     public bool Owns(int micro) => micro % Size == Rank;
@@ -119,14 +112,6 @@ public sealed class DataParallel
     /// </summary>
     public void FromRoot(Span<double> values) =>
         Mpi.Check(Mpi.MPI_Bcast(ref MemoryMarshal.GetReference(MemoryMarshal.AsBytes(values)), values.Length, Mpi.Double, 0, Mpi.CommWorld), "MPI_Bcast");
-
-    /// <summary>Rank 0's value of <paramref name="value"/> (collective).</summary>
-    public double FromRoot(double value)
-    {
-        Span<double> buffer = [value];
-        FromRoot(buffer);
-        return buffer[0];
-    }
 
     /// <summary>
     /// Whether every rank holds rank 0's weights (collective): each hashes its own, rank 0's hash is broadcast, and the

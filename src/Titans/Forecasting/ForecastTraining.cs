@@ -83,14 +83,15 @@ public static class ForecastTraining
     /// without parameters is only scored.
     /// </summary>
     public static EarlyStoppingResult Fit(Forecaster model, ForecastData data, TrainingConfig config, int evaluateEvery = 100, int patience = 5,
-        Action<(int Step, double TrainLoss, double Score, bool Best)>? progress = null, ForecastLoss loss = ForecastLoss.Mse)
+        Action<(int Step, double TrainLoss, double Score, bool Best)>? progress = null, ForecastLoss loss = ForecastLoss.Mse,
+        TrainingEnvironment? environment = null)
     {
         if (!model.Trainable)
         {
             double mse = Score(model, data, ForecastPart.Validation).Mse;
             return new EarlyStoppingResult(0, 0, mse, new[] { (0, double.NaN, mse) }, TimeSpan.Zero);
         }
-        using var trainer = new Trainer<Forecaster>(model, config, new ForecastObjective(model, data, loss));
+        using var trainer = new Trainer<Forecaster>(model, config, new ForecastObjective(model, data, loss), environment);
         return EarlyStopping.Train(trainer, () => Score(model, data, ForecastPart.Validation).Mse, lowerIsBetter: true, evaluateEvery, patience, progress);
     }
 }

@@ -128,7 +128,9 @@ public static class Checkpoint
     /// corpus (it gets the header, whose tokenizer and split to use, so the file is read once).
     /// <paramref name="steps"/> replaces the total step count (to train on past the planned end).
     /// </summary>
-    public static (Trainer Trainer, Header Header) Resume(string path, Func<Header, IBatchSource> data, int? steps = null, Device? device = null)
+    /// <param name="environment">The replicas and core sharing the trainer runs with (<see cref="TrainingEnvironment"/>).</param>
+    public static (Trainer Trainer, Header Header) Resume(string path, Func<Header, IBatchSource> data, int? steps = null, Device? device = null,
+        TrainingEnvironment? environment = null)
     {
         using var content = SafeTensors.Load(path);
         var header = ReadHeader(path, content);
@@ -139,7 +141,7 @@ public static class Checkpoint
         RequireWeightsFor(path, content, header.Model);
         var model = new TitansLanguageModel("model", header.Model);
         if (device is not null) model.to(device);   // before the optimizer takes the parameters
-        var trainer = new Trainer(model, config, data(header));
+        var trainer = new Trainer(model, config, data(header), environment);
         try
         {
             CopyWeights(path, content, model);

@@ -40,7 +40,12 @@ public static class EarlyStopping
                 model.eval();
                 using (no_grad()) score = validate();
                 // Under mpirun rank 0's score decides for all: a near-tie read differently by one rank would stop it alone (a hang).
-                if (Distributed.DataParallel.World is { } parallel) score = parallel.FromRoot(score);
+                if (trainer.Environment.Replicas is { } replicas)
+                {
+                    Span<double> decided = [score];
+                    replicas.FromRoot(decided);
+                    score = decided[0];
+                }
                 model.train();
                 bool improved = double.IsNaN(bestScore) || (lowerIsBetter ? score < bestScore : score > bestScore);
                 history.Add((trainer.Step, lossSum / losses, score));

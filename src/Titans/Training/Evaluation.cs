@@ -22,8 +22,9 @@ public static class Evaluation
     /// <param name="restartEveryModel">Every architecture, not only Transformer++, starts afresh every
     /// <paramref name="maxContext"/> tokens: windows scored independently, as a model sees its training sequences.</param>
     /// <param name="progress">Called after each chunk with the predictions scored so far and their total.</param>
+    /// <param name="shareCores">Called before each chunk (<see cref="TrainingEnvironment.ShareCores"/>).</param>
     public static EvaluationResult Run(TitansLanguageModel model, ReadOnlySpan<long> stream, ITokenizer tokenizer,
-        int chunk, int maxContext, int rows = 1, bool restartEveryModel = false, Action<long, long>? progress = null)
+        int chunk, int maxContext, int rows = 1, bool restartEveryModel = false, Action<long, long>? progress = null, Action? shareCores = null)
     {
         if (chunk < 1) throw new ArgumentException($"The evaluation chunk must be at least 1 token, got {chunk}.", nameof(chunk));
         if (rows < 1) throw new ArgumentException($"Rows must be at least 1, got {rows}.", nameof(rows));
@@ -50,7 +51,7 @@ public static class Evaluation
             for (long start = 0, take; start < length; start += take)
             {
                 using var scope = NewDisposeScope();
-                Runtime.CoreShare.Rebalance();
+                shareCores?.Invoke();
                 // A piece never crosses a restart: a model that restarts every maxContext tokens sees exactly that many,
                 // whatever the chunk (a restart checked only between chunks would let a context grow to the chunk size).
                 if (restarts && state is not null && state.Position >= maxContext) { state.Dispose(); state = null; }

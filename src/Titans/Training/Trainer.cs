@@ -41,17 +41,20 @@ public class Trainer<TModel> : IDisposable where TModel : nn.Module
     public TModel Model { get; }
     public TrainingConfig Config { get; }
     public ITrainingObjective Objective { get; }
+    /// <summary>The replicas it trains with and the core sharing it calls before each step (<see cref="TrainingEnvironment"/>).</summary>
+    public TrainingEnvironment Environment { get; }
     public AdamW Optimizer { get; }
     /// <summary>Optimizer steps taken so far.</summary>
     public int Step { get; internal set; }
     /// <summary>Parameters in the optimizer's order (its state list follows it), with their names.</summary>
     internal IReadOnlyList<(string Name, Parameter Parameter)> Parameters { get; }
 
-    public Trainer(TModel model, TrainingConfig config, ITrainingObjective objective)
+    public Trainer(TModel model, TrainingConfig config, ITrainingObjective objective, TrainingEnvironment? environment = null)
     {
         Model = model;
         Config = config.Validate();
         Objective = objective;
+        Environment = environment ?? TrainingEnvironment.Alone;
         var named = model.named_parameters().ToList();
         long parameters = named.Sum(p => p.parameter.numel());
         if (named.All(p => p.parameter.device_type == TorchSharp.DeviceType.CPU))   // on a GPU the state lives in the device's memory
@@ -78,13 +81,13 @@ public class Trainer<TModel> : IDisposable where TModel : nn.Module
     /// <summary>One optimizer step over <see cref="TrainingConfig.AccumulationSteps"/> micro-batches.</summary>
     public StepResult TrainStep()
     {
-        Runtime.CoreShare.Rebalance();   // a no-op unless the program shares the cores among its processes
+        Environment.ShareCores?.Invoke();
         double lr = Config.LearningRateAt(Step);
         foreach (var group in Optimizer.ParamGroups) group.LearningRate = lr;
         Model.train();
         Optimizer.zero_grad();
         double loss = 0;
-        var parallel = Distributed.DataParallel.World;   // under mpirun: this rank's share of the micro-batches
+        var parallel = Environment.Replicas;   // data parallel: this replica's share of the micro-batches
         Exception? failure = null;
         Runtime.BackwardFailures.Clear();
         for (int micro = 0; micro < Config.AccumulationSteps && failure is null; micro++)
@@ -144,14 +147,13 @@ public class Trainer<TModel> : IDisposable where TModel : nn.Module
     /// Sums every parameter's gradient across ranks with one all-reduce over a flat buffer (a rank without micro-batches
     /// this step contributes zeros), and writes the sums back, so every rank holds the gradient of the global batch.
     /// </summary>
-    void SumGradients(Distributed.DataParallel parallel)
+    void SumGradients(IGradientReducer parallel)
     {
         var parameters = Parameters.Select(p => p.Parameter).ToList();
         foreach (var p in parameters) p.grad ??= zeros_like(p);   // outside the scope: the parameter keeps it
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var flat = cat(parameters.Select(p => p.grad!.detach().cpu().reshape(-1)).ToList(), 0).contiguous();
-        if (parallel.InjectsNonFiniteGradient(Step + 1)) flat[0] = tensor(float.NaN);
         parallel.SumInPlace(flat);
         long offset = 0;
         foreach (var p in parameters)
@@ -184,8 +186,8 @@ public class Trainer<TModel> : IDisposable where TModel : nn.Module
 /// Trains a language model on token windows (<see cref="LanguageModelObjective"/>: next-token cross-entropy, with an
 /// optional stream prefix run without gradient before each micro-batch).
 /// </summary>
-public sealed class Trainer(TitansLanguageModel model, TrainingConfig config, IBatchSource data)
-    : Trainer<TitansLanguageModel>(model, config, new LanguageModelObjective(model, data))
+public sealed class Trainer(TitansLanguageModel model, TrainingConfig config, IBatchSource data, TrainingEnvironment? environment = null)
+    : Trainer<TitansLanguageModel>(model, config, new LanguageModelObjective(model, data), environment)
 {
     /// <summary>Where the batches come from: a corpus (<see cref="TokenData"/>) or a task generator.</summary>
     public IBatchSource Data { get; } = data;

@@ -529,4 +529,55 @@ public class TrainingTests : IDisposable
         Assert.Equal(0, trainer.Step);
         Assert.True(model.parameters().First().eq(1).all().item<bool>(), "the step was applied");
     }
+    /// <summary>Runs each replica's steps on its own thread (every collective waits for all of them) and returns what each threw.</summary>
+    static Exception?[] OnThreads(IReadOnlyList<Trainer> replicas, int steps)
+    {
+        var thrown = new Exception?[replicas.Count];
+        var threads = replicas.Select((trainer, r) => new Thread(() =>
+        {
+            try { for (int i = 0; i < steps; i++) trainer.TrainStep(); }
+            catch (Exception e) { thrown[r] = e; }
+        })).ToList();
+        threads.ForEach(t => t.Start());
+        threads.ForEach(t => Assert.True(t.Join(TimeSpan.FromMinutes(2)), "a replica hung"));
+        return thrown;
+    }
+
+    static Trainer Replica(IGradientReducer? replicas)
+    {
+        manual_seed(3);
+        return new Trainer(new TitansLanguageModel("model", SmallConfig(Architecture.Lmm)), Training, Data(Training), new TrainingEnvironment(replicas));
+    }
+
+    static void AssertSameWeights(Trainer a, Trainer b)
+    {
+        foreach (var ((name, x), (_, y)) in a.Model.named_parameters().Zip(b.Model.named_parameters()))
+            Assert.True(x.eq(y).all().item<bool>(), $"{name} differs");
+    }
+
+    /// <summary>
+    /// The trainer's data-parallel logic through its injected replicas (threads here; MPI processes under mpirun): two
+    /// replicas train one process's weights bit for bit, and a non-finite gradient on one stops both at that step,
+    /// with the step not applied. The fault is injected here, in the test, around the replicas the trainer is given.
+    /// </summary>
+    [Fact]
+    public void ReplicasTrainOneProcesssWeightsAndStopTogether()
+    {
+        using var alone = Replica(null);
+        for (int i = 0; i < 3; i++) alone.TrainStep();
+        var group = new ThreadReplicas(2);
+        var replicas = new[] { Replica(group.Rank(0)), Replica(group.Rank(1)) };
+        Assert.All(OnThreads(replicas, 3), e => Assert.Null(e));
+        foreach (var replica in replicas) AssertSameWeights(alone, replica);
+
+        using var oneStep = Replica(null);
+        oneStep.TrainStep();
+        var failing = new ThreadReplicas(2);
+        var stopped = new[] { Replica(failing.Rank(0)), Replica(new NonFiniteGradientAt(failing.Rank(1), step: 2)) };
+        var thrown = OnThreads(stopped, 3);
+        Assert.All(thrown, e => Assert.Contains("Training diverged at step 2", Assert.IsType<TrainingDivergedException>(e).Message));
+        foreach (var replica in stopped) AssertSameWeights(oneStep, replica);   // the failed step was not applied anywhere
+        foreach (var trainer in replicas.Concat(stopped).Append(alone).Append(oneStep)) trainer.Model.Dispose();
+        foreach (var trainer in replicas.Concat(stopped)) trainer.Dispose();
+    }
 }
