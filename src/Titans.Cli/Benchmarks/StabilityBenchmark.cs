@@ -152,7 +152,7 @@ public static class StabilityBenchmark
     /// <param name="patch">JSON fields set over the preset's memory (null: none)</param>
     public static NeuralMemoryConfig PresetMemory(string preset, string? patch = null)
     {
-        var memory = Presets.Get(preset, Architecture.Lmm).MemoryConfig;
+        var memory = Presets.Get(preset, Architecture.Lmm).Memory;
         if (patch is not null) memory = NeuralMemoryConfig.Patch(memory, patch);
         return memory.ModelDim > 384 ? memory with { Heads = 2, ModelDim = 2 * memory.HeadDim } : memory;
     }

@@ -3,6 +3,7 @@ using System.Diagnostics;
 using Titans.Cli.Reporting;
 using Titans.Cli.Training;
 using Titans.Dna;
+using Titans.Text;
 using Titans.Models;
 using Titans.Training;
 

@@ -2,6 +2,7 @@ using System.Text.Json;
 using TorchSharp;
 using Titans.Cli.Reporting;
 using Titans.Dna;
+using Titans.Text;
 using Titans.Models;
 using Titans.Training;
 using static TorchSharp.torch;

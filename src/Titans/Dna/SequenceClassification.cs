@@ -1,6 +1,7 @@
 using TorchSharp;
 using Titans.Training;
 using static TorchSharp.torch;
+using Titans.Text;
 
 namespace Titans.Dna;
 

@@ -13,7 +13,7 @@ namespace Titans.Forecasting;
 /// </summary>
 public static class ForecasterCheckpoint
 {
-    public const string Format = "titans-forecaster/1";
+    public const string Format = CheckpointFormats.Forecaster;
 
     /// <summary>What a forecaster checkpoint says about the data it was trained on.</summary>
     public sealed record Header(ForecasterConfig Config, IReadOnlyList<string> Columns, IReadOnlyList<string> Targets,
@@ -44,9 +44,7 @@ public static class ForecasterCheckpoint
             : throw new InvalidDataException($"'{path}' is not a forecaster checkpoint: its metadata has no '{key}'.");
         string format = Get("format");
         if (format != Format)
-            throw new InvalidDataException(format == Training.Checkpoint.Format
-                ? $"'{path}' is a language model checkpoint ({format}); forecasting needs a forecaster checkpoint ({Format}), made by 'forecast train'."
-                : $"'{path}' has checkpoint format '{format}'; forecasting reads '{Format}'.");
+            throw new InvalidDataException($"'{path}' is {CheckpointFormats.Describe(format)}; forecasting needs a forecaster checkpoint ({Format}), made by `forecast train`.");
         ForecasterConfig config;
         Header header;
         try

@@ -58,13 +58,21 @@ public sealed record TitansConfig
     public int PersistentTokens { get; init; } = 4;
     /// <summary>SwiGLU hidden width; 0 picks 8/3·d rounded up to a multiple of 16 (Llama).</summary>
     public int FeedForwardDim { get; init; }
-    /// <summary>The neural memory of memory blocks; its ModelDim follows this config's.</summary>
-    public NeuralMemoryConfig Memory { get; init; } = new();
+    readonly NeuralMemoryConfig memory = new();
+
+    /// <summary>
+    /// The neural memory of memory blocks. Its ModelDim is not its own: it always reads as this config's
+    /// <see cref="ModelDim"/> (the memory runs at the model's width), whatever the section was given with.
+    /// </summary>
+    public NeuralMemoryConfig Memory
+    {
+        get => memory.ModelDim == ModelDim ? memory : memory with { ModelDim = ModelDim };
+        init => memory = value;
+    }
 
     /// <summary>Whether the state grows with every token read (full attention: its key-value cache, and quadratic time), so long streams must be cut.</summary>
     [JsonIgnore] public bool CacheGrowsWithContext => Architecture == Architecture.TransformerPlusPlus;
     [JsonIgnore] public int FeedForwardWidth => FeedForwardDim > 0 ? FeedForwardDim : (8 * ModelDim / 3 + 15) / 16 * 16;
-    [JsonIgnore] public NeuralMemoryConfig MemoryConfig => Memory with { ModelDim = ModelDim };
     [JsonIgnore] public bool UsesAttention => Architecture != Architecture.Lmm;
     [JsonIgnore] public bool UsesMemory => Architecture is not (Architecture.TransformerPlusPlus or Architecture.SlidingWindow);
     [JsonIgnore] public bool UsesWindow => Architecture is Architecture.SlidingWindow or Architecture.Mag or Architecture.Mal;
@@ -79,7 +87,7 @@ public sealed record TitansConfig
             long d = ModelDim;
             long block = 2 * d + 3 * d * FeedForwardWidth
                 + (UsesAttention ? 4 * d * d + (UsesPersistentMemory ? PersistentTokens * d : 0) : 0)
-                + (UsesMemory ? MemoryConfig.ParameterCount : 0)
+                + (UsesMemory ? Memory.ParameterCount : 0)
                 + Architecture switch { Architecture.Mac or Architecture.Mal => d, Architecture.Mag => 2 * d, _ => 0 };
             return 2 * VocabSize * d + d + Layers * block;
         }
@@ -108,8 +116,14 @@ public sealed record TitansConfig
     /// This model with the fields of a JSON object set over its memory's configuration (e.g. <c>{"RetainTowardInitial": false}</c>;
     /// null: unchanged); models without memory are returned as they are. An unknown field throws naming it.
     /// </summary>
-    public TitansConfig WithMemory(string? patch) =>
-        patch is not null && UsesMemory ? this with { Memory = NeuralMemoryConfig.Patch(Memory, patch) with { ModelDim = Memory.ModelDim } } : this;
+    public TitansConfig WithMemory(string? patch)
+    {
+        if (patch is null || !UsesMemory) return this;
+        var patched = NeuralMemoryConfig.Patch(Memory, patch);
+        if (patched.ModelDim != ModelDim)
+            throw new ArgumentException($"The memory runs at the model's width, ModelDim = {ModelDim}; set the model's ModelDim instead of the memory's ({patched.ModelDim}).");
+        return this with { Memory = patched };
+    }
 
     /// <summary>Bounds far above any model this library trains, so sizes and their products never overflow and nonsense is refused before it is built.</summary>
     public const int MaxVocabSize = 1 << 24, MaxModelDim = 1 << 16, MaxLayers = 1024, MaxWidth = 1 << 20, MaxTokens = 1 << 24;
@@ -134,7 +148,7 @@ public sealed record TitansConfig
             Require(Window >= 1, nameof(Window), $"must be at least 1 token, got {Window}");
         if (UsesPersistentMemory)
             Require(PersistentTokens >= 0, nameof(PersistentTokens), $"must be 0 or more, got {PersistentTokens}");
-        if (UsesMemory) MemoryConfig.Validate();
+        if (UsesMemory) Memory.Validate();
         Require(Enum.IsDefined(MacWrite), nameof(MacWrite), $"unknown value {MacWrite}");
         if (Architecture == Architecture.Mac)
             Require(SegmentLength >= 1 && SegmentLength % Memory.ChunkSize == 0, nameof(SegmentLength),
@@ -156,8 +170,13 @@ public sealed record TitansConfig
             memory[nameof(NeuralMemoryConfig.ModelDim)] = json[nameof(ModelDim)]?.DeepClone();
     });
 
-    /// <summary>The memory section is written with the width it runs at (<see cref="MemoryConfig"/>), so the file never disagrees with itself.</summary>
-    public string ToJson() => ConfigJson.Serialize(this with { Memory = MemoryConfig });
+    /// <summary>The memory section is written with the width it runs at (<see cref="Memory"/>'s), so the file never disagrees with itself.</summary>
+    public string ToJson() => ConfigJson.Serialize(this);
+
+    /// <summary>Two configurations are equal when they describe the same model: equal JSON (the memory at the model's width).</summary>
+    public bool Equals(TitansConfig? other) => other is not null && ToJson() == other.ToJson();
+
+    public override int GetHashCode() => ToJson().GetHashCode();
 
     /// <summary>
     /// Parses and validates; a malformed document, a field the configuration does not have, a missing Architecture, a

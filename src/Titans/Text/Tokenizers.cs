@@ -10,7 +10,7 @@ public static class Tokenizers
     public static ITokenizer FromSpecification(string specification)
     {
         if (specification == "bytes") return ByteTokenizer.Instance;
-        if (specification == Dna.NucleotideTokenizer.Instance.Name) return Dna.NucleotideTokenizer.Instance;
+        if (specification == NucleotideTokenizer.Instance.Name) return NucleotideTokenizer.Instance;
         if (TiktokenBpeTokenizer.Encodings.Contains(specification)) return new TiktokenBpeTokenizer(specification);
         if (File.Exists(specification)) return SentencePieceBpeTokenizer.Load(specification);
         throw new ArgumentException($"Unknown tokenizer '{specification}': use bytes, nucleotides, {string.Join(", ", TiktokenBpeTokenizer.Encodings)} " +
@@ -21,7 +21,7 @@ public static class Tokenizers
     public static ITokenizer FromCheckpoint(string source, string name, byte[]? modelFile)
     {
         if (name == ByteTokenizer.Instance.Name) return ByteTokenizer.Instance;
-        if (name == Dna.NucleotideTokenizer.Instance.Name) return Dna.NucleotideTokenizer.Instance;
+        if (name == NucleotideTokenizer.Instance.Name) return NucleotideTokenizer.Instance;
         if (name.StartsWith("tiktoken/") && TiktokenBpeTokenizer.Encodings.Contains(name["tiktoken/".Length..]))
             return new TiktokenBpeTokenizer(name["tiktoken/".Length..]);
         if (name.StartsWith("sentencepiece/"))

@@ -21,9 +21,9 @@ namespace Titans.Training;
 /// </summary>
 public static class Checkpoint
 {
-    public const string Format = "titans-checkpoint/1";
+    public const string Format = CheckpointFormats.LanguageModel;
     /// <summary>A weights-only export (<see cref="Export"/>): no optimizer state; loads for evaluation and generation, not resume.</summary>
-    public const string WeightsFormat = "titans-weights/1";
+    public const string WeightsFormat = CheckpointFormats.Weights;
     /// <summary>The files of an export folder.</summary>
     public const string WeightsFile = "model.safetensors", ConfigFile = "config.json";
     const string OptimizerPrefix = "optimizer.";
@@ -77,10 +77,8 @@ public static class Checkpoint
         string Get(string key) => content.Metadata.TryGetValue(key, out var value) ? value
             : throw new InvalidDataException($"'{path}' is not a Titans checkpoint: its metadata has no '{key}'.");
         string format = Get("format");
-        if (format == Forecasting.ForecasterCheckpoint.Format)
-            throw new InvalidDataException($"'{path}' is a forecaster checkpoint ({format}); this command needs a language model checkpoint ({Format}).");
         if (format != Format && format != WeightsFormat)
-            throw new InvalidDataException($"'{path}' has checkpoint format '{format}'; this build reads '{Format}' and '{WeightsFormat}'.");
+            throw new InvalidDataException($"'{path}' is {CheckpointFormats.Describe(format)}; this command needs a language model checkpoint ({Format} or {WeightsFormat}).");
         TitansConfig model;
         TrainingConfig training;
         try

@@ -2,6 +2,7 @@ using System.IO.Compression;
 using System.Text;
 using TorchSharp;
 using Titans.Dna;
+using Titans.Text;
 using Titans.Memory;
 using Titans.Models;
 using Titans.Training;

@@ -89,7 +89,7 @@ public class MemoryTraceTests
             Assert.Equal(seen[0].HeadLogKept[h] / Math.Log(10), traced.HeadLog10Retention[h], 5);
             Assert.True(traced.HeadLog10Retention[h] < 0, "forgetting leaves less than all");
         }
-        var config = model.Config.MemoryConfig;
+        var config = model.Config.Memory;
         Assert.InRange(traced.Theta, 0, config.MaxInnerLearningRate);
         Assert.InRange(traced.Alpha, 0, 1);
         Assert.InRange(traced.Eta, 0, 1);

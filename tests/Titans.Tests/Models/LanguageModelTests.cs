@@ -148,8 +148,9 @@ public class LanguageModelTests
     {
         var config = Tiny(Architecture.SlidingWindow) with { Window = 7, FeedForwardDim = 40 };
         var back = TitansConfig.FromJson(config.ToJson());
-        Assert.Equal(config with { Memory = null! }, back with { Memory = null! });
-        Assert.Equal(config.MemoryConfig, back.Memory);   // the memory section is written at the width it runs at
+        Assert.Equal(config, back);
+        Assert.Equal(config.ModelDim, back.Memory.ModelDim);   // the memory reads at the model's width, whatever it was given with
+        Assert.Equal(config with { Memory = config.Memory with { ModelDim = 7 } }, config);   // so its own ModelDim is not a setting
         Assert.Equal(back, TitansConfig.FromJson(back.ToJson()));
     }
 

@@ -22,7 +22,7 @@ public sealed class MacBlock : Block
         segment = config.SegmentLength;
         macWrite = config.MacWrite;
         attention = new CausalAttention("attention", config.ModelDim, config.Heads, null, config.PersistentTokens);
-        memory = new NeuralMemory("memory", config.MemoryConfig);
+        memory = new NeuralMemory("memory", config.Memory);
         memory_out_norm = new RmsNorm("memory_out_norm", config.ModelDim);
         Register(config, ("memory_out_norm", memory_out_norm), ("attention", attention), ("memory", memory));
     }

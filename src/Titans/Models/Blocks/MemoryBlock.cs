@@ -10,7 +10,7 @@ public sealed class MemoryBlock : Block
 
     public MemoryBlock(string name, TitansConfig config) : base(name, config)
     {
-        memory = new NeuralMemory("memory", config.MemoryConfig);
+        memory = new NeuralMemory("memory", config.Memory);
         Register(config, ("memory", memory));
     }
 

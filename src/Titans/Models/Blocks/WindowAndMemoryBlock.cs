@@ -17,7 +17,7 @@ public abstract class WindowAndMemoryBlock : Block
     protected WindowAndMemoryBlock(string name, TitansConfig config) : base(name, config)
     {
         attention = new CausalAttention("attention", config.ModelDim, config.Heads, config.Window, config.PersistentTokens);
-        memory = new NeuralMemory("memory", config.MemoryConfig);
+        memory = new NeuralMemory("memory", config.Memory);
     }
 
     internal override CausalAttention Attention => attention;

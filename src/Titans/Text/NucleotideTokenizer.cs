@@ -1,7 +1,6 @@
 using System.Text;
-using Titans.Text;
 
-namespace Titans.Dna;
+namespace Titans.Text;
 
 /// <summary>
 /// One token per nucleotide: <c>A C G T</c> and <c>N</c> (unknown base), in either case, plus a padding token and a
