@@ -134,8 +134,6 @@ public sealed class DataParallel : Training.IGradientReducer
         return FirstFailure(problem) is (_, string message) ? message : null;
     }
 
-    public void Barrier() => Mpi.Check(Mpi.MPI_Barrier(Mpi.CommWorld), "MPI_Barrier");
-
     /// <summary>Stops every rank of the job (mpirun ends them all) with <paramref name="code"/>.</summary>
     public void Abort(int code) => Mpi.MPI_Abort(Mpi.CommWorld, code);
 

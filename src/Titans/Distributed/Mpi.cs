@@ -4,7 +4,7 @@ using System.Runtime.InteropServices;
 namespace Titans.Distributed;
 
 /// <summary>
-/// The few Open MPI calls data-parallel training needs (init, rank, size, all-reduce, broadcast, barrier, abort,
+/// The few Open MPI calls data-parallel training needs (init, rank, size, all-reduce, broadcast, abort,
 /// finalize), bound by P/Invoke to the system's Open MPI 4 (<c>libmpi.so.40</c>; Debian: <c>openmpi-bin</c>). No MPI
 /// binding for .NET is on the NuGet mirror. Open MPI's handles (MPI_COMM_WORLD, MPI_FLOAT, MPI_SUM) are the addresses
 /// of its predefined global objects, so they are looked up by symbol. The library is opened with RTLD_GLOBAL, as Open
@@ -44,7 +44,6 @@ internal static class Mpi
     [DllImport("mpi")] internal static extern int MPI_Comm_size(IntPtr comm, out int size);
     [DllImport("mpi")] internal static extern int MPI_Allreduce(IntPtr send, ref byte receive, int count, IntPtr type, IntPtr op, IntPtr comm);
     [DllImport("mpi")] internal static extern int MPI_Bcast(ref byte buffer, int count, IntPtr type, int root, IntPtr comm);
-    [DllImport("mpi")] internal static extern int MPI_Barrier(IntPtr comm);
     [DllImport("mpi")] internal static extern int MPI_Abort(IntPtr comm, int code);
 
     internal static void Check(int code, string call)

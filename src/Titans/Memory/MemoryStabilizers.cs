@@ -33,7 +33,6 @@ public sealed record MemoryStabilizers
     /// <summary>The soft limit c on each token's per-layer inner gradient norm; 0: off.</summary>
     public double GradientClip { get; init; }
 
-    public bool IsNone => RetentionTarget is null && NormTarget is null && GradientClip == 0;
 
     /// <summary>‖W‖ over a row (the last dimension) or over the whole [out, in] matrix, keeping dimensions.</summary>
     public Tensor Norm(Tensor weights) =>

@@ -4,18 +4,10 @@ using static TorchSharp.torch;
 
 namespace Titans.Models;
 
-/// <summary>How a classifier summarizes the backbone's outputs over positions.</summary>
-public enum ClassifierPooling
-{
-    /// <summary>The mean over non-padding positions.</summary>
-    Mean,
-    /// <summary>The maximum of each channel over non-padding positions: keeps a signal at one position (a motif) undiluted.</summary>
-    Max,
-}
-
 /// <summary>
-/// A sequence classifier: token embedding, the <see cref="SequenceBackbone"/>, a pooling of the backbone's outputs over
-/// the (non-padding) positions (<see cref="ClassifierPooling"/>), and a linear head to the classes. Its weights are named as a language model's
+/// A sequence classifier: token embedding, the <see cref="SequenceBackbone"/>, the maximum of each channel of its
+/// outputs over the non-padding positions (max-pooling keeps a signal at one position, a motif, undiluted; docs/dna.md
+/// measured it against the mean), and a linear head to the classes. Its weights are named as a language model's
 /// (<c>embedding.weight</c>, <c>blocks.{i}.…</c>, <c>norm.weight</c>) plus <c>class_head.*</c>, so
 /// <see cref="InitializeFrom"/> fine-tunes from a pretrained language model of the same configuration.
 /// </summary>
@@ -23,14 +15,12 @@ public sealed class SequenceClassifier : nn.Module<Tensor, Tensor>
 {
     public TitansConfig Config { get; }
     public int Classes { get; }
-    public ClassifierPooling Pooling { get; }
     readonly Embedding embedding;
     readonly Linear class_head;
     public SequenceBackbone Backbone { get; }
 
-    public SequenceClassifier(string name, TitansConfig config, int classes, ClassifierPooling pooling = ClassifierPooling.Max) : base(name)
+    public SequenceClassifier(string name, TitansConfig config, int classes) : base(name)
     {
-        Pooling = pooling;
         if (classes < 2) throw new ArgumentException($"A classifier needs at least 2 classes, got {classes}.", nameof(classes));
         Config = config.Validate();
         Classes = classes;
@@ -54,9 +44,7 @@ public sealed class SequenceClassifier : nn.Module<Tensor, Tensor>
         var (hidden, state) = Backbone.Forward(embedding.forward(tokens), null);
         state.Dispose();
         Tensor keep = tokens.ne(0).unsqueeze(-1);
-        Tensor pooled = Pooling == ClassifierPooling.Max
-            ? hidden.masked_fill(keep.logical_not(), float.NegativeInfinity).amax(new long[] { 1 })
-            : (hidden * keep.to(hidden.dtype)).sum(1) / keep.sum(1).clamp_min(1).to(hidden.dtype);
+        Tensor pooled = hidden.masked_fill(keep.logical_not(), float.NegativeInfinity).amax(new long[] { 1 });
         return class_head.forward(pooled).MoveToOuterDisposeScope();
     }
 

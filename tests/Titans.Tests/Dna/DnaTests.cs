@@ -174,11 +174,6 @@ public class DnaTests(ITestOutputHelper output)
     [InlineData("cnn", 300)]
     public void TinyClassifierLearnsAPlantedMotifThatAShuffledLabelControlCannot(string model, int steps) => AssertLearnsThePlantedMotif(model, steps);
 
-    /// <summary>LMM learns it too, later (≈ 58% at 300 steps, 99.8% at 800): about two minutes for both runs.</summary>
-    [SlowTheory]
-    [InlineData("lmm", 800)]
-    public void TinyMemoryClassifierLearnsAPlantedMotif(string model, int steps) => AssertLearnsThePlantedMotif(model, steps);
-
     [Theory]
     [InlineData(Architecture.Lmm)]
     [InlineData(Architecture.Mac)]

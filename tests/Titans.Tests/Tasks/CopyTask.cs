@@ -1,18 +1,17 @@
 using Titans.Training;
 using static TorchSharp.torch;
 
-namespace Titans.Tasks;
+namespace Titans.Tests.Tasks;
 
 /// <summary>
-/// Copy: <see cref="Length"/> distinct symbols drawn from [0, <see cref="Symbols"/>), a delimiter (token
+/// The tests' copy task. Copy: <see cref="Length"/> distinct symbols drawn from [0, <see cref="Symbols"/>), a delimiter (token
 /// <see cref="Symbols"/>), then the same symbols again. Only the copy is scored (the delimiter predicts the first
 /// symbol, and so on). Attention can solve it by looking a fixed distance back; a memory by storing each symbol
 /// under its predecessor. A model that ignores the context cannot beat about ln(<see cref="Symbols"/>) nats.
 /// </summary>
-public sealed record CopyTask(int Length = 8, int Symbols = 16)
+sealed record CopyTask(int Length = 8, int Symbols = 16)
 {
     public int SequenceLength => 2 * Length + 1;
-    public int VocabularyNeeded => Symbols + 1;
 
     public TrainingBatch Sample(long batch, Generator generator)
     {

@@ -3,10 +3,10 @@ using Titans.Models;
 using Titans.Training;
 using static TorchSharp.torch;
 
-namespace Titans.Tasks;
+namespace Titans.Tests.Tasks;
 
-/// <summary>Loss of a model on the scored positions of a task batch, and a short supervised run of the library's trainer.</summary>
-public static class TaskTraining
+/// <summary>For the tests: the loss of a model on the scored positions of a task batch, and a short supervised run of the library's trainer.</summary>
+static class TaskTraining
 {
     /// <summary>Mean cross-entropy (nats) over the scored positions.</summary>
     public static Tensor Loss(TitansLanguageModel model, TrainingBatch batch) => batch.Loss(model.forward(batch.Tokens));
