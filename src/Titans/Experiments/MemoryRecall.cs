@@ -38,7 +38,7 @@ public sealed record RecallOptions
 public sealed record RecallResult(RecallVariant Variant, int Pairs, double RelativeError, double LearningRate);
 
 /// <summary>
-/// The core idea on its own (TITANS.md §1–2): a freshly initialized memory is trained at test time on a stream of
+/// The core idea on its own (docs/method.md §1–2): a freshly initialized memory is trained at test time on a stream of
 /// random key→value pairs (unit-norm keys), then asked to recall every value from its key. Reports the relative
 /// recall error Σ||M(k) − v||² / Σ||v||² (1.0 = remembers nothing, 0 = perfect) against the number of pairs.
 /// No outer-loop training is involved: only the inner loop, with fixed gates.

@@ -18,12 +18,12 @@ public sealed record AttentionCache(Tensor Keys, Tensor Values, long Position) :
 }
 
 /// <summary>
-/// Multi-head causal self-attention with rotary positions (the short-term memory of TITANS.md §4). With a window w,
+/// Multi-head causal self-attention with rotary positions (the short-term memory of docs/method.md §4). With a window w,
 /// query t sees keys t−w+1..t only, computed block by block: queries in blocks of w attend to a 2w-key slice, so
 /// time and memory are O(T·w), never a T×T mask. Without a window it is full causal attention through libtorch's
 /// scaled-dot-product attention. A cache makes pieces of a stream equal the whole.
 /// <para>
-/// Persistent memory (§4): N_p learned, input-independent tokens in the attention's input space. Their keys and values
+/// Persistent memory (docs/method.md §4): N_p learned, input-independent tokens in the attention's input space. Their keys and values
 /// carry no rotary position and every query sees them, so a sliding window never drops them (the attention masks of
 /// the paper's Figure 3). They are recomputed from the parameters on every call, never cached.
 /// </para>

@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace Titans.Layers;
 
 /// <summary>
-/// Causal depthwise 1-D convolution over time (TITANS.md §2: after the q/k/v projections, kernel 4). Each channel has
+/// Causal depthwise 1-D convolution over time (docs/method.md §2: after the q/k/v projections, kernel 4). Each channel has
 /// its own kernel; output t sees inputs t−K+1..t: y_t = Σ_j w_j ⊙ x_{t−K+1+j}. The last K−1 inputs are the streaming
 /// cache, so a sequence fed in pieces gives the same outputs as fed whole. Computed as K shifted multiply-adds in
 /// [B, T, C] layout: on CPU that is about 5× faster than libtorch's grouped conv1d at these sizes, with no transposes.

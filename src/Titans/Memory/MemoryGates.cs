@@ -3,9 +3,9 @@ using static TorchSharp.torch;
 namespace Titans.Memory;
 
 /// <summary>
-/// Per-token gates of the memory (TITANS.md §2), each [B, H, T]: θ_t the inner learning rate, log(1 − α_t) the log of
+/// Per-token gates of the memory (docs/method.md §2), each [B, H, T]: θ_t the inner learning rate, log(1 − α_t) the log of
 /// the retention after forgetting, log η_t the log of the surprise decay. Logs keep products of many gates stable
-/// (TITANS.md §3); −∞ is allowed and means a gate of exactly 0 (α = 1 or η = 0).
+/// (docs/method.md §3); −∞ is allowed and means a gate of exactly 0 (α = 1 or η = 0).
 /// Channel-wise forgetting (the later revision's option) adds <see cref="ChannelLogDecay"/>: per memory layer l a
 /// log-retention for each output channel (row) of W^(l), [B, H, T, out_l], which multiplies the scalar retention.
 /// </summary>
@@ -61,7 +61,7 @@ public sealed record MemoryGates(Tensor Theta, Tensor LogDecay, Tensor LogEta)
         new[] { Theta, LogDecay, LogEta }.Concat(ChannelLogDecay ?? Array.Empty<Tensor>());
 }
 
-/// <summary>The recurrent state of the memory (TITANS.md §2): weights W^(l) and surprise momentum S^(l), each [B, H, out, in].</summary>
+/// <summary>The recurrent state of the memory (docs/method.md §2): weights W^(l) and surprise momentum S^(l), each [B, H, out, in].</summary>
 public sealed record MemoryWeights(Tensor[] Weights, Tensor[] Momentum)
 {
     public int Depth => Weights.Length;

@@ -5,13 +5,13 @@ namespace Titans.Memory;
 
 /// <summary>
 /// The factors of the per-token inner gradient at one set of weights: for layer l and token i,
-/// ∇_{W^(l)} ℓ(M; k_i, v_i) = Deltas[l][i] ⊗ Inputs[l][i] (outer product), TITANS.md §3.
+/// ∇_{W^(l)} ℓ(M; k_i, v_i) = Deltas[l][i] ⊗ Inputs[l][i] (outer product), docs/method.md §3.
 /// Deltas[l]: [B, H, T, out_l] (error at the layer's output); Inputs[l]: [B, H, T, in_l] (the layer's input).
 /// </summary>
 public sealed record InnerGradientFactors(Tensor[] Deltas, Tensor[] Inputs);
 
 /// <summary>
-/// The memory M as a function of explicit weights (TITANS.md §2): an MLP of L_M layers without biases, optionally
+/// The memory M as a function of explicit weights (docs/method.md §2): an MLP of L_M layers without biases, optionally
 /// wrapped as M(x) = x + LN(MLP(x)). Weights are per batch element and head, W^(l): [B, H, out_l, in_l]; tokens are
 /// [B, H, T, d_h]. The inner loss is ℓ(M; k, v) = ||M(k) − v||², and its gradient is written out analytically
 /// (no autograd), so the chunked path and inference need no per-sample autograd.

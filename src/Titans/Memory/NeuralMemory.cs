@@ -10,7 +10,7 @@ namespace Titans.Memory;
 public sealed record MemoryInputs(Tensor Queries, Tensor Keys, Tensor Values, MemoryGates Gates, Tensor? ConvCache);
 
 /// <summary>
-/// The neural long-term memory (TITANS.md §2): a multi-head MLP whose weights are the recurrent state, trained online
+/// The neural long-term memory (docs/method.md §2): a multi-head MLP whose weights are the recurrent state, trained online
 /// (also at test time) to map keys to values with momentum ("past surprise") and forgetting. Everything except the
 /// state is an outer-loop parameter: the projections, convolution, gates, initial memory weights W_0, the
 /// LayerNorm of the wrapper, and the output norm, gate and projection.
@@ -119,7 +119,7 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
     }
 
     /// <summary>
-    /// Retrieval without an update, M*(q) (TITANS.md §2, MAC's step 1): queries from x through this module's query path,
+    /// Retrieval without an update, M*(q) (docs/method.md §2, MAC's step 1): queries from x through this module's query path,
     /// read with the given weights ([B, H, out, in] per layer), then the read-out. Returns [B, T, d] and the convolution
     /// cache of x's stream, query channels only (null without convolution).
     /// </summary>

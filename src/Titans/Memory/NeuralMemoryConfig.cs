@@ -3,7 +3,7 @@ using Titans.Runtime;
 
 namespace Titans.Memory;
 
-/// <summary>Nonlinearity between the layers of the memory MLP (TITANS.md §2).</summary>
+/// <summary>Nonlinearity between the layers of the memory MLP (docs/method.md §2).</summary>
 [JsonConverter(typeof(JsonStringEnumConverter<MemoryActivation>))]
 public enum MemoryActivation { Gelu, Silu }
 
@@ -15,7 +15,7 @@ public enum OutputGate { None, Sigmoid, Silu }
 [JsonConverter(typeof(JsonStringEnumConverter<MemoryAlgorithm>))]
 public enum MemoryAlgorithm
 {
-    /// <summary>TITANS.md §3: analytic inner gradients, dual form inside a chunk, sequential over chunks. Fast.</summary>
+    /// <summary>docs/method.md §3: analytic inner gradients, dual form inside a chunk, sequential over chunks. Fast.</summary>
     Chunked,
     /// <summary>Token-by-token reference; the inner gradient comes from autograd. Slow; the oracle.</summary>
     Sequential,
@@ -35,7 +35,7 @@ public enum FastWeightNorm
 }
 
 /// <summary>
-/// Named special cases of the memory (TITANS.md §4.5), each nothing but a setting of the switches below
+/// Named special cases of the memory (docs/method.md §4.5), each nothing but a setting of the switches below
 /// (<see cref="NeuralMemoryConfig.As"/>).
 /// </summary>
 [JsonConverter(typeof(JsonStringEnumConverter<MemoryVariant>))]
@@ -54,7 +54,7 @@ public enum MemoryVariant
 }
 
 /// <summary>
-/// Configuration of one neural long-term memory module (TITANS.md §2). Every ablation of the paper is a switch here:
+/// Configuration of one neural long-term memory module (docs/method.md §2). Every ablation of the paper is a switch here:
 /// linear memory (<see cref="Depth"/> = 1), no momentum, no forgetting, no convolution, fixed gates.
 /// </summary>
 public sealed record NeuralMemoryConfig
@@ -70,7 +70,7 @@ public sealed record NeuralMemoryConfig
     public MemoryActivation Activation { get; init; } = MemoryActivation.Gelu;
     /// <summary>M(x) = x + LN(MLP(x)) (TTT-style wrapper of the later revision) instead of M(x) = MLP(x).</summary>
     public bool ResidualLayerNorm { get; init; } = true;
-    /// <summary>b: tokens per mini-batch of the inner gradient descent (TITANS.md §3).</summary>
+    /// <summary>b: tokens per mini-batch of the inner gradient descent (docs/method.md §3).</summary>
     public int ChunkSize { get; init; } = 16;
     /// <summary>Kernel of the causal depthwise convolution after the q/k/v projections; 0 turns it off.</summary>
     public int ConvKernel { get; init; } = 4;

@@ -2,7 +2,7 @@ namespace Titans.Memory;
 
 /// <summary>
 /// Floating-point operations of one forward pass of <see cref="NeuralMemory"/> on the chunked path, counting matmuls
-/// (2·m·n·k) as the algorithm performs them (TITANS.md §3); elementwise work is not counted. Used to report achieved
+/// (2·m·n·k) as the algorithm performs them (docs/method.md §3); elementwise work is not counted. Used to report achieved
 /// GFLOP/s. Forward+backward is conventionally counted as 3× the forward.
 /// </summary>
 public static class NeuralMemoryCost

@@ -4,7 +4,7 @@ namespace Titans.Models;
 
 /// <summary>
 /// Named model sizes. <c>tiny</c> is for tests and CPU demos, <c>small</c> (about 14M parameters) for real runs on a
-/// CPU, and <c>170m</c>, <c>340m</c>, <c>760m</c> follow the shapes of the paper's model sizes (TITANS.md §5: chunk 16,
+/// CPU, and <c>170m</c>, <c>340m</c>, <c>760m</c> follow the shapes of the paper's model sizes (docs/method.md §5: chunk 16,
 /// MAC segment 512, window 2048, 128 persistent tokens, a 32K vocabulary). Every architecture of a preset has the
 /// same width, depth and heads; its feed-forward width is set so its parameter count matches the preset's
 /// Transformer++ (equal parameter count, as the paper compares them). Every preset's memory is the stable form chosen in

@@ -5,7 +5,7 @@ using Titans.Memory;
 
 namespace Titans.Models;
 
-/// <summary>The sequence mixer of every block (TITANS.md §4).</summary>
+/// <summary>The sequence mixer of every block (docs/method.md §4).</summary>
 [JsonConverter(typeof(JsonStringEnumConverter<Architecture>))]
 public enum Architecture
 {
@@ -13,17 +13,17 @@ public enum Architecture
     TransformerPlusPlus,
     /// <summary>Baseline: sliding-window causal attention only.</summary>
     SlidingWindow,
-    /// <summary>Memory only (§4.4): the neural memory in place of attention; a pure recurrent model.</summary>
+    /// <summary>Memory only (docs/method.md §4.4): the neural memory in place of attention; a pure recurrent model.</summary>
     Lmm,
-    /// <summary>Memory as Context (§4.1): per segment, read the memory, attend over [persistent ‖ read ‖ segment], write the attention output, gate with the updated memory.</summary>
+    /// <summary>Memory as Context (docs/method.md §4.1): per segment, read the memory, attend over [persistent ‖ read ‖ segment], write the attention output, gate with the updated memory.</summary>
     Mac,
-    /// <summary>Memory as Gate (§4.2): sliding-window attention and the memory side by side, combined by a normalized gate.</summary>
+    /// <summary>Memory as Gate (docs/method.md §4.2): sliding-window attention and the memory side by side, combined by a normalized gate.</summary>
     Mag,
-    /// <summary>Memory as Layer (§4.3): a memory layer, then a sliding-window attention layer.</summary>
+    /// <summary>Memory as Layer (docs/method.md §4.3): a memory layer, then a sliding-window attention layer.</summary>
     Mal,
 }
 
-/// <summary>What MAC writes into its memory after attending over a segment (TITANS.md §4.1, step 4).</summary>
+/// <summary>What MAC writes into its memory after attending over a segment (docs/method.md §4.1, step 4).</summary>
 [JsonConverter(typeof(JsonStringEnumConverter<MacWrite>))]
 public enum MacWrite
 {
@@ -52,7 +52,7 @@ public sealed record TitansConfig
     public int Window { get; init; } = 64;
     /// <summary>MAC's segment length C: the span of its attention, a multiple of the memory's chunk size.</summary>
     public int SegmentLength { get; init; } = 32;
-    /// <summary>What MAC writes into its memory (step 4 of §4.1): the attention output (the paper) or the segment input.</summary>
+    /// <summary>What MAC writes into its memory (step 4 of docs/method.md §4.1): the attention output (the paper) or the segment input.</summary>
     public MacWrite MacWrite { get; init; } = MacWrite.AttentionOutput;
     /// <summary>Persistent memory tokens N_p per block (MAC, MAG, MAL): learned, input independent, seen by every query.</summary>
     public int PersistentTokens { get; init; } = 4;

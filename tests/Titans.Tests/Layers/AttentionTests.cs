@@ -5,7 +5,7 @@ using static Titans.Tests.TestTensors;
 
 namespace Titans.Tests.Layers;
 
-/// <summary>Short-term memory (TITANS.md §4): sliding-window and full causal attention, rotary positions, streaming.</summary>
+/// <summary>Short-term memory (docs/method.md §4): sliding-window and full causal attention, rotary positions, streaming.</summary>
 public class AttentionTests
 {
     static CausalAttention Build(int? window, long seed = 1, int persistent = 0)

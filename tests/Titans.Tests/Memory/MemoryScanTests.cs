@@ -6,7 +6,7 @@ using static Titans.Tests.TestTensors;
 
 namespace Titans.Tests.Memory;
 
-/// <summary>The memory's math (TITANS.md §2–3): analytic gradients, and the chunked dual form against the reference.</summary>
+/// <summary>The memory's math (docs/method.md §2–3): analytic gradients, and the chunked dual form against the reference.</summary>
 public class MemoryScanTests
 {
     const long Batch = 2, Heads = 2, Dim = 6;

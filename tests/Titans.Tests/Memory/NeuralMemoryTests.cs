@@ -5,7 +5,7 @@ using static Titans.Tests.TestTensors;
 
 namespace Titans.Tests.Memory;
 
-/// <summary>The module (TITANS.md §2) as a user sees it: streaming, causality, outer-loop gradients, switches, bad input.</summary>
+/// <summary>The module (docs/method.md §2) as a user sees it: streaming, causality, outer-loop gradients, switches, bad input.</summary>
 public class NeuralMemoryTests
 {
     static NeuralMemoryConfig Tiny(int chunk = 4) => new()

@@ -7,7 +7,7 @@ using static Titans.Tests.TestTensors;
 
 namespace Titans.Tests.Models;
 
-/// <summary>MAC (TITANS.md §4.1) follows the paper's order: read, attend, write the attention output, gate; or writes the segment (the ablation).</summary>
+/// <summary>MAC (docs/method.md §4.1) follows the paper's order: read, attend, write the attention output, gate; or writes the segment (the ablation).</summary>
 public class MemoryAsContextTests
 {
     static MacBlock Build(int convKernel = 4, MacWrite write = MacWrite.AttentionOutput)

@@ -12,7 +12,7 @@ public sealed record DecayCoefficients(Tensor Retention, Tensor Carry, Tensor Mi
 }
 
 /// <summary>
-/// The coefficients that turn a chunk's per-token gradients into per-token weights (TITANS.md §3), over any leading
+/// The coefficients that turn a chunk's per-token gradients into per-token weights (docs/method.md §3), over any leading
 /// dimensions (all chunks at once, or one chunk). With local indices t, i, s = 1..b inside a chunk:
 ///   A_t = Π_{j≤t}(1 − α_j),  E_t = Π_{j≤t} η_j,  d_t = Σ_{s≤t} (A_t/A_s) E_s,
 ///   C[t,i] = θ_i Σ_{s=i..t} (A_t/A_s)(E_s/E_i),

@@ -3,7 +3,7 @@ using static TorchSharp.torch;
 namespace Titans.Memory.Scans;
 
 /// <summary>
-/// The fast path (TITANS.md §3). Inside a chunk of b tokens every inner gradient is taken at the chunk's starting
+/// The fast path (docs/method.md §3). Inside a chunk of b tokens every inner gradient is taken at the chunk's starting
 /// weights M_0; momentum and forgetting still act token by token through <see cref="ChunkCoefficients"/>. Each layer
 /// of the memory is applied to the queries in the dual form
 ///     W_t z_t = A_t (W_0 z_t) + d_t (S_0 z_t) − Σ_i C[t,i] (a_i · z_t) δ_i,

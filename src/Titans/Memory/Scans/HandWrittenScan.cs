@@ -55,7 +55,7 @@ public static partial class HandWrittenScan
         Tensor Chunked(Tensor x) => nn.functional.pad(x, new long[] { 0, 0, 0, padded - length }).reshape(bh, chunks, b, dim);
         Tensor Flat(Tensor t) => t.expand(batch, heads, t.shape[2], t.shape[3]).reshape(bh, t.shape[2], t.shape[3]);
 
-        // The coefficients of all chunks, with autograd (TITANS.md §3), and their rows at each chunk's last token (the
+        // The coefficients of all chunks, with autograd (docs/method.md §3), and their rows at each chunk's last token (the
         // last chunk may end early).
         MemoryGates g = gates.PadTo(padded);
         Tensor theta = g.Theta.reshape(bh, chunks, b);

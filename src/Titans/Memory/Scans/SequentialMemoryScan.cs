@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 namespace Titans.Memory.Scans;
 
 /// <summary>
-/// The slow, obviously-correct reference (TITANS.md §2): the recurrence written token by token,
+/// The slow, obviously-correct reference (docs/method.md §2): the recurrence written token by token,
 ///     S_t = η_t S_{t−1} − θ_t ∇ℓ(M_0; k_t, v_t),   M_t = (1 − α_t) M_{t−1} + S_t,   y_t = M_t(q_t),
 /// where M_0 is the state at the start of the token's mini-batch of b tokens (b = 1: fully sequential, every gradient
 /// at the previous token's weights), with the stabilizers of <see cref="MemoryStabilizers"/> written out token by token.

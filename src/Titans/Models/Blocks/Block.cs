@@ -8,7 +8,7 @@ namespace Titans.Models;
 
 /// <summary>
 /// Pre-norm residual block: h = x + mixer(RMSNorm(x)); y = h + SwiGLU(RMSNorm(h)). The mixer is the architecture
-/// (TITANS.md §4), one class each with its own state: <see cref="AttentionBlock"/> (Transformer++, SWA),
+/// (docs/method.md §4), one class each with its own state: <see cref="AttentionBlock"/> (Transformer++, SWA),
 /// <see cref="MemoryBlock"/> (LMM), <see cref="MacBlock"/>, <see cref="MagBlock"/>, <see cref="MalBlock"/>.
 /// <see cref="Create"/> is the one place that maps an architecture to its block. Weights are named as they always
 /// were (<c>mixer_norm</c>, <c>attention</c>, <c>memory</c>, …, <c>ffn</c>), whichever class holds them.

@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace Titans.Models;
 
 /// <summary>
-/// MAC (§4.1), segment by segment: read the memory as it was before the segment; attend over [persistent ‖ read ‖
+/// MAC (docs/method.md §4.1), segment by segment: read the memory as it was before the segment; attend over [persistent ‖ read ‖
 /// segment]; write the attention output (divided by its RMS) into the memory; gate the attention output with
 /// σ(RMSNorm(read of the updated memory)). Its state is a <see cref="MacBlockState"/>.
 /// </summary>

@@ -6,7 +6,7 @@ namespace Titans.Models;
 
 /// <summary>
 /// What MAG and MAL share: sliding-window attention with persistent memory tokens, and a neural memory that runs over
-/// [p ‖ x] (§4.2, §4.3): at a sequence start it first reads the persistent tokens (their outputs are not used), so
+/// [p ‖ x] (docs/method.md §4.2, §4.3): at a sequence start it first reads the persistent tokens (their outputs are not used), so
 /// every sequence starts from W₀ updated on p. Their state is a <see cref="GatedBlockState"/>.
 /// </summary>
 public abstract class WindowAndMemoryBlock : Block
