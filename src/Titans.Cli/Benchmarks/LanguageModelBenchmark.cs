@@ -1,5 +1,5 @@
 using Titans.Cli.Reporting;
-using Titans.Cli.Training;
+using Titans.Cli.Runs;
 using Titans.Models;
 using Titans.Text;
 using Titans.Training;

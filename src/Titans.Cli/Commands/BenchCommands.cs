@@ -84,9 +84,9 @@ public static class BenchCommands
             double memoryLimit = parse.GetValue(limit) is double gib and > 0 ? gib
                 : 0.7 * GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / (1024.0 * 1024 * 1024);
             var options = new ThroughputBenchmark.Options(parse.GetValue(preset)!, parse.GetValue(layers),
-                CommonOptions.IntList(parse.GetValue(lengths)!, "--lengths"), CommonOptions.IntList(parse.GetValue(depths)!, "--lmm-depths"),
+                Lists.PositiveIntegers(parse.GetValue(lengths), "--lengths"), Lists.PositiveIntegers(parse.GetValue(depths), "--lmm-depths"),
                 parse.GetValue(repeats), parse.GetValue(budget), memoryLimit, device,
-                parse.GetValue(architectures)?.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(ArchitectureNames.Parse).Distinct().ToList(),
+                parse.GetValue(architectures) is string a ? Lists.Architectures(a, "--architectures").ToList() : null,
                 parse.GetValue(memoryPatch));
             if (options.MemoryPatch is not null) Presets.Get(options.Preset, Architecture.Lmm).WithMemory(options.MemoryPatch);   // a bad patch fails before any timing
             ThroughputBenchmark.Run(options, parse.GetValue(output), parse.GetValue(plot), CommonOptions.CommandLine(parse));
@@ -126,7 +126,7 @@ public static class BenchCommands
                 Steps = parse.GetValue(steps), BatchSize = parse.GetValue(batch), SequenceLength = parse.GetValue(length),
                 LearningRate = parse.GetValue(lr), WarmupSteps = parse.GetValue(warmup), Seed = parse.GetValue(seed),
             }).Validate();
-            var chosen = Architectures(parse.GetValue(architectures)!);
+            var chosen = Lists.Architectures(parse.GetValue(architectures), "--architectures").ToList();
             if (parse.GetValue(evalEvery) < 1) throw new ArgumentException($"--eval-every must be at least 1, got {parse.GetValue(evalEvery)}.");
             Presets.Get(parse.GetValue(preset)!, Architecture.Mac).WithMemory(parse.GetValue(shared.Memory));   // an unknown preset or bad --memory fails before any training
             var options = new LanguageModelBenchmark.Options(parse.GetValue(data)!, parse.GetValue(preset)!, chosen, training,
@@ -173,24 +173,17 @@ public static class BenchCommands
                 Steps = parse.GetValue(steps), BatchSize = parse.GetValue(batch), SequenceLength = parse.GetValue(length),
                 LearningRate = parse.GetValue(lr), Seed = parse.GetValue(seed), WarmupSteps = Math.Min(50, parse.GetValue(steps)),
             }).Validate();
-            var chosen = Architectures(parse.GetValue(architectures)!);
+            var chosen = Lists.Architectures(parse.GetValue(architectures), "--architectures").ToList();
             Presets.Get(parse.GetValue(preset)!, Architecture.Mac).WithMemory(parse.GetValue(shared.Memory));   // an unknown preset or bad --memory fails before any training
             string name = parse.GetValue(task)!;
             var options = new TaskBenchmark.Options(name, parse.GetValue(haystack)!, parse.GetValue(preset)!, chosen, ArchitectureNames.ParseMacWrite(parse.GetValue(macWrite)!), training,
-                CommonOptions.IntList(parse.GetValue(factors)!, "--factors"), TrainingOptions.Positive(parse, depths), TrainingOptions.Positive(parse, examples),
+                Lists.PositiveIntegers(parse.GetValue(factors), "--factors"), TrainingOptions.Positive(parse, depths), TrainingOptions.Positive(parse, examples),
                 TrainingOptions.Positive(parse, evalEvery), parse.GetValue(runs) ?? Path.Combine("runs", $"bench-tasks-{name}-{training.SequenceLength}"),
                 parse.GetValue(shared.InitialForgetting), parse.GetValue(initFrom), parse.GetValue(shared.Memory), parse.GetValue(taskForce));
             TaskBenchmark.Run(options, parse.GetValue(output), CommonOptions.CommandLine(parse));
             return 0;
         }));
         return command;
-    }
-
-    /// <summary>The architectures a comma-separated --architectures list names, each once.</summary>
-    static List<Architecture> Architectures(string text)
-    {
-        var chosen = text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).Select(ArchitectureNames.Parse).Distinct().ToList();
-        return chosen.Count > 0 ? chosen : throw new ArgumentException("--architectures names no architecture.");
     }
 
 
@@ -252,19 +245,19 @@ public static class BenchCommands
             var options = StabilityBenchmark.Defaults(parse.GetValue(quick), parse.GetValue(data)!);
             if (parse.GetValue(presets) is string p)
             {
-                var names = p.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+                var names = Lists.Items(p).ToArray();
                 foreach (var name in names) Presets.Get(name, Architecture.Lmm);   // unknown presets fail first
                 options = options with { Presets = names };
             }
             if (parse.GetValue(variants) is string v)
                 options = options with
                 {
-                    Variants = v.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).Select(name =>
+                    Variants = Lists.Items(v).Select(name =>
                         StabilityBenchmark.Variants.FirstOrDefault(x => x.Name == name) ?? throw new ArgumentException(
                             $"Unknown variant '{name}'; the variants are {string.Join(", ", StabilityBenchmark.Variants.Select(x => x.Name))}.")).ToList(),
                 };
-            if (parse.GetValue(lengths) is string l) options = options with { Lengths = CommonOptions.IntList(l, "--lengths") };
-            if (parse.GetValue(points) is string pts) options = options with { Points = CommonOptions.IntList(pts, "--points").Select(x => (long)x).ToList() };
+            if (parse.GetValue(lengths) is string l) options = options with { Lengths = Lists.PositiveIntegers(l, "--lengths") };
+            if (parse.GetValue(points) is string pts) options = options with { Points = Lists.PositiveIntegers(pts, "--points").Select(x => (long)x).ToList() };
             if (parse.GetValue(seeds) is int s)
                 options = options with { Seeds = s >= 1 ? s : throw new ArgumentException($"--seeds must be at least 1, got {s}.") };
             if (parse.GetValue(tracePreset) is string t)

@@ -138,14 +138,5 @@ public static class CommonOptions
         Enum.GetNames<T>().FirstOrDefault(n => n.Equals(text.Trim(), StringComparison.OrdinalIgnoreCase)) is string name ? Enum.Parse<T>(name)
             : throw new ArgumentException($"{option} must be {string.Join(", ", Enum.GetNames<T>().Select(n => n.ToLowerInvariant()))}, got '{text}'.");
 
-    /// <summary>A comma-separated list of positive integers; anything else is an error naming the option.</summary>
-    public static IReadOnlyList<int> IntList(string text, string option)
-    {
-        if (string.IsNullOrWhiteSpace(text)) return Array.Empty<int>();
-        return text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
-            .Select(part => int.TryParse(part, out int value) && value > 0
-                ? value
-                : throw new ArgumentException($"{option} must be a comma-separated list of positive integers, got '{part}'."))
-            .ToList();
-    }
+
 }

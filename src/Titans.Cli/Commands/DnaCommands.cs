@@ -1,7 +1,7 @@
 using System.CommandLine;
 using System.Diagnostics;
 using Titans.Cli.Reporting;
-using Titans.Cli.Training;
+using Titans.Cli.Runs;
 using Titans.Dna;
 using Titans.Text;
 using Titans.Models;
@@ -104,14 +104,13 @@ public static class DnaCommands
                     throw new ArgumentException($"The checkpoint was trained with the {header.Tokenizer.Name} tokenizer; `dna eval` needs a `dna pretrain` checkpoint.");
                 int count = parse.GetValue(limit);
                 if (count < 1) throw new ArgumentException($"--nucleotides must be at least 1, got {count}.");
-                var markovOrders = parse.GetValue(orders)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
-                    .Select(x => int.TryParse(x, out int k) && k is >= 0 and <= MarkovModel.MaxOrder ? k
-                        : throw new ArgumentException($"--markov-orders must be integers from 0 to {MarkovModel.MaxOrder}, got '{x}'.")).ToList();
+                var markovOrders = Lists.Parse(parse.GetValue(orders), "--markov-orders", $"integers from 0 to {MarkovModel.MaxOrder}",
+                    x => int.TryParse(x, out int k) && k is >= 0 and <= MarkovModel.MaxOrder ? k : (int?)null);
                 var referenceTokens = GenomeTokens(parse.GetValue(reference)!);
                 var markov = markovOrders.Select(k => MarkovModel.Fit(referenceTokens, k)).ToList();
                 string described = $"{ArchitectureNames.Display(header.Model)} step {header.Step}";
                 var rows = new List<IReadOnlyList<string>>();
-                foreach (string genome in parse.GetValue(genomes)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+                foreach (string genome in Lists.Items(parse.GetValue(genomes)))
                 {
                     var tokens = GenomeTokens(genome);
                     long[] scored = tokens[..Math.Min(count, tokens.Length)];
@@ -170,8 +169,7 @@ public static class DnaCommands
                 WarmupSteps = parse.GetValue(warmup), WeightDecay = 0.05, Beta2 = 0.999, Seed = parse.GetValue(seed), AccumulationSteps = TrainingOptions.Positive(parse, accumulate),
             }.Validate();
             string file = parse.GetValue(data)!;
-            var names = parse.GetValue(models)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
-            if (names.Length == 0) throw new ArgumentException("-a needs at least one model.");
+            var names = Lists.NonEmpty(Lists.Items(parse.GetValue(models)), "--models");
             foreach (var n in names.Where(n => !n.Equals("cnn", StringComparison.OrdinalIgnoreCase))) ArchitectureNames.Parse(n);
             string? start = parse.GetValue(pretrained) is string given ? TrainingOptions.CheckpointPath(given) : null;   // a run folder names its checkpoint
             DnaClassificationRun.Run(new DnaClassificationRun.Options(file, names, parse.GetValue(preset)!, parse.GetValue(layers), start,

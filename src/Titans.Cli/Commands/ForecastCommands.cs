@@ -1,6 +1,6 @@
 using System.CommandLine;
 using TorchSharp;
-using Titans.Cli.Training;
+using Titans.Cli.Runs;
 using Titans.Forecasting;
 using Titans.Training;
 
@@ -29,8 +29,8 @@ public static class ForecastCommands
         DefaultValueFactory = _ => "auto",
     };
 
-    static IReadOnlyList<string>? Names(string? text) =>
-        text?.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries) is { Length: > 0 } names ? names : null;
+    /// <summary>The names of a list option; null (the option's default) where it names none.</summary>
+    static IReadOnlyList<string>? Names(string? text) => Lists.Items(text) is { Count: > 0 } names ? names : null;
 
     static Command Train()
     {
@@ -77,15 +77,15 @@ public static class ForecastCommands
                 LearningRate = parse.GetValue(lr), WarmupSteps = parse.GetValue(warmup), WeightDecay = parse.GetValue(decay),
                 Beta2 = 0.999, Seed = parse.GetValue(seed), AccumulationSteps = TrainingOptions.Positive(parse, accumulate),
             }.Validate();
-            var choices = Names(parse.GetValue(models)) ?? throw new ArgumentException("-a needs at least one model.");
+            var choices = Lists.NonEmpty(Lists.Items(parse.GetValue(models)), "--models");
             ForecastRun.Run(new ForecastRun.Options(parse.GetValue(Data)!, parse.GetValue(DateColumn), Names(parse.GetValue(Columns)),
                 Names(parse.GetValue(targets)), parse.GetValue(Split)!, parse.GetValue(lookback),
-                CommonOptions.IntList(parse.GetValue(horizons)!, "--horizons"), choices.Select(ForecastRun.ModelChoice.Parse).ToList(), training,
+                Lists.NonEmpty(Lists.PositiveIntegers(parse.GetValue(horizons), "--horizons"), "--horizons"), choices.Select(ForecastRun.ModelChoice.Parse).ToList(), training,
                 parse.GetValue(evalEvery), parse.GetValue(patience), parse.GetValue(width), parse.GetValue(layers), parse.GetValue(patch), parse.GetValue(memory),
                 parse.GetValue(output) ?? Path.Combine("runs", "forecast", Path.GetFileNameWithoutExtension(parse.GetValue(Data)!)),
                 parse.GetValue(report), parse.GetValue(plot), CommonOptions.CommandLine(parse),
                 CommonOptions.ByName<ForecastLoss>(parse.GetValue(loss)!, "--loss"),
-                parse.GetValue(seeds) is string list ? CommonOptions.IntList(list, "--seeds").Select(s => (long)s).ToList() : null, parse.GetValue(force)), device);
+                parse.GetValue(seeds) is string list ? Lists.PositiveIntegers(list, "--seeds").Select(s => (long)s).ToList() : null, parse.GetValue(force)), device);
             return 0;
         }));
         return command;

@@ -1,6 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
-using Titans.Cli.Training;
+using Titans.Cli.Runs;
 using Titans.Generation;
 using Titans.Models;
 using Titans.Runtime;

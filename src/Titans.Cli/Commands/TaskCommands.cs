@@ -1,7 +1,7 @@
 using TorchSharp;
 using System.CommandLine;
 using Titans.Cli.Reporting;
-using Titans.Cli.Training;
+using Titans.Cli.Runs;
 using Titans.Experiments;
 using Titans.Models;
 using Titans.Runtime;
@@ -213,9 +213,11 @@ public static class TaskCommands
             {
                 var task = TaskOf(parse, taskOption, header, file);
                 int trained = header.Training.SequenceLength;
-                var lengthList = ParseList(parse.GetValue(lengths), "--lengths", int.Parse) ?? new[] { 1, 2, 4, 8, 16 }.Select(f => f * trained).ToList();
+                var lengthList = parse.GetValue(lengths) is string given ? Lists.NonEmpty(Lists.PositiveIntegers(given, "--lengths"), "--lengths")
+                    : new[] { 1, 2, 4, 8, 16 }.Select(f => f * trained).ToList();
                 foreach (int l in lengthList) TaskRun.RequireLength(task, l, $"the length {l}");
-                var depthList = task.HasDepth ? ParseList(parse.GetValue(depths), "--depths", double.Parse) ?? TaskRun.Depths(task, 5) : TaskRun.Depths(task, 1);
+                var depthList = !task.HasDepth ? TaskRun.Depths(task, 1)
+                    : parse.GetValue(depths) is string d ? Lists.NonEmpty(Lists.Numbers(d, "--depths"), "--depths") : TaskRun.Depths(task, 5);
                 // Only the depths given are checked (a task without depths uses NaN for "scattered"), written so that NaN fails too.
                 if (task.HasDepth && parse.GetValue(depths) is not null && depthList.FirstOrDefault(d => !(d >= 0 && d <= 1), 0) is var outside && !(outside >= 0 && outside <= 1))
                     throw new ArgumentException($"--depths must lie in [0, 1], got {outside.ToString(System.Globalization.CultureInfo.InvariantCulture)}.");
@@ -375,19 +377,4 @@ public static class TaskCommands
     }
 
     static string Examples(int count) => count == 1 ? "1 example" : $"{count} examples";
-
-    static List<T>? ParseList<T>(string? text, string option, Func<string, IFormatProvider, T> parse)
-    {
-        if (text is null) return null;
-        try
-        {
-            var list = text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-                .Select(s => parse(s.Replace("_", ""), System.Globalization.CultureInfo.InvariantCulture)).ToList();
-            return list.Count > 0 ? list : throw new FormatException();
-        }
-        catch (Exception e) when (e is FormatException or OverflowException)
-        {
-            throw new ArgumentException($"{option} takes comma-separated numbers, got '{text}'.");
-        }
-    }
 }

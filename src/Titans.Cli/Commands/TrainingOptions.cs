@@ -1,5 +1,5 @@
 using System.CommandLine;
-using Titans.Cli.Training;
+using Titans.Cli.Runs;
 using Titans.Models;
 using Titans.Runtime;
 using Titans.Text;
@@ -133,7 +133,7 @@ public sealed class TrainingOptions
         string file = path;
         if (Directory.Exists(path))
         {
-            file = Path.Combine(path, Cli.Training.TrainingRun.CheckpointFile);
+            file = Path.Combine(path, Cli.Runs.TrainingRun.CheckpointFile);
             string weights = Path.Combine(path, Checkpoint.WeightsFile);
             if (!File.Exists(file) && File.Exists(weights)) file = weights;
         }

@@ -200,7 +200,7 @@ public class CommandLineTests : IDisposable
         Assert.Contains("| Markov order 0 | Markov order 2 |", File.ReadAllText(report));
         var badOrder = Titans("dna", "eval", "-c", run, "--genomes", heldOut, "--markov-genome", train, "--markov-orders", "9");
         Assert.Equal(2, badOrder.Code);
-        Assert.Contains("--markov-orders must be integers from 0 to 8, got '9'", badOrder.Error);
+        Assert.Contains("--markov-orders must be a comma-separated list of integers from 0 to 8, got '9'", badOrder.Error);
     }
 
     [Fact]

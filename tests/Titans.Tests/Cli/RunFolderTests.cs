@@ -1,4 +1,4 @@
-using Titans.Cli.Training;
+using Titans.Cli.Runs;
 using Titans.Runtime;
 
 namespace Titans.Tests.Cli;

@@ -1,6 +1,6 @@
 using Spectre.Console;
 
-namespace Titans.Cli.Training;
+namespace Titans.Cli.Runs;
 
 /// <summary>One logged training step, as the progress display shows it.</summary>
 public sealed record StepReport(int Step, int Steps, double Loss, double LearningRate, double GradientNorm, double TokensPerSecond,

@@ -2,7 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Titans.Runtime;
 
-namespace Titans.Cli.Training;
+namespace Titans.Cli.Runs;
 
 /// <summary>
 /// A folder titans writes a run into, held by one writer, that touches only what titans itself wrote there.

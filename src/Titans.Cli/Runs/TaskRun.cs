@@ -8,7 +8,7 @@ using Titans.Text;
 using Titans.Training;
 using static TorchSharp.torch;
 
-namespace Titans.Cli.Training;
+namespace Titans.Cli.Runs;
 
 /// <summary>One cell of a length × depth grid: accuracy over its examples, and how fast they streamed.</summary>
 /// <param name="Failure">Why the cell has no accuracy (the memory diverged, or the model cannot read that far).</param>

@@ -8,7 +8,7 @@ using Titans.Runtime;
 using Titans.Text;
 using Titans.Training;
 
-namespace Titans.Cli.Training;
+namespace Titans.Cli.Runs;
 
 /// <summary>Where a run writes, and how often it reports, evaluates and saves.</summary>
 public sealed record RunOptions(string Directory, int LogEvery, int EvalEvery, int EvalTokens, int CheckpointEvery)

@@ -7,7 +7,7 @@ using Titans.Models;
 using Titans.Training;
 using static TorchSharp.torch;
 
-namespace Titans.Cli.Training;
+namespace Titans.Cli.Runs;
 
 /// <summary>
 /// `dna classify`: re-splits a labelled set (seeded, stratified), trains each model with early stopping on validation

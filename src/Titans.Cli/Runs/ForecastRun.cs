@@ -7,7 +7,7 @@ using Titans.Runtime;
 using Titans.Training;
 using static TorchSharp.torch;
 
-namespace Titans.Cli.Training;
+namespace Titans.Cli.Runs;
 
 /// <summary>
 /// `forecast train`: for every horizon and model, train (early stopping on validation MSE), score the test part, save the
