@@ -108,22 +108,20 @@ public sealed record TitansConfig
     /// <summary>MAC with this write; other architectures have no such choice and are returned as they are.</summary>
     public TitansConfig WithMacWrite(MacWrite write) => Architecture == Architecture.Mac ? this with { MacWrite = write } : this;
 
-    /// <summary>This model with the memory's initial forgetting α₀ (null: unchanged); models without memory are returned as they are.</summary>
+    /// <summary>
+    /// This model with the memory's initial forgetting α₀ (null: unchanged): <c>Memory.InitialForgetting=α₀</c> by the one
+    /// merge rule of <see cref="With"/>; models without memory are returned as they are.
+    /// </summary>
     public TitansConfig WithInitialForgetting(double? alpha) =>
-        alpha is double a && UsesMemory ? this with { Memory = Memory with { InitialForgetting = a } } : this;
+        alpha is double a && UsesMemory ? With([$"{nameof(Memory)}.{nameof(NeuralMemoryConfig.InitialForgetting)}={a.ToString("R", System.Globalization.CultureInfo.InvariantCulture)}"]) : this;
 
     /// <summary>
     /// This model with the fields of a JSON object set over its memory's configuration (e.g. <c>{"RetainTowardInitial": false}</c>;
-    /// null: unchanged); models without memory are returned as they are. An unknown field throws naming it.
+    /// null: unchanged): <c>Memory={…}</c> by the one merge rule of <see cref="With"/>, so the fields it does not name keep
+    /// the preset's values; models without memory are returned as they are. An unknown field throws naming it.
     /// </summary>
-    public TitansConfig WithMemory(string? patch)
-    {
-        if (patch is null || !UsesMemory) return this;
-        var patched = NeuralMemoryConfig.Patch(Memory, patch);
-        if (patched.ModelDim != ModelDim)
-            throw new ArgumentException($"The memory runs at the model's width, ModelDim = {ModelDim}; set the model's ModelDim instead of the memory's ({patched.ModelDim}).");
-        return this with { Memory = patched };
-    }
+    public TitansConfig WithMemory(string? patch) =>
+        patch is not null && UsesMemory ? With([$"{nameof(Memory)}={ConfigJson.ParseObject<NeuralMemoryConfig>(patch, "JSON patch").ToJsonString()}"]) : this;
 
     /// <summary>Bounds far above any model this library trains, so sizes and their products never overflow and nonsense is refused before it is built.</summary>
     public const int MaxVocabSize = 1 << 24, MaxModelDim = 1 << 16, MaxLayers = 1024, MaxWidth = 1 << 20, MaxTokens = 1 << 24;

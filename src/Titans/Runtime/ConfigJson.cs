@@ -115,7 +115,10 @@ public static class ConfigJson
     /// <summary>
     /// <paramref name="config"/> with each assignment <c>Field.Path=value</c> made (the value a JSON literal, or else a
     /// string: <c>Architecture=Mac</c>), then parsed and validated by <paramref name="parse"/>, whose field check names a
-    /// path the type does not have and the fields there.
+    /// path the type does not have and the fields there. The one merge rule of every configuration option: a JSON object
+    /// given for a section sets the fields it names and keeps the others (<c>Memory={"ChunkSize": 8}</c> changes the
+    /// chunk size alone), as a value set by path does. <paramref name="adjust"/> is told every path set, an object's
+    /// fields included.
     /// </summary>
     public static T Set<T>(T config, IEnumerable<string> assignments, Func<string, T> parse, Action<JsonObject, IReadOnlySet<string>>? adjust = null)
     {
@@ -136,11 +139,37 @@ public static class ConfigJson
                 at = at[names[i]] as JsonObject
                      ?? throw new ArgumentException($"{string.Join('.', [typeof(T).Name, .. names[..(i + 1)]])} is a value, not a section with fields.");
             }
-            at[names[^1]] = Literal(text);
-            paths.Add(path);
+            JsonNode? value = Literal(text);
+            if (value is JsonObject fields && at[names[^1]] is JsonObject section) Merge(section, fields, path, paths);
+            else
+            {
+                at[names[^1]] = value;
+                paths.Add(path);
+            }
         }
         adjust?.Invoke(root, paths);
         return parse(root.ToJsonString());
+    }
+
+    /// <summary>Sets each field of <paramref name="fields"/> over <paramref name="section"/>, recursively into sections.</summary>
+    static void Merge(JsonObject section, JsonObject fields, string path, ISet<string> paths)
+    {
+        foreach (var (key, value) in fields.ToList())
+        {
+            if (value is JsonObject inner && section[key] is JsonObject existing) Merge(existing, inner, $"{path}.{key}", paths);
+            else
+            {
+                section[key] = value?.DeepClone();
+                paths.Add($"{path}.{key}");
+            }
+        }
+    }
+
+    /// <summary>The text as a JSON object, or an error that says where it is malformed (for options that take one).</summary>
+    public static JsonObject ParseObject<T>(string json, string what)
+    {
+        var node = ParseText<T>(json, what);
+        return node as JsonObject ?? throw new ArgumentException($"A {typeof(T).Name} {what} must be a JSON object, got: {json}", nameof(json));
     }
 
     static JsonNode? Literal(string text)

@@ -106,7 +106,7 @@ public sealed class BadInputTests(BadInputFiles files) : IClassFixture<BadInputF
         { ["train", "--data", "{corpus}", "--stream-prefix", "-5", "--out", "{folder}/k"], "StreamPrefix must not be negative, got -5" },
         { ["train", "--data", "{corpus}", "--stream-prefix", "100", "--stream-prefix-min", "200", "--out", "{folder}/n"], "MinStreamPrefix must lie in [0, StreamPrefix = 100], got 200" },
         { ["train", "--data", "{corpus}", "--initial-memory-decay", "-1", "--out", "{folder}/l"], "must not be negative, got -1" },
-        { ["train", "--data", "{corpus}", "--memory", "{\"Retention\": true}", "--out", "{folder}/o"], "NeuralMemoryConfig has no field 'Retention'" },
+        { ["train", "--data", "{corpus}", "--memory", "{\"Retention\": true}", "--out", "{folder}/o"], "TitansConfig.Memory has no field 'Retention'" },
         { ["train", "--data", "{corpus}", "--memory", "{\"InnerGradientClip\": -1}", "--out", "{folder}/p"], "InnerGradientClip must be 0 (off)" },
         { ["train", "--data", "{corpus}", "--memory", "[1]", "--out", "{folder}/q"], "must be a JSON object" },
         { ["train", "--data", "{corpus}", "--threads", "0"], "--threads must be at least 1, got 0" },
@@ -166,7 +166,7 @@ public sealed class BadInputTests(BadInputFiles files) : IClassFixture<BadInputF
         { ["train", "--data", "{corpus}", "--memory", "{\"Expansion\": 100000}", "--out", "{folder}/s5"], "NeuralMemoryConfig.Expansion must lie in [1, 64], got 100000" },
         { ["generate", "-c", "{run}", "-p", "hi", "--temperature", "1e-310"], "Temperature must be 0 (greedy) or at least 0.001, got 1E-310" },
         // JSON: the user's own coordinates, never .NET's advice or positions in a document titans assembled
-        { ["train", "--data", "{corpus}", "--memory", "{\"ChunkSize\": \"eight\"}", "--out", "{folder}/j1"], "NeuralMemoryConfig.ChunkSize takes a whole number, got \"eight\"" },
+        { ["train", "--data", "{corpus}", "--memory", "{\"ChunkSize\": \"eight\"}", "--out", "{folder}/j1"], "TitansConfig.Memory.ChunkSize takes a whole number, got \"eight\"" },
         { ["train", "--data", "{corpus}", "--memory", "{\"ChunkSize\" 8}", "--out", "{folder}/j2"], "(line 1, character 14)" },
         { ["train", "--data", "{corpus}", "--set", "Memory.Activation=Tanh", "--out", "{folder}/j3"], "TitansConfig.Memory.Activation takes one of Gelu, Silu, got \"Tanh\"" },
         { ["train", "--data", "{corpus}", "--set", "Layers=two", "--out", "{folder}/j4"], "TitansConfig.Layers takes a whole number, got \"two\"" },

@@ -410,6 +410,24 @@ public class CommandLineTests : IDisposable
         global::Titans.Runtime.CoreShare.Join();   // the suite shares the cores again, as at start-up
     }
 
+    /// <summary>
+    /// One merge rule for every route to the memory's configuration: --set Memory={…} used to replace the section (and so
+    /// dropped the preset's stabilizers); it now sets the fields it names, as --memory and --set Memory.Field=… do.
+    /// </summary>
+    [Fact]
+    public void EveryRouteToTheMemoryMergesTheSameWay()
+    {
+        var preset = global::Titans.Models.Presets.Get("tiny", global::Titans.Models.Architecture.Mac);
+        var bySet = preset.With(["Memory={\"ChunkSize\": 8, \"InitialForgetting\": 0.002}"]);
+        var byPath = preset.With(["Memory.ChunkSize=8", "Memory.InitialForgetting=0.002"]);
+        var byPatch = preset.WithMemory("{\"ChunkSize\": 8}").WithInitialForgetting(0.002);
+        Assert.Equal(byPath, bySet);
+        Assert.Equal(byPath, byPatch);
+        Assert.Equal(preset.Memory with { ChunkSize = 8, InitialForgetting = 0.002 }, bySet.Memory);   // the stabilizers stay
+        Assert.True(bySet.Memory.RetainTowardInitial);
+        Assert.Contains("Memory.ModelDim is 32 but ModelDim is 64", Assert.Throws<ArgumentException>(() => preset.WithMemory("{\"ModelDim\": 32}")).Message);
+    }
+
     [Fact]
     public void TheMemoryOptionSetsFieldsOverThePresetsMemory()
     {
