@@ -13,9 +13,19 @@ namespace Titans.Cli.Benchmarks;
 /// </summary>
 public static class LanguageModelBenchmark
 {
-    public sealed record Options(string Corpus, string Preset, IReadOnlyList<Architecture> Architectures, TrainingConfig Training,
-        int EvalTokens, int EvalEvery, string RunsDirectory, double? InitialForgetting = null, string? MemoryPatch = null,
-        MacWrite MacWrite = MacWrite.AttentionOutput, bool Force = false);
+    /// <summary>What the benchmark is given, by name.</summary>
+    public sealed record Options
+    {
+        public required string Corpus { get; init; }
+        public required ComparedModels Models { get; init; }
+        public required TrainingConfig Training { get; init; }
+        /// <summary>Held-out tokens of the final score, and steps between validations during training.</summary>
+        public int EvalTokens { get; init; } = 262_144;
+        public int EvalEvery { get; init; } = 250;
+        /// <summary>The folder of the runs, one per architecture (finished ones are reused), and --force.</summary>
+        public required string RunsDirectory { get; init; }
+        public bool Force { get; init; }
+    }
 
     /// <summary>One architecture's run: its scores, or null with <see cref="Failure"/> where training diverged.</summary>
     sealed record Outcome(Architecture Architecture, long Parameters, TrainingRun.Scores? Scores, string? Failure, double TrainSeconds,
@@ -24,10 +34,6 @@ public static class LanguageModelBenchmark
         public EvaluationResult? Windows => Scores?.Windows;
         public EvaluationResult? Streamed => Scores?.Streamed;
     }
-
-    /// <summary>An architecture's model as the benchmark trains it: the preset with the options' MAC write, forgetting and memory patch.</summary>
-    static TitansConfig Config(Options options, Architecture architecture) =>
-        Presets.Get(options.Preset, architecture).WithMacWrite(options.MacWrite).WithInitialForgetting(options.InitialForgetting).WithMemory(options.MemoryPatch);
 
     public static void Run(Options options, string? output, string? plot, string command)
     {
@@ -38,9 +44,9 @@ public static class LanguageModelBenchmark
         var data = Commands.LanguageModelCommands.LoadData(options.Corpus, tokenizer, options.Training);
         using var runs = RunFolder.Acquire(options.RunsDirectory, "bench-lm", options.Force);   // held: a second benchmark into it is refused
         var outcomes = new List<Outcome>();
-        foreach (var architecture in options.Architectures)
+        foreach (var architecture in options.Models.Architectures)
         {
-            var config = Config(options, architecture).Validate();
+            var config = options.Models.Config(architecture);
             string folder = Path.Combine(options.RunsDirectory, TrainingRun.FolderName(architecture));
             string checkpoint = Path.Combine(folder, TrainingRun.CheckpointFile);
             string? diverged = null;
@@ -96,14 +102,14 @@ public static class LanguageModelBenchmark
         Console.WriteLine(string.Join("  ", header));
         foreach (var row in rows) Console.WriteLine(string.Join("  ", row.Select((cell, i) => cell.PadLeft(i == 0 ? 14 : 10))));
 
-        var first = Config(options, Architecture.Mac);
+        var first = options.Models.Config(Architecture.Mac);
         long heldOut = outcomes.FirstOrDefault(o => o.Windows is not null)?.Windows!.Tokens ?? 0;
         int streams = Math.Max(1, Math.Min(training.BatchSize, (int)(heldOut / windowLength)));
         string setup = $"Corpus `{options.Corpus}`: {data.Train.Length:N0} training bytes, the last {training.ValidationFraction:P0} " +
-                       $"({data.Validation.Length:N0} bytes) held out; byte tokenizer. Preset `{options.Preset}` (d = {first.ModelDim}, " +
+                       $"({data.Validation.Length:N0} bytes) held out; byte tokenizer. Preset `{options.Models.Preset}` (d = {first.ModelDim}, " +
                        $"{first.Layers} layers, {first.Heads} heads, window {first.Window}, MAC segment {first.SegmentLength}, " +
-                       $"{first.PersistentTokens} persistent tokens{(options.MacWrite == MacWrite.SegmentInput ? ", MAC writes the segment input" : "")}, memory depth {first.Memory.Depth}, chunk {first.Memory.ChunkSize}, initial forgetting α₀ = {first.Memory.InitialForgetting}" +
-                       (options.MemoryPatch is null ? "" : $", memories with `{options.MemoryPatch}`") + "); " +
+                       $"{first.PersistentTokens} persistent tokens{(options.Models.MacWrite == MacWrite.SegmentInput ? ", MAC writes the segment input" : "")}, memory depth {first.Memory.Depth}, chunk {first.Memory.ChunkSize}, initial forgetting α₀ = {first.Memory.InitialForgetting}" +
+                       (options.Models.MemoryPatch is null ? "" : $", memories with `{options.Models.MemoryPatch}`") + "); " +
                        "every model has the preset's Transformer++ parameter count (feed-forward width balanced). Each model trains " +
                        $"{training.Steps} steps × {training.BatchSize} sequences × {windowLength} bytes = {tokens:N0} tokens{TrainingRun.PrefixNote(training)} " +
                        $"with the same batches (seed {training.Seed}), AdamW (lr {training.LearningRate}, {training.WarmupSteps} warmup " +

@@ -16,8 +16,24 @@ namespace Titans.Cli.Benchmarks;
 /// </summary>
 public static class TaskBenchmark
 {
-    public sealed record Options(string Task, string Haystack, string Preset, IReadOnlyList<Architecture> Architectures, MacWrite MacWrite, TrainingConfig Training,
-        IReadOnlyList<int> Factors, int Depths, int Examples, int EvalEvery, string RunsDirectory, double? InitialForgetting = null, string? InitFrom = null, string? MemoryPatch = null, bool Force = false);
+    /// <summary>What the benchmark is given, by name.</summary>
+    public sealed record Options
+    {
+        /// <summary>The task and the text its needles hide in.</summary>
+        public required string Task { get; init; }
+        public required string Haystack { get; init; }
+        public required ComparedModels Models { get; init; }
+        public required TrainingConfig Training { get; init; }
+        /// <summary>Scored at these multiples of the training length, at this many needle depths, with this many examples per cell.</summary>
+        public required IReadOnlyList<int> Factors { get; init; }
+        public int Depths { get; init; } = 5;
+        public int Examples { get; init; } = 20;
+        public int EvalEvery { get; init; } = 200;
+        /// <summary>The folder of the runs (finished ones are reused), --force, and an earlier bench's runs to fine-tune from.</summary>
+        public required string RunsDirectory { get; init; }
+        public bool Force { get; init; }
+        public string? InitFrom { get; init; }
+    }
 
     sealed record Outcome(TitansConfig Config, List<GridCell>? Cells, string? Failure, double TrainAccuracy, int? StartStep)
     {
@@ -29,12 +45,12 @@ public static class TaskBenchmark
         var tokenizer = ByteTokenizer.Instance;
         var task = TaskRun.CreateTask(options.Task, tokenizer, options.Haystack);
         int length = options.Training.SequenceLength;
-        TaskRun.RequireLength(task, length, $"--length {length}");
+        TaskRun.RequireLength(task, length, $"--seq-len {length}");
         var lengths = options.Factors.Select(f => f * length).ToList();
         var depths = TaskRun.Depths(task, options.Depths);
         using var runs = RunFolder.Acquire(options.RunsDirectory, "bench-tasks", options.Force);   // held: a second benchmark into it is refused
         var outcomes = new List<Outcome>();
-        foreach (var architecture in options.Architectures)
+        foreach (var architecture in options.Models.Architectures)
         {
             string folder = Path.Combine(options.RunsDirectory, TrainingRun.FolderName(architecture));
             string checkpoint = Path.Combine(folder, TrainingRun.CheckpointFile);
@@ -48,7 +64,7 @@ public static class TaskBenchmark
                 (start, startStep) = (loaded, header.Step);
             }
             using var startModel = start;
-            var config = start?.Config ?? Presets.Get(options.Preset, architecture).WithMacWrite(options.MacWrite).WithInitialForgetting(options.InitialForgetting).WithMemory(options.MemoryPatch).Validate();
+            var config = start?.Config ?? options.Models.Config(architecture);
             string name = ArchitectureNames.Display(config);
             string? failure = null;
             if (TrainingRun.IsFinished(checkpoint, config, options.Training, TaskRun.Metadata(task, options.Haystack, init)))
@@ -107,8 +123,8 @@ public static class TaskBenchmark
         var t = options.Training;
         var report = new MarkdownReport($"Long-context task {task.Name}: accuracy by context length", command)
             .Paragraph($"{task.Description}. " + (options.InitFrom is null
-                           ? $"Every architecture at the `{options.Preset}` preset" + (options.InitialForgetting is double a ? $" (memories with initial forgetting α₀ = {a})" : "") +
-                             (options.MemoryPatch is null ? "" : $" (memories with `{options.MemoryPatch}`)") + " trained"
+                           ? $"Every architecture at the `{options.Models.Preset}` preset" + (options.Models.InitialForgetting is double a ? $" (memories with initial forgetting α₀ = {a})" : "") +
+                             (options.Models.MemoryPatch is null ? "" : $" (memories with `{options.Models.MemoryPatch}`)") + " trained"
                            : $"Every architecture fine-tuned from its own finished run in `{options.InitFrom}` (after {string.Join(" or ", outcomes.Select(o => o.StartStep).Distinct())} steps there)") +
                        $" on the same examples at L = {t.SequenceLength} tokens " +
                        $"({t.Steps} steps × {t.BatchSize} examples{(TrainingRun.PrefixPhrase(t) is string p ? $", {p}" : "")}, peak learning rate {t.LearningRate}{(t.InitialMemoryWeightDecay is double w0 ? $", weight decay of the memories' W₀ {w0}" : "")}, seed {t.Seed}; loss on the answer tokens only), " +

@@ -129,9 +129,11 @@ public static class BenchCommands
             var chosen = Lists.Architectures(parse.GetValue(architectures), "--architectures").ToList();
             if (parse.GetValue(evalEvery) < 1) throw new ArgumentException($"--eval-every must be at least 1, got {parse.GetValue(evalEvery)}.");
             Presets.Get(parse.GetValue(preset)!, Architecture.Mac).WithMemory(parse.GetValue(shared.Memory));   // an unknown preset or bad --memory fails before any training
-            var options = new LanguageModelBenchmark.Options(parse.GetValue(data)!, parse.GetValue(preset)!, chosen, training,
-                parse.GetValue(evalTokens), parse.GetValue(evalEvery), parse.GetValue(runs)!, parse.GetValue(shared.InitialForgetting),
-                parse.GetValue(shared.Memory), ArchitectureNames.ParseMacWrite(parse.GetValue(macWrite)!), parse.GetValue(lmForce));
+            var options = new LanguageModelBenchmark.Options
+            {
+                Corpus = parse.GetValue(data)!, Models = Compared(parse, preset, chosen, macWrite, shared), Training = training,
+                EvalTokens = parse.GetValue(evalTokens), EvalEvery = parse.GetValue(evalEvery), RunsDirectory = parse.GetValue(runs)!, Force = parse.GetValue(lmForce),
+            };
             LanguageModelBenchmark.Run(options, parse.GetValue(output), parse.GetValue(plot), CommonOptions.CommandLine(parse));
             return 0;
         }));
@@ -146,7 +148,7 @@ public static class BenchCommands
         var architectures = new Option<string>("--architectures") { Description = "comma-separated architectures", DefaultValueFactory = _ => "lmm,mac,mag,mal,transformer++,swa" };
         var steps = new Option<int>("--steps") { Description = "optimizer steps per model", DefaultValueFactory = _ => 800 };
         var batch = new Option<int>("--batch-size") { Description = "examples per step", DefaultValueFactory = _ => 16 };
-        var length = new Option<int>("--length") { Description = "training length L (tokens)", DefaultValueFactory = _ => 128 };
+        var length = new Option<int>("--seq-len", "--length") { Description = "training length L (tokens)", DefaultValueFactory = _ => 128 };
         var lr = new Option<double>("--lr") { Description = "peak learning rate", DefaultValueFactory = _ => new TrainingConfig().LearningRate };
         var seed = new Option<long>("--seed") { Description = "seed of the weights and of the examples", DefaultValueFactory = _ => 1 };
         var factors = new Option<string>("--factors") { Description = "test lengths as multiples of L", DefaultValueFactory = _ => "1,2,4,8,16" };
@@ -176,16 +178,27 @@ public static class BenchCommands
             var chosen = Lists.Architectures(parse.GetValue(architectures), "--architectures").ToList();
             Presets.Get(parse.GetValue(preset)!, Architecture.Mac).WithMemory(parse.GetValue(shared.Memory));   // an unknown preset or bad --memory fails before any training
             string name = parse.GetValue(task)!;
-            var options = new TaskBenchmark.Options(name, parse.GetValue(haystack)!, parse.GetValue(preset)!, chosen, ArchitectureNames.ParseMacWrite(parse.GetValue(macWrite)!), training,
-                Lists.PositiveIntegers(parse.GetValue(factors), "--factors"), TrainingOptions.Positive(parse, depths), TrainingOptions.Positive(parse, examples),
-                TrainingOptions.Positive(parse, evalEvery), parse.GetValue(runs) ?? Path.Combine("runs", $"bench-tasks-{name}-{training.SequenceLength}"),
-                parse.GetValue(shared.InitialForgetting), parse.GetValue(initFrom), parse.GetValue(shared.Memory), parse.GetValue(taskForce));
+            var options = new TaskBenchmark.Options
+            {
+                Task = name, Haystack = parse.GetValue(haystack)!, Models = Compared(parse, preset, chosen, macWrite, shared), Training = training, Factors = Lists.NonEmpty(Lists.PositiveIntegers(parse.GetValue(factors), "--factors"), "--factors"),
+                Depths = TrainingOptions.Positive(parse, depths), Examples = TrainingOptions.Positive(parse, examples), EvalEvery = TrainingOptions.Positive(parse, evalEvery),
+                RunsDirectory = parse.GetValue(runs) ?? Path.Combine("runs", $"bench-tasks-{name}-{training.SequenceLength}"), Force = parse.GetValue(taskForce),
+                InitFrom = parse.GetValue(initFrom),
+            };
             TaskBenchmark.Run(options, parse.GetValue(output), CommonOptions.CommandLine(parse));
             return 0;
         }));
         return command;
     }
 
+
+    /// <summary>The models a comparison's options describe.</summary>
+    static ComparedModels Compared(ParseResult parse, Option<string> preset, IReadOnlyList<Architecture> architectures, Option<string> macWrite,
+        SharedTrainingOptions shared) => new()
+    {
+        Preset = parse.GetValue(preset)!, Architectures = architectures, MacWrite = ArchitectureNames.ParseMacWrite(parse.GetValue(macWrite)!),
+        InitialForgetting = parse.GetValue(shared.InitialForgetting), MemoryPatch = parse.GetValue(shared.Memory),
+    };
 
     static Command MemoryBench()
     {

@@ -142,40 +142,36 @@ public static class DnaCommands
         {
             Description = "TSV with 'seq' and 'label' columns", DefaultValueFactory = _ => Path.Combine("data", "genomic-benchmarks", "human_enhancers_cohn.tsv"),
         };
-        var models = new Option<string>("-a", "--models") { Description = "comma-separated: lmm, mac, mag, mal, transformer++, swa, cnn", DefaultValueFactory = _ => "lmm,mac,transformer++,cnn" };
+        var models = new Option<string>("--models") { Description = "comma-separated: lmm, mac, mag, mal, transformer++, swa, cnn", DefaultValueFactory = _ => "lmm,mac,transformer++,cnn" };
         var preset = new Option<string>("--preset") { Description = "model size of the sequence models (the CNN is sized to match)", DefaultValueFactory = _ => "tiny" };
         var layers = new Option<int?>("--layers") { Description = "override the preset's layer count" };
         var pretrained = new Option<string?>("--pretrained") { Description = "a `dna pretrain` checkpoint: the model of its architecture starts from it" };
-        var steps = new Option<int>("--steps") { Description = "most optimizer steps per model", DefaultValueFactory = _ => 1000 };
-        var batch = new Option<int>("--batch-size") { Description = "sequences per step", DefaultValueFactory = _ => 32 };
-        var accumulate = new Option<int>("--accumulate") { Description = "micro-batches per optimizer step (under mpirun, shared among the ranks)", DefaultValueFactory = _ => 1 };
-        var lr = new Option<double>("--lr") { Description = "peak learning rate", DefaultValueFactory = _ => 1e-3 };
-        var warmup = new Option<int>("--warmup") { Description = "linear warmup steps", DefaultValueFactory = _ => 50 };
+        var optimizer = new OptimizerOptions(new TrainingConfig { Steps = 1000, BatchSize = 32, LearningRate = 1e-3, WarmupSteps = 50, WeightDecay = 0.05 },
+            steps: "most optimizer steps per model", batch: "sequences per micro-batch");
         var evalEvery = new Option<int>("--eval-every") { Description = "steps between validations", DefaultValueFactory = _ => 100 };
         var patience = new Option<int>("--patience") { Description = "validations without a new best before stopping", DefaultValueFactory = _ => 4 };
-        var seed = new Option<long>("--seed") { Description = "seed of the weights and batches", DefaultValueFactory = _ => 1 };
         var splitSeed = new Option<long>("--split-seed") { Description = "seed of the stratified 70/10/20 re-split", DefaultValueFactory = _ => 1 };
         var output = new Option<string?>("--out") { Description = "folder of results.md and results.json (default: runs/dna/<data set>)" };
         var report = new Option<string?>("--report") { Description = "also write the table here (e.g. docs/dna/enhancers.md)" };
         var force = CommonOptions.Force();
         var command = new Command("classify",
             "Top-1 accuracy of sequence models and a CNN at equal size on labelled sequences, re-split seeded and stratified.")
-            { data, models, preset, layers, pretrained, steps, batch, accumulate, lr, warmup, evalEvery, patience, seed, splitSeed, output, force, report };
+            { data, models, preset, layers, pretrained, optimizer.Steps, optimizer.Batch, optimizer.Accumulate, optimizer.LearningRate, optimizer.Warmup,
+              optimizer.Decay, evalEvery, patience, optimizer.Seed, splitSeed, output, force, report };
         command.SetAction(parse => CommonOptions.Run(parse, device =>
         {
-            var training = new TrainingConfig
-            {
-                Steps = parse.GetValue(steps), BatchSize = parse.GetValue(batch), SequenceLength = 1, LearningRate = parse.GetValue(lr),
-                WarmupSteps = parse.GetValue(warmup), WeightDecay = 0.05, Beta2 = 0.999, Seed = parse.GetValue(seed), AccumulationSteps = TrainingOptions.Positive(parse, accumulate),
-            }.Validate();
+            var training = optimizer.Apply(parse, new TrainingConfig { SequenceLength = 1, Beta2 = 0.999 }).Validate();
             string file = parse.GetValue(data)!;
             var names = Lists.NonEmpty(Lists.Items(parse.GetValue(models)), "--models");
             foreach (var n in names.Where(n => !n.Equals("cnn", StringComparison.OrdinalIgnoreCase))) ArchitectureNames.Parse(n);
             string? start = parse.GetValue(pretrained) is string given ? TrainingOptions.CheckpointPath(given) : null;   // a run folder names its checkpoint
-            DnaClassificationRun.Run(new DnaClassificationRun.Options(file, names, parse.GetValue(preset)!, parse.GetValue(layers), start,
-                training, parse.GetValue(evalEvery), parse.GetValue(patience), parse.GetValue(splitSeed),
-                parse.GetValue(output) ?? Path.Combine("runs", "dna", Path.GetFileNameWithoutExtension(file)), parse.GetValue(report),
-                CommonOptions.CommandLine(parse), parse.GetValue(force)), device);
+            DnaClassificationRun.Run(new DnaClassificationRun.Options
+            {
+                Data = file, SplitSeed = parse.GetValue(splitSeed), Models = names, Preset = parse.GetValue(preset)!, Layers = parse.GetValue(layers),
+                Pretrained = start, Training = training, EvaluateEvery = parse.GetValue(evalEvery), Patience = parse.GetValue(patience),
+                Directory = parse.GetValue(output) ?? Path.Combine("runs", "dna", Path.GetFileNameWithoutExtension(file)), Force = parse.GetValue(force),
+                Report = parse.GetValue(report), CommandLine = CommonOptions.CommandLine(parse),
+            }, device);
             return 0;
         }));
         return command;

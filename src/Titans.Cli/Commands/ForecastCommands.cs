@@ -35,22 +35,17 @@ public static class ForecastCommands
     static Command Train()
     {
         var targets = new Option<string?>("--targets") { Description = "comma-separated columns to forecast and score (default: every column read)" };
-        var lookback = new Option<int>("--lookback") { Description = "past steps each forecast reads", DefaultValueFactory = _ => 96 };
+        var lookback = new Option<int>("--lookback", "--seq-len") { Description = "past steps each forecast reads (its sequence length)", DefaultValueFactory = _ => 96 };
         var horizons = new Option<string>("--horizons") { Description = "comma-separated forecast lengths (one model each)", DefaultValueFactory = _ => "96,192,336,720" };
-        var models = new Option<string>("-a", "--models")
+        var models = new Option<string>("--models")
         {
             Description = "comma-separated models: naive, dlinear, patchtst (Transformer++ backbone), lmm, mac, mag, mal",
             DefaultValueFactory = _ => "naive,dlinear,patchtst,lmm",
         };
-        var steps = new Option<int>("--steps") { Description = "most optimizer steps per model", DefaultValueFactory = _ => 3000 };
-        var batch = new Option<int>("--batch-size") { Description = "windows per step (each of every channel)", DefaultValueFactory = _ => 32 };
-        var accumulate = new Option<int>("--accumulate") { Description = "micro-batches per optimizer step (under mpirun, shared among the ranks)", DefaultValueFactory = _ => 1 };
-        var lr = new Option<double>("--lr") { Description = "peak learning rate", DefaultValueFactory = _ => 1e-3 };
-        var warmup = new Option<int>("--warmup") { Description = "linear warmup steps", DefaultValueFactory = _ => 100 };
-        var decay = new Option<double>("--weight-decay") { Description = "AdamW weight decay", DefaultValueFactory = _ => 0.05 };
+        var optimizer = new OptimizerOptions(new TrainingConfig { Steps = 3000, BatchSize = 32, LearningRate = 1e-3, WarmupSteps = 100, WeightDecay = 0.05 },
+            steps: "most optimizer steps per model", batch: "windows per micro-batch (each of every channel)");
         var evalEvery = new Option<int>("--eval-every") { Description = "steps between validations", DefaultValueFactory = _ => 50 };
         var patience = new Option<int>("--patience") { Description = "validations without a new best before stopping", DefaultValueFactory = _ => 6 };
-        var seed = new Option<long>("--seed") { Description = "seed of the weights and of the batches", DefaultValueFactory = _ => 1 };
         var seeds = new Option<string?>("--seeds") { Description = "comma-separated seeds: train every model and horizon once per seed, report means ± sd (overrides --seed)" };
         var loss = new Option<string>("--loss") { Description = "training loss: mae (default; lower test MSE on ETT, docs/forecasting.md), mse or huber; models are selected and scored by MSE/MAE", DefaultValueFactory = _ => "mae" };
         var width = new Option<int?>("--width") { Description = "backbone width of the patch models (default 32)" };
@@ -66,26 +61,26 @@ public static class ForecastCommands
         var plot = new Option<string?>("--plot") { Description = "write the forecast plot here instead of the run folder" };
         var command = new Command("train", "Train forecasters (one per model and horizon) with early stopping, score the test part, write a table and a plot.")
         {
-            Data, DateColumn, Columns, targets, Split, lookback, horizons, models, steps, batch, accumulate, lr, warmup, decay, evalEvery, patience, seed, seeds, loss,
-            width, layers, patch, memory, output, force, report, plot,
+            Data, DateColumn, Columns, targets, Split, lookback, horizons, models, optimizer.Steps, optimizer.Batch, optimizer.Accumulate, optimizer.LearningRate,
+            optimizer.Warmup, optimizer.Decay, evalEvery, patience, optimizer.Seed, seeds, loss, width, layers, patch, memory, output, force, report, plot,
         };
         command.SetAction(parse => CommonOptions.Run(parse, device =>
         {
-            var training = new TrainingConfig
+            var training = optimizer.Apply(parse, new TrainingConfig { SequenceLength = parse.GetValue(lookback), Beta2 = 0.999 }).Validate();
+            string file = parse.GetValue(Data)!;
+            ForecastRun.Run(new ForecastRun.Options
             {
-                Steps = parse.GetValue(steps), BatchSize = parse.GetValue(batch), SequenceLength = parse.GetValue(lookback),
-                LearningRate = parse.GetValue(lr), WarmupSteps = parse.GetValue(warmup), WeightDecay = parse.GetValue(decay),
-                Beta2 = 0.999, Seed = parse.GetValue(seed), AccumulationSteps = TrainingOptions.Positive(parse, accumulate),
-            }.Validate();
-            var choices = Lists.NonEmpty(Lists.Items(parse.GetValue(models)), "--models");
-            ForecastRun.Run(new ForecastRun.Options(parse.GetValue(Data)!, parse.GetValue(DateColumn), Names(parse.GetValue(Columns)),
-                Names(parse.GetValue(targets)), parse.GetValue(Split)!, parse.GetValue(lookback),
-                Lists.NonEmpty(Lists.PositiveIntegers(parse.GetValue(horizons), "--horizons"), "--horizons"), choices.Select(ForecastRun.ModelChoice.Parse).ToList(), training,
-                parse.GetValue(evalEvery), parse.GetValue(patience), parse.GetValue(width), parse.GetValue(layers), parse.GetValue(patch), parse.GetValue(memory),
-                parse.GetValue(output) ?? Path.Combine("runs", "forecast", Path.GetFileNameWithoutExtension(parse.GetValue(Data)!)),
-                parse.GetValue(report), parse.GetValue(plot), CommonOptions.CommandLine(parse),
-                CommonOptions.ByName<ForecastLoss>(parse.GetValue(loss)!, "--loss"),
-                parse.GetValue(seeds) is string list ? Lists.PositiveIntegers(list, "--seeds").Select(s => (long)s).ToList() : null, parse.GetValue(force)), device);
+                Data = file, DateColumn = parse.GetValue(DateColumn), Columns = Names(parse.GetValue(Columns)), Targets = Names(parse.GetValue(targets)),
+                Split = parse.GetValue(Split)!, Lookback = parse.GetValue(lookback),
+                Horizons = Lists.NonEmpty(Lists.PositiveIntegers(parse.GetValue(horizons), "--horizons"), "--horizons"),
+                Models = Lists.NonEmpty(Lists.Items(parse.GetValue(models)), "--models").Select(ForecastRun.ModelChoice.Parse).ToList(),
+                Training = training, EvaluateEvery = parse.GetValue(evalEvery), Patience = parse.GetValue(patience),
+                Width = parse.GetValue(width), Layers = parse.GetValue(layers), Patch = parse.GetValue(patch), Memory = parse.GetValue(memory),
+                Directory = parse.GetValue(output) ?? Path.Combine("runs", "forecast", Path.GetFileNameWithoutExtension(file)), Force = parse.GetValue(force),
+                Report = parse.GetValue(report), Plot = parse.GetValue(plot), CommandLine = CommonOptions.CommandLine(parse),
+                Loss = CommonOptions.ByName<ForecastLoss>(parse.GetValue(loss)!, "--loss"),
+                Seeds = parse.GetValue(seeds) is string list ? Lists.PositiveIntegers(list, "--seeds").Select(s => (long)s).ToList() : null,
+            }, device);
             return 0;
         }));
         return command;

@@ -127,7 +127,7 @@ public static class TaskCommands
 
     static Command Train()
     {
-        var options = new TrainingOptions("--length", "tokens per training example (L)");
+        var options = new TrainingOptions("tokens per training example (L)", lengthAlias: "--length");
         var taskOption = new Option<string?>("--task", "-t") { Description = $"{string.Join(", ", LongContextTasks.Names)} (required unless resuming)" };
         var init = new Option<string?>("--init") { Description = "fine-tune: start from this checkpoint's weights (its model and tokenizer)" };
         var evalExamples = new Option<int>("--eval-examples") { Description = "validation examples at the training length", DefaultValueFactory = _ => 100 };

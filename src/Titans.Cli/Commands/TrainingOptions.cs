@@ -17,15 +17,10 @@ public sealed class TrainingOptions
     public readonly SharedTrainingOptions Shared = new();
     public readonly Option<string?> ModelConfig = new("--model-config") { Description = "a model configuration JSON file (as `titans models --json` prints) instead of a preset" };
     public readonly Option<string> Tokenizer = new("--tokenizer") { Description = "bytes, o200k_base, cl100k_base (tiktoken BPE) or a SentencePiece .model file", DefaultValueFactory = _ => "bytes" };
-    public readonly Option<int> Steps = new("--steps") { Description = "optimizer steps", DefaultValueFactory = _ => Defaults.Steps };
-    public readonly Option<int> Batch = new("--batch-size") { Description = "sequences per micro-batch", DefaultValueFactory = _ => Defaults.BatchSize };
-    public readonly Option<int> Accumulate = new("--accumulate") { Description = "micro-batches per optimizer step (gradient accumulation)", DefaultValueFactory = _ => 1 };
+    public readonly OptimizerOptions Optimizer = new(Defaults);
+    public Option<int> Steps => Optimizer.Steps;
     public readonly Option<int> Length;
-    public readonly Option<double> LearningRate = new("--lr") { Description = "peak learning rate", DefaultValueFactory = _ => Defaults.LearningRate };
-    public readonly Option<int> Warmup = new("--warmup") { Description = "linear warmup steps (then cosine decay to 10% of the peak)", DefaultValueFactory = _ => Defaults.WarmupSteps };
-    public readonly Option<double> Decay = new("--weight-decay") { Description = "AdamW weight decay (matrices and embeddings)", DefaultValueFactory = _ => Defaults.WeightDecay };
     public readonly Option<double> Clip = new("--clip") { Description = "maximum gradient norm (0: off)", DefaultValueFactory = _ => Defaults.GradientClip };
-    public readonly Option<long> Seed = new("--seed") { Description = "seed of the weights and of the batch order", DefaultValueFactory = _ => 1 };
     public readonly Option<string?> Output = new("--out") { Description = "run folder (default: runs/<architecture>-<preset>)" };
     public readonly Option<bool> Force = CommonOptions.Force();
     public readonly Option<string?> Resume = new("--resume") { Description = "continue the run in this folder (or checkpoint file) bit for bit; --steps may extend it" };
@@ -38,11 +33,12 @@ public sealed class TrainingOptions
                       "--set Memory.InitialForgetting=0.001 --set WarmupSteps=20 (repeatable; `titans models --json` shows the model's fields)",
     };
 
-    public TrainingOptions(string lengthName = "--seq-len", string lengthDescription = "tokens per training sequence") =>
-        Length = new Option<int>(lengthName) { Description = lengthDescription, DefaultValueFactory = _ => Defaults.SequenceLength };
+    /// <param name="lengthAlias">A command's own older name for --seq-len (task commands: --length), still read.</param>
+    public TrainingOptions(string lengthDescription = "tokens per training sequence", string? lengthAlias = null) =>
+        Length = new Option<int>("--seq-len", lengthAlias is null ? [] : [lengthAlias]) { Description = lengthDescription, DefaultValueFactory = _ => Defaults.SequenceLength };
 
-    public IEnumerable<Option> All => new Option[] { Preset, Architecture, MacWrite, ModelConfig, Tokenizer, Steps, Batch, Accumulate, Length }
-        .Concat(Shared.All).Concat(new Option[] { LearningRate, Warmup, Decay, Clip, Seed, Set, Output, Force, Resume, LogEvery, EvalEvery, SaveEvery });
+    public IEnumerable<Option> All => new Option[] { Preset, Architecture, MacWrite, ModelConfig, Tokenizer, Optimizer.Steps, Optimizer.Batch, Optimizer.Accumulate, Length }
+        .Concat(Shared.All).Concat(new Option[] { Optimizer.LearningRate, Optimizer.Warmup, Optimizer.Decay, Clip, Optimizer.Seed, Set, Output, Force, Resume, LogEvery, EvalEvery, SaveEvery });
 
     /// <summary>Where and how often a run reports, validates and saves (its folder is set by the command), and on which device it trains.</summary>
     public RunOptions Run(ParseResult parse, int evalTokens, TorchSharp.torch.Device device) =>
@@ -88,12 +84,10 @@ public sealed class TrainingOptions
         catch (ArgumentException e) { throw new ArgumentException($"'{path}': {CommonOptions.PlainMessage(e)}", e); }
     }
 
-    public TrainingConfig Training(ParseResult parse, double validationFraction) => Shared.Apply(parse, new TrainingConfig
+    public TrainingConfig Training(ParseResult parse, double validationFraction) => Shared.Apply(parse, Optimizer.Apply(parse, new TrainingConfig
     {
-        Steps = parse.GetValue(Steps), BatchSize = parse.GetValue(Batch), AccumulationSteps = parse.GetValue(Accumulate),
-        SequenceLength = parse.GetValue(Length), LearningRate = parse.GetValue(LearningRate), WarmupSteps = parse.GetValue(Warmup),
-        WeightDecay = parse.GetValue(Decay), GradientClip = parse.GetValue(Clip), Seed = parse.GetValue(Seed), ValidationFraction = validationFraction,
-    }).With(Assignments(parse).Training).Validate();
+        SequenceLength = parse.GetValue(Length), GradientClip = parse.GetValue(Clip), ValidationFraction = validationFraction,
+    })).With(Assignments(parse).Training).Validate();
 
     /// <summary>--mac-write, which `train`, `task train` and `bench tasks` share; <see cref="ArchitectureNames.ParseMacWrite"/> reads it.</summary>
     public static Option<string> MacWriteOption() => new("--mac-write")

@@ -15,8 +15,27 @@ namespace Titans.Cli.Runs;
 /// </summary>
 public static class DnaClassificationRun
 {
-    public sealed record Options(string Data, IReadOnlyList<string> Models, string Preset, int? Layers, string? Pretrained, TrainingConfig Training,
-        int EvaluateEvery, int Patience, long SplitSeed, string Directory, string? Report, string CommandLine, bool Force = false);
+    /// <summary>What a classification run is given, by name.</summary>
+    public sealed record Options
+    {
+        /// <summary>The labelled TSV, and the seed of its stratified 70/10/20 re-split.</summary>
+        public required string Data { get; init; }
+        public long SplitSeed { get; init; } = 1;
+        /// <summary>The models (architectures and "cnn"), their preset and layer count, and a `dna pretrain` checkpoint to start from.</summary>
+        public required IReadOnlyList<string> Models { get; init; }
+        public string Preset { get; init; } = "tiny";
+        public int? Layers { get; init; }
+        public string? Pretrained { get; init; }
+        public required TrainingConfig Training { get; init; }
+        /// <summary>Early stopping: validation every this many steps, stop after this many without a new best.</summary>
+        public int EvaluateEvery { get; init; } = 100;
+        public int Patience { get; init; } = 4;
+        /// <summary>The run folder (and --force), where else the table goes, and the command as typed.</summary>
+        public required string Directory { get; init; }
+        public bool Force { get; init; }
+        public string? Report { get; init; }
+        public string CommandLine { get; init; } = "";
+    }
 
     /// <param name="ClassAccuracy">Test accuracy per class, in the order of the data set's classes (empty where training diverged).</param>
     public sealed record Result(string Model, long Parameters, bool Pretrained, double ValidationAccuracy, double TestAccuracy, int Steps, int BestStep, double Seconds,

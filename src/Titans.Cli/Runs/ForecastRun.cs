@@ -43,11 +43,38 @@ public static class ForecastRun
         }
     }
 
-    public sealed record Options(string Data, string? DateColumn, IReadOnlyList<string>? Columns, IReadOnlyList<string>? Targets, string Split,
-        int Lookback, IReadOnlyList<int> Horizons, IReadOnlyList<ModelChoice> Models, TrainingConfig Training, int EvaluateEvery, int Patience,
-        int? Width, int? Layers, string? Patch, string? Memory, string Directory, string? Report, string? Plot, string CommandLine,
-        ForecastLoss Loss = ForecastLoss.Mse, IReadOnlyList<long>? Seeds = null, bool Force = false)
+    /// <summary>What a forecasting run is given, by name.</summary>
+    public sealed record Options
     {
+        /// <summary>The CSV, its date column (null: 'date' if present), the columns read and the ones forecast (null: all).</summary>
+        public required string Data { get; init; }
+        public string? DateColumn { get; init; }
+        public IReadOnlyList<string>? Columns { get; init; }
+        public IReadOnlyList<string>? Targets { get; init; }
+        /// <summary>auto, ett-hourly, ett-15min or "TRAIN,VALIDATION" fractions (<see cref="ForecastSplit.Parse"/>).</summary>
+        public string Split { get; init; } = "auto";
+        public int Lookback { get; init; } = 96;
+        public required IReadOnlyList<int> Horizons { get; init; }
+        public required IReadOnlyList<ModelChoice> Models { get; init; }
+        public required TrainingConfig Training { get; init; }
+        /// <summary>Early stopping: validation every this many steps, stop after this many without a new best.</summary>
+        public int EvaluateEvery { get; init; } = 50;
+        public int Patience { get; init; } = 6;
+        /// <summary>The patch models' backbone width and layers (null: the defaults), JSON over their ForecasterConfig and over their memory.</summary>
+        public int? Width { get; init; }
+        public int? Layers { get; init; }
+        public string? Patch { get; init; }
+        public string? Memory { get; init; }
+        /// <summary>The run folder (and --force), and where else the table and the plot go.</summary>
+        public required string Directory { get; init; }
+        public bool Force { get; init; }
+        public string? Report { get; init; }
+        public string? Plot { get; init; }
+        /// <summary>The command as typed, for the table's "Produced by".</summary>
+        public string CommandLine { get; init; } = "";
+        public ForecastLoss Loss { get; init; } = ForecastLoss.Mse;
+        public IReadOnlyList<long>? Seeds { get; init; }
+
         /// <summary>The seeds every model and horizon is trained with (default: the training config's one seed).</summary>
         public IReadOnlyList<long> AllSeeds => Seeds is { Count: > 0 } ? Seeds : new[] { Training.Seed };
     }

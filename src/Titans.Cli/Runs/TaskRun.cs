@@ -91,7 +91,7 @@ public static class TaskRun
     public static Validation Train(TitansLanguageModel model, TrainingConfig training, ITokenizer tokenizer, ILongContextTask task,
         string haystack, RunOptions run, int validationExamples, string? init = null)
     {
-        RequireLength(task, training.SequenceLength, $"--length {training.SequenceLength}");
+        RequireLength(task, training.SequenceLength, $"--seq-len {training.SequenceLength}");
         using var folder = TrainingRun.HoldNew(run);
         using var trainer = new Trainer(model, training, new TaskBatches(task), Commands.CommonOptions.Environment);
         Console.WriteLine($"Training {ArchitectureNames.Display(model.Config)} ({Quantities.Count(model.parameters().Sum(p => p.numel()))} parameters) " +

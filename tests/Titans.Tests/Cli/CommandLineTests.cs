@@ -210,7 +210,7 @@ public class CommandLineTests : IDisposable
         File.WriteAllLines(csv, new[] { "x,y" }.Concat(Enumerable.Range(0, 300).Select(r =>
             FormattableString.Invariant($"{Math.Sin(r / 4.0) + 0.1 * Math.Cos(r * 1.3)},{Math.Cos(r / 6.0)}"))));
         string run = Path.Combine(folder, "forecast");
-        var train = Titans("forecast", "train", "--data", csv, "--lookback", "16", "--horizons", "4", "-a", "naive,dlinear", "--seeds", "1,2",
+        var train = Titans("forecast", "train", "--data", csv, "--lookback", "16", "--horizons", "4", "--models", "naive,dlinear", "--seeds", "1,2",
             "--loss", "mae", "--steps", "20", "--eval-every", "10", "--patience", "2", "--out", run);
         Assert.True(train.Code == 0, train.Error + train.Output);
         string table = File.ReadAllText(Path.Combine(run, "results.md"));
@@ -244,7 +244,7 @@ public class CommandLineTests : IDisposable
         File.WriteAllLines(tsv, new[] { "seq\tlabel" }.Concat(Enumerable.Range(0, 90).Select(i =>
             $"{new string(Enumerable.Range(0, 20).Select(_ => "ACGT"[random.Next(4)]).ToArray())}\t{new[] { "n", "ei", "ie" }[i % 3]}")));
         string run = Path.Combine(folder, "splice");
-        var classify = Titans("dna", "classify", "--data", tsv, "-a", "cnn", "--steps", "4", "--eval-every", "2", "--batch-size", "8", "--out", run);
+        var classify = Titans("dna", "classify", "--data", tsv, "--models", "cnn", "--steps", "4", "--eval-every", "2", "--batch-size", "8", "--out", run);
         Assert.True(classify.Code == 0, classify.Error + classify.Output);
         Assert.Contains("3 classes: ei (train 21, validation 3, test 6), ie (train 21, validation 3, test 6), n (train 21, validation 3, test 6)", classify.Output);
         string report = File.ReadAllText(Path.Combine(run, "results.md"));

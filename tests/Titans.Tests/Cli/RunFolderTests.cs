@@ -183,7 +183,7 @@ public sealed class RunFolderTests : IDisposable
         {
             string csv = Path.Combine(folder, name);
             File.WriteAllLines(csv, new[] { "x" }.Concat(Enumerable.Range(0, 200).Select(r => FormattableString.Invariant($"{Math.Sin(r / 4.0)}"))));
-            return ["forecast", "train", "--data", csv, "--lookback", "16", "--horizons", "4", "-a", "naive", "--steps", "2"];
+            return ["forecast", "train", "--data", csv, "--lookback", "16", "--horizons", "4", "--models", "naive", "--steps", "2"];
         }
         string run = Path.Combine(folder, "forecast");
         var first = TitansCli.Run([.. Csv("first.csv"), "--out", run]);

@@ -108,7 +108,7 @@ public sealed class DataParallelTests : IDisposable
             FormattableString.Invariant($"{Math.Sin(r / 4.0) + 0.1 * Math.Cos(r * 1.3)},{Math.Cos(r / 6.0)}"))));
         string[] Forecast(string run) =>
         [
-            "forecast", "train", "--data", csv, "--lookback", "16", "--horizons", "4", "-a", "dlinear", "--steps", "20", "--accumulate", "2",
+            "forecast", "train", "--data", csv, "--lookback", "16", "--horizons", "4", "--models", "dlinear", "--steps", "20", "--accumulate", "2",
             "--eval-every", "10", "--patience", "2", "--out", run,
         ];
         var (one, two) = OneProcessAndTwoRanks("forecast", Forecast);
@@ -210,7 +210,7 @@ public sealed class DataParallelTests : IDisposable
         string mine = Csv("rank0.csv", 0), other = Csv("rank1.csv", 3);
         string[] Forecast(string csv, string run) =>
         [
-            "forecast", "train", "--data", csv, "--lookback", "16", "--horizons", "4", "-a", "dlinear", "--steps", "200", "--accumulate", "2",
+            "forecast", "train", "--data", csv, "--lookback", "16", "--horizons", "4", "--models", "dlinear", "--steps", "200", "--accumulate", "2",
             "--eval-every", "5", "--patience", "2", "--lr", "0.01", "--out", run,
         ];
         string one = Path.Combine(folder, "stop-one"), two = Path.Combine(folder, "stop-two");
