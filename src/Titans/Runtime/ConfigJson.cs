@@ -104,7 +104,9 @@ public static class ConfigJson
         {
             if (!target.ContainsKey(key))
                 throw new ArgumentException($"{typeof(T).Name} has no field '{key}'; its fields are {string.Join(", ", target.Select(p => p.Key))}.", nameof(patch));
-            target[key] = value?.DeepClone();
+            // The one merge rule (as Set's): a section given as an object keeps the fields it does not name.
+            if (value is JsonObject fields && target[key] is JsonObject section) Merge(section, fields, key, new HashSet<string>());
+            else target[key] = value?.DeepClone();
         }
         return Parse(target.ToJsonString(), validate);
     }

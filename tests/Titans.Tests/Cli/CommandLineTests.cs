@@ -426,6 +426,10 @@ public class CommandLineTests : IDisposable
         Assert.Equal(preset.Memory with { ChunkSize = 8, InitialForgetting = 0.002 }, bySet.Memory);   // the stabilizers stay
         Assert.True(bySet.Memory.RetainTowardInitial);
         Assert.Contains("Memory.ModelDim is 32 but ModelDim is 64", Assert.Throws<ArgumentException>(() => preset.WithMemory("{\"ModelDim\": 32}")).Message);
+        // A patch (--forecaster) merges sections the same way: the backbone keeps what the patch does not name.
+        var forecaster = new global::Titans.Forecasting.ForecasterConfig { Backbone = preset };
+        var patched = global::Titans.Runtime.ConfigJson.Patch(forecaster, "{\"Backbone\": {\"Layers\": 1}}", c => c);
+        Assert.Equal(preset with { Layers = 1 }, patched.Backbone);
     }
 
     [Fact]
