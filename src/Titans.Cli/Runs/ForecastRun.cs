@@ -95,9 +95,8 @@ public static class ForecastRun
         var split = ForecastSplit.Parse(options.Split, options.Data, table.Rows);
         string dataset = Path.GetFileNameWithoutExtension(options.Data);
         Console.WriteLine($"{dataset}: {table.Rows} rows, columns {string.Join(", ", table.Columns)}; {split}; lookback {options.Lookback}");
-        bool writes = Commands.CommonOptions.Writes;   // under mpirun, rank 0 alone writes
         // One folder per data set: a run on another data set is refused here instead of replacing this one's forecasters.
-        using var folder = writes ? RunFolder.Acquire(options.Directory, "forecast", options.Force,
+        using var folder = Commands.CommonOptions.Writes ? RunFolder.Acquire(options.Directory, "forecast", options.Force,
             identity: new Dictionary<string, string> { ["data"] = Path.GetFullPath(options.Data) }) : null;
         var results = new List<Result>();
         var plotWindows = new Dictionary<string, float[]>();
@@ -119,10 +118,10 @@ public static class ForecastRun
                     p => Console.WriteLine($"  step {p.Step,5}  train {options.Loss.ToString().ToUpperInvariant()} {p.TrainLoss:F4}  validation MSE {p.Score:F4}{(p.Best ? "  *" : "")}"),
                     options.Loss, Commands.CommonOptions.Environment);
                 var test = ForecastTraining.Score(model, data, ForecastPart.Test);
-                string file = Path.Combine(options.Directory, name, "forecaster.safetensors");
+                string saved = $"{name}/forecaster.safetensors", file = Path.Combine(options.Directory, saved);
                 if (folder is not null)
                 {
-                    ForecasterCheckpoint.Save(folder.Claim($"{name}/forecaster.safetensors"), model, data, new Dictionary<string, string>
+                    ForecasterCheckpoint.Save(folder.Claim(saved), model, data, new Dictionary<string, string>
                     {
                         ["data"] = options.Data, ["split"] = split.ToString(), ["best_step"] = fit.BestStep.ToString(), ["seed"] = seed.ToString(),
                         ["loss"] = options.Loss.ToString().ToLowerInvariant(), ["test_mse"] = test.Mse.ToString("R"), ["test_mae"] = test.Mae.ToString("R"),

@@ -62,7 +62,7 @@ public static class TrainingRun
     /// </summary>
     public static RunFolder? HoldNew(RunOptions run)
     {
-        if (!IsWriter) return null;
+        if (!Commands.CommonOptions.Writes) return null;   // under mpirun, rank 0 alone writes
         var folder = RunFolder.Acquire(run.Directory, Kind, run.Force, run.Fresh);
         if (File.Exists(Path.Combine(run.Directory, CheckpointFile)))
         {
@@ -124,7 +124,7 @@ public static class TrainingRun
         var metadata = header.Extra.ToDictionary();
         foreach (var (key, value) in run.Metadata ?? new Dictionary<string, string>()) metadata[key] = value;
         run = run with { Directory = Path.GetDirectoryName(Path.GetFullPath(file))!, Metadata = metadata };
-        using var folder = IsWriter ? RunFolder.Acquire(run.Directory, Kind, run.Force) : null;
+        using var folder = Commands.CommonOptions.Writes ? RunFolder.Acquire(run.Directory, Kind, run.Force) : null;
         return Run(folder, trainer, header.Tokenizer, run, TrainingMilliseconds(file, header));
     }
 
@@ -155,9 +155,6 @@ public static class TrainingRun
         _ when training.MinStreamPrefix == training.StreamPrefix => $"each after {training.StreamPrefix:N0} tokens streamed without gradient",
         _ => $"each after {training.MinStreamPrefix:N0}–{training.StreamPrefix:N0} tokens streamed without gradient",
     };
-
-    /// <summary>Whether this process writes the run: always, except the ranks other than 0 of an mpirun job, which only train.</summary>
-    static bool IsWriter => Distributed.DataParallel.World?.IsRoot ?? true;
 
     /// <summary>Trains <paramref name="trainer"/> to its last step in the run folder <paramref name="held"/> (null: a rank other than 0, which writes nothing).</summary>
     public static Validation Run(RunFolder? held, Trainer trainer, ITokenizer tokenizer, RunOptions options, long elapsedBefore = 0)
