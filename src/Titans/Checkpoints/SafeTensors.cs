@@ -184,8 +184,7 @@ public static class SafeTensors
     public static IReadOnlyDictionary<string, string> ReadMetadata(string path)
     {
         using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
-        var (_, metadata, bytes) = ReadHeader(file, path);
-        if (metadata.Remove(HeaderChecksumKey, out var recorded)) CheckHeader(bytes, recorded, path);
+        var (_, metadata) = ReadHeader(file, path);
         metadata.Remove(DataChecksumKey);
         return metadata;
     }
@@ -204,8 +203,7 @@ public static class SafeTensors
     /// </summary>
     public static SafeTensorsContent Read(Stream stream, string sourceName)
     {
-        var (entries, metadata, headerBytes) = ReadHeader(stream, sourceName);
-        if (metadata.Remove(HeaderChecksumKey, out var recordedHeader)) CheckHeader(headerBytes, recordedHeader, sourceName);
+        var (entries, metadata) = ReadHeader(stream, sourceName);
         var layout = entries.OrderBy(e => e.Begin).ThenBy(e => e.End).ToList();
         long dataBytes = CheckPacked(layout, sourceName);
         if (stream.CanSeek)
@@ -281,7 +279,8 @@ public static class SafeTensors
                               "recorded when it was saved (was it edited?)");
     }
 
-    static (List<Entry> Entries, Dictionary<string, string> Metadata, byte[] Bytes) ReadHeader(Stream stream, string source)
+    /// <summary>The header's entries and metadata, its checksum (where recorded) checked and removed from the metadata.</summary>
+    static (List<Entry> Entries, Dictionary<string, string> Metadata) ReadHeader(Stream stream, string source)
     {
         Span<byte> prefix = stackalloc byte[8];
         int got = stream.ReadAtLeast(prefix, 8, throwOnEndOfStream: false);
@@ -309,7 +308,8 @@ public static class SafeTensors
             if (property.Name == MetadataKey) ReadMetadata(property.Value, metadata, source);
             else entries.Add(ReadEntry(property.Name, property.Value, source));
         }
-        return (entries, metadata, bytes);
+        if (metadata.Remove(HeaderChecksumKey, out var recorded)) CheckHeader(bytes, recorded, source);
+        return (entries, metadata);
     }
 
     static JsonDocument ParseJson(string text, string source)
