@@ -198,15 +198,18 @@ public static class Checkpoint
     /// </summary>
     static void RequireWeightsFor(string path, SafeTensorsContent content, TitansConfig model)
     {
-        long weights = content.Tensors.Where(t => !t.Key.StartsWith(OptimizerPrefix) && t.Key != TokenizerModel).Sum(t => t.Value.numel());
+        long weights = content.Tensors.Where(t => !IsNotWeight(t.Key)).Sum(t => t.Value.numel());
         if (model.ParameterCount != weights)
             throw new InvalidDataException($"'{path}': its model configuration describes {model.ParameterCount:N0} parameters, but it holds {weights:N0} " +
                                            "weights; the configuration does not belong to these weights.");
     }
 
+    /// <summary>The tensors of a checkpoint that are not the model's weights: the optimizer's state and the tokenizer's model file.</summary>
+    static bool IsNotWeight(string name) => name.StartsWith(OptimizerPrefix) || name == TokenizerModel;
+
     /// <summary>A model's weights, every one finite: the trainer never saves a non-finite step, so a NaN means a damaged file.</summary>
     static void CopyWeights(string path, SafeTensorsContent content, TitansLanguageModel model) =>
-        CopyWeights(path, content, model, k => k.StartsWith(OptimizerPrefix) || k == TokenizerModel, requireFinite: true);
+        CopyWeights(path, content, model, IsNotWeight, requireFinite: true);
 
     /// <summary>
     /// Copies every parameter of <paramref name="model"/> from the file by name, checking dtype and shape; a tensor in
