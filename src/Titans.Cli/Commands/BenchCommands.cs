@@ -191,7 +191,6 @@ public static class BenchCommands
         return command;
     }
 
-
     /// <summary>The models a comparison's options describe.</summary>
     static ComparedModels Compared(ParseResult parse, Option<string> preset, IReadOnlyList<Architecture> architectures, Option<string> macWrite,
         SharedTrainingOptions shared) => new()

@@ -137,6 +137,4 @@ public static class CommonOptions
     public static T ByName<T>(string text, string option) where T : struct, Enum =>
         Enum.GetNames<T>().FirstOrDefault(n => n.Equals(text.Trim(), StringComparison.OrdinalIgnoreCase)) is string name ? Enum.Parse<T>(name)
             : throw new ArgumentException($"{option} must be {string.Join(", ", Enum.GetNames<T>().Select(n => n.ToLowerInvariant()))}, got '{text}'.");
-
-
 }
