@@ -7,15 +7,8 @@ using Titans.Training;
 namespace Titans.Tests.Cli;
 
 /// <summary>The `titans` workflow end to end, in process: train, resume, eval, generate, and bad input.</summary>
-public class CommandLineTests : IDisposable
+public class CommandLineTests() : CorpusFolder("titans-cli-")
 {
-    readonly string folder = Directory.CreateTempSubdirectory("titans-cli-").FullName;
-    readonly string corpus;
-
-    public CommandLineTests() => corpus = TitansCli.WriteCorpus(folder);
-
-    public void Dispose() => Directory.Delete(folder, recursive: true);
-
     static (int Code, string Output, string Error) Titans(params string[] args) => TitansCli.Run(args);
 
     string[] TrainArguments(string run, int steps, params string[] more) => new[]

@@ -7,15 +7,8 @@ namespace Titans.Tests.Cli;
 /// What titans writes, and what it never touches: run folders are locked before anything in them changes, only files
 /// titans recorded as its own are replaced or removed, and a folder of the user's is refused without --force.
 /// </summary>
-public sealed class RunFolderTests : IDisposable
+public sealed class RunFolderTests() : CorpusFolder("titans-runfolder-")
 {
-    readonly string folder = Directory.CreateTempSubdirectory("titans-runfolder-").FullName;
-    readonly string corpus;
-
-    public RunFolderTests() => corpus = TitansCli.WriteCorpus(folder);
-
-    public void Dispose() => Directory.Delete(folder, recursive: true);
-
     string UserFolder(string name)
     {
         string path = Path.Combine(folder, name);

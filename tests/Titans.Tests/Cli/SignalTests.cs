@@ -8,15 +8,8 @@ namespace Titans.Tests.Cli;
 /// worker with it. Stopping the titans process must stop the worker and free its run folder; it used to leave the worker
 /// training on, re-parented to PID 1, holding run.lock.
 /// </summary>
-public sealed class SignalTests : IDisposable
+public sealed class SignalTests() : CorpusFolder("titans-signals-")
 {
-    readonly string folder = Directory.CreateTempSubdirectory("titans-signals-").FullName;
-    readonly string corpus;
-
-    public SignalTests() => corpus = TitansCli.WriteCorpus(folder);
-
-    public void Dispose() => Directory.Delete(folder, recursive: true);
-
     /// <summary>The launcher and its worker, once the worker trains (its run folder's lock is held).</summary>
     (Process Launcher, int Worker, string Run) StartTraining(string name)
     {

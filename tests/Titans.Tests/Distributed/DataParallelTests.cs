@@ -7,15 +7,8 @@ namespace Titans.Tests.Distributed;
 /// Data-parallel training under `mpirun -np 2` on this machine (Open MPI; ./test installs it where it is missing):
 /// two ranks train the weights one process trains, bit for bit, resume across rank counts, and fail together.
 /// </summary>
-public sealed class DataParallelTests : IDisposable
+public sealed class DataParallelTests() : CorpusFolder("titans-mpi-")
 {
-    readonly string folder = Directory.CreateTempSubdirectory("titans-mpi-").FullName;
-    readonly string corpus;
-
-    public DataParallelTests() => corpus = TitansCli.WriteCorpus(folder);
-
-    public void Dispose() => Directory.Delete(folder, recursive: true);
-
     /// <summary>Two micro-batches per step (one per rank), and a warmup longer than the run, so the schedule does not depend on --steps.</summary>
     string[] Train(string run, int steps, string architecture = "lmm") =>
     [
