@@ -91,14 +91,14 @@ public static class TaskBenchmark
             using (model)
             {
                 Console.WriteLine($"{name}: scoring {task.Name} at {string.Join(", ", lengths.Select(TaskRun.LengthLabel))} tokens");
-                var cells = TaskRun.Grid(model, task, lengths, depths, ExamplesPerCell(task, options), chunk: 512, rows: 10, seed: 1,
+                var cells = TaskRun.Grid(model, task, length, lengths, depths, ExamplesPerCell(task, options), chunk: 512, rows: 10, seed: 1,
                     c => Console.WriteLine($"  length {TaskRun.LengthLabel(c.Length),6}  depth {TaskRun.DepthLabel(c.Depth),9}  accuracy {TaskRun.Percent(c.Accuracy),6}" +
                                            (c.Failure is null ? "" : $"  ({c.Failure})")));
                 outcomes.Add(new Outcome(config, cells, null, trainAccuracy, startStep));
                 Console.WriteLine($"{name}: {string.Join("  ", lengths.Select(l => $"{TaskRun.LengthLabel(l)} {TaskRun.Percent(TaskRun.MeanAt(cells, l))}"))}\n");
                 if (output is not null)
                     TaskRun.Save(HeatMapFile(output, architecture, ".md"), HeatMapFile(output, architecture, ".png"),
-                        $"{task.Name}: {name} trained at {length} tokens", command, task.Description + ".", cells);
+                        $"{task.Name}: {name} trained at {length} tokens", command, task.Description + ".", cells, length);
             }
         }
         if (output is not null) Report(outcomes, options, task, lengths, output, command);
@@ -137,7 +137,11 @@ public static class TaskBenchmark
             outcomes.Select(o => (IReadOnlyList<string>)new[]
             {
                 o.Name, Quantities.Count(o.Config.ParameterCount), TaskRun.Percent(o.TrainAccuracy),
-            }.Concat(lengths.Select(l => o.Cells is null ? "diverged" : TaskRun.Percent(TaskRun.MeanAt(o.Cells, l)))).ToList()));
+            }.Concat(lengths.Select(l => o.Cells is null ? "diverged" : TaskRun.Percent(TaskRun.MeanAt(o.Cells, l)))).ToList())
+            .Concat(outcomes.FirstOrDefault(o => o.Cells is not null) is { Cells: { } cells }       // every model is scored on the same examples
+                ? TaskRun.FloorRows(cells, lengths, t.SequenceLength).Select(f => (IReadOnlyList<string>)new[] { f.Label, "", "" }.Concat(f.Cells).ToList())
+                : []));
+        report.Paragraph(TaskRun.FloorNote);
         var notes = outcomes.Where(o => o.Failure is not null).Select(o => $"- {o.Name}: {o.Failure}")
             .Concat(outcomes.Where(o => o.Cells is not null).SelectMany(o => o.Cells!.Where(c => c.Failure is not null)
                 .Select(c => $"- {o.Name} at {TaskRun.LengthLabel(c.Length)}: {c.Failure}")).Distinct()).ToList();

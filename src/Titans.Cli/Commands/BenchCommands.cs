@@ -97,16 +97,11 @@ public static class BenchCommands
 
     static Command LanguageModelBench()
     {
-        var defaults = new TrainingConfig();
+        var optimizer = new OptimizerOptions(new TrainingConfig { Steps = 1500, BatchSize = 8, Seed = 1 }, "optimizer steps per model", "sequences per micro-batch");
         var data = new Option<string>("--data") { Description = "UTF-8 text file or folder (SOTU: run scripts/fetch-corpora.sh sotu first)", DefaultValueFactory = _ => Path.Combine("data", "sotu") };
         var preset = new Option<string>("--preset") { Description = "model size, the same for every architecture", DefaultValueFactory = _ => "tiny" };
         var architectures = new Option<string>("--architectures") { Description = "comma-separated architectures", DefaultValueFactory = _ => "lmm,mac,mag,mal,transformer++,swa" };
-        var steps = new Option<int>("--steps") { Description = "optimizer steps per model", DefaultValueFactory = _ => 1500 };
-        var batch = new Option<int>("--batch-size") { Description = "sequences per step", DefaultValueFactory = _ => 8 };
         var length = new Option<int>("--seq-len") { Description = "tokens per training sequence", DefaultValueFactory = _ => 256 };
-        var lr = new Option<double>("--lr") { Description = "peak learning rate", DefaultValueFactory = _ => defaults.LearningRate };
-        var warmup = new Option<int>("--warmup") { Description = "linear warmup steps", DefaultValueFactory = _ => defaults.WarmupSteps };
-        var seed = new Option<long>("--seed") { Description = "seed of the weights and of the batch order", DefaultValueFactory = _ => 1 };
         var evalTokens = new Option<int>("--eval-tokens") { Description = "held-out tokens of the final score", DefaultValueFactory = _ => 262144 };
         var evalEvery = new Option<int>("--eval-every") { Description = "steps between validations during training (on up to 64K tokens)", DefaultValueFactory = _ => 250 };
         var runs = new Option<string>("--runs") { Description = "folder of the runs (one per architecture)", DefaultValueFactory = _ => Path.Combine("runs", "bench-lm") };
@@ -117,15 +112,11 @@ public static class BenchCommands
         var lmForce = CommonOptions.Force();
         var command = new Command("lm",
             "Train every architecture at equal parameter count on the same tokens and compare validation bits per byte (table and loss curves).")
-            { data, preset, architectures, macWrite, steps, batch, length, lr, warmup, seed, evalTokens, evalEvery, runs, lmForce, output, plot };
-        foreach (var option in shared.All) command.Options.Add(option);
+            { data, preset, architectures, macWrite, length, evalTokens, evalEvery, runs, lmForce, output, plot };
+        foreach (var option in optimizer.All.Concat(shared.All)) command.Options.Add(option);
         command.SetAction(parse => CommonOptions.Run(parse, _ =>
         {
-            var training = shared.Apply(parse, new TrainingConfig
-            {
-                Steps = parse.GetValue(steps), BatchSize = parse.GetValue(batch), SequenceLength = parse.GetValue(length),
-                LearningRate = parse.GetValue(lr), WarmupSteps = parse.GetValue(warmup), Seed = parse.GetValue(seed),
-            }).Validate();
+            var training = shared.Apply(parse, optimizer.Apply(parse, new TrainingConfig { SequenceLength = parse.GetValue(length) })).Validate();
             var chosen = Lists.Architectures(parse.GetValue(architectures), "--architectures").ToList();
             if (parse.GetValue(evalEvery) < 1) throw new ArgumentException($"--eval-every must be at least 1, got {parse.GetValue(evalEvery)}.");
             Presets.Get(parse.GetValue(preset)!, Architecture.Mac).WithMemory(parse.GetValue(shared.Memory));   // an unknown preset or bad --memory fails before any training
@@ -146,11 +137,9 @@ public static class BenchCommands
         var haystack = new Option<string>("--haystack") { Description = "real text for the needles (default: Moby Dick, shipped)", DefaultValueFactory = _ => LanguageModelCommands.DefaultCorpus };
         var preset = new Option<string>("--preset") { Description = "model size, the same for every architecture", DefaultValueFactory = _ => "tiny" };
         var architectures = new Option<string>("--architectures") { Description = "comma-separated architectures", DefaultValueFactory = _ => "lmm,mac,mag,mal,transformer++,swa" };
-        var steps = new Option<int>("--steps") { Description = "optimizer steps per model", DefaultValueFactory = _ => 800 };
-        var batch = new Option<int>("--batch-size") { Description = "examples per step", DefaultValueFactory = _ => 16 };
+        var optimizer = new OptimizerOptions(new TrainingConfig { Steps = 800, BatchSize = 16, Seed = 1, WarmupSteps = 50 }, "optimizer steps per model",
+            "examples per micro-batch", warmup: "linear warmup steps (default: 50, or the steps when fewer; then cosine decay to 10% of the peak)");
         var length = new Option<int>("--seq-len", "--length") { Description = "training length L (tokens)", DefaultValueFactory = _ => 128 };
-        var lr = new Option<double>("--lr") { Description = "peak learning rate", DefaultValueFactory = _ => new TrainingConfig().LearningRate };
-        var seed = new Option<long>("--seed") { Description = "seed of the weights and of the examples", DefaultValueFactory = _ => 1 };
         var factors = new Option<string>("--factors") { Description = "test lengths as multiples of L", DefaultValueFactory = _ => "1,2,4,8,16" };
         var depths = new Option<int>("--depths") { Description = "needle depths, spread evenly over 0–100%", DefaultValueFactory = _ => 5 };
         var examples = new Option<int>("--examples") { Description = "examples per (length, depth) cell", DefaultValueFactory = _ => 20 };
@@ -166,15 +155,13 @@ public static class BenchCommands
         var taskForce = CommonOptions.Force();
         var command = new Command("tasks",
             "Train every architecture on a long-context task at length L and score each at L … 16L over needle depths (table, heat maps, plot).")
-            { task, haystack, preset, architectures, macWrite, initFrom, steps, batch, length, lr, seed, factors, depths, examples, evalEvery, runs, taskForce, output };
-        foreach (var option in shared.All) command.Options.Add(option);
+            { task, haystack, preset, architectures, macWrite, initFrom, length, factors, depths, examples, evalEvery, runs, taskForce, output };
+        foreach (var option in optimizer.All.Concat(shared.All)) command.Options.Add(option);
         command.SetAction(parse => CommonOptions.Run(parse, _ =>
         {
-            var training = shared.Apply(parse, new TrainingConfig
-            {
-                Steps = parse.GetValue(steps), BatchSize = parse.GetValue(batch), SequenceLength = parse.GetValue(length),
-                LearningRate = parse.GetValue(lr), Seed = parse.GetValue(seed), WarmupSteps = Math.Min(50, parse.GetValue(steps)),
-            }).Validate();
+            var training = shared.Apply(parse, optimizer.Apply(parse, new TrainingConfig { SequenceLength = parse.GetValue(length) }));
+            if (parse.GetResult(optimizer.Warmup) is null or { Implicit: true }) training = training with { WarmupSteps = Math.Min(training.WarmupSteps, training.Steps) };
+            training = training.Validate();
             var chosen = Lists.Architectures(parse.GetValue(architectures), "--architectures").ToList();
             Presets.Get(parse.GetValue(preset)!, Architecture.Mac).WithMemory(parse.GetValue(shared.Memory));   // an unknown preset or bad --memory fails before any training
             string name = parse.GetValue(task)!;

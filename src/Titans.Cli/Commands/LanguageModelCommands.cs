@@ -214,9 +214,10 @@ public static class LanguageModelCommands
         var steps = new Option<int>("--steps") { Description = "optimizer steps per model", DefaultValueFactory = _ => 800 };
         var output = new Option<string>("--out") { Description = "folder of the two runs", DefaultValueFactory = _ => Path.Combine("runs", "quickstart") };
         var force = CommonOptions.Force();
+        var report = new Option<string?>("--report") { Description = "also write the scores and times to this file (.md)" };
         var command = new Command("quickstart",
             "Train a tiny MAC and a Transformer++ of equal size the same way on Moby Dick (shipped), print both validation bits per byte, and generate a sample.")
-            { steps, output, force };
+            { steps, output, force, report };
         command.SetAction(parse => CommonOptions.Run(parse, device =>
         {
             var watch = Stopwatch.StartNew();
@@ -225,26 +226,31 @@ public static class LanguageModelCommands
             var training = new TrainingConfig { Steps = parse.GetValue(steps), BatchSize = 8, SequenceLength = 128, WarmupSteps = 20, Seed = 1 }.Validate();
             var tokenizer = ByteTokenizer.Instance;
             var data = LoadData(DefaultCorpus, tokenizer, training);
-            var folders = new List<(Architecture Architecture, string Folder)>();
+            var folders = new List<(Architecture Architecture, string Folder, double Minutes)>();
             foreach (var architecture in new[] { Architecture.Mac, Architecture.TransformerPlusPlus })
             {
                 string folder = Path.Combine(parse.GetValue(output)!, TrainingRun.FolderName(architecture));
                 var run = new RunOptions(folder, LogEvery: 25, EvalEvery: training.Steps, EvalTokens: 32768, CheckpointEvery: training.Steps)
                     { Device = device, Metadata = CorpusMetadata(DefaultCorpus), Fresh = true, Force = parse.GetValue(force) };
+                var started = watch.Elapsed;
                 TrainingRun.Start(Presets.Get("tiny", architecture), training, tokenizer, data, DefaultCorpus, run);
-                folders.Add((architecture, folder));
+                folders.Add((architecture, folder, (watch.Elapsed - started).TotalMinutes));
                 Console.WriteLine();
             }
-            Console.WriteLine($"Validation bits per byte on {Math.Min(32768, data.Validation.Length):N0} held-out bytes " +
-                              $"(windows: every model restarts each {training.SequenceLength} bytes, its training length; streamed: the state is carried):");
-            foreach (var (architecture, folder) in folders)
+            string scored = $"Validation bits per byte on {Math.Min(32768, data.Validation.Length):N0} held-out bytes " +
+                            $"(windows: every model restarts each {training.SequenceLength} bytes, its training length; streamed: the state is carried)";
+            Console.WriteLine(scored + ":");
+            var rows = new List<IReadOnlyList<string>>();
+            foreach (var (architecture, folder, minutes) in folders)
             {
                 var (trained, _) = Checkpoint.LoadModel(Path.Combine(folder, TrainingRun.CheckpointFile), device);
                 using (trained)
                 {
                     var scores = TrainingRun.Score(trained, data, training, tokenizer, 32768);
-                    Console.WriteLine($"  {ArchitectureNames.Display(architecture),-14} windows {scores.Windows.BitsPerByte:F3}   streamed " +
-                                      (scores.Streamed is null ? $"diverged ({scores.Failure})" : $"{scores.Streamed.BitsPerByte:F3}"));
+                    string streamed = scores.Streamed is null ? $"diverged ({scores.Failure})" : $"{scores.Streamed.BitsPerByte:F3}";
+                    Console.WriteLine($"  {ArchitectureNames.Display(architecture),-14} windows {scores.Windows.BitsPerByte:F3}   streamed {streamed}");
+                    rows.Add(new[] { ArchitectureNames.Display(architecture), $"{trained.parameters().Sum(p => p.numel()):N0}",
+                                     $"{scores.Windows.BitsPerByte:F3}", streamed, $"{minutes:F1} min" });
                 }
             }
             var (model, header) = Checkpoint.LoadModel(Path.Combine(folders[0].Folder, TrainingRun.CheckpointFile), device);
@@ -254,6 +260,16 @@ public static class LanguageModelCommands
                 Sample(model, header.Tokenizer, "Call me Ishmael. ", 200, new SamplingOptions(), header.Training.SequenceLength);
             }
             Console.WriteLine($"\nquickstart finished in {watch.Elapsed.TotalMinutes:F1} min; runs in {parse.GetValue(output)}");
+            if (parse.GetValue(report) is string file)
+            {
+                new Reporting.MarkdownReport("The quickstart: a tiny MAC and Transformer++ on Moby Dick", CommonOptions.CommandLine(parse))
+                    .Paragraph($"Both `tiny` models trained the same way ({training.Steps} steps of {training.BatchSize} × {training.SequenceLength} bytes, " +
+                               $"AdamW, warmup and cosine, seed {training.Seed}; one run each). {scored}; training time includes the validation:")
+                    .Table(new[] { "model", "parameters", "bits/byte, windows", "bits/byte, streamed", "training" }, rows)
+                    .Paragraph($"The whole quickstart (both trainings, scoring, the sample) took {watch.Elapsed.TotalMinutes:F1} min.")
+                    .Save(file);
+                Console.WriteLine($"Wrote {file}");
+            }
             return 0;
         }));
         return command;

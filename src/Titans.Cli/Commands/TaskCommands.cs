@@ -24,6 +24,7 @@ public static class TaskCommands
         command.Subcommands.Add(Show());
         command.Subcommands.Add(Train());
         command.Subcommands.Add(Eval());
+        command.Subcommands.Add(Floors());
         command.Subcommands.Add(Trace());
         command.Subcommands.Add(Probe());
         return command;
@@ -195,15 +196,12 @@ public static class TaskCommands
     {
         var checkpoint = new Option<string>("--checkpoint", "-c") { Description = "run folder or checkpoint file", Required = true };
         var taskOption = new Option<string?>("--task", "-t") { Description = "task to score (default: the one the model was trained on)" };
-        var lengths = new Option<string?>("--lengths") { Description = "comma-separated context lengths (default: L, 2L, 4L, 8L, 16L for training length L)" };
-        var depths = new Option<string?>("--depths") { Description = "comma-separated needle depths in [0, 1] (default: 0, 0.25, 0.5, 0.75, 1)" };
-        var examples = new Option<int>("--examples") { Description = "examples per (length, depth) cell", DefaultValueFactory = _ => 20 };
+        var grid = new GridOptions();
         var chunk = new Option<int>("--chunk") { Description = "tokens per forward pass while streaming", DefaultValueFactory = _ => 512 };
         var rows = new Option<int>("--batch-size") { Description = "examples streamed side by side", DefaultValueFactory = _ => 10 };
-        var seed = new Option<long>("--seed") { Description = "seed of the examples", DefaultValueFactory = _ => 1 };
         var output = new Option<string?>("--out") { Description = "result file (.md; the heat map goes next to it as .png; default: eval-<task>.md in the run folder)" };
         var command = new Command("eval", "Score a model on a long-context task over a grid of lengths and needle depths, streaming through its state; writes a table and a heat map.")
-            { checkpoint, taskOption, Haystack, lengths, depths, examples, chunk, rows, seed, output };
+            { checkpoint, taskOption, Haystack, grid.Lengths, grid.Depths, grid.Examples, chunk, rows, grid.Seed, output };
         command.SetAction(parse => CommonOptions.Run(parse, device =>
         {
             string file = TrainingOptions.CheckpointPath(parse.GetValue(checkpoint)!);
@@ -213,26 +211,80 @@ public static class TaskCommands
             {
                 var task = TaskOf(parse, taskOption, header, file);
                 int trained = header.Training.SequenceLength;
-                var lengthList = parse.GetValue(lengths) is string given ? Lists.NonEmpty(Lists.PositiveIntegers(given, "--lengths"), "--lengths")
-                    : new[] { 1, 2, 4, 8, 16 }.Select(f => f * trained).ToList();
-                foreach (int l in lengthList) TaskRun.RequireLength(task, l, $"the length {l}");
-                var depthList = !task.HasDepth ? TaskRun.Depths(task, 1)
-                    : parse.GetValue(depths) is string d ? Lists.NonEmpty(Lists.Numbers(d, "--depths"), "--depths") : TaskRun.Depths(task, 5);
-                // Only the depths given are checked (a task without depths uses NaN for "scattered"), written so that NaN fails too.
-                if (task.HasDepth && parse.GetValue(depths) is not null && depthList.FirstOrDefault(d => !(d >= 0 && d <= 1), 0) is var outside && !(outside >= 0 && outside <= 1))
-                    throw new ArgumentException($"--depths must lie in [0, 1], got {outside.ToString(System.Globalization.CultureInfo.InvariantCulture)}.");
+                var (lengthList, depthList) = grid.Parse(parse, task, trained);
                 string markdown = parse.GetValue(output) ?? Beside(beside!, $"eval-{task.Name}.md", withPlot: true);
                 string title = $"{task.Name}: {ArchitectureNames.Display(header.Model)} trained at {trained:N0} tokens (step {header.Step})";
-                Console.WriteLine($"{title}; {task.Description}; {Examples(TrainingOptions.Positive(parse, examples))} per cell");
-                var cells = TaskRun.Grid(model, task, lengthList, depthList, TrainingOptions.Positive(parse, examples), TrainingOptions.Positive(parse, chunk),
-                    TrainingOptions.Positive(parse, rows), parse.GetValue(seed),
+                int examples = TrainingOptions.Positive(parse, grid.Examples);
+                Console.WriteLine($"{title}; {task.Description}; {Examples(examples)} per cell");
+                var cells = TaskRun.Grid(model, task, trained, lengthList, depthList, examples, TrainingOptions.Positive(parse, chunk),
+                    TrainingOptions.Positive(parse, rows), parse.GetValue(grid.Seed),
                     c => Console.WriteLine($"  length {TaskRun.LengthLabel(c.Length),6}  depth {TaskRun.DepthLabel(c.Depth),9}  accuracy {TaskRun.Percent(c.Accuracy),6}" +
                                            (c.Failure is null ? $"  ({c.TokensPerSecond:N0} tok/s)" : $"  ({c.Failure})")));
                 TaskRun.Save(markdown, Path.ChangeExtension(markdown, ".png"), title, CommonOptions.CommandLine(parse),
-                    $"{task.Description}. {Examples(TrainingOptions.Positive(parse, examples))} per cell from the haystack's held-out tail; " +
-                    "an answer counts when greedy decoding writes it exactly.", cells);
+                    $"{task.Description}. {Examples(examples)} per cell from the haystack's held-out tail; " +
+                    "an answer counts when greedy decoding writes it exactly.", cells, trained);
                 Console.WriteLine($"Mean accuracy by length: {string.Join("  ", lengthList.Select(l => $"{TaskRun.LengthLabel(l)} {TaskRun.Percent(TaskRun.MeanAt(cells, l))}"))}; " +
                                   $"peak RSS {ProcessMemory.PeakRss() / (1024.0 * 1024):N0} MiB; wrote {markdown} and its heat map");
+            }
+            return 0;
+        }));
+        return command;
+    }
+
+    /// <summary>The options of a length × depth grid of held-out examples, shared by `task eval` and `task floors`.</summary>
+    sealed class GridOptions
+    {
+        public readonly Option<string?> Lengths = new("--lengths") { Description = "comma-separated context lengths (default: L, 2L, 4L, 8L, 16L for training length L)" };
+        public readonly Option<string?> Depths = new("--depths") { Description = "comma-separated needle depths in [0, 1] (default: 0, 0.25, 0.5, 0.75, 1)" };
+        public readonly Option<int> Examples = new("--examples") { Description = "examples per (length, depth) cell", DefaultValueFactory = _ => 20 };
+        public readonly Option<long> Seed = new("--seed") { Description = "seed of the examples", DefaultValueFactory = _ => 1 };
+
+        /// <summary>The lengths and depths given, or the defaults for a model trained at <paramref name="trained"/> tokens; each checked.</summary>
+        public (IReadOnlyList<int> Lengths, IReadOnlyList<double> Depths) Parse(ParseResult parse, ILongContextTask task, int trained)
+        {
+            var lengths = parse.GetValue(Lengths) is string given ? Lists.NonEmpty(Lists.PositiveIntegers(given, "--lengths"), "--lengths")
+                : new[] { 1, 2, 4, 8, 16 }.Select(f => f * trained).ToList();
+            foreach (int l in lengths) TaskRun.RequireLength(task, l, $"the length {l}");
+            var depths = !task.HasDepth ? TaskRun.Depths(task, 1)
+                : parse.GetValue(Depths) is string d ? Lists.NonEmpty(Lists.Numbers(d, "--depths"), "--depths") : TaskRun.Depths(task, 5);
+            // Only the depths given are checked (a task without depths uses NaN for "scattered"), written so that NaN fails too.
+            if (task.HasDepth && parse.GetValue(Depths) is not null && depths.FirstOrDefault(x => !(x >= 0 && x <= 1), 0) is var outside && !(outside >= 0 && outside <= 1))
+                throw new ArgumentException($"--depths must lie in [0, 1], got {outside.ToString(System.Globalization.CultureInfo.InvariantCulture)}.");
+            return (lengths, depths);
+        }
+    }
+
+    static Command Floors()
+    {
+        var taskOption = new Option<string>("--task", "-t") { Description = string.Join(", ", LongContextTasks.Names), Required = true };
+        var trainedOption = new Option<int>("--seq-len") { Description = "the training length L the floors are for", Required = true };
+        var grid = new GridOptions();
+        var tokenizer = new Option<string>("--tokenizer") { Description = "bytes, o200k_base, cl100k_base or a SentencePiece .model file", DefaultValueFactory = _ => "bytes" };
+        var output = new Option<string?>("--out") { Description = "also write the table to this file (.md)" };
+        var command = new Command("floors", "What a model trained at L scores without reading far back, on the examples `task eval` and `bench tasks` score: " +
+                                            "the share of needles within L before the answer, and the most frequent answer's score.")
+            { taskOption, trainedOption, Haystack, grid.Lengths, grid.Depths, grid.Examples, grid.Seed, tokenizer, output };
+        command.SetAction(parse => CommonOptions.Run(parse, _ =>
+        {
+            var task = TaskRun.CreateTask(parse.GetValue(taskOption)!, Tokenizers.FromSpecification(parse.GetValue(tokenizer)!), HaystackPath(parse));
+            int trained = TrainingOptions.Positive(parse, trainedOption);
+            TaskRun.RequireLength(task, trained, $"--seq-len {trained}");
+            var (lengths, depths) = grid.Parse(parse, task, trained);
+            int examples = TrainingOptions.Positive(parse, grid.Examples);
+            string frequent = TaskRun.FrequentAnswer(task, trained);
+            var cells = lengths.SelectMany(l => TaskRun.Cells(task, l, depths, examples, parse.GetValue(grid.Seed), trained, frequent)
+                .Select((c, d) => new GridCell(l, depths[d], double.NaN, c.Examples.Count, double.NaN, null, c.InReach, c.Guessed))).ToList();
+            var header = new[] { "floor \\ length" }.Concat(lengths.Select(TaskRun.LengthLabel)).ToList();
+            var rows = TaskRun.FloorRows(cells, lengths, trained).Select(f => (IReadOnlyList<string>)new[] { f.Label }.Concat(f.Cells).ToList()).ToList();
+            string about = $"{task.Description}; {Examples(examples)} per (length, depth) cell at {depths.Count} depth{(depths.Count == 1 ? "" : "s")}, seed {parse.GetValue(grid.Seed)}. " +
+                           TaskRun.FloorNote + $" The most frequent answer of 1,000 training examples is \"{frequent}\".";
+            Console.WriteLine(about);
+            foreach (var row in rows) Console.WriteLine(string.Join("  ", row));
+            if (parse.GetValue(output) is string file)
+            {
+                new MarkdownReport($"{task.Name}: floors for a model trained at {trained:N0} tokens", CommonOptions.CommandLine(parse))
+                    .Paragraph(about).Table(header, rows).Save(file);
+                Console.WriteLine($"Wrote {file}");
             }
             return 0;
         }));

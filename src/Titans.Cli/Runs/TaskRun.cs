@@ -10,9 +10,13 @@ using static TorchSharp.torch;
 
 namespace Titans.Cli.Runs;
 
-/// <summary>One cell of a length × depth grid: accuracy over its examples, and how fast they streamed.</summary>
+/// <summary>
+/// One cell of a length × depth grid: accuracy over its examples, how fast they streamed, and the floors of its examples
+/// (<see cref="TaskFloors"/>): the share whose needle lies within the training length, and the most frequent answer's score.
+/// </summary>
 /// <param name="Failure">Why the cell has no accuracy (the memory diverged, or the model cannot read that far).</param>
-public sealed record GridCell(int Length, double Depth, double Accuracy, int Examples, double TokensPerSecond, string? Failure);
+public sealed record GridCell(int Length, double Depth, double Accuracy, int Examples, double TokensPerSecond, string? Failure,
+    double InReach, double Guessed);
 
 /// <summary>
 /// Training on a long-context task and scoring a model over a grid of lengths and needle depths. A task run is a training
@@ -131,23 +135,43 @@ public static class TaskRun
                                         "resume with the run's own haystack.");
     }
 
-    /// <summary>Scores every (length, depth) cell, reporting each as it finishes.</summary>
-    public static List<GridCell> Grid(TitansLanguageModel model, ILongContextTask task, IReadOnlyList<int> lengths, IReadOnlyList<double> depths,
-        int examples, int chunk, int rows, long seed, Action<GridCell> report)
+    /// <summary>
+    /// The evaluation examples of every cell, one list per depth, each with the floors of <see cref="TaskFloors"/> for a
+    /// model trained at <paramref name="trained"/> tokens.
+    /// </summary>
+    public static List<(List<TaskExample> Examples, double InReach, double Guessed)> Cells(ILongContextTask task, int length,
+        IReadOnlyList<double> depths, int examples, long seed, int trained, string frequentAnswer) =>
+        depths.Select(depth =>
+        {
+            var list = Examples(task, length, double.IsNaN(depth) ? 0.5 : depth, examples, seed);
+            return (list, list.Average(e => TaskFloors.InReach(e, trained) ? 1.0 : 0), list.Average(e => TaskFloors.Guessed(e, frequentAnswer)));
+        }).ToList();
+
+    /// <summary>
+    /// The most frequent answer of the training examples at <paramref name="trained"/> tokens (the guess floor's answer);
+    /// at the task's shortest example for a model trained shorter (a language model scored on a task).
+    /// </summary>
+    public static string FrequentAnswer(ILongContextTask task, int trained) => TaskFloors.MostFrequentAnswer(task, Math.Max(trained + 1, task.MinimumLength));
+
+    /// <summary>Scores every (length, depth) cell of a model trained at <paramref name="trained"/> tokens, reporting each as it finishes.</summary>
+    public static List<GridCell> Grid(TitansLanguageModel model, ILongContextTask task, int trained, IReadOnlyList<int> lengths,
+        IReadOnlyList<double> depths, int examples, int chunk, int rows, long seed, Action<GridCell> report)
     {
         var cells = new List<GridCell>();
+        string frequent = FrequentAnswer(task, trained);
         foreach (int length in lengths)
         {
             if (model.Config.CacheGrowsWithContext && length > FullAttentionLimit)
             {
                 foreach (double depth in depths)
                     Add(new GridCell(length, depth, double.NaN, 0, double.NaN,
-                        $"Transformer++ attends to every earlier token; {length:N0} is past the {FullAttentionLimit:N0} this runs it to"));
+                        $"Transformer++ attends to every earlier token; {length:N0} is past the {FullAttentionLimit:N0} this runs it to", double.NaN, double.NaN));
                 continue;
             }
             // Every depth of one length is scored in one call, so rows of a batch can hold needles at different
             // depths: ten 2M-token haystacks at ten depths stream side by side instead of one after another.
-            var lists = depths.Select(depth => Examples(task, length, double.IsNaN(depth) ? 0.5 : depth, examples, seed)).ToList();
+            var floors = Cells(task, length, depths, examples, seed, trained, frequent);
+            var lists = floors.Select(f => f.Examples).ToList();
             var watch = Stopwatch.StartNew();
             long total = (long)lists.Sum(l => l.Count) * length;
             double lastShown = 0;
@@ -166,13 +190,15 @@ public static class TaskRun
                 {
                     var cellScores = scores.Skip(at).Take(lists[d].Count).ToList();
                     at += lists[d].Count;
-                    Add(new GridCell(length, depths[d], cellScores.Average(s => s.Accuracy), cellScores.Count, tokensPerSecond, null));
+                    Add(new GridCell(length, depths[d], cellScores.Average(s => s.Accuracy), cellScores.Count, tokensPerSecond, null,
+                        floors[d].InReach, floors[d].Guessed));
                 }
             }
             catch (NonFiniteValueException e)
             {
                 for (int d = 0; d < depths.Count; d++)
-                    Add(new GridCell(length, depths[d], double.NaN, lists[d].Count, double.NaN, $"the memory diverged: {e.Message}"));
+                    Add(new GridCell(length, depths[d], double.NaN, lists[d].Count, double.NaN, $"the memory diverged: {e.Message}",
+                        floors[d].InReach, floors[d].Guessed));
             }
         }
         return cells;
@@ -200,8 +226,25 @@ public static class TaskRun
         return row.Any(c => double.IsNaN(c.Accuracy)) ? double.NaN : row.Average(c => c.Accuracy);
     }
 
-    /// <summary>The grid as a depth × length table (with a mean row) and heat map.</summary>
-    public static void Save(string markdown, string png, string title, string command, string about, IReadOnlyList<GridCell> cells)
+    /// <summary>
+    /// The floor rows of a table by length (label, then one cell per length) for a model trained at
+    /// <paramref name="trained"/> tokens: averaged over depths, as the accuracy is.
+    /// </summary>
+    public static IEnumerable<(string Label, IReadOnlyList<string> Cells)> FloorRows(IReadOnlyList<GridCell> cells, IReadOnlyList<int> lengths, int trained)
+    {
+        string At(int length, Func<GridCell, double> floor) => Percent(cells.Where(c => c.Length == length).Average(floor));
+        yield return ($"*floor: needle within L = {trained:N0}*", lengths.Select(l => At(l, c => c.InReach)).ToList());
+        yield return ("*floor: most frequent answer*", lengths.Select(l => At(l, c => c.Guessed)).ToList());
+    }
+
+    /// <summary>What the floor rows mean, for the paragraph under a table that has them.</summary>
+    public const string FloorNote =
+        "The floors are what a model scores without reading far back: the share of examples whose needle (every fact) lies " +
+        "within the last L tokens before the answer, which a model that reads only as far back as it trained can answer, " +
+        "and the share of answers the training examples' most frequent answer gets right.";
+
+    /// <summary>The grid as a depth × length table (with a mean row and the floors) and heat map, for a model trained at <paramref name="trained"/> tokens.</summary>
+    public static void Save(string markdown, string png, string title, string command, string about, IReadOnlyList<GridCell> cells, int trained)
     {
         var lengths = cells.Select(c => c.Length).Distinct().ToList();
         var depths = cells.Select(c => c.Depth).Distinct().ToList();
@@ -212,7 +255,8 @@ public static class TaskRun
         var rows = depths.Select((depth, d) => (IReadOnlyList<string>)new[] { DepthLabel(depth) }
             .Concat(lengths.Select((_, l) => Percent(grid[d, l]))).ToList()).ToList();
         if (depths.Count > 1) rows.Add(new[] { "**mean**" }.Concat(lengths.Select(l => $"**{Percent(MeanAt(cells, l))}**")).ToList());
-        var report = new MarkdownReport(title, command).Paragraph(about)
+        rows.AddRange(FloorRows(cells, lengths, trained).Select(f => (IReadOnlyList<string>)new[] { f.Label }.Concat(f.Cells).ToList()));
+        var report = new MarkdownReport(title, command).Paragraph(about + " " + FloorNote)
             .Table(new[] { "depth \\ length" }.Concat(lengths.Select(LengthLabel)).ToList(), rows);
         var speeds = lengths.Select(l => cells.Where(c => c.Length == l && !double.IsNaN(c.TokensPerSecond)).Select(c => c.TokensPerSecond).DefaultIfEmpty(double.NaN).Average()).ToList();
         report.Table(new[] { "length" }.Concat(lengths.Select(LengthLabel)).ToList(),

@@ -218,7 +218,10 @@ public class CommandLineTests() : CorpusFolder("titans-cli-")
         Assert.Contains("test part", eval.Output);
 
         // The best (lowest) of each score column is bold, and only it (ties aside).
-        var rows = table.Split('\n').Where(l => l.StartsWith("| Naive") || l.StartsWith("| DLinear")).Select(l => l.Split('|')).ToList();
+        var tables = table.Split("Per seed");
+        Assert.Equal(2, tables.Length);                     // and after the means, the value of every seed behind them
+        Assert.Matches(@"\| DLinear \| [0-9.]+ / [0-9.]+ \| [0-9.]+ / [0-9.]+ \|", tables[1]);
+        var rows = tables[0].Split('\n').Where(l => l.StartsWith("| Naive") || l.StartsWith("| DLinear")).Select(l => l.Split('|')).ToList();
         Assert.Equal(2, rows.Count);
         for (int column = 3; column < rows[0].Length - 2; column++)
             Assert.Single(rows, r => r[column].Contains("**"));

@@ -32,7 +32,7 @@ public class MacWriteProbeTests
             int at = random.Next(0, 12);
             needle.CopyTo(tokens, at);
             needle.CopyTo(tokens, 21);
-            examples.Add(new TaskExample(tokens, new[] { new AnswerSpan(21, 3, string.Concat(needle)) }, at / 24.0, new[] { "needle" }, "?"));
+            examples.Add(new TaskExample(tokens, new[] { new AnswerSpan(21, 3, string.Concat(needle)) }, at / 24.0, new[] { "needle" }, "?", at));
         }
         return examples;
     }

@@ -79,6 +79,42 @@ public class LongContextTaskTests
     static int Bytes(string text) => System.Text.Encoding.UTF8.GetByteCount(text);
 
     [Theory]
+    [MemberData(nameof(AllTasks))]
+    public void TheEvidenceStartsWhereTheFirstNeedleOrFactDoes(string name)
+    {
+        var task = Task(name);
+        var random = new Random(4);
+        foreach (double depth in new[] { 0.0, 0.5, 1.0 })
+        {
+            var example = task.Generate(3000, depth, random, evaluation: true);
+            int first = Bytes(Text(example)[..Text(example).IndexOf(example.Facts[0], StringComparison.Ordinal)]);
+            Assert.InRange(first - example.EvidenceStart, 0, 1);                 // a needle's piece may open with its space
+        }
+    }
+
+    [Fact]
+    public void TheFloorsCountNeedlesWithinReachAndTheMostFrequentAnswer()
+    {
+        var passkey = Task("passkey");
+        var random = new Random(5);
+        for (int i = 0; i < 10; i++)
+        {
+            Assert.True(TaskFloors.InReach(passkey.Generate(129, random.NextDouble(), random, evaluation: true), 128));   // at L, always
+            Assert.True(TaskFloors.InReach(passkey.Generate(16 * 128 + 1, 1.0, random, evaluation: true), 128));          // beside the question
+            Assert.False(TaskFloors.InReach(passkey.Generate(16 * 128 + 1, 0.0, random, evaluation: true), 128));         // at the start of 16L
+        }
+        var qa1 = Task("qa1");
+        string frequent = TaskFloors.MostFrequentAnswer(qa1, 257);
+        Assert.Contains(frequent, new[] { "bathroom", "hallway", "kitchen", "garden", "office", "bedroom" });
+        var examples = Enumerable.Range(0, 300).Select(_ => qa1.Generate(300, 0.5, random, evaluation: true)).ToList();
+        double guessed = examples.Average(e => TaskFloors.Guessed(e, frequent));
+        Assert.Equal(examples.Count(e => e.Answers[0].Text == frequent) / 300.0, guessed, 12);
+        Assert.InRange(guessed, 0.10, 0.30);                                      // one place of six, about
+        var mqar = Task("mqar").Generate(400, 0.5, random, evaluation: true);
+        Assert.Equal(mqar.Answers.Count(a => a.Text == mqar.Answers[0].Text) / (double)mqar.Answers.Count, TaskFloors.Guessed(mqar, mqar.Answers[0].Text), 12);
+    }
+
+    [Theory]
     [InlineData("qa1")]
     [InlineData("qa2")]
     [InlineData("qa3")]

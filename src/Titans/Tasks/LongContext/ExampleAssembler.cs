@@ -56,17 +56,20 @@ public sealed class ExampleAssembler(string task, ITokenizer tokenizer, Haystack
             }
         }
         int used = 0;
+        int? evidence = null;
         foreach (var (position, pieces) in insertions.OrderBy(i => i.Position))
         {
             int at = Place(starts, words, position * filler, used);
             tokens.AddRange(fill.AsSpan(used, at - used).ToArray());
             used = at;
+            evidence ??= tokens.Count;
             Append(pieces);
         }
         tokens.AddRange(fill.AsSpan(used).ToArray());
+        evidence ??= tokens.Count;
         Append(tail);
         if (tokens.Count != length) throw new InvalidOperationException($"Assembled {tokens.Count} tokens for a {length}-token {task} example.");
-        return new TaskExample(tokens.ToArray(), answers, depth, facts, question);
+        return new TaskExample(tokens.ToArray(), answers, depth, facts, question, evidence.Value);
     }
 
     /// <summary>
