@@ -26,7 +26,9 @@ ls -la "$work/feed"
 
 echo "packages: installing the tool into a temporary tool path and running it"
 dotnet tool install Titans.NET.Cli --version "$version" --tool-path "$work/tools" --add-source "$work/feed" >/dev/null
-"$work/tools/titans" models --preset tiny --json >/dev/null
+"$work/tools/titans" models --preset tiny --json >/dev/null 2>"$work/models.err"
+# The tool's TorchSharp.dll must carry the build's NoOptimization marks (build/TorchSharpJitFix.targets), or it warns.
+if [ -s "$work/models.err" ]; then cat "$work/models.err" >&2; echo "packages: the tool warned" >&2; exit 1; fi
 "$work/tools/titans" train -a lmm --steps 2 --seq-len 32 --batch-size 2 --eval-tokens 256 --out "$work/run" | tail -1
 "$work/tools/titans" generate -c "$work/run" -p "Call me" -n 10 >/dev/null
 

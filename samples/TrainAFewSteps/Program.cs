@@ -1,9 +1,13 @@
 // Trains a tiny MAC for a few steps on a text, saves and reloads the checkpoint, and continues a prompt.
 using Titans.Generation;
 using Titans.Models;
+using Titans.Runtime;
 using Titans.Text;
 using Titans.Training;
 using static TorchSharp.torch;
+
+// The package's build step keeps TorchSharp's own methods unoptimized, so what they hand to libtorch stays alive.
+if (!TorchSharpJit.KeepsArgumentsAlive) throw new InvalidOperationException(TorchSharpJit.Warning);
 
 string text = string.Concat(Enumerable.Range(0, 400).Select(i => $"Line {i}: the whale is {(i % 5 == 0 ? "white" : "grey")}.\n"));
 var tokenizer = ByteTokenizer.Instance;

@@ -66,11 +66,10 @@ public static partial class DataParallelBenchmark
         {
             var (file, prefix) = ThisProgram.Command() ?? throw new InvalidOperationException("The program's path is unknown.");
             info = new ProcessStartInfo("mpirun") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
-            var mpi = new List<string> { "--oversubscribe", "--mca", "btl_vader_single_copy_mechanism", "none", "-np", processes.ToString(), "-x", "DOTNET_JITMinOpts=1" };
+            var mpi = new List<string> { "--oversubscribe", "--mca", "btl_vader_single_copy_mechanism", "none", "-np", processes.ToString() };
             if (Environment.UserName == "root") mpi.Insert(0, "--allow-run-as-root");
             foreach (string a in mpi.Append(file).Concat(prefix).Concat(train)) info.ArgumentList.Add(a);
         }
-        info.Environment["DOTNET_JITMinOpts"] = "1";
         var (code, stdout, stderr) = ThisProgram.Finish(Process.Start(info) ?? throw new InvalidOperationException("Could not start a benchmark run."));
         var last = StepLine().Match(stdout);
         if (code != 0 || !last.Success)

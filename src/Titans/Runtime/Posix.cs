@@ -4,8 +4,8 @@ namespace Titans.Runtime;
 
 /// <summary>
 /// The few POSIX calls .NET does not expose: who owns a file and what kind it is (without following a link), flushing
-/// a folder's entries to disk, signals, and the parent-death signal. Each is a no-op or a plain answer where the
-/// system lacks it (Windows; statx and prctl are Linux's), so callers never need their own platform checks.
+/// a folder's entries to disk, and signals. Each is a no-op or a plain answer where the system lacks it (Windows;
+/// statx is Linux's), so callers never need their own platform checks.
 /// </summary>
 public static class Posix
 {
@@ -13,9 +13,8 @@ public static class Posix
     const int AtFdCwd = -100, AtSymlinkNoFollow = 0x100;
     const uint StatxType = 0x1, StatxMode = 0x2, StatxUid = 0x8;
     const int ModeTypeMask = 0xF000, RegularFile = 0x8000, DirectoryType = 0x4000, SymbolicLink = 0xA000;
-    const int PrSetParentDeathSignal = 1;
 
-    public const int SignalHangUp = 1, SignalInterrupt = 2, SignalQuit = 3, SignalTerminate = 15;
+    public const int SignalInterrupt = 2, SignalTerminate = 15;
 
     [DllImport(LibC, EntryPoint = "statx", SetLastError = true)]
     static extern int Statx(int directory, string path, int flags, uint mask, byte[] buffer);
@@ -34,12 +33,6 @@ public static class Posix
 
     [DllImport(LibC, EntryPoint = "kill", SetLastError = true)]
     static extern int Kill(int process, int signal);
-
-    [DllImport(LibC, EntryPoint = "getppid")]
-    static extern int GetParentProcessId();
-
-    [DllImport(LibC, EntryPoint = "prctl", SetLastError = true)]
-    static extern int Prctl(int option, ulong argument2, ulong argument3, ulong argument4, ulong argument5);
 
     /// <summary>What kind of entry a path names, itself (a link is a link, not what it points to).</summary>
     public enum EntryKind { Missing, RegularFile, Directory, SymbolicLink, Other }
@@ -96,16 +89,6 @@ public static class Posix
 
     /// <summary>Sends <paramref name="signal"/> to a process (Unix); false where it could not be sent.</summary>
     public static bool Signal(int process, int signal) => !OperatingSystem.IsWindows() && Kill(process, signal) == 0;
-
-    /// <summary>
-    /// Asks the kernel to send this process <paramref name="signal"/> when the thread that started it dies (Linux), so a
-    /// child outlives no parent; false where it could not be asked.
-    /// </summary>
-    public static bool DieWithParent(int signal = SignalTerminate) =>
-        OperatingSystem.IsLinux() && Prctl(PrSetParentDeathSignal, (ulong)signal, 0, 0, 0) == 0;
-
-    /// <summary>This process's parent's id (Unix); null on Windows.</summary>
-    public static int? ParentId => OperatingSystem.IsWindows() ? null : GetParentProcessId();
 
     /// <summary>
     /// <c>dlopen</c>: in the C library since glibc 2.34, in libdl.so.2 before (and on musl and macOS, in the C library).

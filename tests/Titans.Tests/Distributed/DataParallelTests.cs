@@ -23,7 +23,7 @@ public sealed class DataParallelTests() : CorpusFolder("titans-mpi-")
     /// ptrace rights refuse ("Read -1, expected …, errno = 1").
     /// </summary>
     static readonly string[] CommonMpirunOptions =
-        ["--allow-run-as-root", "--oversubscribe", "--mca", "btl_vader_single_copy_mechanism", "none", "-x", "DOTNET_JITMinOpts=1"];
+        ["--allow-run-as-root", "--oversubscribe", "--mca", "btl_vader_single_copy_mechanism", "none"];
 
     /// <summary>Runs `mpirun -np 2 titans ARGS` (the CLI built beside the tests), with a time limit.</summary>
     static (int Code, string Output, string Error) MpiRun(IEnumerable<string> args) => Mpirun(["-np", "2", "dotnet", Cli, .. args]);
