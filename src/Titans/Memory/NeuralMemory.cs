@@ -155,7 +155,8 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
 
     /// <summary>The scan a call of these tensors takes, and why.</summary>
     public ScanChoice ScanFor(Tensor queries, Tensor keys, Tensor values, MemoryGates gates, MemoryWeights memory, MemoryStabilizers? stabilizers = null) =>
-        MemoryScan.Choose(Config, MemoryScan.NeedsGraph(Mlp, queries, keys, values, gates, memory, stabilizers ?? Stabilizers(keys.dtype)), keys.shape[2]);
+        MemoryScan.Choose(Config, MemoryScan.NeedsGraph(Mlp, queries, keys, values, gates, memory, stabilizers ?? Stabilizers(keys.dtype)), keys.shape[2],
+            keys.device_type, keys.dtype);
 
     /// <summary>The configured stabilizers, with W₀ (a parameter, so in the gradient path) as their retention and norm targets.</summary>
     public MemoryStabilizers Stabilizers(ScalarType dtype)

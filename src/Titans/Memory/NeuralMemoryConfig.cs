@@ -1,6 +1,8 @@
 using System.Text.Json.Serialization;
 using Titans.Runtime;
 
+using Titans.Memory.Scans;
+
 namespace Titans.Memory;
 
 /// <summary>Nonlinearity between the layers of the memory MLP (docs/method.md §2).</summary>
@@ -129,6 +131,12 @@ public sealed record NeuralMemoryConfig
     /// it is tested against. Same values and gradients either way.
     /// </summary>
     public bool HandWrittenBackward { get; init; } = true;
+    /// <summary>
+    /// Calls that need no gradient (inference, streaming, evaluation) run the memory's chunk chain as one C# kernel call
+    /// on the CPU (<see cref="FusedMemoryScan"/>), where it covers the form (scalar forgetting, no fixed norm, float32 or
+    /// float64); false: the libtorch chunked scan, its oracle. Same values either way (tests to 1e-10 in float64).
+    /// </summary>
+    public bool FusedKernel { get; init; } = true;
 
     [JsonIgnore] public int HeadDim => ModelDim / Heads;
     [JsonIgnore] public int HiddenDim => Depth == 1 ? HeadDim : Expansion * HeadDim;

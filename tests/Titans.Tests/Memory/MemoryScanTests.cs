@@ -473,7 +473,9 @@ public class MemoryScanTests
     /// <summary>The one decision of which scan runs a call: every branch, with the reason it gives.</summary>
     [Theory]
     [InlineData("{\"Algorithm\": \"Sequential\"}", true, 100, ScanKind.Sequential, "token-by-token reference", 0)]
-    [InlineData("{}", false, 100, ScanKind.Chunked, "no gradient is needed", 0)]
+    [InlineData("{}", false, 100, ScanKind.Fused, "no gradient is needed: the fused C# kernel", 0)]
+    [InlineData("{\"FusedKernel\": false}", false, 100, ScanKind.Chunked, "no gradient is needed (FusedKernel is off): the chunked scan", 0)]
+    [InlineData("{\"ChannelwiseForgetting\": true}", false, 100, ScanKind.Chunked, "(the kernel does not cover channel-wise forgetting): the chunked scan", 0)]
     [InlineData("{}", true, 100, ScanKind.HandWritten, "hand-written backward covers this form", 16)]
     [InlineData("{\"RecomputeGroup\": 0}", true, 100_000, ScanKind.HandWritten, "hand-written backward covers this form", int.MaxValue)]
     [InlineData("{\"ChannelwiseForgetting\": true}", true, 1000, ScanKind.Recomputed, "does not cover channel-wise forgetting): autograd over recomputed groups of 16", 16)]
@@ -500,7 +502,10 @@ public class MemoryScanTests
         using (no_grad())
         {
             var read = memory.Project(randn(1, 20, 16), null);
-            Assert.Equal(ScanKind.Chunked, memory.ScanFor(read.Queries, read.Keys, read.Values, read.Gates, start.Memory).Kind);
+            Assert.Equal(ScanKind.Fused, memory.ScanFor(read.Queries, read.Keys, read.Values, read.Gates, start.Memory).Kind);
+            // A dtype the kernel does not compute in falls back to the chunked scan.
+            var half = read.Keys.to(ScalarType.BFloat16);
+            Assert.Equal(ScanKind.Chunked, memory.ScanFor(half, half, half, read.Gates, start.Memory).Kind);
         }
     }
 }

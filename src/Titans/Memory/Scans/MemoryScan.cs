@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Titans.Memory.Scans;
@@ -13,6 +14,8 @@ public enum ScanKind
     Recomputed,
     /// <summary><see cref="HandWrittenScan"/>: the chunked scan as one autograd node with a hand-written backward.</summary>
     HandWritten,
+    /// <summary><see cref="FusedMemoryScan"/>: the chunk chain as one C# kernel call on the CPU, without autograd.</summary>
+    Fused,
 }
 
 /// <summary>Which scan computes a memory call, and why (one sentence, for diagnostics and tests).</summary>
@@ -28,16 +31,24 @@ public static class MemoryScan
     /// <summary>
     /// <list type="number">
     /// <item>Algorithm = Sequential: the token-by-token reference.</item>
-    /// <item>No gradient needed (inference, or nothing the call reads requires one): the chunked scan, fastest without autograd.</item>
+    /// <item>No gradient needed (inference, or nothing the call reads requires one): the fused C# kernel where FusedKernel is on
+    /// and it covers the call (CPU, float32/float64, scalar forgetting, no fixed norm); else the chunked scan without autograd.</item>
     /// <item>Training with HandWrittenBackward, where it covers the form (scalar forgetting, no fixed norm): the hand-written backward.</item>
     /// <item>Training with RecomputeGroup G &gt; 0 and more than one group of G chunks: recomputed groups.</item>
     /// <item>Otherwise plain autograd through the chunked scan (one group would keep every chunk's graph anyway).</item>
     /// </list>
     /// </summary>
-    public static ScanChoice Choose(NeuralMemoryConfig config, bool needsGraph, long length)
+    public static ScanChoice Choose(NeuralMemoryConfig config, bool needsGraph, long length, DeviceType device = DeviceType.CPU,
+        ScalarType dtype = ScalarType.Float32)
     {
         if (config.Algorithm == MemoryAlgorithm.Sequential) return new(ScanKind.Sequential, "Algorithm = Sequential: the token-by-token reference");
-        if (!needsGraph) return new(ScanKind.Chunked, "no gradient is needed: the chunked scan, without autograd");
+        if (!needsGraph)
+        {
+            string? notFused = !config.FusedKernel ? "FusedKernel is off" : FusedMemoryScan.Unsupported(config, device, dtype);
+            return notFused is null
+                ? new(ScanKind.Fused, "no gradient is needed: the fused C# kernel")
+                : new(ScanKind.Chunked, $"no gradient is needed ({notFused}): the chunked scan, without autograd");
+        }
         int group = config.RecomputeGroup > 0 ? config.RecomputeGroup : int.MaxValue;
         string? uncovered = config.ChannelwiseForgetting ? "channel-wise forgetting" : config.FixedNorm != FastWeightNorm.None ? "the fixed-norm stabilizer" : null;
         if (config.HandWrittenBackward && uncovered is null)
@@ -57,6 +68,7 @@ public static class MemoryScan
         ScanKind.Chunked => ChunkedMemoryScan.Scan(mlp, queries, keys, values, gates, memory, chunkSize, stabilizers),
         ScanKind.Recomputed => RecomputedMemoryScan.Scan(mlp, queries, keys, values, gates, memory, chunkSize, choice.GroupChunks, stabilizers),
         ScanKind.HandWritten => HandWrittenScan.Scan(mlp, queries, keys, values, gates, memory, chunkSize, choice.GroupChunks, stabilizers),
+        ScanKind.Fused => FusedMemoryScan.Scan(mlp, queries, keys, values, gates, memory, chunkSize, stabilizers),
         _ => throw new ArgumentOutOfRangeException(nameof(choice), $"unknown scan {choice.Kind}"),
     };
 
