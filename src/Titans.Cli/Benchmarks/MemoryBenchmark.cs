@@ -22,7 +22,7 @@ public static class MemoryBenchmark
     /// One cell: forward; forward+backward by plain autograd, by autograd over recomputed groups, and by the hand-written
     /// backward (<see cref="HandWrittenScan"/>) over the same groups, each with its peak RSS.
     /// </summary>
-    sealed record Row(long Length, int Depth, int Chunk, double Forward, double ForwardBackward, double Flops, long PeakRss,
+    sealed record Row(long Length, int Depth, int Chunk, double Forward, double ForwardChunked, double ForwardBackward, double Flops, long PeakRss,
         double Recomputed, long RecomputedPeakRss, double HandWritten, long HandWrittenPeakRss, OpCounts Ops);
 
     /// <summary>Tensors the library creates per chunk (each op returns one), counted by TorchSharp's dispose-scope statistics.</summary>
@@ -94,7 +94,8 @@ public static class MemoryBenchmark
             .Paragraph($"One NeuralMemory module, batch 1, fp32, width {o.Width}, {o.Heads} heads (d_h = {o.Width / o.Heads}), " +
                        "MLP expansion 4, residual LayerNorm wrapper, data-dependent gates, conv kernel 4. " +
                        $"Median of {o.Repeats} runs after one warm-up. GFLOP/s counts the matmuls of the algorithm " +
-                       "(NeuralMemoryCost; forward+backward = 3× forward). Peak RSS is the process's peak during the " +
+                       "(NeuralMemoryCost; forward+backward = 3× forward). The forward (no autograd) runs the fused C# kernel, the default, " +
+                       "and the chunked libtorch scan beside it on the same weights (FusedKernel off), interleaved. Peak RSS is the process's peak during the " +
                        "forward+backward runs of that row (freed memory stays in the process for reuse, so it does not fall " +
                        "between rows). *skipped: autograd would keep an estimated > 16 GiB of chunk states (24 GiB machine). " +
                        $"The recomputed columns run the same backward over groups of {o.RecomputeGroup} chunks (RecomputeGroup; a " +
@@ -118,7 +119,7 @@ public static class MemoryBenchmark
 
     static readonly string[] Header =
     {
-        "tokens", "depth", "chunk", "fwd tok/s", "fwd GFLOP/s", "fwd+bwd tok/s", "fwd+bwd GFLOP/s", "fwd+bwd / ceiling", "peak RSS",
+        "tokens", "depth", "chunk", "fwd tok/s (fused kernel)", "fwd GFLOP/s", "fwd tok/s (chunked, libtorch)", "fused / chunked", "fwd+bwd tok/s", "fwd+bwd GFLOP/s", "fwd+bwd / ceiling", "peak RSS",
         "recomputed fwd+bwd tok/s", "recomputed / ceiling", "recomputed peak RSS",
         "hand-written fwd+bwd tok/s", "hand-written / ceiling", "hand-written peak RSS",
         "ops/chunk fwd", "ops/chunk fwd+bwd", "ops/chunk recomputed", "ops/chunk hand-written",
@@ -132,6 +133,8 @@ public static class MemoryBenchmark
         yield return r.Chunk.ToString();
         yield return $"{r.Length / r.Forward:N0}";
         yield return $"{fwdGflops:F1}";
+        yield return $"{r.Length / r.ForwardChunked:N0}";
+        yield return $"{r.ForwardChunked / r.Forward:F2}×";
         bool skipped = double.IsNaN(r.ForwardBackward);
         yield return skipped ? "skipped*" : $"{r.Length / r.ForwardBackward:N0}";
         yield return skipped ? "" : $"{bwdGflops:F1}";
@@ -167,7 +170,6 @@ public static class MemoryBenchmark
             using var noGrad = no_grad();
             memory.forward(x);
         }
-        double forward = Timing.MedianSeconds(Forward, o.Repeats);
         double forwardOps = CountOps(Forward) / chunks;
 
         // The three backward paths on the same weights: the hand-written one, autograd over recomputed groups, plain autograd.
@@ -178,6 +180,17 @@ public static class MemoryBenchmark
             copy.to(o.Device);
             return copy;
         }
+        // Inference: the fused C# kernel (the default) against the chunked libtorch scan on the same weights, interleaved.
+        using var chunkedScan = Copy(config with { FusedKernel = false });
+        void ForwardChunked()
+        {
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            chunkedScan.forward(x);
+        }
+        // Warm both up past the JIT's tiers (the kernel's helpers start as tier-0 code) before timing.
+        for (int i = 0; i < 5; i++) { Forward(); ForwardChunked(); }
+        double[] forwards = Timing.InterleavedMedianSeconds(new Action?[] { Forward, ForwardChunked }, o.Repeats);
         using var handWritten = Copy(config with { RecomputeGroup = o.RecomputeGroup, HandWrittenBackward = true });
         using var recomputed = o.RecomputeGroup > 0 ? Copy(config with { RecomputeGroup = o.RecomputeGroup }) : null;
         bool plain = AutogradBytes(config, length) <= AutogradBudgetBytes;
@@ -196,7 +209,7 @@ public static class MemoryBenchmark
         var runs = paths.Select(m => m is null ? null : (Action)(() => ForwardBackward(m, x))).ToArray();
         double[] seconds = Timing.InterleavedMedianSeconds(runs, o.Repeats);
         double[] ops = paths.Select(m => m is null ? double.NaN : CountOps(() => ForwardBackward(m, x)) / chunks).ToArray();
-        return new Row(length, depth, chunk, forward, seconds[2], NeuralMemoryCost.ForwardFlops(config, length), peaks[2],
+        return new Row(length, depth, chunk, forwards[0], forwards[1], seconds[2], NeuralMemoryCost.ForwardFlops(config, length), peaks[2],
             seconds[1], peaks[1], seconds[0], peaks[0], new OpCounts(forwardOps, ops[2], ops[1], ops[0]));
     }
 

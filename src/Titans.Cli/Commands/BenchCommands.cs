@@ -15,6 +15,7 @@ public static class BenchCommands
         var bench = new Command("bench", "Benchmarks: tokens/s, GFLOP/s against the matmul ceiling, peak memory.");
         bench.Subcommands.Add(MemoryBench());
         bench.Subcommands.Add(StreamBench());
+        bench.Subcommands.Add(EvalBench());
         bench.Subcommands.Add(ThroughputBench());
         bench.Subcommands.Add(LanguageModelBench());
         bench.Subcommands.Add(TaskBench());
@@ -201,6 +202,27 @@ public static class BenchCommands
             var options = new MemoryBenchmark.Options(parse.GetValue(quick), parse.GetValue(width), parse.GetValue(heads),
                 parse.GetValue(repeats), device, parse.GetValue(group));
             MemoryBenchmark.Run(options, parse.GetValue(output), CommonOptions.CommandLine(parse));
+            return 0;
+        }));
+        return command;
+    }
+
+    static Command EvalBench()
+    {
+        var checkpoints = new Option<string>("--checkpoints", "-c") { Description = "comma-separated run folders or checkpoint files", Required = true };
+        var text = new Option<string>("--data") { Description = "UTF-8 text to stream (file or folder of *.txt)", Required = true };
+        var tokens = new Option<int>("--tokens") { Description = "stream the first this many tokens of it", DefaultValueFactory = _ => 120_000 };
+        var chunk = new Option<int>("--chunk") { Description = "tokens per forward pass", DefaultValueFactory = _ => 128 };
+        var repeats = new Option<int>("--repeats") { Description = "rounds, every variant once per round (medians reported)", DefaultValueFactory = _ => 3 };
+        var output = new Option<string?>("--out") { Description = "write a markdown table here" };
+        var command = new Command("eval",
+            "How fast checkpoints stream a text as eval does: each memory model with the fused kernel and with the chunked scan, alternated.")
+            { checkpoints, text, tokens, chunk, repeats, output };
+        command.SetAction(parse => CommonOptions.Run(parse, _ =>
+        {
+            var files = Lists.NonEmpty(Lists.Items(parse.GetValue(checkpoints)), "--checkpoints").Select(TrainingOptions.CheckpointPath).ToList();
+            EvalBenchmark.Run(new EvalBenchmark.Options(files, parse.GetValue(text)!, TrainingOptions.Positive(parse, tokens), TrainingOptions.Positive(parse, chunk),
+                TrainingOptions.Positive(parse, repeats)), parse.GetValue(output), CommonOptions.CommandLine(parse));
             return 0;
         }));
         return command;

@@ -60,10 +60,14 @@ public static class FusedMemoryScan
         Tensor theta = Dense(gates.Theta), logDecay = Dense(gates.LogDecay), logEta = Dense(gates.LogEta);
         Tensor[] weights = state.Weights.Select(w => Dense(w.expand(batch, heads, w.shape[^2], w.shape[^1]))).ToArray();
         Tensor[] momentum = state.Momentum.Select(s => Dense(s.expand(batch, heads, s.shape[^2], s.shape[^1]))).ToArray();
+        // Per-head constants, each tensor read once: W₀ [H, out, in] per layer, the LayerNorm's affine [H, d].
+        T[][]? anchors = stabilizers.RetentionTarget?.Select(w => Values<T>(w.detach().expand(1, heads, w.shape[^2], w.shape[^1]))).ToArray();
+        T[]? lnWeight = mlp.LnWeight is null ? null : Values<T>(mlp.LnWeight.detach());
+        T[]? lnBias = mlp.LnBias is null ? null : Values<T>(mlp.LnBias.detach());
+        int d0 = (int)dim;
         var forms = Enumerable.Range(0, (int)heads).Select(h => new ChainForm<T>(shapes, mlp.Activation, mlp.ResidualLayerNorm,
-            stabilizers.RetentionTarget?.Select(w => Values<T>(w.detach().expand(1, heads, w.shape[^2], w.shape[^1])[0, h])).ToArray(),
-            mlp.LnWeight is null ? null : Values<T>(mlp.LnWeight.detach()[h, 0]), mlp.LnBias is null ? null : Values<T>(mlp.LnBias.detach()[h, 0]),
-            stabilizers.GradientClip, chunkSize)).ToArray();
+            anchors?.Select((a, l) => a.AsSpan(h * shapes[l].Item1 * shapes[l].Item2, shapes[l].Item1 * shapes[l].Item2).ToArray()).ToArray(),
+            lnWeight?.AsSpan(h * d0, d0).ToArray(), lnBias?.AsSpan(h * d0, d0).ToArray(), stabilizers.GradientClip, chunkSize)).ToArray();
 
         Tensor output = empty(batch, heads, length, dim, dtype: keys.dtype);
         Tensor[] finalWeights = weights.Select(w => empty_like(w)).ToArray(), finalMomentum = momentum.Select(s => empty_like(s)).ToArray();
@@ -78,34 +82,40 @@ public static class FusedMemoryScan
         nint[] fwp = finalWeights.Select(Address).ToArray(), fsp = finalMomentum.Select(Address).ToArray();
         nint[]? bwp = boundaryWeights?.Select(Address).ToArray(), bsp = boundaryMomentum?.Select(Address).ToArray();
         int len = (int)length, d = (int)dim;
-        var options = new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, get_num_threads()) };
-        Parallel.For(0, streams, options, stream =>
+        // Streams in parallel where there is enough work to share; a short call (MAC's segment) runs on this thread.
+        long work = (long)streams * length * shapes.Sum(sh => (long)sh.Item1 * sh.Item2);
+        int threads = work < 1 << 20 ? 1 : Math.Max(1, get_num_threads());
+        var options = new ParallelOptions { MaxDegreeOfParallelism = threads };
+        void Stream(int stream)
         {
-            static Span<T> At(nint address, long offset, int count) => new((T*)address + offset, count);
             var chain = new FusedChunkChain<T>(forms[stream % heads]);
             var (w, s, bw, bs) = (new T[depth][], new T[depth][], new T[depth][], new T[depth][]);
             for (int l = 0; l < depth; l++)
             {
                 int size = shapes[l].Item1 * shapes[l].Item2;
-                w[l] = At(wp[l], (long)stream * size, size).ToArray();
-                s[l] = At(sp[l], (long)stream * size, size).ToArray();
+                w[l] = At<T>(wp[l], (long)stream * size, size).ToArray();
+                s[l] = At<T>(sp[l], (long)stream * size, size).ToArray();
                 bw[l] = new T[size];
                 bs[l] = new T[size];
             }
             long at = (long)stream * len * d;
-            chain.Run(At(qp, at, len * d), At(kp, at, len * d), At(vp, at, len * d),
-                At(tp, (long)stream * len, len), At(dp, (long)stream * len, len), At(ep, (long)stream * len, len),
-                w, s, At(op, at, len * d), bw, bs);
+            chain.Run(At<T>(qp, at, len * d), At<T>(kp, at, len * d), At<T>(vp, at, len * d),
+                At<T>(tp, (long)stream * len, len), At<T>(dp, (long)stream * len, len), At<T>(ep, (long)stream * len, len),
+                w, s, At<T>(op, at, len * d), bw, bs);
             for (int l = 0; l < depth; l++)
             {
                 int size = w[l].Length;
-                w[l].CopyTo(At(fwp[l], (long)stream * size, size));
-                s[l].CopyTo(At(fsp[l], (long)stream * size, size));
+                w[l].CopyTo(At<T>(fwp[l], (long)stream * size, size));
+                s[l].CopyTo(At<T>(fsp[l], (long)stream * size, size));
                 if (bwp is null) continue;
-                bw[l].CopyTo(At(bwp[l], (long)stream * size, size));
-                bs[l].CopyTo(At(bsp![l], (long)stream * size, size));
+                bw[l].CopyTo(At<T>(bwp[l], (long)stream * size, size));
+                bs[l].CopyTo(At<T>(bsp![l], (long)stream * size, size));
             }
-        });
+        }
+        if (threads == 1)
+            for (int stream = 0; stream < streams; stream++) Stream(stream);
+        else
+            Parallel.For(0, streams, options, Stream);
 
         var final = new MemoryWeights(finalWeights, finalMomentum);
         // The state after the last full chunk: the start (no full chunk), the end (no partial one), or its own copy.
@@ -113,6 +123,8 @@ public static class FusedMemoryScan
         scope.MoveToOuter(final.Tensors.Concat(boundaryWeights ?? []).Concat(boundaryMomentum ?? []).Append(output));
         return new MemoryScanResult(output, boundary, fullChunks * chunkSize, final);
     }
+
+    static unsafe Span<T> At<T>(nint address, long offset, int count) where T : unmanaged => new((T*)address + offset, count);
 
     /// <summary>Where a dense CPU tensor's elements start (its own memory: <c>bytes</c> is a view of it, not a copy).</summary>
     static unsafe nint Address(Tensor t) => (nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
