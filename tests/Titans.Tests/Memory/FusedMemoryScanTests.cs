@@ -89,6 +89,26 @@ public class FusedMemoryScanTests
     }
 
     [Fact]
+    public void ThePortablePathComputesWhatTheVectorPathDoes()
+    {
+        // Other CPUs take plain loops where this one takes Vector256 and FMA; forced on here, both must agree.
+        using var scope = NewDisposeScope();
+        var (q, k, v, gates) = ScanInputs(21, 2, 2, 45, 20);
+        var mlp = Mlp(22, 2, 20, MemoryActivation.Gelu, true);
+        var state = State(23, 2, 2, Shapes(3, 20));
+        var stabilizers = Stabilizers("presets", 3, 20, 2);
+        var vector = FusedMemoryScan.Scan(mlp, q, k, v, gates, state, 8, stabilizers);
+        try
+        {
+            SmallGemm<double>.Portable = true;
+            var portable = FusedMemoryScan.Scan(mlp, q, k, v, gates, state, 8, stabilizers);
+            AssertClose(vector.Outputs, portable.Outputs, 1e-12, "outputs");
+            AssertClose(vector.Final, portable.Final, 1e-12, "final state");
+        }
+        finally { SmallGemm<double>.Portable = false; }
+    }
+
+    [Fact]
     public void GatesOfZeroAreExact()
     {
         // η = 0 (log −∞) drops all past surprise, α = 1 (log −∞) forgets everything: products of gates, no NaN.
