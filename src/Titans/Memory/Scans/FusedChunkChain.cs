@@ -6,11 +6,11 @@ namespace Titans.Memory.Scans;
 
 /// <summary>What one stream of the fused kernel computes with: the memory's form and its per-head constants.</summary>
 /// <param name="Shapes">(out, in) of each layer.</param>
-/// <param name="Anchor">W₀ per layer ([out·in], row-major) when forgetting returns to it; null: toward 0.</param>
+/// <param name="AnchorT">W₀ᵀ per layer ([in·out], row-major) when forgetting returns to it; null: toward 0.</param>
 /// <param name="LnWeight">The wrapper's LayerNorm scale [d] (null: none); <paramref name="LnBias"/> its shift.</param>
 /// <param name="Clip">The soft clamp c of each token's inner gradient; 0: off.</param>
 internal sealed record ChainForm<T>((int Out, int In)[] Shapes, MemoryActivation Activation, bool ResidualLayerNorm,
-    T[][]? Anchor, T[]? LnWeight, T[]? LnBias, double Clip, int ChunkSize) where T : unmanaged, IFloatingPointIeee754<T>
+    T[][]? AnchorT, T[]? LnWeight, T[]? LnBias, double Clip, int ChunkSize) where T : unmanaged, IFloatingPointIeee754<T>
 {
     public int Depth => Shapes.Length;
     public int Dim => Shapes[0].In;
@@ -35,10 +35,14 @@ internal sealed record ChainForm<T>((int Out, int In)[] Shapes, MemoryActivation
 internal sealed class FusedChunkChain<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
     const double LayerNormEps = 1e-5;
-    readonly ChainForm<T> form;
+    /// <summary>One chain per thread and shape, its buffers reused from call to call (a stream of short calls allocates nothing).</summary>
+    [ThreadStatic] static FusedChunkChain<T>? cached;
+    ChainForm<T> form;
     // The state transposed, [in, out] per layer (W₀ᵀ too): every product of a chunk is then rows times a row-major
     // matrix (SmallGemm), vectorized over the output channels.
-    readonly T[][] weightsT, momentumT, anchorT;
+    readonly T[][] weightsT, momentumT;
+    /// <summary>The state handed in and out, [out, in] per layer, and the boundary state.</summary>
+    public readonly T[][] Weights, Momentum, BoundaryWeights, BoundaryMomentum;
     // Per chunk, reused: the keys' layer inputs a_l [b, in] and their transposes [in, b], pre-activations z_l and deltas
     // [b, out], the queries' activations, and W_l itself [out, in] for the deltas' backward.
     readonly T[][] inputs, inputsT, pre, deltas, scaledDeltas, rows;
@@ -46,18 +50,26 @@ internal sealed class FusedChunkChain<T> where T : unmanaged, IFloatingPointIeee
     readonly T[] retention, carry, momentumDecay, mixing, endMomentum, segA, segE;
     readonly T[] gelu1, gelu2, gelu3, gelu4, gelu5;                 // the vectorized GELU's passes, [b, widest]
 
-    public FusedChunkChain(ChainForm<T> form)
+    /// <summary>This thread's chain for the form's shapes (a new one where they differ from the last), set to the form.</summary>
+    public static FusedChunkChain<T> For(ChainForm<T> form)
+    {
+        var chain = cached;
+        if (chain is null || chain.form.ChunkSize != form.ChunkSize || !chain.form.Shapes.SequenceEqual(form.Shapes))
+            cached = chain = new FusedChunkChain<T>(form);
+        chain.form = form;
+        return chain;
+    }
+
+    FusedChunkChain(ChainForm<T> form)
     {
         this.form = form;
         int b = form.ChunkSize, widest = form.Widest;
         weightsT = form.Shapes.Select(s => new T[s.In * s.Out]).ToArray();
         momentumT = form.Shapes.Select(s => new T[s.In * s.Out]).ToArray();
-        anchorT = form.Anchor is null ? [] : form.Shapes.Select((s, l) =>
-        {
-            var t = new T[s.In * s.Out];
-            SmallGemm<T>.Transpose(form.Anchor[l], s.Out, s.In, t);
-            return t;
-        }).ToArray();
+        Weights = form.Shapes.Select(s => new T[s.In * s.Out]).ToArray();
+        Momentum = form.Shapes.Select(s => new T[s.In * s.Out]).ToArray();
+        BoundaryWeights = form.Shapes.Select(s => new T[s.In * s.Out]).ToArray();
+        BoundaryMomentum = form.Shapes.Select(s => new T[s.In * s.Out]).ToArray();
         inputs = form.Shapes.Select(s => new T[b * s.In]).ToArray();
         inputsT = form.Shapes.Select(s => new T[b * s.In]).ToArray();
         pre = form.Shapes.Select(s => new T[b * s.Out]).ToArray();
@@ -83,17 +95,18 @@ internal sealed class FusedChunkChain<T> where T : unmanaged, IFloatingPointIeee
     }
 
     /// <summary>
-    /// Runs the stream's T tokens from the state in <paramref name="weights"/>, <paramref name="momentum"/> ([out, in]
-    /// row-major per layer; updated in place to the state after the last token); the state after the last full chunk is
-    /// written to the boundary buffers.
+    /// Runs the stream's T tokens from the state in <see cref="Weights"/>, <see cref="Momentum"/> ([out, in] row-major
+    /// per layer; left holding the state after the last token); the state after the last full chunk is written to
+    /// <see cref="BoundaryWeights"/>, <see cref="BoundaryMomentum"/>.
     /// </summary>
     /// <param name="q">[T, d]</param><param name="k">[T, d]</param><param name="v">[T, d]</param>
     /// <param name="theta">[T]</param><param name="logDecay">[T]</param><param name="logEta">[T]</param>
     /// <param name="output">[T, d]</param>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Run(ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, ReadOnlySpan<T> theta, ReadOnlySpan<T> logDecay,
-        ReadOnlySpan<T> logEta, T[][] weights, T[][] momentum, Span<T> output, T[][] boundaryWeights, T[][] boundaryMomentum)
+        ReadOnlySpan<T> logEta, Span<T> output)
     {
+        T[][] weights = Weights, momentum = Momentum, boundaryWeights = BoundaryWeights, boundaryMomentum = BoundaryMomentum;
         int length = theta.Length, d = form.Dim, b = form.ChunkSize;
         int fullChunks = length / b;
         for (int l = 0; l < form.Depth; l++)
@@ -234,13 +247,13 @@ internal sealed class FusedChunkChain<T> where T : unmanaged, IFloatingPointIeee
             var z = retrieved.AsSpan(0, n * o);
             SmallGemm<T>.Multiply(queries, n, i, weightsT[l], o, retrieved, accumulate: false);
             SmallGemm<T>.Multiply(queries, n, i, momentumT[l], o, first, accumulate: false);
-            if (form.Anchor is not null) SmallGemm<T>.Multiply(queries, n, i, anchorT[l], o, second, accumulate: false);
+            if (form.AnchorT is not null) SmallGemm<T>.Multiply(queries, n, i, form.AnchorT[l], o, second, accumulate: false);
             for (int t = 0; t < n; t++)
             {
                 var row = z.Slice(t * o, o);
                 TensorPrimitives.Multiply(row, retention[t], row);
                 TensorPrimitives.MultiplyAdd(first.AsSpan(t * o, o), carry[t], row, row);
-                if (form.Anchor is not null) TensorPrimitives.MultiplyAdd(second.AsSpan(t * o, o), T.One - retention[t], row, row);
+                if (form.AnchorT is not null) TensorPrimitives.MultiplyAdd(second.AsSpan(t * o, o), T.One - retention[t], row, row);
             }
             // scores[t, s] = −C[t, s] (a_s · z_t), then z −= … as one product with Δ.
             SmallGemm<T>.Multiply(queries, n, i, inputsT[l].AsSpan(0, i * n), n, scores, accumulate: false);
@@ -273,7 +286,7 @@ internal sealed class FusedChunkChain<T> where T : unmanaged, IFloatingPointIeee
             var s = momentumT[l].AsSpan();
             TensorPrimitives.Multiply(w, a, w);
             TensorPrimitives.MultiplyAdd(s, dr, w, w);
-            if (form.Anchor is not null) TensorPrimitives.MultiplyAdd(anchorT[l], T.One - a, w, w);
+            if (form.AnchorT is not null) TensorPrimitives.MultiplyAdd(form.AnchorT[l], T.One - a, w, w);
             TensorPrimitives.Multiply(s, e, s);
             for (int t = 0; t < n; t++)
             {

@@ -66,7 +66,13 @@ public static class FusedMemoryScan
         T[]? lnBias = mlp.LnBias is null ? null : Values<T>(mlp.LnBias.detach());
         int d0 = (int)dim;
         var forms = Enumerable.Range(0, (int)heads).Select(h => new ChainForm<T>(shapes, mlp.Activation, mlp.ResidualLayerNorm,
-            anchors?.Select((a, l) => a.AsSpan(h * shapes[l].Item1 * shapes[l].Item2, shapes[l].Item1 * shapes[l].Item2).ToArray()).ToArray(),
+            anchors?.Select((a, l) =>
+            {
+                var (o, i) = shapes[l];
+                var transposed = new T[o * i];
+                SmallGemm<T>.Transpose(a.AsSpan(h * o * i, o * i), o, i, transposed);
+                return transposed;
+            }).ToArray(),
             lnWeight?.AsSpan(h * d0, d0).ToArray(), lnBias?.AsSpan(h * d0, d0).ToArray(), stabilizers.GradientClip, chunkSize)).ToArray();
 
         Tensor output = empty(batch, heads, length, dim, dtype: keys.dtype);
@@ -88,28 +94,25 @@ public static class FusedMemoryScan
         var options = new ParallelOptions { MaxDegreeOfParallelism = threads };
         void Stream(int stream)
         {
-            var chain = new FusedChunkChain<T>(forms[stream % heads]);
-            var (w, s, bw, bs) = (new T[depth][], new T[depth][], new T[depth][], new T[depth][]);
+            var chain = FusedChunkChain<T>.For(forms[stream % heads]);
             for (int l = 0; l < depth; l++)
             {
                 int size = shapes[l].Item1 * shapes[l].Item2;
-                w[l] = At<T>(wp[l], (long)stream * size, size).ToArray();
-                s[l] = At<T>(sp[l], (long)stream * size, size).ToArray();
-                bw[l] = new T[size];
-                bs[l] = new T[size];
+                At<T>(wp[l], (long)stream * size, size).CopyTo(chain.Weights[l]);
+                At<T>(sp[l], (long)stream * size, size).CopyTo(chain.Momentum[l]);
             }
             long at = (long)stream * len * d;
             chain.Run(At<T>(qp, at, len * d), At<T>(kp, at, len * d), At<T>(vp, at, len * d),
                 At<T>(tp, (long)stream * len, len), At<T>(dp, (long)stream * len, len), At<T>(ep, (long)stream * len, len),
-                w, s, At<T>(op, at, len * d), bw, bs);
+                At<T>(op, at, len * d));
             for (int l = 0; l < depth; l++)
             {
-                int size = w[l].Length;
-                w[l].CopyTo(At<T>(fwp[l], (long)stream * size, size));
-                s[l].CopyTo(At<T>(fsp[l], (long)stream * size, size));
+                int size = shapes[l].Item1 * shapes[l].Item2;
+                chain.Weights[l].CopyTo(At<T>(fwp[l], (long)stream * size, size));
+                chain.Momentum[l].CopyTo(At<T>(fsp[l], (long)stream * size, size));
                 if (bwp is null) continue;
-                bw[l].CopyTo(At<T>(bwp[l], (long)stream * size, size));
-                bs[l].CopyTo(At<T>(bsp![l], (long)stream * size, size));
+                chain.BoundaryWeights[l].CopyTo(At<T>(bwp[l], (long)stream * size, size));
+                chain.BoundaryMomentum[l].CopyTo(At<T>(bsp![l], (long)stream * size, size));
             }
         }
         if (threads == 1)
