@@ -32,12 +32,19 @@ public sealed class CausalAttention : StreamingModule<AttentionCache>
 {
     readonly Linear q_proj, k_proj, v_proj, o_proj;
     readonly Parameter? persistent_memory; // [N_p, d]
+    readonly RotaryTables rotary = new();   // not a tensor field: never registered, never in a checkpoint
     public int Heads { get; }
     public int HeadDim { get; }
     /// <summary>Keys visible to each query, itself included; null for full attention.</summary>
     public int? Window { get; }
     /// <summary>The persistent memory tokens p_1..p_Np, [N_p, d]; null when there are none.</summary>
     public Tensor? PersistentMemory => persistent_memory;
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) rotary.Dispose();
+        base.Dispose(disposing);
+    }
 
     public CausalAttention(string name, int dim, int heads, int? window = null, int persistentTokens = 0) : base(name)
     {
@@ -71,8 +78,8 @@ public sealed class CausalAttention : StreamingModule<AttentionCache>
             throw new InvalidOperationException("Per-position context tokens need full attention, not a sliding window.");
         using var scope = NewDisposeScope();
         long batch = x.shape[0], length = x.shape[1], offset = cache?.Position ?? 0;
-        Tensor q = RotaryEmbedding.Apply(SplitHeads(q_proj, x), offset);
-        Tensor k = RotaryEmbedding.Apply(SplitHeads(k_proj, x), offset);
+        Tensor q = RotaryEmbedding.Apply(SplitHeads(q_proj, x), offset, tables: rotary);
+        Tensor k = RotaryEmbedding.Apply(SplitHeads(k_proj, x), offset, tables: rotary);
         Tensor v = SplitHeads(v_proj, x);
         if (context is not null)
         {
