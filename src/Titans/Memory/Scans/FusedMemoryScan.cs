@@ -133,10 +133,11 @@ public static class FusedMemoryScan
     static unsafe nint Address(Tensor t) => (nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
 
     /// <summary>A small tensor's values as an array of <typeparamref name="T"/> (per-head constants: W₀, the LayerNorm's affine).</summary>
-    static T[] Values<T>(Tensor t) where T : unmanaged, IFloatingPointIeee754<T>
+    static unsafe T[] Values<T>(Tensor t) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        using var dense = t.contiguous();
-        return typeof(T) == typeof(float) ? (T[])(object)dense.to(ScalarType.Float32).data<float>().ToArray()
-                                          : (T[])(object)dense.to(ScalarType.Float64).data<double>().ToArray();
+        using var dense = t.contiguous().to(typeof(T) == typeof(float) ? ScalarType.Float32 : ScalarType.Float64);
+        var values = new T[dense.numel()];
+        new ReadOnlySpan<T>((void*)Address(dense), values.Length).CopyTo(values);
+        return values;
     }
 }
