@@ -126,6 +126,21 @@ internal sealed class FusedChunkChain<T> where T : unmanaged, IFloatingPointIeee
         Save(weights, momentum);
     }
 
+    /// <summary>Whether <paramref name="output"/> and the state after the last token hold finite numbers only.</summary>
+    public bool Finite(ReadOnlySpan<T> output)
+    {
+        static bool All(ReadOnlySpan<T> values)
+        {
+            foreach (T value in values)
+                if (!T.IsFinite(value)) return false;
+            return true;
+        }
+        if (!All(output)) return false;
+        for (int l = 0; l < form.Depth; l++)
+            if (!All(Weights[l]) || !All(Momentum[l])) return false;
+        return true;
+    }
+
     /// <summary>The state, transposed back to [out, in].</summary>
     void Save(T[][] weights, T[][] momentum)
     {

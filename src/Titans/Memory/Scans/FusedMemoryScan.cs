@@ -92,6 +92,7 @@ public static class FusedMemoryScan
         long work = (long)streams * length * shapes.Sum(sh => (long)sh.Item1 * sh.Item2);
         int threads = work < 1 << 20 ? 1 : Math.Max(1, get_num_threads());
         var options = new ParallelOptions { MaxDegreeOfParallelism = threads };
+        int nonFinite = 0;                                        // streams whose outputs or state left the finite numbers
         void Stream(int stream)
         {
             var chain = FusedChunkChain<T>.For(forms[stream % heads]);
@@ -105,6 +106,7 @@ public static class FusedMemoryScan
             chain.Run(At<T>(qp, at, len * d), At<T>(kp, at, len * d), At<T>(vp, at, len * d),
                 At<T>(tp, (long)stream * len, len), At<T>(dp, (long)stream * len, len), At<T>(ep, (long)stream * len, len),
                 At<T>(op, at, len * d));
+            if (!chain.Finite(At<T>(op, at, len * d))) Interlocked.Increment(ref nonFinite);
             for (int l = 0; l < depth; l++)
             {
                 int size = shapes[l].Item1 * shapes[l].Item2;
@@ -124,7 +126,7 @@ public static class FusedMemoryScan
         // The state after the last full chunk: the start (no full chunk), the end (no partial one), or its own copy.
         MemoryWeights boundary = fullChunks == 0 ? state : closesEarly ? new MemoryWeights(boundaryWeights!, boundaryMomentum!) : final;
         scope.MoveToOuter(final.Tensors.Concat(boundaryWeights ?? []).Concat(boundaryMomentum ?? []).Append(output));
-        return new MemoryScanResult(output, boundary, fullChunks * chunkSize, final);
+        return new MemoryScanResult(output, boundary, fullChunks * chunkSize, final) { KnownFinite = nonFinite == 0 };
     }
 
     static unsafe Span<T> At<T>(nint address, long offset, int count) where T : unmanaged => new((T*)address + offset, count);
