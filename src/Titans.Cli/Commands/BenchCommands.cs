@@ -16,6 +16,7 @@ public static class BenchCommands
         bench.Subcommands.Add(MemoryBench());
         bench.Subcommands.Add(StreamBench());
         bench.Subcommands.Add(EvalBench());
+        bench.Subcommands.Add(GenerateBench());
         bench.Subcommands.Add(ThroughputBench());
         bench.Subcommands.Add(LanguageModelBench());
         bench.Subcommands.Add(TaskBench());
@@ -223,6 +224,27 @@ public static class BenchCommands
             var files = Lists.NonEmpty(Lists.Items(parse.GetValue(checkpoints)), "--checkpoints").Select(TrainingOptions.CheckpointPath).ToList();
             EvalBenchmark.Run(new EvalBenchmark.Options(files, parse.GetValue(text)!, TrainingOptions.Positive(parse, tokens), TrainingOptions.Positive(parse, chunk),
                 TrainingOptions.Positive(parse, repeats)), parse.GetValue(output), CommonOptions.CommandLine(parse));
+            return 0;
+        }));
+        return command;
+    }
+
+    static Command GenerateBench()
+    {
+        var checkpoints = new Option<string>("--checkpoints", "-c") { Description = "comma-separated run folders or checkpoint files", Required = true };
+        var text = new Option<string>("--data") { Description = "UTF-8 text whose first tokens are the context (file or folder of *.txt)", Required = true };
+        var contexts = new Option<string>("--contexts") { Description = "comma-separated context lengths in tokens", DefaultValueFactory = _ => "1024,8192,16384,102400" };
+        var tokens = new Option<int>("--tokens") { Description = "tokens generated (and timed) after each context", DefaultValueFactory = _ => 64 };
+        var limit = new Option<int?>("--full-attention-limit") { Description = "Transformer++ is not run past this context", DefaultValueFactory = _ => 16384 };
+        var output = new Option<string?>("--out") { Description = "write a markdown table here" };
+        var command = new Command("generate", "Time per generated token after contexts of growing length, for each checkpoint.")
+            { checkpoints, text, contexts, tokens, limit, output };
+        command.SetAction(parse => CommonOptions.Run(parse, _ =>
+        {
+            var files = Lists.NonEmpty(Lists.Items(parse.GetValue(checkpoints)), "--checkpoints").Select(TrainingOptions.CheckpointPath).ToList();
+            GenerateBenchmark.Run(new GenerateBenchmark.Options(files, parse.GetValue(text)!,
+                Lists.NonEmpty(Lists.PositiveIntegers(parse.GetValue(contexts), "--contexts"), "--contexts"), TrainingOptions.Positive(parse, tokens),
+                parse.GetValue(limit)), parse.GetValue(output), CommonOptions.CommandLine(parse));
             return 0;
         }));
         return command;

@@ -455,4 +455,32 @@ public class CommandLineTests() : CorpusFolder("titans-cli-")
         Assert.Contains("'{\"Expansion\": 1}'", text);                     // the command, quoted as a shell needs it
         Assert.True(File.Exists(Path.Combine(folder, "stability.png")));
     }
+
+    [Fact]
+    public void EvalAndGenerateBenchesCompareTheScansAndTimeTokens()
+    {
+        string mac = Path.Combine(folder, "bench-mac"), tpp = Path.Combine(folder, "bench-tpp");
+        foreach (var (architecture, run) in new[] { ("mac", mac), ("transformer++", tpp) })
+            Assert.Equal(0, Titans("train", "--data", corpus, "-a", architecture, "--steps", "2", "--batch-size", "2", "--seq-len", "32",
+                "--eval-tokens", "64", "--out", run).Code);
+        string evalTable = Path.Combine(folder, "bench-eval.md");
+        var eval = Titans("bench", "eval", "-c", $"{mac},{tpp}", "--data", corpus, "--tokens", "300", "--repeats", "1", "--out", evalTable);
+        Assert.True(eval.Code == 0, eval.Error + eval.Output);
+        string text = File.ReadAllText(evalTable);
+        Assert.Contains("| MAC | fused kernel |", text);
+        Assert.Contains("| MAC | chunked (libtorch) |", text);
+        // The same weights through either scan: the same bits per byte (the table's last column).
+        var bits = text.Split('\n').Where(l => l.StartsWith("| MAC |")).Select(l => l.Split('|')[^2].Trim()).ToList();
+        Assert.Equal(2, bits.Count);
+        Assert.Equal(bits[0], bits[1]);
+
+        string generateTable = Path.Combine(folder, "bench-generate.md");
+        var generate = Titans("bench", "generate", "-c", $"{mac},{tpp}", "--data", corpus, "--contexts", "64,200", "--tokens", "4",
+            "--full-attention-limit", "100", "--out", generateTable);
+        Assert.True(generate.Code == 0, generate.Error + generate.Output);
+        string timings = File.ReadAllText(generateTable);
+        Assert.Matches(@"\| MAC \| [0-9.]+ \| [0-9.]+ \|", timings);
+        Assert.Matches(@"\| Transformer\+\+ \| [0-9.]+ \| — \|", timings);        // past the limit: not run
+        Assert.Contains("needs more", Titans("bench", "generate", "-c", mac, "--data", corpus, "--contexts", "100000000").Error);
+    }
 }
