@@ -52,11 +52,11 @@ public static class EvalBenchmark
                     v.Bits.Add(result.BitsPerByte);
                     Console.WriteLine($"  round {round + 1}: {v.Model,-14} {v.Scan,-20} {v.Speeds[^1],10:N0} tok/s  {result.BitsPerByte:F6} bits/byte");
                 }
-            double? baseline = variants.FirstOrDefault(v => v.Model == "Transformer++") is { } t ? Median(t.Speeds) : null;
+            double? baseline = variants.FirstOrDefault(v => v.Model == "Transformer++") is { } t ? Timing.Median(t.Speeds) : null;
             var rows = variants.Select(v => (IReadOnlyList<string>)new[]
             {
-                v.Model, v.Scan, string.Join(", ", v.Speeds.Select(s => $"{s:N0}")), $"{Median(v.Speeds):N0}",
-                baseline is double b ? $"{Median(v.Speeds) / b:P1}" : "—", $"{v.Bits[0]:F6}",
+                v.Model, v.Scan, string.Join(", ", v.Speeds.Select(s => $"{s:N0}")), $"{Timing.Median(v.Speeds):N0}",
+                baseline is double b ? $"{Timing.Median(v.Speeds) / b:P1}" : "—", $"{v.Bits[0]:F6}",
             }).ToList();
             var report = new MarkdownReport("Streaming evaluation speed: the fused memory kernel and the chunked scan", command)
                 .Paragraph($"`eval` of each checkpoint on the first {tokens.Length:N0} tokens of `{options.Text}`, in pieces of {options.Chunk} " +
@@ -67,7 +67,7 @@ public static class EvalBenchmark
             foreach (var group in variants.GroupBy(v => v.Model).Where(g => g.Count() == 2))
             {
                 var (fused, chunked) = (group.First(), group.Last());
-                report.Paragraph($"{group.Key}: the fused kernel streams {Median(fused.Speeds) / Median(chunked.Speeds):F2}× the chunked scan's tokens/s; " +
+                report.Paragraph($"{group.Key}: the fused kernel streams {Timing.Median(fused.Speeds) / Timing.Median(chunked.Speeds):F2}× the chunked scan's tokens/s; " +
                                  $"bits per byte differ by {Math.Abs(fused.Bits[0] - chunked.Bits[0]):E1}.");
             }
             Console.WriteLine(string.Join("\n", rows.Select(r => string.Join(" | ", r))));
@@ -81,11 +81,5 @@ public static class EvalBenchmark
         {
             foreach (var v in variants) v.Instance.Dispose();
         }
-    }
-
-    static double Median(List<double> values)
-    {
-        var sorted = values.Order().ToList();
-        return sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : (sorted[sorted.Count / 2 - 1] + sorted[sorted.Count / 2]) / 2;
     }
 }
