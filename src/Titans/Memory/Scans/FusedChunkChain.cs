@@ -19,12 +19,12 @@ internal sealed record ChainForm<T>((int Out, int In)[] Shapes, MemoryActivation
 
 /// <summary>
 /// The memory's chunk chain for one stream (one batch element and head) in one call: the same function as
-/// <see cref="ChunkedMemoryScan"/> (docs/method.md §3), computed row by row on the stream's own buffers with no libtorch
-/// call per chunk. Per chunk of n ≤ b tokens, at the chunk's starting weights M₀:
+/// <see cref="ChunkedMemoryScan"/> (docs/method.md §3), computed as small matrix products on the stream's own buffers
+/// with no libtorch call per chunk. Per chunk of n ≤ b tokens, at the chunk's starting weights M₀:
 /// <list type="number">
 /// <item>the inner-gradient factors δ_i, a_i of every token (the MLP on the keys, the LayerNorm wrapper, its backward),
 /// soft-clamped;</item>
-/// <item>the gate coefficients A_t, E_t, d_t, C[t,i] from segment sums of the log gates (every exponent ≤ 0);</item>
+/// <item>the gate coefficients A_t, E_t, d_t, C[t,i] by their recurrences (products of gates ≤ 1);</item>
 /// <item>retrieval in the dual form, W_t z = A_t W₀z + d_t S₀z + (1 − A_t) W̄z − Σ_{i≤t} C[t,i] (a_i·z) δ_i, layer by layer;</item>
 /// <item>the state at the chunk's last row r: W = A_r W + d_r S + (1 − A_r) W̄ − Σ_i C[r,i] δ_i ⊗ a_i,
 /// S = E_r S − Σ_i (E_r/E_i) θ_i δ_i ⊗ a_i.</item>
@@ -38,13 +38,14 @@ internal sealed class FusedChunkChain<T> where T : unmanaged, IFloatingPointIeee
     /// <summary>One chain per thread and shape, its buffers reused from call to call (a stream of short calls allocates nothing).</summary>
     [ThreadStatic] static FusedChunkChain<T>? cached;
     ChainForm<T> form;
-    // The state transposed, [in, out] per layer (W₀ᵀ too): every product of a chunk is then rows times a row-major
-    // matrix (SmallGemm), vectorized over the output channels.
+    // The state transposed, [in, out] per layer (as the form's W₀ᵀ): every product of a chunk is then rows times a
+    // row-major matrix (SmallGemm), vectorized over the output channels.
     readonly T[][] weightsT, momentumT;
     /// <summary>The state handed in and out, [out, in] per layer, and the boundary state.</summary>
     public readonly T[][] Weights, Momentum, BoundaryWeights, BoundaryMomentum;
-    // Per chunk, reused: the keys' layer inputs a_l [b, in] and their transposes [in, b], pre-activations z_l and deltas
-    // [b, out], the queries' activations, and W_l itself [out, in] for the deltas' backward.
+    // Per chunk, reused: the keys' layer inputs a_l [b, in] and their transposes [in, b], pre-activations z_l, deltas
+    // and the deltas scaled for the state update [b, out], the queries' activations, the retrieval's products, and
+    // W_l itself [out, in] for the deltas' backward; the coefficients of the chunk's rows.
     readonly T[][] inputs, inputsT, pre, deltas, scaledDeltas, rows;
     readonly T[] queries, retrieved, scores, weightsRowMajor, normed, scratch, first, second;
     readonly T[] retention, carry, momentumDecay, mixing, endMomentum, segA, segE;
