@@ -19,13 +19,14 @@ public static class GenerateBenchmark
     public static void Run(Options options, string? output, string command)
     {
         var rows = new List<IReadOnlyList<string>>();
+        string corpus = TextCorpus.Load(options.Text);                   // read once; each checkpoint's tokenizer encodes it
         foreach (string file in options.Checkpoints)
         {
             var (model, header) = Checkpoint.LoadModel(file);
             using (model)
             {
                 string name = ArchitectureNames.Display(header.Model);
-                var text = header.Tokenizer.Encode(TextCorpus.Load(options.Text));
+                var text = header.Tokenizer.Encode(corpus);
                 var cells = new List<string> { name };
                 // Untimed first: the JIT's tiers and libtorch's first calls would otherwise fall on the first context.
                 foreach (long _ in TextGenerator.Generate(model, text.AsSpan(0, Math.Min(256, text.Length)).ToArray(), 2 * options.Tokens,

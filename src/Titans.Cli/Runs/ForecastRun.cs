@@ -182,6 +182,7 @@ public static class ForecastRun
         header.AddRange(new[] { "avg MSE", "avg MAE", "avg validation MSE", "train time (max per horizon)" });
         // Per model: its scores (each horizon's MSE and MAE, then the averages over horizons) and what the averages' spread is.
         var scored = new List<(string Model, long Parameters, double[] Scores, string[] Spreads, double Seconds)>();
+        var perSeed = new Dictionary<string, Dictionary<long, (double Mse, double Mae, double Validation)>>();   // the values behind each mean ± sd
         foreach (string m in models)
         {
             var mine = results.Where(r => r.Display == m).ToList();
@@ -190,8 +191,9 @@ public static class ForecastRun
             var scores = perHorizon.SelectMany(rs => new[] { rs.Average(r => r.Mse), rs.Average(r => r.Mae) }).ToList();
             // Per seed: the average over horizons; the row shows their mean (and spread when there are several seeds).
             // The validation MSE (of the weights kept) is what settings are chosen on; the test columns only report.
-            var averages = mine.GroupBy(r => r.Seed).Where(g => g.Count() == options.Horizons.Count)
-                .Select(g => (Mse: g.Average(r => r.Mse), Mae: g.Average(r => r.Mae), Validation: g.Average(r => r.ValidationMse))).ToList();
+            perSeed[m] = mine.GroupBy(r => r.Seed).Where(g => g.Count() == options.Horizons.Count)
+                .ToDictionary(g => g.Key, g => (Mse: g.Average(r => r.Mse), Mae: g.Average(r => r.Mae), Validation: g.Average(r => r.ValidationMse)));
+            var averages = perSeed[m].Values.ToList();
             scores.Add(averages.Average(a => a.Mse));
             scores.Add(averages.Average(a => a.Mae));
             scores.Add(averages.Average(a => a.Validation));
@@ -206,11 +208,11 @@ public static class ForecastRun
             .Concat(s.Scores.Select((v, c) => (Math.Round(v, 3) == best[c] ? $"**{v:F3}**" : $"{v:F3}") + s.Spreads[c]))
             .Append($"{s.Seconds:F0} s").ToList()).ToList();
         report.Table(header, rows);
-        if (seeds.Count > 1)                              // the values behind each mean ± sd
+        if (seeds.Count > 1)
             report.Paragraph("Per seed, the MSE averaged over the horizons (test / validation):")
                 .Table(new[] { "model" }.Concat(seeds.Select(seed => $"seed {seed}")).ToList(), models.Select(m => (IReadOnlyList<string>)new[] { m }
-                    .Concat(seeds.Select(seed => results.Where(r => r.Display == m && r.Seed == seed).ToList() is { Count: > 0 } mine && mine.Count == options.Horizons.Count
-                        ? $"{mine.Average(r => r.Mse):F4} / {mine.Average(r => r.ValidationMse):F4}" : "—")).ToList()));
+                    .Concat(seeds.Select(seed => perSeed.GetValueOrDefault(m)?.TryGetValue(seed, out var a) == true
+                        ? $"{a.Mse:F4} / {a.Validation:F4}" : "—")).ToList()));
         if (PaperRows.TryGetValue(dataset, out var paper) && options.Horizons.Order().SequenceEqual(new[] { 96, 192, 336, 720 }) && options.Lookback == 96)
             report.Paragraph("The paper's rows (Titans, Table 3; averages over the same four horizons, lookback 96; not run here):")
                 .Table(new[] { "model (paper)", "avg MSE", "avg MAE" }, paper.Select(p => (IReadOnlyList<string>)new[] { p.Model, $"{p.Mse:F3}", $"{p.Mae:F3}" }));

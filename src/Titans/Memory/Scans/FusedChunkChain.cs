@@ -48,7 +48,7 @@ internal sealed class FusedChunkChain<T> where T : unmanaged, IFloatingPointIeee
     // W_l itself [out, in] for the deltas' backward; the coefficients of the chunk's rows.
     readonly T[][] inputs, inputsT, pre, deltas, scaledDeltas, rows;
     readonly T[] queries, retrieved, scores, weightsRowMajor, normed, scratch, first, second;
-    readonly T[] retention, carry, momentumDecay, mixing, endMomentum, segA, segE;
+    readonly T[] retention, carry, momentumDecay, mixing, endMomentum, momentumRatios;
     readonly T[] gelu1, gelu2, gelu3, gelu4, gelu5;                 // the vectorized GELU's passes, [b, widest]
 
     /// <summary>This thread's chain for the form's shapes (a new one where they differ from the last), set to the form.</summary>
@@ -90,8 +90,7 @@ internal sealed class FusedChunkChain<T> where T : unmanaged, IFloatingPointIeee
         momentumDecay = new T[b];
         mixing = new T[b * b];
         endMomentum = new T[b];
-        segA = new T[b];
-        segE = new T[b];
+        momentumRatios = new T[b];
         (gelu1, gelu2, gelu3, gelu4, gelu5) = (new T[b * widest], new T[b * widest], new T[b * widest], new T[b * widest], new T[b * widest]);
     }
 
@@ -219,7 +218,7 @@ internal sealed class FusedChunkChain<T> where T : unmanaged, IFloatingPointIeee
     void Coefficients(ReadOnlySpan<T> theta, ReadOnlySpan<T> logDecay, ReadOnlySpan<T> logEta, int n)
     {
         int b = form.ChunkSize;
-        var ratioE = segE.AsSpan(0, n);                    // E_t/E_i for i ≤ t, updated row by row
+        var ratioE = momentumRatios.AsSpan(0, n);          // E_t/E_i for i ≤ t, updated row by row
         T a = T.One, e = T.One, dt = T.Zero;
         for (int t = 0; t < n; t++)
         {
@@ -233,10 +232,8 @@ internal sealed class FusedChunkChain<T> where T : unmanaged, IFloatingPointIeee
             for (int i = 0; i < t; i++) ratioE[i] *= decay;
             ratioE[t] = T.One;
             var row = mixing.AsSpan(t * b, b);
-            var above = mixing.AsSpan(Math.Max(t - 1, 0) * b, b);
-            for (int i = 0; i < t; i++) segA[i] = keep * above[i] + ratioE[i];   // P[t,i], from P[t−1,i] (row t − 1)
-            segA[t] = T.One;
-            for (int i = 0; i <= t; i++) row[i] = segA[i];
+            for (int i = 0; i < t; i++) row[i] = keep * mixing[(t - 1) * b + i] + ratioE[i];   // P[t,i], from P[t−1,i] (row t − 1)
+            row[t] = T.One;
             for (int i = t + 1; i < n; i++) row[i] = T.Zero;                   // causal: no later token mixes in
         }
         // Rows hold P; C = θ_i P[t,i] once every row is built (row t reads row t − 1's P).
@@ -379,8 +376,9 @@ internal sealed class FusedChunkChain<T> where T : unmanaged, IFloatingPointIeee
     }
 
     /// <summary>
-    /// Φ(z) = ½ erfc(−z/√2) for float32, vectorized: the erfc fit of <see cref="FastErfc"/> in whole-span passes, with
-    /// erfc(u) = 1 − copysign(1 − erfc(|u|), u).
+    /// Φ(z) = ½ erfc(−z/√2) for float32, vectorized in whole-span passes: erfc(|u|) from the Chebyshev fit of Numerical
+    /// Recipes (erfcc: t·exp(−u² + a polynomial in t), t = 1/(1 + |u|/2), fractional error below 1.2·10⁻⁷ everywhere,
+    /// float32's own precision), then erfc(u) = 1 − copysign(1 − erfc(|u|), u).
     /// </summary>
     void NormalCdf(ReadOnlySpan<T> z, Span<T> result)
     {
@@ -429,17 +427,8 @@ internal sealed class FusedChunkChain<T> where T : unmanaged, IFloatingPointIeee
     }
 
     /// <summary>
-    /// Φ(x) = ½ erfc(−x/√2): in float64 from Math.NET's erfc (exact to double precision in both tails); in float32 from
-    /// the Chebyshev fit of Numerical Recipes (erfcc, fractional error below 1.2·10⁻⁷ everywhere: float32's own precision),
-    /// four times cheaper, so GELU does not dominate the chunk.
+    /// Φ(x) = ½ erfc(−x/√2) from Math.NET's erfc (exact to double precision in both tails): float64's GELU, which pins the
+    /// kernel to the chunked scan to 1e-10 (float32's GELU takes the vectorized fit above).
     /// </summary>
-    static double NormalCdf(double x) => typeof(T) == typeof(float) ? 0.5 * FastErfc(-x * 0.70710678118654752) : 0.5 * MathNet.Numerics.SpecialFunctions.Erfc(-x / Math.Sqrt(2));
-
-    static double FastErfc(double z)
-    {
-        double a = Math.Abs(z), t = 1 / (1 + 0.5 * a);
-        double r = t * Math.Exp(-a * a - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 +
-            t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))));
-        return z >= 0 ? r : 2 - r;
-    }
+    static double NormalCdf(double x) => 0.5 * MathNet.Numerics.SpecialFunctions.Erfc(-x / Math.Sqrt(2));
 }

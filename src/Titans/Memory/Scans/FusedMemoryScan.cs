@@ -11,7 +11,7 @@ namespace Titans.Memory.Scans;
 /// same function as <see cref="ChunkedMemoryScan"/>, its oracle, which makes 100–250 libtorch calls per chunk where this
 /// makes none. Streams (batch elements × heads) run in parallel on the tensors' own memory, each in a fixed order, so
 /// results do not depend on the thread count. Covers scalar gates with every stabilizer but the fixed norm, float32 and
-/// float64 (<see cref="Supports"/>).
+/// float64 (<see cref="Unsupported"/>).
 /// </summary>
 public static class FusedMemoryScan
 {
@@ -22,9 +22,6 @@ public static class FusedMemoryScan
         : config.ChannelwiseForgetting ? "the kernel does not cover channel-wise forgetting"
         : config.FixedNorm != FastWeightNorm.None ? "the kernel does not cover the fixed-norm stabilizer"
         : null;
-
-    /// <summary>Whether the kernel covers a call of this form.</summary>
-    public static bool Supports(NeuralMemoryConfig config, DeviceType device, ScalarType dtype) => Unsupported(config, device, dtype) is null;
 
     /// <param name="queries">[B, H, T, d_h]</param>
     /// <param name="keys">[B, H, T, d_h]</param>
