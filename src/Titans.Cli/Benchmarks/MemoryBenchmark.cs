@@ -23,7 +23,11 @@ public static class MemoryBenchmark
     /// backward (<see cref="HandWrittenScan"/>) over the same groups, each with its peak RSS.
     /// </summary>
     sealed record Row(long Length, int Depth, int Chunk, double Forward, double ForwardChunked, double ForwardBackward, double Flops, long PeakRss,
-        double Recomputed, long RecomputedPeakRss, double HandWritten, long HandWrittenPeakRss, OpCounts Ops);
+        double Recomputed, long RecomputedPeakRss, double HandWritten, long HandWrittenPeakRss, double Fused, long FusedPeakRss, OpCounts Ops)
+    {
+        /// <summary>The fastest forward+backward by libtorch calls (plain autograd, recomputed groups, hand-written).</summary>
+        public double BestLibtorch => new[] { ForwardBackward, Recomputed, HandWritten }.Where(t => !double.IsNaN(t)).Min();
+    }
 
     /// <summary>Tensors the library creates per chunk (each op returns one), counted by TorchSharp's dispose-scope statistics.</summary>
     sealed record OpCounts(double Forward, double ForwardBackward, double Recomputed, double HandWritten);
@@ -85,8 +89,10 @@ public static class MemoryBenchmark
             speedup += $" Recomputed groups of {o.RecomputeGroup} chunks: chunk 16 {lean16:F3} s ({reference / lean16:F1}×); " +
                        $"chunk 64 {lean64:F3} s ({reference / lean64:F1}×).";
         }
-        var (_, hand16, hand64, _) = SequentialSpeedup(o, o.RecomputeGroup, reference, handWritten: true);
+        var (_, hand16, hand64, _) = SequentialSpeedup(o, o.RecomputeGroup, reference, handWritten: true, fused: false);
         speedup += $" Hand-written backward: chunk 16 {hand16:F3} s ({reference / hand16:F1}×); chunk 64 {hand64:F3} s ({reference / hand64:F1}×).";
+        var (_, fused16, fused64, _) = SequentialSpeedup(o, o.RecomputeGroup, reference, handWritten: true, fused: true);
+        speedup += $" Fused kernel, forward and backward: chunk 16 {fused16:F3} s ({reference / fused16:F1}×); chunk 64 {fused64:F3} s ({reference / fused64:F1}×).";
         AnsiConsole.WriteLine(speedup);
 
         if (output is null) return;
@@ -102,7 +108,9 @@ public static class MemoryBenchmark
                        "sequence of one group or less takes plain autograd, as at 1K tokens and chunk 64). The three forward+backward " +
                        "paths run on the same weights, their timed steps interleaved round by round. The hand-written columns " +
                        $"replace autograd in the memory's backward (HandWrittenBackward; states kept every {Math.Max(o.RecomputeGroup, 1)} " +
-                       "chunks, or only the first with --recompute-group 0; the backward of the projections and gates stays autograd's). Ops/chunk: tensors " +
+                       "chunks, or only the first with --recompute-group 0; the backward of the projections and gates stays autograd's), by libtorch calls " +
+                       "(FusedKernel off); the fused columns run that backward as the C# kernel, the default in training (fused / best libtorch: the fastest " +
+                       "of the three libtorch paths' time over the kernel's). Ops/chunk: tensors " +
                        "created by TorchSharp calls per chunk (every op returns one; the native backward of autograd's graph is " +
                        "not counted, so the plain path's backward ops are not in its number).")
             .Paragraph($"libtorch fp32 matmul ceiling, measured in the same run ([4096×{o.Width}]·[{o.Width}×{o.Width}]): " +
@@ -122,6 +130,7 @@ public static class MemoryBenchmark
         "tokens", "depth", "chunk", "fwd tok/s (fused kernel)", "fwd GFLOP/s", "fwd tok/s (chunked, libtorch)", "fused / chunked", "fwd+bwd tok/s", "fwd+bwd GFLOP/s", "fwd+bwd / ceiling", "peak RSS",
         "recomputed fwd+bwd tok/s", "recomputed / ceiling", "recomputed peak RSS",
         "hand-written fwd+bwd tok/s", "hand-written / ceiling", "hand-written peak RSS",
+        "fused fwd+bwd tok/s", "fused fwd+bwd / ceiling", "fused / best libtorch", "fused peak RSS",
         "ops/chunk fwd", "ops/chunk fwd+bwd", "ops/chunk recomputed", "ops/chunk hand-written",
     };
 
@@ -147,6 +156,10 @@ public static class MemoryBenchmark
         yield return $"{r.Length / r.HandWritten:N0}";
         yield return $"{3 * r.Flops / r.HandWritten / 1e9 / ceiling:P0}";
         yield return Timing.Mib(r.HandWrittenPeakRss);
+        yield return $"{r.Length / r.Fused:N0}";
+        yield return $"{3 * r.Flops / r.Fused / 1e9 / ceiling:P0}";
+        yield return $"{r.BestLibtorch / r.Fused:F2}×";
+        yield return Timing.Mib(r.FusedPeakRss);
         yield return $"{r.Ops.Forward:F0}";
         yield return skipped ? "" : $"{r.Ops.ForwardBackward:F0}";
         yield return recomputed ? $"{r.Ops.Recomputed:F0}" : "";
@@ -191,10 +204,11 @@ public static class MemoryBenchmark
         // Warm both up past the JIT's tiers (the kernel's helpers start as tier-0 code) before timing.
         for (int i = 0; i < 5; i++) { Forward(); ForwardChunked(); }
         double[] forwards = Timing.InterleavedMedianSeconds(new Action?[] { Forward, ForwardChunked }, o.Repeats);
-        using var handWritten = Copy(config with { RecomputeGroup = o.RecomputeGroup, HandWrittenBackward = true });
+        using var fused = Copy(config with { RecomputeGroup = o.RecomputeGroup, HandWrittenBackward = true });
+        using var handWritten = Copy(config with { RecomputeGroup = o.RecomputeGroup, HandWrittenBackward = true, FusedKernel = false });
         using var recomputed = o.RecomputeGroup > 0 ? Copy(config with { RecomputeGroup = o.RecomputeGroup }) : null;
         bool plain = AutogradBytes(config, length) <= AutogradBudgetBytes;
-        var paths = new[] { handWritten, recomputed, plain ? memory : null };
+        var paths = new[] { handWritten, recomputed, plain ? memory : null, fused };
         // Peak RSS of one step each, the lean paths first (RSS freed by a path stays in the process); then the timed steps
         // interleaved round by round, so that the machine's drift (±30% over minutes) falls on every path alike.
         var peaks = paths.Select(m =>
@@ -210,7 +224,7 @@ public static class MemoryBenchmark
         double[] seconds = Timing.InterleavedMedianSeconds(runs, o.Repeats);
         double[] ops = paths.Select(m => m is null ? double.NaN : CountOps(() => ForwardBackward(m, x)) / chunks).ToArray();
         return new Row(length, depth, chunk, forwards[0], forwards[1], seconds[2], NeuralMemoryCost.ForwardFlops(config, length), peaks[2],
-            seconds[1], peaks[1], seconds[0], peaks[0], new OpCounts(forwardOps, ops[2], ops[1], ops[0]));
+            seconds[1], peaks[1], seconds[0], peaks[0], seconds[3], peaks[3], new OpCounts(forwardOps, ops[2], ops[1], ops[0]));
     }
 
     /// <summary>Tensors created on this thread while <paramref name="run"/> runs (TorchSharp counts each in its dispose-scope statistics).</summary>
@@ -247,8 +261,9 @@ public static class MemoryBenchmark
     /// <param name="group">RecomputeGroup of the chunked runs</param>
     /// <param name="knownReference">the reference's time from an earlier call (it is not run again)</param>
     /// <param name="handWritten">whether the chunked runs take the hand-written backward</param>
+    /// <param name="fused">whether the hand-written backward runs as the fused kernel</param>
     static (double Reference, double Chunk16, double Chunk64, long Length) SequentialSpeedup(Options o, int group, double? knownReference = null,
-        bool handWritten = false)
+        bool handWritten = false, bool fused = false)
     {
         long length = o.Quick ? 256 : 1024; // quick mode keeps under a minute
         manual_seed(0);
@@ -264,7 +279,7 @@ public static class MemoryBenchmark
         double Chunked(int chunk)
         {
             manual_seed(0);
-            using var chunked = new NeuralMemory("memory", Config(o, 2, chunk) with { RecomputeGroup = group, HandWrittenBackward = handWritten });
+            using var chunked = new NeuralMemory("memory", Config(o, 2, chunk) with { RecomputeGroup = group, HandWrittenBackward = handWritten, FusedKernel = fused });
             chunked.to(o.Device);
             return Timing.MedianSeconds(() => ForwardBackward(chunked, x), o.Repeats);
         }

@@ -433,7 +433,15 @@ public class MemoryScanTests
     [Theory]
     [MemberData(nameof(HandWrittenCases))]
     public void HandWrittenBackwardGivesTheGradientsOfAutogradAndTheReference(int depth, bool layerNorm, bool affine, long length, int group,
-        string kind)
+        string kind) => AssertHandWrittenNode(depth, layerNorm, affine, length, group, kind, fused: false);
+
+    /// <summary>The same node computed by the fused C# kernel: the same cases, the same tolerances.</summary>
+    [Theory]
+    [MemberData(nameof(HandWrittenCases))]
+    public void FusedBackwardGivesTheGradientsOfAutogradAndTheReference(int depth, bool layerNorm, bool affine, long length, int group,
+        string kind) => AssertHandWrittenNode(depth, layerNorm, affine, length, group, kind, fused: true);
+
+    static void AssertHandWrittenNode(int depth, bool layerNorm, bool affine, long length, int group, string kind, bool fused)
     {
         using var scope = NewDisposeScope();
         var (mlp, q, k, v, gates, state) = Setup(60 + depth, length, depth, layerNorm, depth == 3 ? MemoryActivation.Silu : MemoryActivation.Gelu);
@@ -444,7 +452,7 @@ public class MemoryScanTests
             .Select(t => t.requires_grad_(true)).ToArray();
         var probe = Normal(Seeded(63), Batch, Heads, length, Dim);
         // States to 1e-10: the same math in another order, and float64 rounding drifts a little over 19 chunks.
-        AssertLikeChunkedAndReference(() => HandWrittenScan.Scan(mlp, q, k, v, gates, state, 4, group, stabilizers),
+        AssertLikeChunkedAndReference(() => HandWrittenScan.Scan(mlp, q, k, v, gates, state, 4, group, stabilizers, fused),
             new Case(mlp, q, k, v, gates, state), stabilizers, leaves,
             r => (r.Outputs * probe).sum() + r.Final.Tensors.Concat(r.Boundary.Tensors).Select(w => (w * w.detach().cos()).sum()).Aggregate((a, b) => a + b),
             1e-10);
@@ -476,8 +484,9 @@ public class MemoryScanTests
     [InlineData("{}", false, 100, ScanKind.Fused, "no gradient is needed: the fused C# kernel", 0)]
     [InlineData("{\"FusedKernel\": false}", false, 100, ScanKind.Chunked, "no gradient is needed (FusedKernel is off): the chunked scan", 0)]
     [InlineData("{\"ChannelwiseForgetting\": true}", false, 100, ScanKind.Chunked, "(the kernel does not cover channel-wise forgetting): the chunked scan", 0)]
-    [InlineData("{}", true, 100, ScanKind.HandWritten, "hand-written backward covers this form", 16)]
-    [InlineData("{\"RecomputeGroup\": 0}", true, 100_000, ScanKind.HandWritten, "hand-written backward covers this form", int.MaxValue)]
+    [InlineData("{}", true, 100, ScanKind.FusedTraining, "hand-written backward covers this form, computed by the fused C# kernel", 16)]
+    [InlineData("{\"FusedKernel\": false}", true, 100, ScanKind.HandWritten, "hand-written backward covers this form (FusedKernel is off: libtorch calls)", 16)]
+    [InlineData("{\"RecomputeGroup\": 0}", true, 100_000, ScanKind.FusedTraining, "hand-written backward covers this form", int.MaxValue)]
     [InlineData("{\"ChannelwiseForgetting\": true}", true, 1000, ScanKind.Recomputed, "does not cover channel-wise forgetting): autograd over recomputed groups of 16", 16)]
     [InlineData("{\"FixedNorm\": \"Rows\"}", true, 256, ScanKind.Chunked, "does not cover the fixed-norm stabilizer): plain autograd through the chunked scan (the call fits one recomputed group)", 0)]
     [InlineData("{\"HandWrittenBackward\": false, \"RecomputeGroup\": 0}", true, 1000, ScanKind.Chunked, "HandWrittenBackward is off): plain autograd through the chunked scan (RecomputeGroup = 0)", 0)]
@@ -498,7 +507,7 @@ public class MemoryScanTests
         using var scope = NewDisposeScope();
         var inputs = memory.Project(randn(1, 20, 16), null);
         var start = memory.InitialState(1);
-        Assert.Equal(ScanKind.HandWritten, memory.ScanFor(inputs.Queries, inputs.Keys, inputs.Values, inputs.Gates, start.Memory).Kind);
+        Assert.Equal(ScanKind.FusedTraining, memory.ScanFor(inputs.Queries, inputs.Keys, inputs.Values, inputs.Gates, start.Memory).Kind);
         using (no_grad())
         {
             var read = memory.Project(randn(1, 20, 16), null);

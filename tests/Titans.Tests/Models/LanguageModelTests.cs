@@ -17,13 +17,13 @@ public class LanguageModelTests
     };
 
     static TitansLanguageModel Build(Architecture architecture, MacWrite write = MacWrite.AttentionOutput, int recomputeGroup = 0,
-        bool handWritten = true)
+        bool handWritten = true, bool fused = true)
     {
         manual_seed(1);
         var config = Tiny(architecture, write);
         var model = new TitansLanguageModel("model", config with
         {
-            Memory = config.Memory with { RecomputeGroup = recomputeGroup, HandWrittenBackward = handWritten },
+            Memory = config.Memory with { RecomputeGroup = recomputeGroup, HandWrittenBackward = handWritten, FusedKernel = fused },
         });
         model.to(F64);
         return model;
@@ -45,7 +45,8 @@ public class LanguageModelTests
     /// Training with recomputation streams each memory block over groups of tokens (RecomputeGroup 4 chunks of 4 = 16
     /// tokens; MAC: two segments of 8), each group one recomputed autograd node. Streamed in two pieces (11 tokens, then
     /// 30 from the state, in groups that end on the memory's chunk or MAC's segment boundaries), the logits and every
-    /// parameter's gradient equal plain autograd's, with the memory's backward by autograd or written by hand.
+    /// parameter's gradient equal plain autograd's, with the memory's backward by autograd or written by hand, by libtorch
+    /// calls or by the fused kernel (which also computes the memory in the forward passes without a graph).
     /// </summary>
     [Theory]
     [InlineData(Architecture.Lmm)]
@@ -57,9 +58,9 @@ public class LanguageModelTests
         using var scope = NewDisposeScope();
         Tensor tokens = Tokens(40, 2, 41), probe = Normal(Seeded(41), 2, 41, 32);
         // Plain autograd first (the oracle), then groups and the hand-written backward of the memory, alone and together.
-        var runs = new[] { (0, false), (4, false), (0, true), (4, true) }.Select(run =>
+        var runs = new[] { (0, false, false), (4, false, false), (0, true, false), (4, true, false), (0, true, true), (4, true, true) }.Select(run =>
         {
-            var model = Build(architecture, recomputeGroup: run.Item1, handWritten: run.Item2);
+            var model = Build(architecture, recomputeGroup: run.Item1, handWritten: run.Item2, fused: run.Item3);
             var (first, state) = model.Forward(tokens.narrow(1, 0, 11), null);
             var (second, _) = model.Forward(tokens.narrow(1, 11, 30), state);
             Tensor logits = cat(new[] { first, second }, 1);

@@ -9,8 +9,10 @@ namespace Titans.Memory.Scans;
 /// <param name="AnchorT">W₀ᵀ per layer ([in·out], row-major) when forgetting returns to it; null: toward 0.</param>
 /// <param name="LnWeight">The wrapper's LayerNorm scale [d] (null: none); <paramref name="LnBias"/> its shift.</param>
 /// <param name="Clip">The soft clamp c of each token's inner gradient; 0: off.</param>
+/// <param name="Anchor">W₀ per layer as it is stored ([out·in], row-major), for the backward's products with it; null
+/// where only the forward runs.</param>
 internal sealed record ChainForm<T>((int Out, int In)[] Shapes, MemoryActivation Activation, bool ResidualLayerNorm,
-    T[][]? AnchorT, T[]? LnWeight, T[]? LnBias, double Clip, int ChunkSize) where T : unmanaged, IFloatingPointIeee754<T>
+    T[][]? AnchorT, T[]? LnWeight, T[]? LnBias, double Clip, int ChunkSize, T[][]? Anchor = null) where T : unmanaged, IFloatingPointIeee754<T>
 {
     public int Depth => Shapes.Length;
     public int Dim => Shapes[0].In;
@@ -32,7 +34,7 @@ internal sealed record ChainForm<T>((int Out, int In)[] Shapes, MemoryActivation
 /// (W̄ is the retention target W₀ where forgetting returns to it.) Every sum runs in a fixed order, so a stream's result
 /// does not depend on how many threads share the streams.
 /// </summary>
-internal sealed class FusedChunkChain<T> where T : unmanaged, IFloatingPointIeee754<T>
+internal sealed partial class FusedChunkChain<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
     const double LayerNormEps = 1e-5;
     /// <summary>One chain per thread and shape, its buffers reused from call to call (a stream of short calls allocates nothing).</summary>
@@ -47,8 +49,15 @@ internal sealed class FusedChunkChain<T> where T : unmanaged, IFloatingPointIeee
     // and the deltas scaled for the state update [b, out], the queries' activations, the retrieval's products, and
     // W_l itself [out, in] for the deltas' backward; the coefficients of the chunk's rows.
     readonly T[][] inputs, inputsT, pre, deltas, scaledDeltas, rows;
-    readonly T[] queries, retrieved, scores, weightsRowMajor, normed, scratch, first, second;
+    readonly T[] queries, retrieved, scores, weightsRowMajor, scratch, first, second;
     readonly T[] retention, carry, momentumDecay, mixing, endMomentum, momentumRatios;
+    // What the backward differentiates besides: δ_{l+1} W_{l+1} per layer l < L − 1 (before σ'), δ before the soft clamp
+    // with each row's ‖δ‖, ‖a‖ and factor, and the wrapper's per-row x̂, 1/σ and 2(y − v).
+    readonly T[][] carried, rawDeltas, deltaNorms, inputNorms, clipScales;
+    readonly T[] normed, invStds, errors;
+    // The coefficients at the chunk's last row r, which update the state: A_r, d_r, E_r, C[r,·] (and (E_r/E_i)θ_i above).
+    T endRetention, endCarry, endDecay;
+    readonly T[] endMixing;
     readonly T[] gelu1, gelu2, gelu3, gelu4, gelu5;                 // the vectorized GELU's passes, [b, widest]
 
     /// <summary>This thread's chain for the form's shapes (a new one where they differ from the last), set to the form.</summary>
@@ -83,8 +92,13 @@ internal sealed class FusedChunkChain<T> where T : unmanaged, IFloatingPointIeee
         second = new T[b * widest];
         scores = new T[b * b];
         weightsRowMajor = new T[widest * widest];
-        normed = new T[widest];
         scratch = new T[widest];
+        carried = form.Shapes.Select(s => new T[b * s.Out]).ToArray();
+        rawDeltas = form.Shapes.Select(s => new T[b * s.Out]).ToArray();
+        (deltaNorms, inputNorms, clipScales) = (form.Shapes.Select(_ => new T[b]).ToArray(), form.Shapes.Select(_ => new T[b]).ToArray(),
+            form.Shapes.Select(_ => new T[b]).ToArray());
+        (normed, invStds, errors) = (new T[b * widest], new T[b], new T[b * widest]);
+        endMixing = new T[b];
         retention = new T[b];
         carry = new T[b];
         momentumDecay = new T[b];
@@ -172,14 +186,16 @@ internal sealed class FusedChunkChain<T> where T : unmanaged, IFloatingPointIeee
             // error = 2 (M(k) − v), through the wrapper's LayerNorm to the last pre-activation.
             if (form.ResidualLayerNorm)
             {
-                var invStd = Normalize(z, normed);
-                WrapperOutput(keys.Slice(r * d, d), normed, scratch);
+                var x = normed.AsSpan(r * d, d);
+                var error = errors.AsSpan(r * d, d);
+                var invStd = invStds[r] = Normalize(z, x);
+                WrapperOutput(keys.Slice(r * d, d), x, scratch);
                 for (int j = 0; j < d; j++)
                 {
-                    T error = T.CreateTruncating(2) * (scratch[j] - values[r * d + j]);
-                    scratch[j] = form.LnWeight is null ? error : error * form.LnWeight[j];
+                    error[j] = T.CreateTruncating(2) * (scratch[j] - values[r * d + j]);
+                    scratch[j] = form.LnWeight is null ? error[j] : error[j] * form.LnWeight[j];
                 }
-                LayerNormBackward(normed, invStd, scratch.AsSpan(0, d), g);
+                LayerNormBackward(x, invStd, scratch.AsSpan(0, d), g);
             }
             else
                 for (int j = 0; j < d; j++) g[j] = T.CreateTruncating(2) * (z[j] - values[r * d + j]);
@@ -189,24 +205,30 @@ internal sealed class FusedChunkChain<T> where T : unmanaged, IFloatingPointIeee
             var (o, i) = form.Shapes[l];
             // δ_{l−1} = (δ_l W_l) ⊙ σ'(z_{l−1}), with W_l [out, in] from its transpose.
             SmallGemm<T>.Transpose(weightsT[l], i, o, weightsRowMajor);
-            SmallGemm<T>.Multiply(deltas[l], n, o, weightsRowMajor, i, deltas[l - 1], accumulate: false);
+            SmallGemm<T>.Multiply(deltas[l], n, o, weightsRowMajor, i, carried[l - 1], accumulate: false);
             var below = deltas[l - 1].AsSpan(0, n * i);
-            var zBelow = pre[l - 1].AsSpan(0, n * i);
-            MultiplyByDerivative(zBelow, below);
+            carried[l - 1].AsSpan(0, n * i).CopyTo(below);
+            MultiplyByDerivative(pre[l - 1].AsSpan(0, n * i), below);
         }
         if (form.Clip > 0)
             for (int l = 0; l < depth; l++)
             {
                 var (o, i) = form.Shapes[l];
+                deltas[l].AsSpan(0, n * o).CopyTo(rawDeltas[l]);
                 for (int r = 0; r < n; r++)
                 {
                     var delta = deltas[l].AsSpan(r * o, o);
-                    double norm = double.CreateTruncating(TensorPrimitives.Norm<T>(delta)) * double.CreateTruncating(TensorPrimitives.Norm<T>(inputs[l].AsSpan(r * i, i)));
-                    double safe = Math.Max(norm, 1e-12);
-                    TensorPrimitives.Multiply(delta, T.CreateTruncating(Math.Tanh(safe / form.Clip) * form.Clip / safe), delta);
+                    T deltaNorm = TensorPrimitives.Norm<T>(delta), inputNorm = TensorPrimitives.Norm<T>(inputs[l].AsSpan(r * i, i));
+                    double safe = Math.Max(double.CreateTruncating(deltaNorm) * double.CreateTruncating(inputNorm), 1e-12);
+                    T scale = T.CreateTruncating(Math.Tanh(safe / form.Clip) * form.Clip / safe);
+                    (deltaNorms[l][r], inputNorms[l][r], clipScales[l][r]) = (deltaNorm, inputNorm, scale);
+                    TensorPrimitives.Multiply(delta, scale, delta);
                 }
             }
     }
+
+    /// <summary>δ_l before the soft clamp: what the MLP's backward recursion produced (<see cref="deltas"/> where the clamp is off).</summary>
+    T[] RawDeltas(int l) => form.Clip > 0 ? rawDeltas[l] : deltas[l];
 
     /// <summary>
     /// A_t, E_t, d_t and C[t,i] for t, i &lt; n (ChunkCoefficients), and (E_r/E_i) θ_i at the last row r, by their
@@ -243,6 +265,8 @@ internal sealed class FusedChunkChain<T> where T : unmanaged, IFloatingPointIeee
             for (int i = 0; i <= t; i++) row[i] *= theta[i];
         }
         for (int i = 0; i < n; i++) endMomentum[i] = ratioE[i] * theta[i];   // ratioE now holds E_r/E_i for r = n − 1
+        (endRetention, endCarry, endDecay) = (retention[n - 1], carry[n - 1], momentumDecay[n - 1]);
+        mixing.AsSpan((n - 1) * b, n).CopyTo(endMixing);
     }
 
     /// <summary>
@@ -278,8 +302,8 @@ internal sealed class FusedChunkChain<T> where T : unmanaged, IFloatingPointIeee
         if (!form.ResidualLayerNorm) { retrieved.AsSpan(0, n * d).CopyTo(output); return; }
         for (int t = 0; t < n; t++)
         {
-            Normalize(retrieved.AsSpan(t * d, d), normed);
-            WrapperOutput(q.Slice(t * d, d), normed, output.Slice(t * d, d));
+            Normalize(retrieved.AsSpan(t * d, d), first);
+            WrapperOutput(q.Slice(t * d, d), first, output.Slice(t * d, d));
         }
     }
 
@@ -290,8 +314,7 @@ internal sealed class FusedChunkChain<T> where T : unmanaged, IFloatingPointIeee
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     void Update(int n)
     {
-        int r = n - 1, b = form.ChunkSize;
-        T a = retention[r], dr = carry[r], e = momentumDecay[r];
+        T a = endRetention, dr = endCarry, e = endDecay;
         for (int l = 0; l < form.Depth; l++)
         {
             var (o, i) = form.Shapes[l];
@@ -303,7 +326,7 @@ internal sealed class FusedChunkChain<T> where T : unmanaged, IFloatingPointIeee
             TensorPrimitives.Multiply(s, e, s);
             for (int t = 0; t < n; t++)
             {
-                TensorPrimitives.Multiply(deltas[l].AsSpan(t * o, o), -mixing[r * b + t], scaledDeltas[l].AsSpan(t * o, o));
+                TensorPrimitives.Multiply(deltas[l].AsSpan(t * o, o), -endMixing[t], scaledDeltas[l].AsSpan(t * o, o));
                 TensorPrimitives.Multiply(deltas[l].AsSpan(t * o, o), -endMomentum[t], rows[l].AsSpan(t * o, o));
             }
             SmallGemm<T>.Multiply(inputsT[l].AsSpan(0, i * n), i, n, scaledDeltas[l], o, weightsT[l], accumulate: true);

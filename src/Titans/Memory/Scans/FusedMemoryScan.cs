@@ -126,10 +126,10 @@ public static class FusedMemoryScan
         return new MemoryScanResult(output, boundary, fullChunks * chunkSize, final) { KnownFinite = nonFinite == 0 };
     }
 
-    static unsafe Span<T> At<T>(nint address, long offset, int count) where T : unmanaged => new((T*)address + offset, count);
+    internal static unsafe Span<T> At<T>(nint address, long offset, int count) where T : unmanaged => new((T*)address + offset, count);
 
     /// <summary>Where a dense CPU tensor's elements start (its own memory: <c>bytes</c> is a view of it, not a copy).</summary>
-    static unsafe nint Address(Tensor t) => (nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
+    internal static unsafe nint Address(Tensor t) => (nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
 
     /// <summary>A small tensor's values as an array of <typeparamref name="T"/> (per-head constants: W₀, the LayerNorm's affine).</summary>
     static unsafe T[] Values<T>(Tensor t) where T : unmanaged, IFloatingPointIeee754<T>

@@ -39,8 +39,9 @@ public static partial class HandWrittenScan
         gates.ChannelLogDecay is null && stabilizers?.NormTarget is null;
 
     /// <param name="groupChunks">G: chunks between the states that forward keeps for backward</param>
+    /// <param name="fused">run the node as the fused C# kernel (CPU, float32/float64) instead of libtorch calls</param>
     public static MemoryScanResult Scan(MemoryMlp mlp, Tensor queries, Tensor keys, Tensor values, MemoryGates gates,
-        MemoryWeights state, int chunkSize, int groupChunks, MemoryStabilizers? stabilizers = null)
+        MemoryWeights state, int chunkSize, int groupChunks, MemoryStabilizers? stabilizers = null, bool fused = false)
     {
         stabilizers ??= MemoryStabilizers.None;
         if (!Supports(gates, stabilizers))
@@ -75,8 +76,9 @@ public static partial class HandWrittenScan
             stabilizers.RetentionTarget?.Select(Flat).ToArray());
         bool boundaryOutput = fullChunks > 0 && fullChunks < chunks;
         var form = new Form(new MemoryMlp(mlp.Activation, mlp.ResidualLayerNorm), depth, mlp.LnWeight is not null, mlp.LnBias is not null,
-            stabilizers.RetentionTarget is not null, stabilizers.GradientClip, groupChunks, boundaryOutput);
-        List<Tensor> result = ScanFunction.apply(inputs.Flat.Prepend<object>(form).ToArray());
+            stabilizers.RetentionTarget is not null, stabilizers.GradientClip, groupChunks, boundaryOutput, length);
+        object[] node = inputs.Flat.Prepend<object>(form).ToArray();
+        List<Tensor> result = fused ? FusedScanFunction.apply(node) : ScanFunction.apply(node);
         foreach (Tensor t in form.Transient) t.Dispose();
         form.Transient.Clear();
 
@@ -136,8 +138,9 @@ public static partial class HandWrittenScan
 
     /// <summary>What the node needs besides tensors: the MLP's form (its LayerNorm affine comes as inputs), the stabilizers
     /// (retention toward W₀, which comes as inputs; the soft clamp's limit, 0 for none), G, and whether the state after the
-    /// last full chunk is an output of its own (a trailing partial chunk follows it).</summary>
-    sealed record Form(MemoryMlp Mlp, int Depth, bool LnWeight, bool LnBias, bool Anchored, double Clip, int GroupChunks, bool BoundaryOutput)
+    /// last full chunk is an output of its own (a trailing partial chunk follows it), and the call's length in tokens.</summary>
+    sealed record Form(MemoryMlp Mlp, int Depth, bool LnWeight, bool LnBias, bool Anchored, double Clip, int GroupChunks, bool BoundaryOutput,
+        long Length)
     {
         public bool Clipped => Clip > 0;
 

@@ -16,6 +16,8 @@ public enum ScanKind
     HandWritten,
     /// <summary><see cref="FusedMemoryScan"/>: the chunk chain as one C# kernel call on the CPU, without autograd.</summary>
     Fused,
+    /// <summary><see cref="HandWrittenScan"/>'s node computed by the fused C# kernel, forward and backward: training on the CPU.</summary>
+    FusedTraining,
 }
 
 /// <summary>Which scan computes a memory call, and why (one sentence, for diagnostics and tests).</summary>
@@ -33,7 +35,8 @@ public static class MemoryScan
     /// <item>Algorithm = Sequential: the token-by-token reference.</item>
     /// <item>No gradient needed (inference, or nothing the call reads requires one): the fused C# kernel where FusedKernel is on
     /// and it covers the call (CPU, float32/float64, scalar forgetting, no fixed norm); else the chunked scan without autograd.</item>
-    /// <item>Training with HandWrittenBackward, where it covers the form (scalar forgetting, no fixed norm): the hand-written backward.</item>
+    /// <item>Training with HandWrittenBackward, where it covers the form (scalar forgetting, no fixed norm): the hand-written backward,
+    /// computed by the fused C# kernel where FusedKernel is on and the kernel covers the call, else by libtorch calls.</item>
     /// <item>Training with RecomputeGroup G &gt; 0 and more than one group of G chunks: recomputed groups.</item>
     /// <item>Otherwise plain autograd through the chunked scan (one group would keep every chunk's graph anyway).</item>
     /// </list>
@@ -52,7 +55,12 @@ public static class MemoryScan
         int group = config.RecomputeGroup > 0 ? config.RecomputeGroup : int.MaxValue;
         string? uncovered = config.ChannelwiseForgetting ? "channel-wise forgetting" : config.FixedNorm != FastWeightNorm.None ? "the fixed-norm stabilizer" : null;
         if (config.HandWrittenBackward && uncovered is null)
-            return new(ScanKind.HandWritten, "training: the hand-written backward covers this form", group);
+        {
+            string? notFused = !config.FusedKernel ? "FusedKernel is off" : FusedMemoryScan.Unsupported(config, device, dtype);
+            return notFused is null
+                ? new(ScanKind.FusedTraining, "training: the hand-written backward covers this form, computed by the fused C# kernel", group)
+                : new(ScanKind.HandWritten, $"training: the hand-written backward covers this form ({notFused}: libtorch calls)", group);
+        }
         string why = uncovered is not null ? $"the hand-written backward does not cover {uncovered}" : "HandWrittenBackward is off";
         if (config.RecomputeGroup > 0 && length > (long)config.RecomputeGroup * config.ChunkSize)
             return new(ScanKind.Recomputed, $"training ({why}): autograd over recomputed groups of {config.RecomputeGroup} chunks", config.RecomputeGroup);
@@ -68,6 +76,7 @@ public static class MemoryScan
         ScanKind.Chunked => ChunkedMemoryScan.Scan(mlp, queries, keys, values, gates, memory, chunkSize, stabilizers),
         ScanKind.Recomputed => RecomputedMemoryScan.Scan(mlp, queries, keys, values, gates, memory, chunkSize, choice.GroupChunks, stabilizers),
         ScanKind.HandWritten => HandWrittenScan.Scan(mlp, queries, keys, values, gates, memory, chunkSize, choice.GroupChunks, stabilizers),
+        ScanKind.FusedTraining => HandWrittenScan.Scan(mlp, queries, keys, values, gates, memory, chunkSize, choice.GroupChunks, stabilizers, fused: true),
         ScanKind.Fused => FusedMemoryScan.Scan(mlp, queries, keys, values, gates, memory, chunkSize, stabilizers),
         _ => throw new ArgumentOutOfRangeException(nameof(choice), $"unknown scan {choice.Kind}"),
     };

@@ -1,0 +1,450 @@
+using System.Numerics;
+using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+
+namespace Titans.Memory.Scans;
+
+/// <summary>
+/// One chunk's input gradients, written by <see cref="FusedChunkChain{T}.BackwardChunk"/> into the node's gradient tensors
+/// (the chunk's rows of each; fresh zeros, except the LayerNorm affine's, which sum over the stream's chunks).
+/// </summary>
+/// <param name="C">[n rows of stride b]: the gradient of C[t, i]</param>
+/// <param name="Ends">A_r, d_r, E_r: the gradients of the coefficients at the chunk's last row</param>
+/// <param name="CEnd">[n]: of C[r, ·]</param><param name="MEnd">[n]: of (E_r/E_i) θ_i</param>
+internal readonly ref struct ChunkGradientSpans<T>(Span<T> q, Span<T> k, Span<T> v, Span<T> a, Span<T> d, Span<T> c, Span<T> ends,
+    Span<T> cEnd, Span<T> mEnd, Span<T> lnWeight, Span<T> lnBias)
+{
+    public readonly Span<T> Q = q, K = k, V = v, A = a, D = d, C = c, Ends = ends, CEnd = cEnd, MEnd = mEnd, LnWeight = lnWeight, LnBias = lnBias;
+}
+
+// The chain's backward (HandWrittenScan's equations, docs/fast-memory.md): per chunk, from the state it started in, the
+// inner-gradient factors again, retrieval again keeping what its backward reads, then retrieval's backward, the state
+// update's and the inner gradient's (the MLP's backward and the LayerNorm wrapper's, differentiated once more).
+internal sealed partial class FusedChunkChain<T>
+{
+    /// <summary>The state's gradient at the current chunk boundary, transposed as the state ([in, out] per layer).</summary>
+    public T[][] GradWeightsT { get; private set; } = null!;
+    public T[][] GradMomentumT { get; private set; } = null!;
+    /// <summary>W₀'s gradient summed over the stream's chunks, transposed.</summary>
+    public T[][] GradAnchorT { get; private set; } = null!;
+    /// <summary>The transposed state the chain computes with ([in, out] per layer), for the node to save and restore.</summary>
+    public T[][] WeightsT => weightsT;
+    public T[][] MomentumT => momentumT;
+
+    // Made on the first backward: retrieval's kept quantities per layer (its inputs h, the products h Wᵀ, h Sᵀ, h W̄ᵀ,
+    // the pre-activations and the scores h aᵀ [n, n]) and the wrapper's x̂ and 1/σ; the gradient of the state at the
+    // chunk's start; per layer the gradients of −Δ and −U from retrieval, of Δ, U, the pre-activations p and the carried
+    // terms; W and S row-major; scratch.
+    T[][] rh = null!, rFW = null!, rFM = null!, rFA = null!, rZ = null!, rP = null!;
+    T[] rNormed = null!, rInvStd = null!;
+    T[][] gStartWT = null!, gStartST = null!, gNegDelta = null!, gNegInput = null!, gDelta = null!, gInput = null!, gPre = null!, gCarried = null!;
+    T[][] weightsRm = null!, momentumRm = null!;
+    T[] bz = null!, bh = null!, gFW = null!, gFM = null!, tmpA = null!, tmpB = null!, hT = null!, nn1 = null!, nn2 = null!, nn3 = null!,
+        gradRm = null!, rowA = null!, rowB = null!;
+    /// <summary>A group's chunk-start states, replayed in backward ([chunk][layer], transposed; weights then momentum).</summary>
+    readonly List<(T[][] Weights, T[][] Momentum)> groupStates = new();
+
+    void EnsureBackward()
+    {
+        if (rh is not null) return;
+        int b = form.ChunkSize, widest = form.Widest;
+        T[][] PerLayer(Func<(int Out, int In), int> size) => form.Shapes.Select(s => new T[size(s)]).ToArray();
+        rh = PerLayer(s => b * s.In);
+        (rFW, rFM, rFA, rZ) = (PerLayer(s => b * s.Out), PerLayer(s => b * s.Out), PerLayer(s => b * s.Out), PerLayer(s => b * s.Out));
+        rP = PerLayer(_ => b * b);
+        (rNormed, rInvStd) = (new T[b * widest], new T[b]);
+        (GradWeightsT, GradMomentumT, GradAnchorT) = (PerLayer(s => s.In * s.Out), PerLayer(s => s.In * s.Out), PerLayer(s => s.In * s.Out));
+        (gStartWT, gStartST) = (PerLayer(s => s.In * s.Out), PerLayer(s => s.In * s.Out));
+        (gNegDelta, gNegInput, gDelta, gInput) = (PerLayer(s => b * s.Out), PerLayer(s => b * s.In), PerLayer(s => b * s.Out), PerLayer(s => b * s.In));
+        (gPre, gCarried) = (PerLayer(s => b * s.Out), PerLayer(s => b * s.In));
+        (weightsRm, momentumRm) = (PerLayer(s => s.In * s.Out), PerLayer(s => s.In * s.Out));
+        (bz, bh, gFW, gFM, tmpA, tmpB) = (new T[b * widest], new T[b * widest], new T[b * widest], new T[b * widest], new T[b * widest], new T[b * widest]);
+        (hT, nn1, nn2, nn3) = (new T[b * widest], new T[b * b], new T[b * b], new T[b * b]);
+        (gradRm, rowA, rowB) = (new T[widest * widest], new T[widest], new T[widest]);
+    }
+
+    /// <summary>Sets layer <paramref name="l"/> of the state from [out, in] row-major weights and momentum (transposed into the chain's layout).</summary>
+    public void LoadState(int l, ReadOnlySpan<T> weights, ReadOnlySpan<T> momentum)
+    {
+        SmallGemm<T>.Transpose(weights, form.Shapes[l].Out, form.Shapes[l].In, weightsT[l]);
+        SmallGemm<T>.Transpose(momentum, form.Shapes[l].Out, form.Shapes[l].In, momentumT[l]);
+    }
+
+    /// <summary>The given coefficients of the chunk's n rows: A_t, d_t [n], C [n rows of stride b], and at its last row
+    /// A_r, d_r, E_r, C[r, ·] and (E_r/E_i) θ_i [n].</summary>
+    public void LoadCoefficients(ReadOnlySpan<T> a, ReadOnlySpan<T> d, ReadOnlySpan<T> c, T aEnd, T dEnd, T eEnd,
+        ReadOnlySpan<T> cEnd, ReadOnlySpan<T> mEnd, int n)
+    {
+        int b = form.ChunkSize;
+        a[..n].CopyTo(retention);
+        d[..n].CopyTo(carry);
+        c[..((n - 1) * b + n)].CopyTo(mixing);
+        (endRetention, endCarry, endDecay) = (aEnd, dEnd, eEnd);
+        cEnd[..n].CopyTo(endMixing);
+        mEnd[..n].CopyTo(endMomentum);
+    }
+
+    /// <summary>One chunk forward from the loaded coefficients: its outputs, then the state after it.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void ForwardChunk(ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, int n, Span<T> output)
+    {
+        GradientFactors(k, v, n);
+        Retrieve(q, n, output);
+        Update(n);
+    }
+
+    /// <summary>The state after one chunk from the loaded coefficients, without its outputs (backward's replay).</summary>
+    public void AdvanceChunk(ReadOnlySpan<T> k, ReadOnlySpan<T> v, int n)
+    {
+        GradientFactors(k, v, n);
+        Update(n);
+    }
+
+    /// <summary>Clears the state's and W₀'s gradients for a new stream.</summary>
+    public void BeginBackward()
+    {
+        EnsureBackward();
+        for (int l = 0; l < form.Depth; l++)
+        {
+            GradWeightsT[l].AsSpan().Clear();
+            GradMomentumT[l].AsSpan().Clear();
+            GradAnchorT[l].AsSpan().Clear();
+        }
+    }
+
+    /// <summary>The chain's own storage for chunk <paramref name="index"/> of a replayed group.</summary>
+    public (T[][] Weights, T[][] Momentum) GroupState(int index)
+    {
+        while (groupStates.Count <= index)
+            groupStates.Add((form.Shapes.Select(s => new T[s.In * s.Out]).ToArray(), form.Shapes.Select(s => new T[s.In * s.Out]).ToArray()));
+        return groupStates[index];
+    }
+
+    /// <summary>
+    /// One chunk backward, from the state it started in (in <see cref="WeightsT"/>, <see cref="MomentumT"/>) and its loaded
+    /// coefficients: on entry <see cref="GradWeightsT"/>, <see cref="GradMomentumT"/> hold the gradient of the state at the
+    /// chunk's end, on exit that at its start; <paramref name="gradOutput"/> is empty where the outputs have none.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void BackwardChunk(ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, ReadOnlySpan<T> gradOutput, int n,
+        ChunkGradientSpans<T> g)
+    {
+        int depth = form.Depth;
+        GradientFactors(k, v, n);
+        for (int l = 0; l < depth; l++)
+        {
+            var (o, i) = form.Shapes[l];
+            gStartWT[l].AsSpan().Clear();
+            gStartST[l].AsSpan().Clear();
+            SmallGemm<T>.Transpose(weightsT[l], i, o, weightsRm[l]);
+            SmallGemm<T>.Transpose(momentumT[l], i, o, momentumRm[l]);
+        }
+        bool retrieval = !gradOutput.IsEmpty;
+        if (retrieval)
+        {
+            RetrieveKeeping(q, n);
+            RetrievalBackward(gradOutput, n, g);
+        }
+        StateBackward(n, g, retrieval);
+        InnerGradientBackward(n, g);
+        (GradWeightsT, gStartWT) = (gStartWT, GradWeightsT);
+        (GradMomentumT, gStartST) = (gStartST, GradMomentumT);
+    }
+
+    /// <summary>Retrieval of the chunk's n rows as <see cref="Retrieve"/> computes it, keeping every layer's quantities.</summary>
+    void RetrieveKeeping(ReadOnlySpan<T> q, int n)
+    {
+        int depth = form.Depth, d = form.Dim, b = form.ChunkSize;
+        q[..(n * d)].CopyTo(rh[0]);
+        for (int l = 0; l < depth; l++)
+        {
+            var (o, i) = form.Shapes[l];
+            SmallGemm<T>.Multiply(rh[l], n, i, weightsT[l], o, rFW[l], accumulate: false);
+            SmallGemm<T>.Multiply(rh[l], n, i, momentumT[l], o, rFM[l], accumulate: false);
+            if (form.AnchorT is not null) SmallGemm<T>.Multiply(rh[l], n, i, form.AnchorT[l], o, rFA[l], accumulate: false);
+            SmallGemm<T>.Multiply(rh[l], n, i, inputsT[l].AsSpan(0, i * n), n, rP[l], accumulate: false);
+            var z = rZ[l].AsSpan(0, n * o);
+            for (int t = 0; t < n; t++)
+            {
+                var row = z.Slice(t * o, o);
+                TensorPrimitives.Multiply(rFW[l].AsSpan(t * o, o), retention[t], row);
+                TensorPrimitives.MultiplyAdd(rFM[l].AsSpan(t * o, o), carry[t], row, row);
+                if (form.AnchorT is not null) TensorPrimitives.MultiplyAdd(rFA[l].AsSpan(t * o, o), T.One - retention[t], row, row);
+            }
+            for (int t = 0; t < n; t++)
+                for (int s = 0; s < n; s++) nn1[t * n + s] = -(mixing[t * b + s] * rP[l][t * n + s]);
+            SmallGemm<T>.Multiply(nn1, n, n, deltas[l], o, z, accumulate: true);
+            if (l < depth - 1) Activate(z, rh[l + 1]);
+        }
+        if (form.ResidualLayerNorm)
+            for (int t = 0; t < n; t++) rInvStd[t] = Normalize(rZ[depth - 1].AsSpan(t * d, d), rNormed.AsSpan(t * d, d));
+    }
+
+    /// <summary>
+    /// Retrieval's backward for the output gradient: into Q, A, d and C's gradients, the state's at the chunk's start
+    /// (<see cref="gStartWT"/>), W₀'s, and per layer the gradients of −Δ and −U that the state chain's backward takes.
+    /// </summary>
+    void RetrievalBackward(ReadOnlySpan<T> gradOutput, int n, ChunkGradientSpans<T> g)
+    {
+        int depth = form.Depth, d = form.Dim, b = form.ChunkSize;
+        T[] gz = bz, gh = bh;
+        if (form.ResidualLayerNorm)
+        {
+            gradOutput[..(n * d)].CopyTo(g.Q);
+            for (int t = 0; t < n; t++)
+            {
+                var gOut = gradOutput.Slice(t * d, d);
+                var x = rNormed.AsSpan(t * d, d);
+                if (form.LnWeight is not null) TensorPrimitives.MultiplyAdd(gOut, x, g.LnWeight, g.LnWeight);
+                if (form.LnBias is not null) TensorPrimitives.Add(g.LnBias, gOut, g.LnBias);
+                if (form.LnWeight is not null) TensorPrimitives.Multiply(gOut, form.LnWeight, rowA.AsSpan(0, d));
+                else gOut.CopyTo(rowA);
+                LayerNormBackward(x, rInvStd[t], rowA.AsSpan(0, d), gz.AsSpan(t * d, d));
+            }
+        }
+        else
+        {
+            g.Q[..(n * d)].Clear();
+            gradOutput[..(n * d)].CopyTo(gz);
+        }
+        for (int l = depth - 1; l >= 0; l--)
+        {
+            var (o, i) = form.Shapes[l];
+            for (int t = 0; t < n; t++)
+            {
+                var row = gz.AsSpan(t * o, o);
+                T fromWeights = TensorPrimitives.Dot<T>(row, rFW[l].AsSpan(t * o, o));
+                if (form.AnchorT is not null) fromWeights -= TensorPrimitives.Dot<T>(row, rFA[l].AsSpan(t * o, o));   // A multiplies X − X₀
+                g.A[t] += fromWeights;
+                g.D[t] += TensorPrimitives.Dot<T>(row, rFM[l].AsSpan(t * o, o));
+                TensorPrimitives.Multiply(row, retention[t], gFW.AsSpan(t * o, o));
+                TensorPrimitives.Multiply(row, carry[t], gFM.AsSpan(t * o, o));
+            }
+            // The state's gradients hᵀ(A∘gz), hᵀ(d∘gz), transposed as the state.
+            SmallGemm<T>.Transpose(rh[l].AsSpan(0, n * i), n, i, hT);
+            SmallGemm<T>.Multiply(hT, i, n, gFW, o, gStartWT[l], accumulate: true);
+            SmallGemm<T>.Multiply(hT, i, n, gFM, o, gStartST[l], accumulate: true);
+            // −(C∘P)Δ: the gradient of the mix gz Δᵀ [n, n], of −Δ (C∘P)ᵀ gz, of C −gMix∘P, of −U gScoresᵀ h with gScores = gMix∘C.
+            SmallGemm<T>.Transpose(deltas[l].AsSpan(0, n * o), n, o, tmpA);
+            SmallGemm<T>.Multiply(gz, n, o, tmpA, n, nn1, accumulate: false);
+            for (int t = 0; t < n; t++)
+                for (int s = 0; s < n; s++) nn2[s * n + t] = mixing[t * b + s] * rP[l][t * n + s];
+            SmallGemm<T>.Multiply(nn2, n, n, gz, o, gNegDelta[l], accumulate: false);
+            for (int t = 0; t < n; t++)
+                for (int s = 0; s < n; s++)
+                {
+                    T mix = nn1[t * n + s];
+                    g.C[t * b + s] -= mix * rP[l][t * n + s];
+                    T score = mix * mixing[t * b + s];
+                    nn2[s * n + t] = score;
+                    nn3[t * n + s] = -score;
+                }
+            SmallGemm<T>.Multiply(nn2, n, n, rh[l], i, gNegInput[l], accumulate: false);
+            // h's gradient: (A∘gz) W + (d∘gz) S − gScores U (+ ((1 − A)∘gz) W̄).
+            SmallGemm<T>.Multiply(gFW, n, o, weightsRm[l], i, gh, accumulate: false);
+            SmallGemm<T>.Multiply(gFM, n, o, momentumRm[l], i, gh, accumulate: true);
+            SmallGemm<T>.Multiply(nn3, n, n, inputs[l], i, gh, accumulate: true);
+            if (form.AnchorT is not null)
+            {
+                for (int t = 0; t < n; t++) TensorPrimitives.Multiply(gz.AsSpan(t * o, o), T.One - retention[t], gFW.AsSpan(t * o, o));
+                SmallGemm<T>.Multiply(hT, i, n, gFW, o, GradAnchorT[l], accumulate: true);
+                SmallGemm<T>.Multiply(gFW, n, o, form.Anchor![l], i, gh, accumulate: true);
+            }
+            if (l > 0)
+            {
+                MultiplyByDerivative(rZ[l - 1].AsSpan(0, n * i), gh.AsSpan(0, n * i));
+                (gz, gh) = (gh, gz);
+            }
+            else
+                TensorPrimitives.Add(g.Q[..(n * d)], gh.AsSpan(0, n * d), g.Q);
+        }
+    }
+
+    /// <summary>
+    /// The state update's backward, W' = A_r W + d_r S − Δᵀ diag(C[r,·]) U (+ (1 − A_r) W̄), S' = E_r S − Δᵀ diag(m) U:
+    /// the end coefficients' gradients, the state's at the start (added to retrieval's), and those of Δ and U (less
+    /// retrieval's shares), then back through the soft clamp to δ before it.
+    /// </summary>
+    void StateBackward(int n, ChunkGradientSpans<T> g, bool retrieval)
+    {
+        for (int l = 0; l < form.Depth; l++)
+        {
+            var (o, i) = form.Shapes[l];
+            T[] gw = GradWeightsT[l], gs = GradMomentumT[l];
+            T fromWeights = TensorPrimitives.Dot<T>(gw, weightsT[l]);
+            if (form.AnchorT is not null)
+            {
+                fromWeights -= TensorPrimitives.Dot<T>(gw, form.AnchorT[l]);                 // A_r multiplies W − W̄
+                TensorPrimitives.MultiplyAdd(gw, T.One - endRetention, GradAnchorT[l], GradAnchorT[l]);
+            }
+            g.Ends[0] += fromWeights;
+            g.Ends[1] += TensorPrimitives.Dot<T>(gw, momentumT[l]);
+            g.Ends[2] += TensorPrimitives.Dot<T>(gs, momentumT[l]);
+            TensorPrimitives.MultiplyAdd(gw, endRetention, gStartWT[l], gStartWT[l]);
+            TensorPrimitives.MultiplyAdd(gw, endCarry, gStartST[l], gStartST[l]);
+            TensorPrimitives.MultiplyAdd(gs, endDecay, gStartST[l], gStartST[l]);
+            // U's gradient −c_t (Δ gW)_t − m_t (Δ gS)_t, and C[r,·]'s and m's as row dots.
+            SmallGemm<T>.Transpose(gw, i, o, gradRm);
+            SmallGemm<T>.Multiply(deltas[l], n, o, gradRm, i, tmpA, accumulate: false);
+            SmallGemm<T>.Transpose(gs, i, o, gradRm);
+            SmallGemm<T>.Multiply(deltas[l], n, o, gradRm, i, tmpB, accumulate: false);
+            for (int t = 0; t < n; t++)
+            {
+                var u = inputs[l].AsSpan(t * i, i);
+                var dw = tmpA.AsSpan(t * i, i);
+                var ds = tmpB.AsSpan(t * i, i);
+                g.CEnd[t] -= TensorPrimitives.Dot<T>(dw, u);
+                g.MEnd[t] -= TensorPrimitives.Dot<T>(ds, u);
+                var gu = gInput[l].AsSpan(t * i, i);
+                TensorPrimitives.Multiply(dw, -endMixing[t], gu);
+                TensorPrimitives.MultiplyAdd(ds, -endMomentum[t], gu, gu);
+                if (retrieval) TensorPrimitives.Subtract(gu, gNegInput[l].AsSpan(t * i, i), gu);
+            }
+            // Δ's gradient −c_t (U gWᵀ)_t − m_t (U gSᵀ)_t.
+            SmallGemm<T>.Multiply(inputs[l], n, i, gw, o, tmpA, accumulate: false);
+            SmallGemm<T>.Multiply(inputs[l], n, i, gs, o, tmpB, accumulate: false);
+            for (int t = 0; t < n; t++)
+            {
+                var gd = gDelta[l].AsSpan(t * o, o);
+                TensorPrimitives.Multiply(tmpA.AsSpan(t * o, o), -endMixing[t], gd);
+                TensorPrimitives.MultiplyAdd(tmpB.AsSpan(t * o, o), -endMomentum[t], gd, gd);
+                if (retrieval) TensorPrimitives.Subtract(gd, gNegDelta[l].AsSpan(t * o, o), gd);
+            }
+            if (form.Clip <= 0) continue;
+            // δ' = s(n) δ with n = ‖δ‖‖a‖, s = c·tanh(n/c)/n: back to δ before it, and more for a.
+            for (int t = 0; t < n; t++)
+            {
+                var raw = rawDeltas[l].AsSpan(t * o, o);
+                var gd = gDelta[l].AsSpan(t * o, o);
+                double deltaNorm = double.CreateTruncating(deltaNorms[l][t]), inputNorm = double.CreateTruncating(inputNorms[l][t]);
+                double scale = double.CreateTruncating(clipScales[l][t]);
+                double norm = Math.Max(deltaNorm * inputNorm, 1e-12);
+                double tanh = scale * norm / form.Clip;
+                double gNorm = double.CreateTruncating(TensorPrimitives.Dot<T>(gd, raw)) * (1 - tanh * tanh - scale) / norm;
+                TensorPrimitives.MultiplyAdd(inputs[l].AsSpan(t * i, i), T.CreateTruncating(gNorm * deltaNorm / Math.Max(inputNorm, 1e-30)),
+                    gInput[l].AsSpan(t * i, i), gInput[l].AsSpan(t * i, i));
+                TensorPrimitives.Multiply(gd, T.CreateTruncating(scale), gd);
+                TensorPrimitives.MultiplyAdd(raw, T.CreateTruncating(gNorm * inputNorm / Math.Max(deltaNorm, 1e-30)), gd, gd);
+            }
+        }
+    }
+
+    /// <summary>
+    /// The inner gradient's backward: δ_l = (δ_{l+1} W_{l+1}) ∘ σ'(p_l) down from the last layer's error (through the
+    /// LayerNorm wrapper where there is one), then the key path p_l = a_l W_lᵀ, into K, V, the LayerNorm affine and the
+    /// state's gradient at the chunk's start.
+    /// </summary>
+    void InnerGradientBackward(int n, ChunkGradientSpans<T> g)
+    {
+        int depth = form.Depth, d = form.Dim, last = depth - 1;
+        for (int l = 0; l < depth; l++) gPre[l].AsSpan(0, n * form.Shapes[l].Out).Clear();
+        for (int l = 0; l < last; l++)
+        {
+            int width = n * form.Shapes[l].Out;
+            var (above, aboveIn) = form.Shapes[l + 1];
+            var gc = gCarried[l + 1].AsSpan(0, width);
+            gDelta[l].AsSpan(0, width).CopyTo(gc);
+            MultiplyByDerivative(pre[l].AsSpan(0, width), gc);                                  // the gradient of δ_{l+1} W_{l+1}
+            TensorPrimitives.Multiply(gDelta[l].AsSpan(0, width), carried[l].AsSpan(0, width), gPre[l].AsSpan(0, width));
+            MultiplySecondDerivative(pre[l].AsSpan(0, width), gPre[l].AsSpan(0, width));
+            SmallGemm<T>.Multiply(gCarried[l + 1], n, aboveIn, weightsT[l + 1], above, gDelta[l + 1], accumulate: true);
+        }
+        T two = T.CreateTruncating(2);
+        if (form.ResidualLayerNorm)
+        {
+            // δ = N(e) with N(e) = (1/σ)(e − mean e − x̂ mean(e x̂)), e = γ∘err, err = 2(K + γ∘x̂ + β − V), x̂ = LN(p).
+            T width = T.CreateTruncating(d);
+            var e = rowA.AsSpan(0, d);
+            var ge = rowB.AsSpan(0, d);
+            for (int t = 0; t < n; t++)
+            {
+                var gd = gDelta[last].AsSpan(t * d, d);
+                var x = normed.AsSpan(t * d, d);
+                var error = errors.AsSpan(t * d, d);
+                var raw = RawDeltas(last).AsSpan(t * d, d);
+                T invStd = invStds[t];
+                if (form.LnWeight is not null) TensorPrimitives.Multiply(error, form.LnWeight, e);
+                else error.CopyTo(e);
+                LayerNormBackward(x, invStd, gd, ge);                                            // N is symmetric
+                T meanE = TensorPrimitives.Sum<T>(e) / width, meanEx = TensorPrimitives.Dot<T>(e, x) / width;
+                T gdCentered = TensorPrimitives.Dot<T>(gd, e) - meanE * TensorPrimitives.Sum<T>(gd);
+                T gdNormed = TensorPrimitives.Dot<T>(gd, x);
+                T varScale = invStd * invStd / width;
+                var gp = gPre[last].AsSpan(t * d, d);
+                var gk = g.K.Slice(t * d, d);
+                var gv = g.V.Slice(t * d, d);
+                for (int j = 0; j < d; j++)
+                {
+                    // p through 1/σ and x̂ at fixed e (d(1/σ)/dp = −x̂/(nσ²), dx̂/dp = N).
+                    gp[j] += -(varScale * gdCentered) * x[j] - meanEx * invStd * ge[j] - gdNormed * varScale * (raw[j] / invStd - meanEx * x[j]);
+                    T gy = two * (form.LnWeight is null ? ge[j] : ge[j] * form.LnWeight[j]);
+                    gk[j] = gy;
+                    gv[j] = -gy;
+                    if (form.LnWeight is not null) g.LnWeight[j] += ge[j] * error[j] + gy * x[j];
+                    if (form.LnBias is not null) g.LnBias[j] += gy;
+                    e[j] = form.LnWeight is null ? gy : gy * form.LnWeight[j];                  // e is done with: γ∘gy for N below
+                }
+                LayerNormBackward(x, invStd, e, ge);
+                TensorPrimitives.Add(gp, ge, gp);
+            }
+        }
+        else
+            for (int t = 0; t < n * d; t++)
+            {
+                T gd = gDelta[last][t];
+                gPre[last][t] += two * gd;
+                g.K[t] = T.Zero;
+                g.V[t] = -two * gd;
+            }
+        for (int l = last; l >= 0; l--)
+        {
+            var (o, i) = form.Shapes[l];
+            // The state's gradient aᵀ gp (+ gCarriedᵀ δ_raw, the δ-recursion's term), transposed as the state.
+            SmallGemm<T>.Multiply(inputsT[l].AsSpan(0, i * n), i, n, gPre[l], o, gStartWT[l], accumulate: true);
+            if (l > 0)
+            {
+                SmallGemm<T>.Transpose(gCarried[l].AsSpan(0, n * i), n, i, hT);
+                SmallGemm<T>.Multiply(hT, i, n, RawDeltas(l), o, gStartWT[l], accumulate: true);
+            }
+            // a's gradient: U's from the update and retrieval, + gp W.
+            SmallGemm<T>.Multiply(gPre[l], n, o, weightsRm[l], i, gInput[l], accumulate: true);
+            if (l > 0)
+            {
+                MultiplyByDerivative(pre[l - 1].AsSpan(0, n * i), gInput[l].AsSpan(0, n * i));
+                TensorPrimitives.Add(gPre[l - 1].AsSpan(0, n * i), gInput[l].AsSpan(0, n * i), gPre[l - 1]);
+            }
+            else
+                TensorPrimitives.Add(g.K[..(n * d)], gInput[0].AsSpan(0, n * d), g.K);
+        }
+    }
+
+    /// <summary>g ⊙= σ''(z): GELU φ(z)(2 − z²), SiLU s(1 − s)(2 + z(1 − 2s)).</summary>
+    void MultiplySecondDerivative(ReadOnlySpan<T> z, Span<T> g)
+    {
+        if (typeof(T) == typeof(float) && form.Activation == MemoryActivation.Gelu)
+        {
+            var square = gelu1.AsSpan(0, z.Length);
+            var pdf = gelu2.AsSpan(0, z.Length);
+            TensorPrimitives.Multiply(z, z, square);
+            TensorPrimitives.Multiply(square, T.CreateTruncating(-0.5), pdf);
+            TensorPrimitives.Add(pdf, T.CreateTruncating(-0.5 * Math.Log(2 * Math.PI)), pdf);
+            TensorPrimitives.Exp(pdf, pdf);
+            TensorPrimitives.Subtract(T.CreateTruncating(2), square, square);
+            TensorPrimitives.Multiply(pdf, square, pdf);
+            TensorPrimitives.Multiply(g[..z.Length], pdf, g);
+            return;
+        }
+        for (int j = 0; j < z.Length; j++)
+        {
+            double x = double.CreateTruncating(z[j]), value;
+            if (form.Activation == MemoryActivation.Gelu)
+                value = Math.Exp(-0.5 * x * x - 0.5 * Math.Log(2 * Math.PI)) * (2 - x * x);
+            else
+            {
+                double s = 1 / (1 + Math.Exp(-x));
+                value = s * (1 - s) * (2 + x * (1 - 2 * s));
+            }
+            g[j] *= T.CreateTruncating(value);
+        }
+    }
+}
