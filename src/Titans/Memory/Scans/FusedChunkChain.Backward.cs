@@ -34,13 +34,13 @@ internal sealed partial class FusedChunkChain<T>
     // Made on the first backward: retrieval's kept quantities per layer (its inputs h, the products h Wᵀ, h Sᵀ, h W̄ᵀ,
     // the pre-activations and the scores h aᵀ [n, n]) and the wrapper's x̂ and 1/σ; the gradient of the state at the
     // chunk's start; per layer the gradients of −Δ and −U from retrieval, of Δ, U, the pre-activations p and the carried
-    // terms; W and S row-major; scratch.
+    // terms; scratch. Products with W, S, W̄ and the state's gradient as [out, in] use their transposes as stored
+    // (SmallGemm.MultiplyTransposed): no transposed copy of anything state-sized.
     T[][] rh = null!, rFW = null!, rFM = null!, rFA = null!, rZ = null!, rP = null!;
     T[] rNormed = null!, rInvStd = null!;
     T[][] gStartWT = null!, gStartST = null!, gNegDelta = null!, gNegInput = null!, gDelta = null!, gInput = null!, gPre = null!, gCarried = null!;
-    T[][] weightsRm = null!, momentumRm = null!;
     T[] bz = null!, bh = null!, gFW = null!, gFM = null!, tmpA = null!, tmpB = null!, hT = null!, nn1 = null!, nn2 = null!, nn3 = null!,
-        gradRm = null!, rowA = null!, rowB = null!;
+        rowA = null!, rowB = null!;
     /// <summary>A group's chunk-start states, replayed in backward ([chunk][layer], transposed; weights then momentum).</summary>
     readonly List<(T[][] Weights, T[][] Momentum)> groupStates = new();
 
@@ -57,10 +57,9 @@ internal sealed partial class FusedChunkChain<T>
         (gStartWT, gStartST) = (PerLayer(s => s.In * s.Out), PerLayer(s => s.In * s.Out));
         (gNegDelta, gNegInput, gDelta, gInput) = (PerLayer(s => b * s.Out), PerLayer(s => b * s.In), PerLayer(s => b * s.Out), PerLayer(s => b * s.In));
         (gPre, gCarried) = (PerLayer(s => b * s.Out), PerLayer(s => b * s.In));
-        (weightsRm, momentumRm) = (PerLayer(s => s.In * s.Out), PerLayer(s => s.In * s.Out));
         (bz, bh, gFW, gFM, tmpA, tmpB) = (new T[b * widest], new T[b * widest], new T[b * widest], new T[b * widest], new T[b * widest], new T[b * widest]);
         (hT, nn1, nn2, nn3) = (new T[b * widest], new T[b * b], new T[b * b], new T[b * b]);
-        (gradRm, rowA, rowB) = (new T[widest * widest], new T[widest], new T[widest]);
+        (rowA, rowB) = (new T[widest], new T[widest]);
     }
 
     /// <summary>Sets layer <paramref name="l"/> of the state from [out, in] row-major weights and momentum (transposed into the chain's layout).</summary>
@@ -133,11 +132,8 @@ internal sealed partial class FusedChunkChain<T>
         GradientFactors(k, v, n);
         for (int l = 0; l < depth; l++)
         {
-            var (o, i) = form.Shapes[l];
             gStartWT[l].AsSpan().Clear();
             gStartST[l].AsSpan().Clear();
-            SmallGemm<T>.Transpose(weightsT[l], i, o, weightsRm[l]);
-            SmallGemm<T>.Transpose(momentumT[l], i, o, momentumRm[l]);
         }
         bool retrieval = !gradOutput.IsEmpty;
         if (retrieval)
@@ -167,9 +163,9 @@ internal sealed partial class FusedChunkChain<T>
             for (int t = 0; t < n; t++)
             {
                 var row = z.Slice(t * o, o);
-                TensorPrimitives.Multiply(rFW[l].AsSpan(t * o, o), retention[t], row);
-                TensorPrimitives.MultiplyAdd(rFM[l].AsSpan(t * o, o), carry[t], row, row);
-                if (form.AnchorT is not null) TensorPrimitives.MultiplyAdd(rFA[l].AsSpan(t * o, o), T.One - retention[t], row, row);
+                SpanMath.Multiply(rFW[l].AsSpan(t * o, o), retention[t], row);
+                SpanMath.MultiplyAdd(rFM[l].AsSpan(t * o, o), carry[t], row, row);
+                if (form.AnchorT is not null) SpanMath.MultiplyAdd(rFA[l].AsSpan(t * o, o), T.One - retention[t], row, row);
             }
             for (int t = 0; t < n; t++)
                 for (int s = 0; s < n; s++) nn1[t * n + s] = -(mixing[t * b + s] * rP[l][t * n + s]);
@@ -195,9 +191,9 @@ internal sealed partial class FusedChunkChain<T>
             {
                 var gOut = gradOutput.Slice(t * d, d);
                 var x = rNormed.AsSpan(t * d, d);
-                if (form.LnWeight is not null) TensorPrimitives.MultiplyAdd(gOut, x, g.LnWeight, g.LnWeight);
-                if (form.LnBias is not null) TensorPrimitives.Add(g.LnBias, gOut, g.LnBias);
-                if (form.LnWeight is not null) TensorPrimitives.Multiply(gOut, form.LnWeight, rowA.AsSpan(0, d));
+                if (form.LnWeight is not null) SpanMath.MultiplyAdd(gOut, x, g.LnWeight, g.LnWeight);
+                if (form.LnBias is not null) SpanMath.Add(g.LnBias, gOut, g.LnBias);
+                if (form.LnWeight is not null) SpanMath.Multiply(gOut, form.LnWeight, rowA.AsSpan(0, d));
                 else gOut.CopyTo(rowA);
                 LayerNormBackward(x, rInvStd[t], rowA.AsSpan(0, d), gz.AsSpan(t * d, d));
             }
@@ -213,12 +209,12 @@ internal sealed partial class FusedChunkChain<T>
             for (int t = 0; t < n; t++)
             {
                 var row = gz.AsSpan(t * o, o);
-                T fromWeights = TensorPrimitives.Dot<T>(row, rFW[l].AsSpan(t * o, o));
-                if (form.AnchorT is not null) fromWeights -= TensorPrimitives.Dot<T>(row, rFA[l].AsSpan(t * o, o));   // A multiplies X − X₀
+                T fromWeights = SpanMath.Dot<T>(row, rFW[l].AsSpan(t * o, o));
+                if (form.AnchorT is not null) fromWeights -= SpanMath.Dot<T>(row, rFA[l].AsSpan(t * o, o));   // A multiplies X − X₀
                 g.A[t] += fromWeights;
-                g.D[t] += TensorPrimitives.Dot<T>(row, rFM[l].AsSpan(t * o, o));
-                TensorPrimitives.Multiply(row, retention[t], gFW.AsSpan(t * o, o));
-                TensorPrimitives.Multiply(row, carry[t], gFM.AsSpan(t * o, o));
+                g.D[t] += SpanMath.Dot<T>(row, rFM[l].AsSpan(t * o, o));
+                SpanMath.Multiply(row, retention[t], gFW.AsSpan(t * o, o));
+                SpanMath.Multiply(row, carry[t], gFM.AsSpan(t * o, o));
             }
             // The state's gradients hᵀ(A∘gz), hᵀ(d∘gz), transposed as the state.
             SmallGemm<T>.Transpose(rh[l].AsSpan(0, n * i), n, i, hT);
@@ -241,14 +237,14 @@ internal sealed partial class FusedChunkChain<T>
                 }
             SmallGemm<T>.Multiply(nn2, n, n, rh[l], i, gNegInput[l], accumulate: false);
             // h's gradient: (A∘gz) W + (d∘gz) S − gScores U (+ ((1 − A)∘gz) W̄).
-            SmallGemm<T>.Multiply(gFW, n, o, weightsRm[l], i, gh, accumulate: false);
-            SmallGemm<T>.Multiply(gFM, n, o, momentumRm[l], i, gh, accumulate: true);
+            SmallGemm<T>.MultiplyTransposed(gFW, n, o, weightsT[l], i, gh, accumulate: false);
+            SmallGemm<T>.MultiplyTransposed(gFM, n, o, momentumT[l], i, gh, accumulate: true);
             SmallGemm<T>.Multiply(nn3, n, n, inputs[l], i, gh, accumulate: true);
             if (form.AnchorT is not null)
             {
-                for (int t = 0; t < n; t++) TensorPrimitives.Multiply(gz.AsSpan(t * o, o), T.One - retention[t], gFW.AsSpan(t * o, o));
+                for (int t = 0; t < n; t++) SpanMath.Multiply(gz.AsSpan(t * o, o), T.One - retention[t], gFW.AsSpan(t * o, o));
                 SmallGemm<T>.Multiply(hT, i, n, gFW, o, GradAnchorT[l], accumulate: true);
-                SmallGemm<T>.Multiply(gFW, n, o, form.Anchor![l], i, gh, accumulate: true);
+                SmallGemm<T>.MultiplyTransposed(gFW, n, o, form.AnchorT[l], i, gh, accumulate: true);
             }
             if (l > 0)
             {
@@ -256,7 +252,7 @@ internal sealed partial class FusedChunkChain<T>
                 (gz, gh) = (gh, gz);
             }
             else
-                TensorPrimitives.Add(g.Q[..(n * d)], gh.AsSpan(0, n * d), g.Q);
+                SpanMath.Add(g.Q[..(n * d)], gh.AsSpan(0, n * d), g.Q);
         }
     }
 
@@ -271,34 +267,32 @@ internal sealed partial class FusedChunkChain<T>
         {
             var (o, i) = form.Shapes[l];
             T[] gw = GradWeightsT[l], gs = GradMomentumT[l];
-            T fromWeights = TensorPrimitives.Dot<T>(gw, weightsT[l]);
+            T fromWeights = SpanMath.Dot<T>(gw, weightsT[l]);
             if (form.AnchorT is not null)
             {
-                fromWeights -= TensorPrimitives.Dot<T>(gw, form.AnchorT[l]);                 // A_r multiplies W − W̄
-                TensorPrimitives.MultiplyAdd(gw, T.One - endRetention, GradAnchorT[l], GradAnchorT[l]);
+                fromWeights -= SpanMath.Dot<T>(gw, form.AnchorT[l]);                 // A_r multiplies W − W̄
+                SpanMath.MultiplyAdd(gw, T.One - endRetention, GradAnchorT[l], GradAnchorT[l]);
             }
             g.Ends[0] += fromWeights;
-            g.Ends[1] += TensorPrimitives.Dot<T>(gw, momentumT[l]);
-            g.Ends[2] += TensorPrimitives.Dot<T>(gs, momentumT[l]);
-            TensorPrimitives.MultiplyAdd(gw, endRetention, gStartWT[l], gStartWT[l]);
-            TensorPrimitives.MultiplyAdd(gw, endCarry, gStartST[l], gStartST[l]);
-            TensorPrimitives.MultiplyAdd(gs, endDecay, gStartST[l], gStartST[l]);
+            g.Ends[1] += SpanMath.Dot<T>(gw, momentumT[l]);
+            g.Ends[2] += SpanMath.Dot<T>(gs, momentumT[l]);
+            SpanMath.MultiplyAdd(gw, endRetention, gStartWT[l], gStartWT[l]);
+            SpanMath.MultiplyAdd(gw, endCarry, gStartST[l], gStartST[l]);
+            SpanMath.MultiplyAdd(gs, endDecay, gStartST[l], gStartST[l]);
             // U's gradient −c_t (Δ gW)_t − m_t (Δ gS)_t, and C[r,·]'s and m's as row dots.
-            SmallGemm<T>.Transpose(gw, i, o, gradRm);
-            SmallGemm<T>.Multiply(deltas[l], n, o, gradRm, i, tmpA, accumulate: false);
-            SmallGemm<T>.Transpose(gs, i, o, gradRm);
-            SmallGemm<T>.Multiply(deltas[l], n, o, gradRm, i, tmpB, accumulate: false);
+            SmallGemm<T>.MultiplyTransposed(deltas[l], n, o, gw, i, tmpA, accumulate: false);
+            SmallGemm<T>.MultiplyTransposed(deltas[l], n, o, gs, i, tmpB, accumulate: false);
             for (int t = 0; t < n; t++)
             {
                 var u = inputs[l].AsSpan(t * i, i);
                 var dw = tmpA.AsSpan(t * i, i);
                 var ds = tmpB.AsSpan(t * i, i);
-                g.CEnd[t] -= TensorPrimitives.Dot<T>(dw, u);
-                g.MEnd[t] -= TensorPrimitives.Dot<T>(ds, u);
+                g.CEnd[t] -= SpanMath.Dot<T>(dw, u);
+                g.MEnd[t] -= SpanMath.Dot<T>(ds, u);
                 var gu = gInput[l].AsSpan(t * i, i);
-                TensorPrimitives.Multiply(dw, -endMixing[t], gu);
-                TensorPrimitives.MultiplyAdd(ds, -endMomentum[t], gu, gu);
-                if (retrieval) TensorPrimitives.Subtract(gu, gNegInput[l].AsSpan(t * i, i), gu);
+                SpanMath.Multiply(dw, -endMixing[t], gu);
+                SpanMath.MultiplyAdd(ds, -endMomentum[t], gu, gu);
+                if (retrieval) SpanMath.Subtract(gu, gNegInput[l].AsSpan(t * i, i), gu);
             }
             // Δ's gradient −c_t (U gWᵀ)_t − m_t (U gSᵀ)_t.
             SmallGemm<T>.Multiply(inputs[l], n, i, gw, o, tmpA, accumulate: false);
@@ -306,9 +300,9 @@ internal sealed partial class FusedChunkChain<T>
             for (int t = 0; t < n; t++)
             {
                 var gd = gDelta[l].AsSpan(t * o, o);
-                TensorPrimitives.Multiply(tmpA.AsSpan(t * o, o), -endMixing[t], gd);
-                TensorPrimitives.MultiplyAdd(tmpB.AsSpan(t * o, o), -endMomentum[t], gd, gd);
-                if (retrieval) TensorPrimitives.Subtract(gd, gNegDelta[l].AsSpan(t * o, o), gd);
+                SpanMath.Multiply(tmpA.AsSpan(t * o, o), -endMixing[t], gd);
+                SpanMath.MultiplyAdd(tmpB.AsSpan(t * o, o), -endMomentum[t], gd, gd);
+                if (retrieval) SpanMath.Subtract(gd, gNegDelta[l].AsSpan(t * o, o), gd);
             }
             if (form.Clip <= 0) continue;
             // δ' = s(n) δ with n = ‖δ‖‖a‖, s = c·tanh(n/c)/n: back to δ before it, and more for a.
@@ -320,11 +314,11 @@ internal sealed partial class FusedChunkChain<T>
                 double scale = double.CreateTruncating(clipScales[l][t]);
                 double norm = Math.Max(deltaNorm * inputNorm, 1e-12);
                 double tanh = scale * norm / form.Clip;
-                double gNorm = double.CreateTruncating(TensorPrimitives.Dot<T>(gd, raw)) * (1 - tanh * tanh - scale) / norm;
-                TensorPrimitives.MultiplyAdd(inputs[l].AsSpan(t * i, i), T.CreateTruncating(gNorm * deltaNorm / Math.Max(inputNorm, 1e-30)),
+                double gNorm = double.CreateTruncating(SpanMath.Dot<T>(gd, raw)) * (1 - tanh * tanh - scale) / norm;
+                SpanMath.MultiplyAdd(inputs[l].AsSpan(t * i, i), T.CreateTruncating(gNorm * deltaNorm / Math.Max(inputNorm, 1e-30)),
                     gInput[l].AsSpan(t * i, i), gInput[l].AsSpan(t * i, i));
-                TensorPrimitives.Multiply(gd, T.CreateTruncating(scale), gd);
-                TensorPrimitives.MultiplyAdd(raw, T.CreateTruncating(gNorm * inputNorm / Math.Max(deltaNorm, 1e-30)), gd, gd);
+                SpanMath.Multiply(gd, T.CreateTruncating(scale), gd);
+                SpanMath.MultiplyAdd(raw, T.CreateTruncating(gNorm * inputNorm / Math.Max(deltaNorm, 1e-30)), gd, gd);
             }
         }
     }
@@ -345,7 +339,7 @@ internal sealed partial class FusedChunkChain<T>
             var gc = gCarried[l + 1].AsSpan(0, width);
             gDelta[l].AsSpan(0, width).CopyTo(gc);
             MultiplyByDerivative(pre[l].AsSpan(0, width), gc);                                  // the gradient of δ_{l+1} W_{l+1}
-            TensorPrimitives.Multiply(gDelta[l].AsSpan(0, width), carried[l].AsSpan(0, width), gPre[l].AsSpan(0, width));
+            SpanMath.Multiply(gDelta[l].AsSpan(0, width), carried[l].AsSpan(0, width), gPre[l].AsSpan(0, width));
             MultiplySecondDerivative(pre[l].AsSpan(0, width), gPre[l].AsSpan(0, width));
             SmallGemm<T>.Multiply(gCarried[l + 1], n, aboveIn, weightsT[l + 1], above, gDelta[l + 1], accumulate: true);
         }
@@ -363,12 +357,12 @@ internal sealed partial class FusedChunkChain<T>
                 var error = errors.AsSpan(t * d, d);
                 var raw = RawDeltas(last).AsSpan(t * d, d);
                 T invStd = invStds[t];
-                if (form.LnWeight is not null) TensorPrimitives.Multiply(error, form.LnWeight, e);
+                if (form.LnWeight is not null) SpanMath.Multiply(error, form.LnWeight, e);
                 else error.CopyTo(e);
                 LayerNormBackward(x, invStd, gd, ge);                                            // N is symmetric
-                T meanE = TensorPrimitives.Sum<T>(e) / width, meanEx = TensorPrimitives.Dot<T>(e, x) / width;
-                T gdCentered = TensorPrimitives.Dot<T>(gd, e) - meanE * TensorPrimitives.Sum<T>(gd);
-                T gdNormed = TensorPrimitives.Dot<T>(gd, x);
+                T meanE = SpanMath.Sum<T>(e) / width, meanEx = SpanMath.Dot<T>(e, x) / width;
+                T gdCentered = SpanMath.Dot<T>(gd, e) - meanE * SpanMath.Sum<T>(gd);
+                T gdNormed = SpanMath.Dot<T>(gd, x);
                 T varScale = invStd * invStd / width;
                 var gp = gPre[last].AsSpan(t * d, d);
                 var gk = g.K.Slice(t * d, d);
@@ -385,7 +379,7 @@ internal sealed partial class FusedChunkChain<T>
                     e[j] = form.LnWeight is null ? gy : gy * form.LnWeight[j];                  // e is done with: γ∘gy for N below
                 }
                 LayerNormBackward(x, invStd, e, ge);
-                TensorPrimitives.Add(gp, ge, gp);
+                SpanMath.Add(gp, ge, gp);
             }
         }
         else
@@ -407,14 +401,14 @@ internal sealed partial class FusedChunkChain<T>
                 SmallGemm<T>.Multiply(hT, i, n, RawDeltas(l), o, gStartWT[l], accumulate: true);
             }
             // a's gradient: U's from the update and retrieval, + gp W.
-            SmallGemm<T>.Multiply(gPre[l], n, o, weightsRm[l], i, gInput[l], accumulate: true);
+            SmallGemm<T>.MultiplyTransposed(gPre[l], n, o, weightsT[l], i, gInput[l], accumulate: true);
             if (l > 0)
             {
                 MultiplyByDerivative(pre[l - 1].AsSpan(0, n * i), gInput[l].AsSpan(0, n * i));
-                TensorPrimitives.Add(gPre[l - 1].AsSpan(0, n * i), gInput[l].AsSpan(0, n * i), gPre[l - 1]);
+                SpanMath.Add(gPre[l - 1].AsSpan(0, n * i), gInput[l].AsSpan(0, n * i), gPre[l - 1]);
             }
             else
-                TensorPrimitives.Add(g.K[..(n * d)], gInput[0].AsSpan(0, n * d), g.K);
+                SpanMath.Add(g.K[..(n * d)], gInput[0].AsSpan(0, n * d), g.K);
         }
     }
 
@@ -425,13 +419,13 @@ internal sealed partial class FusedChunkChain<T>
         {
             var square = gelu1.AsSpan(0, z.Length);
             var pdf = gelu2.AsSpan(0, z.Length);
-            TensorPrimitives.Multiply(z, z, square);
-            TensorPrimitives.Multiply(square, T.CreateTruncating(-0.5), pdf);
-            TensorPrimitives.Add(pdf, T.CreateTruncating(-0.5 * Math.Log(2 * Math.PI)), pdf);
+            SpanMath.Multiply(z, z, square);
+            SpanMath.Multiply(square, T.CreateTruncating(-0.5), pdf);
+            SpanMath.Add(pdf, T.CreateTruncating(-0.5 * Math.Log(2 * Math.PI)), pdf);
             TensorPrimitives.Exp(pdf, pdf);
-            TensorPrimitives.Subtract(T.CreateTruncating(2), square, square);
-            TensorPrimitives.Multiply(pdf, square, pdf);
-            TensorPrimitives.Multiply(g[..z.Length], pdf, g);
+            SpanMath.Subtract(T.CreateTruncating(2), square, square);
+            SpanMath.Multiply(pdf, square, pdf);
+            SpanMath.Multiply(g[..z.Length], pdf, g);
             return;
         }
         for (int j = 0; j < z.Length; j++)

@@ -9,10 +9,8 @@ namespace Titans.Memory.Scans;
 /// <param name="AnchorT">W₀ᵀ per layer ([in·out], row-major) when forgetting returns to it; null: toward 0.</param>
 /// <param name="LnWeight">The wrapper's LayerNorm scale [d] (null: none); <paramref name="LnBias"/> its shift.</param>
 /// <param name="Clip">The soft clamp c of each token's inner gradient; 0: off.</param>
-/// <param name="Anchor">W₀ per layer as it is stored ([out·in], row-major), for the backward's products with it; null
-/// where only the forward runs.</param>
 internal sealed record ChainForm<T>((int Out, int In)[] Shapes, MemoryActivation Activation, bool ResidualLayerNorm,
-    T[][]? AnchorT, T[]? LnWeight, T[]? LnBias, double Clip, int ChunkSize, T[][]? Anchor = null) where T : unmanaged, IFloatingPointIeee754<T>
+    T[][]? AnchorT, T[]? LnWeight, T[]? LnBias, double Clip, int ChunkSize) where T : unmanaged, IFloatingPointIeee754<T>
 {
     public int Depth => Shapes.Length;
     public int Dim => Shapes[0].In;
@@ -46,10 +44,10 @@ internal sealed partial class FusedChunkChain<T> where T : unmanaged, IFloatingP
     /// <summary>The state handed in and out, [out, in] per layer, and the boundary state.</summary>
     public readonly T[][] Weights, Momentum, BoundaryWeights, BoundaryMomentum;
     // Per chunk, reused: the keys' layer inputs a_l [b, in] and their transposes [in, b], pre-activations z_l, deltas
-    // and the deltas scaled for the state update [b, out], the queries' activations, the retrieval's products, and
-    // W_l itself [out, in] for the deltas' backward; the coefficients of the chunk's rows.
+    // and the deltas scaled for the state update [b, out], the queries' activations, the retrieval's products; the
+    // coefficients of the chunk's rows.
     readonly T[][] inputs, inputsT, pre, deltas, scaledDeltas, rows;
-    readonly T[] queries, retrieved, scores, weightsRowMajor, scratch, first, second;
+    readonly T[] queries, retrieved, scores, scratch, first, second;
     readonly T[] retention, carry, momentumDecay, mixing, endMomentum, momentumRatios;
     // What the backward differentiates besides: δ_{l+1} W_{l+1} per layer l < L − 1 (before σ'), δ before the soft clamp
     // with each row's ‖δ‖, ‖a‖ and factor, and the wrapper's per-row x̂, 1/σ and 2(y − v).
@@ -91,7 +89,6 @@ internal sealed partial class FusedChunkChain<T> where T : unmanaged, IFloatingP
         first = new T[b * widest];
         second = new T[b * widest];
         scores = new T[b * b];
-        weightsRowMajor = new T[widest * widest];
         scratch = new T[widest];
         carried = form.Shapes.Select(s => new T[b * s.Out]).ToArray();
         rawDeltas = form.Shapes.Select(s => new T[b * s.Out]).ToArray();
@@ -203,9 +200,8 @@ internal sealed partial class FusedChunkChain<T> where T : unmanaged, IFloatingP
         for (int l = last; l > 0; l--)
         {
             var (o, i) = form.Shapes[l];
-            // δ_{l−1} = (δ_l W_l) ⊙ σ'(z_{l−1}), with W_l [out, in] from its transpose.
-            SmallGemm<T>.Transpose(weightsT[l], i, o, weightsRowMajor);
-            SmallGemm<T>.Multiply(deltas[l], n, o, weightsRowMajor, i, carried[l - 1], accumulate: false);
+            // δ_{l−1} = (δ_l W_l) ⊙ σ'(z_{l−1}), W_l used through its transpose.
+            SmallGemm<T>.MultiplyTransposed(deltas[l], n, o, weightsT[l], i, carried[l - 1], accumulate: false);
             var below = deltas[l - 1].AsSpan(0, n * i);
             carried[l - 1].AsSpan(0, n * i).CopyTo(below);
             MultiplyByDerivative(pre[l - 1].AsSpan(0, n * i), below);
@@ -218,11 +214,11 @@ internal sealed partial class FusedChunkChain<T> where T : unmanaged, IFloatingP
                 for (int r = 0; r < n; r++)
                 {
                     var delta = deltas[l].AsSpan(r * o, o);
-                    T deltaNorm = TensorPrimitives.Norm<T>(delta), inputNorm = TensorPrimitives.Norm<T>(inputs[l].AsSpan(r * i, i));
+                    T deltaNorm = SpanMath.Norm<T>(delta), inputNorm = SpanMath.Norm<T>(inputs[l].AsSpan(r * i, i));
                     double safe = Math.Max(double.CreateTruncating(deltaNorm) * double.CreateTruncating(inputNorm), 1e-12);
                     T scale = T.CreateTruncating(Math.Tanh(safe / form.Clip) * form.Clip / safe);
                     (deltaNorms[l][r], inputNorms[l][r], clipScales[l][r]) = (deltaNorm, inputNorm, scale);
-                    TensorPrimitives.Multiply(delta, scale, delta);
+                    SpanMath.Multiply(delta, scale, delta);
                 }
             }
     }
@@ -288,9 +284,9 @@ internal sealed partial class FusedChunkChain<T> where T : unmanaged, IFloatingP
             for (int t = 0; t < n; t++)
             {
                 var row = z.Slice(t * o, o);
-                TensorPrimitives.Multiply(row, retention[t], row);
-                TensorPrimitives.MultiplyAdd(first.AsSpan(t * o, o), carry[t], row, row);
-                if (form.AnchorT is not null) TensorPrimitives.MultiplyAdd(second.AsSpan(t * o, o), T.One - retention[t], row, row);
+                SpanMath.Multiply(row, retention[t], row);
+                SpanMath.MultiplyAdd(first.AsSpan(t * o, o), carry[t], row, row);
+                if (form.AnchorT is not null) SpanMath.MultiplyAdd(second.AsSpan(t * o, o), T.One - retention[t], row, row);
             }
             // scores[t, s] = −C[t, s] (a_s · z_t), then z −= … as one product with Δ.
             SmallGemm<T>.Multiply(queries, n, i, inputsT[l].AsSpan(0, i * n), n, scores, accumulate: false);
@@ -320,14 +316,14 @@ internal sealed partial class FusedChunkChain<T> where T : unmanaged, IFloatingP
             var (o, i) = form.Shapes[l];
             var w = weightsT[l].AsSpan();
             var s = momentumT[l].AsSpan();
-            TensorPrimitives.Multiply(w, a, w);
-            TensorPrimitives.MultiplyAdd(s, dr, w, w);
-            if (form.AnchorT is not null) TensorPrimitives.MultiplyAdd(form.AnchorT[l], T.One - a, w, w);
-            TensorPrimitives.Multiply(s, e, s);
+            SpanMath.Multiply(w, a, w);
+            SpanMath.MultiplyAdd(s, dr, w, w);
+            if (form.AnchorT is not null) SpanMath.MultiplyAdd(form.AnchorT[l], T.One - a, w, w);
+            SpanMath.Multiply(s, e, s);
             for (int t = 0; t < n; t++)
             {
-                TensorPrimitives.Multiply(deltas[l].AsSpan(t * o, o), -endMixing[t], scaledDeltas[l].AsSpan(t * o, o));
-                TensorPrimitives.Multiply(deltas[l].AsSpan(t * o, o), -endMomentum[t], rows[l].AsSpan(t * o, o));
+                SpanMath.Multiply(deltas[l].AsSpan(t * o, o), -endMixing[t], scaledDeltas[l].AsSpan(t * o, o));
+                SpanMath.Multiply(deltas[l].AsSpan(t * o, o), -endMomentum[t], rows[l].AsSpan(t * o, o));
             }
             SmallGemm<T>.Multiply(inputsT[l].AsSpan(0, i * n), i, n, scaledDeltas[l], o, weightsT[l], accumulate: true);
             SmallGemm<T>.Multiply(inputsT[l].AsSpan(0, i * n), i, n, rows[l], o, momentumT[l], accumulate: true);
@@ -338,11 +334,11 @@ internal sealed partial class FusedChunkChain<T> where T : unmanaged, IFloatingP
     static T Normalize(ReadOnlySpan<T> z, Span<T> normed)
     {
         int d = z.Length;
-        T mean = TensorPrimitives.Sum(z) / T.CreateTruncating(d);
-        TensorPrimitives.Subtract(z, mean, normed[..d]);
-        T variance = TensorPrimitives.Dot<T>(normed[..d], normed[..d]) / T.CreateTruncating(d);
+        T mean = SpanMath.Sum(z) / T.CreateTruncating(d);
+        SpanMath.Subtract(z, mean, normed[..d]);
+        T variance = SpanMath.Dot<T>(normed[..d], normed[..d]) / T.CreateTruncating(d);
         T invStd = T.One / T.Sqrt(variance + T.CreateTruncating(LayerNormEps));
-        TensorPrimitives.Multiply(normed[..d], invStd, normed[..d]);
+        SpanMath.Multiply(normed[..d], invStd, normed[..d]);
         return invStd;
     }
 
@@ -362,8 +358,8 @@ internal sealed partial class FusedChunkChain<T> where T : unmanaged, IFloatingP
     static void LayerNormBackward(ReadOnlySpan<T> normed, T invStd, ReadOnlySpan<T> grad, Span<T> result)
     {
         int d = grad.Length;
-        T meanGrad = TensorPrimitives.Sum(grad) / T.CreateTruncating(d);
-        T meanGradNormed = TensorPrimitives.Dot(grad, normed[..d]) / T.CreateTruncating(d);
+        T meanGrad = SpanMath.Sum(grad) / T.CreateTruncating(d);
+        T meanGradNormed = SpanMath.Dot(grad, normed[..d]) / T.CreateTruncating(d);
         for (int j = 0; j < d; j++) result[j] = invStd * (grad[j] - meanGrad - normed[j] * meanGradNormed);
     }
 
@@ -372,7 +368,7 @@ internal sealed partial class FusedChunkChain<T> where T : unmanaged, IFloatingP
         if (typeof(T) == typeof(float) && form.Activation == MemoryActivation.Gelu)
         {
             NormalCdf(z, a);                                          // a = Φ(z), then z Φ(z)
-            TensorPrimitives.Multiply(z, a[..z.Length], a);
+            SpanMath.Multiply(z, a[..z.Length], a);
             return;
         }
         for (int j = 0; j < z.Length; j++) a[j] = Activation(z[j]);
@@ -387,12 +383,12 @@ internal sealed partial class FusedChunkChain<T> where T : unmanaged, IFloatingP
             var cdf = gelu1.AsSpan(0, z.Length);
             var pdf = gelu2.AsSpan(0, z.Length);
             NormalCdf(z, cdf);
-            TensorPrimitives.Multiply(z, z, pdf);
-            TensorPrimitives.Multiply(pdf, T.CreateTruncating(-0.5), pdf);
-            TensorPrimitives.Add(pdf, T.CreateTruncating(-0.5 * Math.Log(2 * Math.PI)), pdf);
+            SpanMath.Multiply(z, z, pdf);
+            SpanMath.Multiply(pdf, T.CreateTruncating(-0.5), pdf);
+            SpanMath.Add(pdf, T.CreateTruncating(-0.5 * Math.Log(2 * Math.PI)), pdf);
             TensorPrimitives.Exp(pdf, pdf);
-            TensorPrimitives.MultiplyAdd(z, pdf, cdf, cdf);
-            TensorPrimitives.Multiply(g[..z.Length], cdf, g);
+            SpanMath.MultiplyAdd(z, pdf, cdf, cdf);
+            SpanMath.Multiply(g[..z.Length], cdf, g);
             return;
         }
         for (int j = 0; j < z.Length; j++) g[j] *= ActivationDerivative(z[j]);
@@ -409,23 +405,23 @@ internal sealed partial class FusedChunkChain<T> where T : unmanaged, IFloatingP
         var u = gelu3.AsSpan(0, count);
         var t = gelu4.AsSpan(0, count);
         var p = result[..count];
-        TensorPrimitives.Multiply(z, T.CreateTruncating(-0.70710678118654752), u);   // u = −z/√2
+        SpanMath.Multiply(z, T.CreateTruncating(-0.70710678118654752), u);   // u = −z/√2
         TensorPrimitives.Abs(u, t);
-        TensorPrimitives.Multiply(t, t, p);                                          // p = |u|² for the exponent, kept below
-        TensorPrimitives.Multiply(t, T.CreateTruncating(0.5), t);
-        TensorPrimitives.Add(t, T.One, t);
+        SpanMath.Multiply(t, t, p);                                          // p = |u|² for the exponent, kept below
+        SpanMath.Multiply(t, T.CreateTruncating(0.5), t);
+        SpanMath.Add(t, T.One, t);
         TensorPrimitives.Reciprocal(t, t);                                           // t = 1/(1 + |u|/2)
         var poly = gelu5.AsSpan(0, count);
         poly.Fill(T.CreateTruncating(0.17087277));
         foreach (double c in ErfcFit)
-            TensorPrimitives.MultiplyAdd(poly, t, T.CreateTruncating(c), poly);
-        TensorPrimitives.Subtract(poly, p, poly);                                    // −|u|² − 1.2655 + t·(…)
+            SpanMath.MultiplyAdd(poly, t, T.CreateTruncating(c), poly);
+        SpanMath.Subtract(poly, p, poly);                                    // −|u|² − 1.2655 + t·(…)
         TensorPrimitives.Exp(poly, poly);
-        TensorPrimitives.Multiply(t, poly, p);                                       // erfc(|u|)
-        TensorPrimitives.Subtract(T.One, p, p);                                      // 1 − erfc(|u|)
+        SpanMath.Multiply(t, poly, p);                                       // erfc(|u|)
+        SpanMath.Subtract(T.One, p, p);                                      // 1 − erfc(|u|)
         TensorPrimitives.CopySign(p, u, p);
-        TensorPrimitives.Subtract(T.One, p, p);                                      // erfc(u)
-        TensorPrimitives.Multiply(p, T.CreateTruncating(0.5), p);
+        SpanMath.Subtract(T.One, p, p);                                      // erfc(u)
+        SpanMath.Multiply(p, T.CreateTruncating(0.5), p);
     }
 
     /// <summary>The fit's coefficients after the leading 0.17087277, innermost first (Horner); the last is the exponent's constant.</summary>

@@ -108,15 +108,15 @@ public static partial class HandWrittenScan
                 var shapes = layout.Shapes;
                 Forms = Enumerable.Range(0, layout.Streams).Select(s =>
                 {
-                    T[][]? anchor = anchors?.Select((p, l) => At<T>(p, (long)s * shapes[l].Out * shapes[l].In, shapes[l].Out * shapes[l].In).ToArray()).ToArray();
-                    T[][]? anchorT = anchor?.Select((w, l) =>
+                    T[][]? anchorT = anchors?.Select((p, l) =>
                     {
-                        var transposed = new T[w.Length];
-                        SmallGemm<T>.Transpose(w, shapes[l].Out, shapes[l].In, transposed);
+                        var (o, i) = shapes[l];
+                        var transposed = new T[o * i];
+                        SmallGemm<T>.Transpose(At<T>(p, (long)s * o * i, o * i), o, i, transposed);
                         return transposed;
                     }).ToArray();
                     return new ChainForm<T>(shapes, form.Mlp.Activation, form.Mlp.ResidualLayerNorm, anchorT, Row(lnWeight, s), Row(lnBias, s),
-                        form.Clip, layout.ChunkSize, anchor);
+                        form.Clip, layout.ChunkSize);
                 }).ToArray();
             }
 
