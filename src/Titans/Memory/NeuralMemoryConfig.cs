@@ -127,14 +127,16 @@ public sealed record NeuralMemoryConfig
     public int RecomputeGroup { get; init; } = 16;
     /// <summary>
     /// Training back-propagates through the chunked scan with its hand-written backward (<see cref="HandWrittenScan"/>),
-    /// where it covers the form (scalar forgetting, no stabilizers); false: autograd through the chunked path, the oracle
+    /// where it covers the form (scalar forgetting, no fixed norm); false: autograd through the chunked path, the oracle
     /// it is tested against. Same values and gradients either way.
     /// </summary>
     public bool HandWrittenBackward { get; init; } = true;
     /// <summary>
-    /// Calls that need no gradient (inference, streaming, evaluation) run the memory's chunk chain as one C# kernel call
-    /// on the CPU (<see cref="FusedMemoryScan"/>), where it covers the form (scalar forgetting, no fixed norm, float32 or
-    /// float64); false: the libtorch chunked scan, its oracle. Same values either way (tests to 1e-10 in float64).
+    /// The memory's chunk chain runs as C# kernel calls on the CPU where they cover the form (scalar forgetting, no fixed
+    /// norm, float32 or float64): calls that need no gradient (inference, streaming, evaluation) as one kernel call
+    /// (<see cref="FusedMemoryScan"/>), training's hand-written backward as the kernel's forward and backward
+    /// (<see cref="ScanKind.FusedTraining"/>). false: the libtorch chunked scan and hand-written node, their oracles. Same
+    /// values and gradients either way (tests to 1e-10 and 1e-9 in float64).
     /// </summary>
     public bool FusedKernel { get; init; } = true;
 

@@ -31,32 +31,15 @@ public static partial class HandWrittenScan
             return outputs.Flat.ToList();
         }
 
-        public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> gradOutputs)
-        {
-            var form = (Form)ctx.get_data("form");
-            var needs = (bool[])ctx.get_data("needs");
-            List<Tensor> saved = ctx.get_saved_variables();
-            try
+        public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> gradOutputs) =>
+            NodeBackward(ctx, gradOutputs, (form, inputs, kept, given) =>
             {
-                using var scope = NewDisposeScope();
-                var inputs = NodeTensors.Read(form, new TensorReader(saved.Take(needs.Length)));
-                var kept = saved.Skip(needs.Length).ToList();
-                NodeTensors grads = inputs.Q.dtype == ScalarType.Float32
-                    ? FusedNode<float>.Backward(form, inputs, kept, gradOutputs)
-                    : FusedNode<double>.Backward(form, inputs, kept, gradOutputs);
-                var result = new List<Tensor?> { null };
-                result.AddRange(grads.Flat.Select((t, i) => needs[i] ? t : null));
-                scope.MoveToOuter(result.Where(t => t is not null)!);
-                return result!;
-            }
-            catch (Exception e)
-            {
-                Runtime.BackwardFailures.Record(e);   // as ScanFunction: never across the native engine
-                var result = new List<Tensor?> { null };
-                result.AddRange(saved.Take(needs.Length).Select((t, i) => needs[i] ? full_like(t, double.NaN) : null));
-                return result!;
-            }
-        }
+                var x = NodeTensors.Read(form, new TensorReader(inputs));
+                NodeTensors grads = x.Q.dtype == ScalarType.Float32
+                    ? FusedNode<float>.Backward(form, x, kept, given)
+                    : FusedNode<double>.Backward(form, x, kept, given);
+                return grads.Flat.ToList();
+            });
     }
 
     /// <summary>

@@ -23,8 +23,10 @@ namespace Titans.Memory.Scans;
 /// clamp) take this path; channel-wise forgetting and the fixed-norm stabilizer keep autograd (<see cref="MemoryScan.Choose"/>).
 /// Inference keeps <see cref="ChunkedMemoryScan"/>, which is faster without autograd. Tests pin values and gradients to
 /// autograd through the chunked path and to the sequential reference; the math is written out in docs/fast-memory.md.
-/// This file holds the entry and the node's tensors by name (what goes in, what comes out, what forward keeps for
-/// backward); HandWrittenScan.Forward.cs and HandWrittenScan.Backward.cs hold the two passes.
+/// On the CPU the same node runs as the fused C# kernel (<see cref="FusedChunkChain{T}"/>, HandWrittenScan.Fused.cs):
+/// the same tensors in and out, the same equations, each stream in one call; these libtorch passes are its oracle and the
+/// GPU path. This file holds the entry and the node's tensors by name (what goes in, what comes out, what forward keeps
+/// for backward); HandWrittenScan.Forward.cs and HandWrittenScan.Backward.cs hold the two passes.
 /// </summary>
 public static partial class HandWrittenScan
 {
@@ -215,29 +217,36 @@ public static partial class HandWrittenScan
             return result;
         }
 
-        public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> gradOutputs)
+        public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> gradOutputs) =>
+            NodeBackward(ctx, gradOutputs, Backward);
+    }
+
+    /// <summary>
+    /// A node's backward around <paramref name="gradients"/> (its inputs, what forward kept, the outputs' gradients → the
+    /// inputs' gradients in <see cref="NodeTensors"/> order), for the inputs that need one. An exception must not cross the
+    /// native autograd engine (the process would die): it is kept for the trainer to rethrow after backward
+    /// (BackwardFailures), with NaN gradients meanwhile so nothing steps on them.
+    /// </summary>
+    static List<Tensor> NodeBackward(autograd.AutogradContext ctx, List<Tensor> gradOutputs,
+        Func<Form, List<Tensor>, List<Tensor>, List<Tensor>, List<Tensor>> gradients)
+    {
+        var form = (Form)ctx.get_data("form");
+        var needs = (bool[])ctx.get_data("needs");
+        List<Tensor> saved = ctx.get_saved_variables();
+        var result = new List<Tensor?> { null };
+        try
         {
-            var form = (Form)ctx.get_data("form");
-            var needs = (bool[])ctx.get_data("needs");
-            List<Tensor> saved = ctx.get_saved_variables();
-            try
-            {
-                using var scope = NewDisposeScope();
-                List<Tensor> grads = Backward(form, saved.Take(needs.Length).ToList(), saved.Skip(needs.Length).ToList(), gradOutputs);
-                var result = new List<Tensor?> { null };
-                result.AddRange(grads.Select((t, i) => needs[i] ? t : null));
-                scope.MoveToOuter(result.Where(t => t is not null)!);
-                return result!;
-            }
-            catch (Exception e)
-            {
-                // An exception must not cross the native autograd engine (the process would die): kept for the trainer to
-                // rethrow after backward (BackwardFailures), with NaN gradients meanwhile so nothing steps on them.
-                Runtime.BackwardFailures.Record(e);
-                var result = new List<Tensor?> { null };
-                result.AddRange(saved.Take(needs.Length).Select((t, i) => needs[i] ? full_like(t, double.NaN) : null));
-                return result!;
-            }
+            using var scope = NewDisposeScope();
+            List<Tensor> grads = gradients(form, saved.Take(needs.Length).ToList(), saved.Skip(needs.Length).ToList(), gradOutputs);
+            result.AddRange(grads.Select((t, i) => needs[i] ? t : null));
+            scope.MoveToOuter(result.Where(t => t is not null)!);
         }
+        catch (Exception e)
+        {
+            Runtime.BackwardFailures.Record(e);
+            result = new List<Tensor?> { null };
+            result.AddRange(saved.Take(needs.Length).Select((t, i) => needs[i] ? full_like(t, double.NaN) : null));
+        }
+        return result!;
     }
 }

@@ -16,24 +16,61 @@ internal static class SpanMath
     /// <summary>Lanes of a vector for <typeparamref name="T"/>, or 0 where vectors are not accelerated.</summary>
     static int Width<T>() where T : unmanaged => Vector256.IsHardwareAccelerated && Vector256<T>.IsSupported ? Vector256<T>.Count : 0;
 
+
+
     /// <summary>d = x·a.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Multiply<T>(ReadOnlySpan<T> x, T a, Span<T> d) where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        int n = x.Length, i = 0, w = Width<T>();
-        ref T xr = ref MemoryMarshal.GetReference(x);
-        ref T dr = ref MemoryMarshal.GetReference(d[..n]);
-        if (w > 0)
-        {
-            var va = Vector256.Create(a);
-            for (; i + w <= n; i += w) (Vector256.LoadUnsafe(ref xr, (nuint)i) * va).StoreUnsafe(ref dr, (nuint)i);
-        }
-        for (; i < n; i++) Unsafe.Add(ref dr, i) = Unsafe.Add(ref xr, i) * a;
-    }
+    public static void Multiply<T>(ReadOnlySpan<T> x, T a, Span<T> d) where T : unmanaged, IFloatingPointIeee754<T> => Map<T, Times<T>>(x, a, d);
 
     /// <summary>d = x ∘ y.</summary>
+    public static void Multiply<T>(ReadOnlySpan<T> x, ReadOnlySpan<T> y, Span<T> d) where T : unmanaged, IFloatingPointIeee754<T> => Map<T, Times<T>>(x, y, d);
+
+    /// <summary>d = x + y.</summary>
+    public static void Add<T>(ReadOnlySpan<T> x, ReadOnlySpan<T> y, Span<T> d) where T : unmanaged, IFloatingPointIeee754<T> => Map<T, Plus<T>>(x, y, d);
+
+    /// <summary>d = x − y.</summary>
+    public static void Subtract<T>(ReadOnlySpan<T> x, ReadOnlySpan<T> y, Span<T> d) where T : unmanaged, IFloatingPointIeee754<T> => Map<T, Minus<T>>(x, y, d);
+
+    /// <summary>d = x + a.</summary>
+    public static void Add<T>(ReadOnlySpan<T> x, T a, Span<T> d) where T : unmanaged, IFloatingPointIeee754<T> => Map<T, Plus<T>>(x, a, d);
+
+    /// <summary>d = a − x.</summary>
+    public static void Subtract<T>(T a, ReadOnlySpan<T> x, Span<T> d) where T : unmanaged, IFloatingPointIeee754<T> => Map<T, From<T>>(x, a, d);
+
+    /// <summary>An element-wise operation on two operands, for scalars and for vectors (a struct, so each use compiles to its own loop).</summary>
+    interface IOperation<T> where T : unmanaged
+    {
+        static abstract T Apply(T x, T y);
+        static abstract Vector256<T> Apply(Vector256<T> x, Vector256<T> y);
+    }
+
+    readonly struct Times<T> : IOperation<T> where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        public static T Apply(T x, T y) => x * y;
+        public static Vector256<T> Apply(Vector256<T> x, Vector256<T> y) => x * y;
+    }
+
+    readonly struct Plus<T> : IOperation<T> where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        public static T Apply(T x, T y) => x + y;
+        public static Vector256<T> Apply(Vector256<T> x, Vector256<T> y) => x + y;
+    }
+
+    readonly struct Minus<T> : IOperation<T> where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        public static T Apply(T x, T y) => x - y;
+        public static Vector256<T> Apply(Vector256<T> x, Vector256<T> y) => x - y;
+    }
+
+    /// <summary>y − x: the scalar on the left.</summary>
+    readonly struct From<T> : IOperation<T> where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        public static T Apply(T x, T y) => y - x;
+        public static Vector256<T> Apply(Vector256<T> x, Vector256<T> y) => y - x;
+    }
+
+    /// <summary>d_i = op(x_i, y_i).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Multiply<T>(ReadOnlySpan<T> x, ReadOnlySpan<T> y, Span<T> d) where T : unmanaged, IFloatingPointIeee754<T>
+    static void Map<T, TOp>(ReadOnlySpan<T> x, ReadOnlySpan<T> y, Span<T> d) where T : unmanaged, IFloatingPointIeee754<T> where TOp : IOperation<T>
     {
         int n = x.Length, i = 0, w = Width<T>();
         ref T xr = ref MemoryMarshal.GetReference(x);
@@ -41,8 +78,23 @@ internal static class SpanMath
         ref T dr = ref MemoryMarshal.GetReference(d[..n]);
         if (w > 0)
             for (; i + w <= n; i += w)
-                (Vector256.LoadUnsafe(ref xr, (nuint)i) * Vector256.LoadUnsafe(ref yr, (nuint)i)).StoreUnsafe(ref dr, (nuint)i);
-        for (; i < n; i++) Unsafe.Add(ref dr, i) = Unsafe.Add(ref xr, i) * Unsafe.Add(ref yr, i);
+                TOp.Apply(Vector256.LoadUnsafe(ref xr, (nuint)i), Vector256.LoadUnsafe(ref yr, (nuint)i)).StoreUnsafe(ref dr, (nuint)i);
+        for (; i < n; i++) Unsafe.Add(ref dr, i) = TOp.Apply(Unsafe.Add(ref xr, i), Unsafe.Add(ref yr, i));
+    }
+
+    /// <summary>d_i = op(x_i, a).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Map<T, TOp>(ReadOnlySpan<T> x, T a, Span<T> d) where T : unmanaged, IFloatingPointIeee754<T> where TOp : IOperation<T>
+    {
+        int n = x.Length, i = 0, w = Width<T>();
+        ref T xr = ref MemoryMarshal.GetReference(x);
+        ref T dr = ref MemoryMarshal.GetReference(d[..n]);
+        if (w > 0)
+        {
+            var va = Vector256.Create(a);
+            for (; i + w <= n; i += w) TOp.Apply(Vector256.LoadUnsafe(ref xr, (nuint)i), va).StoreUnsafe(ref dr, (nuint)i);
+        }
+        for (; i < n; i++) Unsafe.Add(ref dr, i) = TOp.Apply(Unsafe.Add(ref xr, i), a);
     }
 
     /// <summary>d = x·a + y.</summary>
@@ -95,64 +147,12 @@ internal static class SpanMath
         for (; i < n; i++) Unsafe.Add(ref dr, i) = Unsafe.Add(ref xr, i) * Unsafe.Add(ref yr, i) + a;
     }
 
-    /// <summary>d = x + y.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Add<T>(ReadOnlySpan<T> x, ReadOnlySpan<T> y, Span<T> d) where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        int n = x.Length, i = 0, w = Width<T>();
-        ref T xr = ref MemoryMarshal.GetReference(x);
-        ref T yr = ref MemoryMarshal.GetReference(y[..n]);
-        ref T dr = ref MemoryMarshal.GetReference(d[..n]);
-        if (w > 0)
-            for (; i + w <= n; i += w)
-                (Vector256.LoadUnsafe(ref xr, (nuint)i) + Vector256.LoadUnsafe(ref yr, (nuint)i)).StoreUnsafe(ref dr, (nuint)i);
-        for (; i < n; i++) Unsafe.Add(ref dr, i) = Unsafe.Add(ref xr, i) + Unsafe.Add(ref yr, i);
-    }
 
-    /// <summary>d = x − y.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Subtract<T>(ReadOnlySpan<T> x, ReadOnlySpan<T> y, Span<T> d) where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        int n = x.Length, i = 0, w = Width<T>();
-        ref T xr = ref MemoryMarshal.GetReference(x);
-        ref T yr = ref MemoryMarshal.GetReference(y[..n]);
-        ref T dr = ref MemoryMarshal.GetReference(d[..n]);
-        if (w > 0)
-            for (; i + w <= n; i += w)
-                (Vector256.LoadUnsafe(ref xr, (nuint)i) - Vector256.LoadUnsafe(ref yr, (nuint)i)).StoreUnsafe(ref dr, (nuint)i);
-        for (; i < n; i++) Unsafe.Add(ref dr, i) = Unsafe.Add(ref xr, i) - Unsafe.Add(ref yr, i);
-    }
 
-    /// <summary>d = x + a.</summary>
-    public static void Add<T>(ReadOnlySpan<T> x, T a, Span<T> d) where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        int n = x.Length, i = 0, w = Width<T>();
-        ref T xr = ref MemoryMarshal.GetReference(x);
-        ref T dr = ref MemoryMarshal.GetReference(d[..n]);
-        if (w > 0)
-        {
-            var va = Vector256.Create(a);
-            for (; i + w <= n; i += w) (Vector256.LoadUnsafe(ref xr, (nuint)i) + va).StoreUnsafe(ref dr, (nuint)i);
-        }
-        for (; i < n; i++) Unsafe.Add(ref dr, i) = Unsafe.Add(ref xr, i) + a;
-    }
 
     /// <summary>d = x − a.</summary>
     public static void Subtract<T>(ReadOnlySpan<T> x, T a, Span<T> d) where T : unmanaged, IFloatingPointIeee754<T> => Add(x, -a, d);
 
-    /// <summary>d = a − x.</summary>
-    public static void Subtract<T>(T a, ReadOnlySpan<T> x, Span<T> d) where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        int n = x.Length, i = 0, w = Width<T>();
-        ref T xr = ref MemoryMarshal.GetReference(x);
-        ref T dr = ref MemoryMarshal.GetReference(d[..n]);
-        if (w > 0)
-        {
-            var va = Vector256.Create(a);
-            for (; i + w <= n; i += w) (va - Vector256.LoadUnsafe(ref xr, (nuint)i)).StoreUnsafe(ref dr, (nuint)i);
-        }
-        for (; i < n; i++) Unsafe.Add(ref dr, i) = a - Unsafe.Add(ref xr, i);
-    }
 
     /// <summary>Σ x_i y_i: lane-wise partial sums, then the lanes in order, then the tail.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
