@@ -14,6 +14,7 @@ public static class BenchCommands
     {
         var bench = new Command("bench", "Benchmarks: tokens/s, GFLOP/s against the matmul ceiling, peak memory.");
         bench.Subcommands.Add(MemoryBench());
+        bench.Subcommands.Add(KernelBench());
         bench.Subcommands.Add(StreamBench());
         bench.Subcommands.Add(EvalBench());
         bench.Subcommands.Add(GenerateBench());
@@ -24,6 +25,20 @@ public static class BenchCommands
         bench.Subcommands.Add(ConcurrencyBench());
         bench.Subcommands.Add(DataParallelBench());
         return bench;
+    }
+
+    static Command KernelBench()
+    {
+        var repeats = new Option<int>("--repeats") { Description = "rounds, every contender once per round (medians reported)", DefaultValueFactory = _ => 15 };
+        var output = new Option<string?>("--out") { Description = "write a markdown table here" };
+        var command = new Command("kernel", "The fused memory kernel's building blocks timed alone: its products, transposes and element-wise passes.")
+            { repeats, output };
+        command.SetAction(parse => CommonOptions.Run(parse, _ =>
+        {
+            KernelBenchmark.Run(parse.GetValue(repeats), parse.GetValue(output), CommonOptions.CommandLine(parse));
+            return 0;
+        }));
+        return command;
     }
 
     static Command DataParallelBench()

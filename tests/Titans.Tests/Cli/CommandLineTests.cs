@@ -457,6 +457,18 @@ public class CommandLineTests() : CorpusFolder("titans-cli-")
     }
 
     [Fact]
+    public void TheKernelBenchTimesItsBuildingBlocks()
+    {
+        string table = Path.Combine(folder, "bench-kernel.md");
+        var run = Titans("bench", "kernel", "--repeats", "1", "--out", table);
+        Assert.True(run.Code == 0, run.Error + run.Output);
+        string text = File.ReadAllText(table);
+        Assert.Matches(@"\| product A·B \(SmallGemm.Multiply\) \| 16×64×256 \| [0-9.]+ µs \| [0-9.]+ GFLOP/s \|", text);
+        Assert.Matches(@"\| transpose, tiles of 16 \(SmallGemm.Transpose\) \| 256×64 \| [0-9.]+ µs \| [0-9.]+× faster \|", text);
+        Assert.Contains("must be at least 1", Titans("bench", "kernel", "--repeats", "0").Error);
+    }
+
+    [Fact]
     public void EvalAndGenerateBenchesCompareTheScansAndTimeTokens()
     {
         string mac = Path.Combine(folder, "bench-mac"), tpp = Path.Combine(folder, "bench-tpp");
