@@ -26,13 +26,14 @@ public sealed class SequenceBackbone : StreamingModule<ModelState>
         Config = config.Validate();
         blocks = new ModuleList<Block>(Enumerable.Range(0, config.Layers).Select(i => Block.Create($"block{i}", config)).ToArray());
         norm = new RmsNorm("norm", config.ModelDim);
-        RecomputeTokens = config.UsesMemory ? (long)config.Memory.RecomputeGroup * config.Memory.ChunkSize : 0;
+        RecomputeTokens = config.UsesMemory && config.Memory.RecomputeBlocks ? (long)config.Memory.RecomputeGroup * config.Memory.ChunkSize : 0;
         RegisterComponents();
     }
 
     /// <summary>
     /// Training recomputes each memory block over groups of about this many tokens (<see cref="BlockRecomputation"/>):
-    /// autograd keeps a block's state per group, not per chunk. By default the memory's RecomputeGroup × ChunkSize; 0 off.
+    /// autograd keeps a block's state per group, not per chunk. By default the memory's RecomputeGroup × ChunkSize (0 where
+    /// its RecomputeBlocks is off); 0 off.
     /// Values and gradients are the same either way.
     /// </summary>
     public long RecomputeTokens { get; set; }

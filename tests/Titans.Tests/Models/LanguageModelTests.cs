@@ -17,13 +17,13 @@ public class LanguageModelTests
     };
 
     static TitansLanguageModel Build(Architecture architecture, MacWrite write = MacWrite.AttentionOutput, int recomputeGroup = 0,
-        bool handWritten = true, bool fused = true)
+        bool handWritten = true, bool fused = true, bool blocks = true)
     {
         manual_seed(1);
         var config = Tiny(architecture, write);
         var model = new TitansLanguageModel("model", config with
         {
-            Memory = config.Memory with { RecomputeGroup = recomputeGroup, HandWrittenBackward = handWritten, FusedKernel = fused },
+            Memory = config.Memory with { RecomputeGroup = recomputeGroup, HandWrittenBackward = handWritten, FusedKernel = fused, RecomputeBlocks = blocks },
         });
         model.to(F64);
         return model;
@@ -58,9 +58,12 @@ public class LanguageModelTests
         using var scope = NewDisposeScope();
         Tensor tokens = Tokens(40, 2, 41), probe = Normal(Seeded(41), 2, 41, 32);
         // Plain autograd first (the oracle), then groups and the hand-written backward of the memory, alone and together.
-        var runs = new[] { (0, false, false), (4, false, false), (0, true, false), (4, true, false), (0, true, true), (4, true, true) }.Select(run =>
+        // The last run keeps groups of 4 chunks inside the memory but no block recomputation: the kernel replays groups.
+        var runs = new[] { (0, false, false, true), (4, false, false, true), (0, true, false, true), (4, true, false, true), (0, true, true, true),
+            (4, true, true, true), (4, true, true, false) }.Select(run =>
         {
-            var model = Build(architecture, recomputeGroup: run.Item1, handWritten: run.Item2, fused: run.Item3);
+            var model = Build(architecture, recomputeGroup: run.Item1, handWritten: run.Item2, fused: run.Item3, blocks: run.Item4);
+            Assert.Equal(run.Item4 ? run.Item1 * 4 : 0, model.Backbone.RecomputeTokens);
             var (first, state) = model.Forward(tokens.narrow(1, 0, 11), null);
             var (second, _) = model.Forward(tokens.narrow(1, 11, 30), state);
             Tensor logits = cat(new[] { first, second }, 1);
