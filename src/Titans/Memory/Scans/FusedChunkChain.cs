@@ -140,15 +140,17 @@ internal sealed partial class FusedChunkChain<T> where T : unmanaged, IFloatingP
     /// <summary>Whether <paramref name="output"/> and the state after the last token hold finite numbers only.</summary>
     public bool Finite(ReadOnlySpan<T> output)
     {
-        static bool All(ReadOnlySpan<T> values)
-        {
-            foreach (T value in values)
-                if (!T.IsFinite(value)) return false;
-            return true;
-        }
-        if (!All(output)) return false;
+        if (!AllFinite(output)) return false;
         for (int l = 0; l < form.Depth; l++)
-            if (!All(Weights[l]) || !All(Momentum[l])) return false;
+            if (!AllFinite(Weights[l]) || !AllFinite(Momentum[l])) return false;
+        return true;
+    }
+
+    /// <summary>Whether every value is finite.</summary>
+    public static bool AllFinite(ReadOnlySpan<T> values)
+    {
+        foreach (T value in values)
+            if (!T.IsFinite(value)) return false;
         return true;
     }
 

@@ -145,6 +145,7 @@ public static partial class HandWrittenScan
             nint op = Address(output);
             nint[] fw = finalW.Select(Address).ToArray(), fs = finalS.Select(Address).ToArray(), kp = kept.Select(Address).ToArray();
             nint[]? bw = boundaryW?.Select(Address).ToArray(), bs = boundaryS?.Select(Address).ToArray();
+            int nonFinite = 0;                                        // streams whose outputs or final state left the finite numbers
             ForStreams(layout, s =>
             {
                 var chain = FusedChunkChain<T>.For(dense.Forms[s]);
@@ -166,7 +167,16 @@ public static partial class HandWrittenScan
                         layout.Rows(c), Dense.Rows(op, layout, s, c));
                 }
                 Store(chain, layout, s, fw, fs);
+                long rows = (long)layout.Chunks * layout.ChunkSize * layout.Dim;
+                bool finite = FusedChunkChain<T>.AllFinite(At<T>(op, s * rows, (int)rows));
+                for (int l = 0; l < depth && finite; l++)
+                {
+                    int size = Size(layout.Shapes[l]);
+                    finite = FusedChunkChain<T>.AllFinite(At<T>(fw[l], (long)s * size, size)) && FusedChunkChain<T>.AllFinite(At<T>(fs[l], (long)s * size, size));
+                }
+                if (!finite) Interlocked.Increment(ref nonFinite);
             });
+            form.KnownFinite = nonFinite == 0;
             var outputs = new NodeOutputs(output, new MemoryWeights(finalW, finalS),
                 boundaryW is null ? null : new MemoryWeights(boundaryW, boundaryS!));
             scope.MoveToOuter(outputs.Flat.Concat(kept));

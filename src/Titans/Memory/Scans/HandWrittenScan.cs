@@ -91,7 +91,7 @@ public static partial class HandWrittenScan
             w.Momentum.Select(t => t.view(batch, heads, t.shape[1], t.shape[2])).ToArray());
         MemoryWeights final = Unflatten(outputs.Final);
         MemoryWeights boundary = outputs.Boundary is { } b0 ? Unflatten(b0) : fullChunks == chunks ? final : state;
-        return new MemoryScanResult(output, boundary, fullChunks * b, final);
+        return new MemoryScanResult(output, boundary, fullChunks * b, final) { KnownFinite = form.KnownFinite ? true : null };
     }
 
     /// <summary>
@@ -148,6 +148,9 @@ public static partial class HandWrittenScan
 
         /// <summary>Handles forward made that are garbage once the node has saved its tensors.</summary>
         public List<Tensor> Transient { get; } = new();
+
+        /// <summary>Set by the fused forward: it saw every output and the final state finite (the libtorch forward leaves it unset).</summary>
+        public bool KnownFinite { get; set; }
     }
 
     sealed class ScanFunction : autograd.MultiTensorFunction<ScanFunction>
