@@ -16,8 +16,6 @@ internal static class SpanMath
     /// <summary>Lanes of a vector for <typeparamref name="T"/>, or 0 where vectors are not accelerated.</summary>
     static int Width<T>() where T : unmanaged => Vector256.IsHardwareAccelerated && Vector256<T>.IsSupported ? Vector256<T>.Count : 0;
 
-
-
     /// <summary>d = x·a.</summary>
     public static void Multiply<T>(ReadOnlySpan<T> x, T a, Span<T> d) where T : unmanaged, IFloatingPointIeee754<T> => Map<T, Times<T>>(x, a, d);
 
@@ -147,12 +145,8 @@ internal static class SpanMath
         for (; i < n; i++) Unsafe.Add(ref dr, i) = Unsafe.Add(ref xr, i) * Unsafe.Add(ref yr, i) + a;
     }
 
-
-
-
     /// <summary>d = x − a.</summary>
     public static void Subtract<T>(ReadOnlySpan<T> x, T a, Span<T> d) where T : unmanaged, IFloatingPointIeee754<T> => Add(x, -a, d);
-
 
     /// <summary>Σ x_i y_i: lane-wise partial sums, then the lanes in order, then the tail.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
