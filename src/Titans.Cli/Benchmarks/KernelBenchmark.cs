@@ -3,6 +3,7 @@ using System.Numerics.Tensors;
 using Spectre.Console;
 using Titans.Cli.Reporting;
 using Titans.Memory.Scans;
+using TorchSharp;
 
 namespace Titans.Cli.Benchmarks;
 
@@ -26,17 +27,27 @@ public static class KernelBenchmark
         var random = new Random(1);
         float[] Filled(int count) => Enumerable.Range(0, count).Select(_ => (float)random.NextDouble() - 0.5f).ToArray();
 
-        foreach (var (m, k, n) in new[] { (16, 64, 256), (16, 256, 64), (64, 16, 256), (16, 16, 256) })
+        int threads = torch.get_num_threads();
+        torch.set_num_threads(1);                                   // libtorch on one thread, as each kernel stream runs
+        try
         {
-            float[] a = Filled(m * k), b = Filled(k * n), c = new float[m * n], bt = Filled(n * k);
-            // The kernel multiplies by a matrix kept transposed only over the state's long side (k = 64 or 256 here).
-            bool transposed = k >= 64;
-            double[] t = Median(rounds, () => SmallGemm<float>.Multiply(a, m, k, b, n, c, accumulate: true),
-                transposed ? () => SmallGemm<float>.MultiplyTransposed(a, m, k, bt, n, c, accumulate: true) : null);
-            double flops = 2.0 * m * k * n;
-            Add("product A·B (SmallGemm.Multiply)", $"{m}×{k}×{n}", t[0], $"{flops / t[0] / 1e9:F1} GFLOP/s");
-            if (transposed) Add("product A·Bᵀ, B as stored (MultiplyTransposed)", $"{m}×{k}×{n}", t[1], $"{flops / t[1] / 1e9:F1} GFLOP/s");
+            foreach (var (m, k, n) in new[] { (16, 64, 256), (16, 256, 64), (64, 16, 256), (16, 16, 256) })
+            {
+                float[] a = Filled(m * k), b = Filled(k * n), c = new float[m * n], bt = Filled(n * k);
+                using var ta = torch.tensor(a).view(m, k);
+                using var tb = torch.tensor(b).view(k, n);
+                // The kernel multiplies by a matrix kept transposed only over the state's long side (k = 64 or 256 here).
+                bool transposed = k >= 64;
+                double[] t = Median(rounds, () => SmallGemm<float>.Multiply(a, m, k, b, n, c, accumulate: true),
+                    transposed ? () => SmallGemm<float>.MultiplyTransposed(a, m, k, bt, n, c, accumulate: true) : null,
+                    () => { using var product = ta.matmul(tb); });
+                double flops = 2.0 * m * k * n;
+                Add("product A·B (SmallGemm.Multiply)", $"{m}×{k}×{n}", t[0], $"{flops / t[0] / 1e9:F1} GFLOP/s");
+                if (transposed) Add("product A·Bᵀ, B as stored (MultiplyTransposed)", $"{m}×{k}×{n}", t[1], $"{flops / t[1] / 1e9:F1} GFLOP/s");
+                Add("product A·B, libtorch matmul (one call)", $"{m}×{k}×{n}", t[^1], $"{flops / t[^1] / 1e9:F1} GFLOP/s");
+            }
         }
+        finally { torch.set_num_threads(threads); }
         foreach (var (rowsCount, cols) in new[] { (256, 64), (64, 256) })
         {
             float[] source = Filled(rowsCount * cols), target = new float[rowsCount * cols];
@@ -53,7 +64,8 @@ public static class KernelBenchmark
         }
         if (output is null) return;
         new MarkdownReport("The fused kernel's building blocks", command)
-            .Paragraph("One thread, float32, at the memory's shapes (16-token chunks, per-head width 64, hidden width 256). Each figure is the " +
+            .Paragraph("One thread, float32, at the memory's shapes (16-token chunks, per-head width 64, hidden width 256); libtorch's matmul at " +
+                       "the same shapes on one thread is the ceiling at the kernel's own shapes (one call, as the libtorch scan makes it, its output allocated by the call). Each figure is the " +
                        $"median over {rounds} rounds of the time per call, a round timing many calls of each contender in turn (warmed up " +
                        "first). GFLOP/s counts 2·m·k·n per product; this machine's libtorch matmul ceiling is about 90–100 GFLOP/s per core " +
                        "(`bench memory`).")
