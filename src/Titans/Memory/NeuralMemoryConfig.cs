@@ -36,6 +36,18 @@ public enum FastWeightNorm
     Layers,
 }
 
+/// <summary>When models recompute their memory blocks in training (<see cref="NeuralMemoryConfig.RecomputeBlocks"/>).</summary>
+[JsonConverter(typeof(JsonStringEnumConverter<RecomputeBlocksMode>))]
+public enum RecomputeBlocksMode
+{
+    /// <summary>Where the blocks' activations would not fit a quarter of the memory at hand.</summary>
+    Auto,
+    /// <summary>Always (the bound on memory, whatever the length).</summary>
+    Always,
+    /// <summary>Never (every block's forward runs once).</summary>
+    Never,
+}
+
 /// <summary>
 /// Named special cases of the memory (docs/method.md §4.5), each nothing but a setting of the switches below
 /// (<see cref="NeuralMemoryConfig.As"/>).
@@ -126,13 +138,14 @@ public sealed record NeuralMemoryConfig
     /// </summary>
     public int RecomputeGroup { get; init; } = 16;
     /// <summary>
-    /// In models, training recomputes every memory block over groups of RecomputeGroup × ChunkSize tokens
-    /// (<see cref="Models.SequenceBackbone.RecomputeTokens"/>), so autograd keeps a block's state per group instead of its
-    /// activations for the whole sequence. false: no block recomputation, every block's forward runs once; with the
-    /// fused kernel 1.2–2.0× the tokens/s of small's 2-layer models at 8K and 32K for 1.2–2.4× the peak memory at 32K
-    /// (docs/fast-memory.md). Same values and gradients either way.
+    /// When models recompute their memory blocks in training (<see cref="Models.SequenceBackbone"/>): over groups of
+    /// RecomputeGroup × ChunkSize tokens, so that autograd keeps a block's state per group instead of its activations
+    /// for the whole micro-batch, at the cost of running every block's forward twice. Auto (the default) recomputes
+    /// only where those activations would not fit a quarter of the memory this process may use; with the fused kernel,
+    /// not recomputing trained small's 2-layer models 1.2–1.7× faster at 8K (docs/fast-memory.md). Same values and
+    /// gradients either way.
     /// </summary>
-    public bool RecomputeBlocks { get; init; } = true;
+    public RecomputeBlocksMode RecomputeBlocks { get; init; } = RecomputeBlocksMode.Auto;
     /// <summary>
     /// Training back-propagates through the chunked scan with its hand-written backward (<see cref="HandWrittenScan"/>),
     /// where it covers the form (scalar forgetting, no fixed norm); false: autograd through the chunked path, the oracle

@@ -1,5 +1,6 @@
 using TorchSharp;
 using TorchSharp.Modules;
+using Titans.Memory;
 using Titans.Layers;
 using static TorchSharp.torch;
 
@@ -26,17 +27,40 @@ public sealed class SequenceBackbone : StreamingModule<ModelState>
         Config = config.Validate();
         blocks = new ModuleList<Block>(Enumerable.Range(0, config.Layers).Select(i => Block.Create($"block{i}", config)).ToArray());
         norm = new RmsNorm("norm", config.ModelDim);
-        RecomputeTokens = config.UsesMemory && config.Memory.RecomputeBlocks ? (long)config.Memory.RecomputeGroup * config.Memory.ChunkSize : 0;
+        RecomputeTokens = config.UsesMemory && config.Memory.RecomputeBlocks != RecomputeBlocksMode.Never
+            ? (long)config.Memory.RecomputeGroup * config.Memory.ChunkSize : 0;
+        RecomputeWhen = config.UsesMemory ? config.Memory.RecomputeBlocks : RecomputeBlocksMode.Never;
         RegisterComponents();
     }
 
     /// <summary>
     /// Training recomputes each memory block over groups of about this many tokens (<see cref="BlockRecomputation"/>):
     /// autograd keeps a block's state per group, not per chunk. By default the memory's RecomputeGroup × ChunkSize (0 where
-    /// its RecomputeBlocks is off); 0 off.
+    /// its RecomputeBlocks is Never); 0 off. <see cref="RecomputeWhen"/> says whether a call recomputes.
     /// Values and gradients are the same either way.
     /// </summary>
     public long RecomputeTokens { get; set; }
+
+    /// <summary>Whether training recomputes at all (Auto: where the blocks' activations would not fit the budget).</summary>
+    public RecomputeBlocksMode RecomputeWhen { get; set; }
+
+    /// <summary>
+    /// Bytes autograd would keep for the blocks' activations over <paramref name="tokens"/> tokens without recomputation:
+    /// about 80 values of the model's width per token and block (measured in small's 2-layer models at 32K: 60–67 for
+    /// MAC, MAG and MAL, 10 for LMM; docs/fast-memory.md).
+    /// </summary>
+    public long ActivationBytes(long tokens, long elementBytes) => tokens * Config.Layers * 80L * Config.ModelDim * elementBytes;
+
+    /// <summary>The memory Auto lets the activations take: a quarter of what this process may use (container limits included).</summary>
+    public static long ActivationBudget => GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 4;
+
+    /// <summary>Whether a training call over <paramref name="tokens"/> tokens recomputes its memory blocks.</summary>
+    public bool Recomputes(long tokens, long elementBytes, long budget) => RecomputeTokens > 0 && RecomputeWhen switch
+    {
+        RecomputeBlocksMode.Always => true,
+        RecomputeBlocksMode.Auto => ActivationBytes(tokens, elementBytes) > budget,
+        _ => false,
+    };
 
     /// <summary>Registers the blocks and the final norm as children of <paramref name="owner"/> (names <c>blocks</c>, <c>norm</c>).</summary>
     public void RegisterInto(nn.Module owner)
@@ -73,7 +97,7 @@ public sealed class SequenceBackbone : StreamingModule<ModelState>
         if (state is not null) CheckState(state);
         using var scope = NewDisposeScope();
         var states = new BlockState[blocks.Count];
-        bool recompute = RecomputeTokens > 0 && is_grad_enabled();
+        bool recompute = is_grad_enabled() && Recomputes(x.shape[0] * x.shape[1], x.element_size(), ActivationBudget);
         for (int i = 0; i < blocks.Count; i++)
             (x, states[i]) = recompute && blocks[i].Memory is not null
                 ? BlockRecomputation.Forward(blocks[i], x, state?.Blocks[i], RecomputeTokens)

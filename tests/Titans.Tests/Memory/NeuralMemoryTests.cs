@@ -374,6 +374,7 @@ public class NeuralMemoryTests
     [InlineData("{\"InnerGradientClip\": -1}", "InnerGradientClip")]
     [InlineData("{\"FixedNorm\": \"Columns\"}", "FixedNorm")]
     [InlineData("{\"RecomputeGroup\": -1}", "RecomputeGroup")]
+    [InlineData("{\"RecomputeBlocks\": \"Sometimes\"}", "RecomputeBlocks")]
     public void BadConfigurationIsRejectedWithItsName(string json, string named)
     {
         var error = Assert.Throws<ArgumentException>(() => NeuralMemoryConfig.FromJson(json));
@@ -383,8 +384,10 @@ public class NeuralMemoryTests
     [Fact]
     public void ConfigurationRoundTripsThroughJson()
     {
-        var config = Tiny() with { Depth = 3, Activation = MemoryActivation.Silu, Momentum = false, Algorithm = MemoryAlgorithm.Sequential };
+        var config = Tiny() with { Depth = 3, Activation = MemoryActivation.Silu, Momentum = false, Algorithm = MemoryAlgorithm.Sequential,
+            RecomputeBlocks = RecomputeBlocksMode.Never };
         Assert.Equal(config, NeuralMemoryConfig.FromJson(config.ToJson()));
+        Assert.Contains("\"RecomputeBlocks\": \"Never\"", config.ToJson());            // by name, as every setting
     }
 
     [Fact]

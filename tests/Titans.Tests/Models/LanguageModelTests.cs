@@ -23,7 +23,8 @@ public class LanguageModelTests
         var config = Tiny(architecture, write);
         var model = new TitansLanguageModel("model", config with
         {
-            Memory = config.Memory with { RecomputeGroup = recomputeGroup, HandWrittenBackward = handWritten, FusedKernel = fused, RecomputeBlocks = blocks },
+            Memory = config.Memory with { RecomputeGroup = recomputeGroup, HandWrittenBackward = handWritten, FusedKernel = fused,
+                RecomputeBlocks = blocks ? RecomputeBlocksMode.Always : RecomputeBlocksMode.Never },
         });
         model.to(F64);
         return model;
@@ -76,6 +77,28 @@ public class LanguageModelTests
             AssertClose(runs[0].grads, run.grads, 1e-9, architecture.ToString());
         }
         Assert.Contains(runs[0].grads, g => g.Name.Contains("memory") && g.Grad is not null && g.Grad.abs().max().item<double>() > 0);
+    }
+
+    [Fact]
+    public void AutoRecomputesBlocksOnlyWhereTheirActivationsWouldNotFitTheBudget()
+    {
+        SequenceBackbone Backbone(RecomputeBlocksMode mode)
+        {
+            var config = Tiny(Architecture.Mal);
+            return new SequenceBackbone("backbone", config with { Memory = config.Memory with { RecomputeGroup = 4, RecomputeBlocks = mode } });
+        }
+        var auto = Backbone(RecomputeBlocksMode.Auto);
+        long budget = auto.ActivationBytes(1000, 4);
+        Assert.Equal(1000L * 2 * 80 * 16 * 4, budget);                  // tokens × blocks × 80 × width × bytes
+        Assert.False(auto.Recomputes(1000, 4, budget));                  // fits: every block's forward runs once
+        Assert.True(auto.Recomputes(1001, 4, budget));
+        Assert.True(auto.Recomputes(501, 8, budget));                    // float64 takes twice the room
+        Assert.True(Backbone(RecomputeBlocksMode.Always).Recomputes(1, 4, budget));
+        var never = Backbone(RecomputeBlocksMode.Never);
+        Assert.Equal(0, never.RecomputeTokens);
+        Assert.False(never.Recomputes(1L << 30, 4, budget));
+        Assert.Equal(16, auto.RecomputeTokens);                          // groups of RecomputeGroup × ChunkSize tokens
+        Assert.True(SequenceBackbone.ActivationBudget > 0);
     }
 
     [Theory]
