@@ -95,9 +95,39 @@ internal static class SpanMath
         for (; i < n; i++) Unsafe.Add(ref dr, i) = TOp.Apply(Unsafe.Add(ref xr, i), a);
     }
 
+
     /// <summary>d = x·a + y.</summary>
+    public static void MultiplyAdd<T>(ReadOnlySpan<T> x, T a, ReadOnlySpan<T> y, Span<T> d) where T : unmanaged, IFloatingPointIeee754<T> =>
+        Map<T, ScaledPlus<T>>(x, y, a, d);
+
+    /// <summary>d = x ∘ y + a.</summary>
+    public static void MultiplyAdd<T>(ReadOnlySpan<T> x, ReadOnlySpan<T> y, T a, Span<T> d) where T : unmanaged, IFloatingPointIeee754<T> =>
+        Map<T, ProductPlus<T>>(x, y, a, d);
+
+    /// <summary>An element-wise operation on two spans and a scalar.</summary>
+    interface IScalarOperation<T> where T : unmanaged
+    {
+        static abstract T Apply(T x, T y, T a);
+        static abstract Vector256<T> Apply(Vector256<T> x, Vector256<T> y, Vector256<T> a);
+    }
+
+    /// <summary>x·a + y.</summary>
+    readonly struct ScaledPlus<T> : IScalarOperation<T> where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        public static T Apply(T x, T y, T a) => x * a + y;
+        public static Vector256<T> Apply(Vector256<T> x, Vector256<T> y, Vector256<T> a) => x * a + y;
+    }
+
+    /// <summary>x ∘ y + a.</summary>
+    readonly struct ProductPlus<T> : IScalarOperation<T> where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        public static T Apply(T x, T y, T a) => x * y + a;
+        public static Vector256<T> Apply(Vector256<T> x, Vector256<T> y, Vector256<T> a) => x * y + a;
+    }
+
+    /// <summary>d_i = op(x_i, y_i, a).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void MultiplyAdd<T>(ReadOnlySpan<T> x, T a, ReadOnlySpan<T> y, Span<T> d) where T : unmanaged, IFloatingPointIeee754<T>
+    static void Map<T, TOp>(ReadOnlySpan<T> x, ReadOnlySpan<T> y, T a, Span<T> d) where T : unmanaged, IFloatingPointIeee754<T> where TOp : IScalarOperation<T>
     {
         int n = x.Length, i = 0, w = Width<T>();
         ref T xr = ref MemoryMarshal.GetReference(x);
@@ -107,9 +137,9 @@ internal static class SpanMath
         {
             var va = Vector256.Create(a);
             for (; i + w <= n; i += w)
-                (Vector256.LoadUnsafe(ref xr, (nuint)i) * va + Vector256.LoadUnsafe(ref yr, (nuint)i)).StoreUnsafe(ref dr, (nuint)i);
+                TOp.Apply(Vector256.LoadUnsafe(ref xr, (nuint)i), Vector256.LoadUnsafe(ref yr, (nuint)i), va).StoreUnsafe(ref dr, (nuint)i);
         }
-        for (; i < n; i++) Unsafe.Add(ref dr, i) = Unsafe.Add(ref xr, i) * a + Unsafe.Add(ref yr, i);
+        for (; i < n; i++) Unsafe.Add(ref dr, i) = TOp.Apply(Unsafe.Add(ref xr, i), Unsafe.Add(ref yr, i), a);
     }
 
     /// <summary>d = x ∘ y + z.</summary>
@@ -128,22 +158,6 @@ internal static class SpanMath
         for (; i < n; i++) Unsafe.Add(ref dr, i) = Unsafe.Add(ref xr, i) * Unsafe.Add(ref yr, i) + Unsafe.Add(ref zr, i);
     }
 
-    /// <summary>d = x ∘ y + a.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void MultiplyAdd<T>(ReadOnlySpan<T> x, ReadOnlySpan<T> y, T a, Span<T> d) where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        int n = x.Length, i = 0, w = Width<T>();
-        ref T xr = ref MemoryMarshal.GetReference(x);
-        ref T yr = ref MemoryMarshal.GetReference(y[..n]);
-        ref T dr = ref MemoryMarshal.GetReference(d[..n]);
-        if (w > 0)
-        {
-            var va = Vector256.Create(a);
-            for (; i + w <= n; i += w)
-                (Vector256.LoadUnsafe(ref xr, (nuint)i) * Vector256.LoadUnsafe(ref yr, (nuint)i) + va).StoreUnsafe(ref dr, (nuint)i);
-        }
-        for (; i < n; i++) Unsafe.Add(ref dr, i) = Unsafe.Add(ref xr, i) * Unsafe.Add(ref yr, i) + a;
-    }
 
     /// <summary>d = x − a.</summary>
     public static void Subtract<T>(ReadOnlySpan<T> x, T a, Span<T> d) where T : unmanaged, IFloatingPointIeee754<T> => Add(x, -a, d);
