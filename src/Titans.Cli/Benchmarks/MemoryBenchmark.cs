@@ -19,8 +19,9 @@ public static class MemoryBenchmark
     public sealed record Options(bool Quick, int Width, int Heads, int Repeats, Device Device, int RecomputeGroup = 16);
 
     /// <summary>
-    /// One cell: forward; forward+backward by plain autograd, by autograd over recomputed groups, and by the hand-written
-    /// backward (<see cref="HandWrittenScan"/>) over the same groups, each with its peak RSS.
+    /// One cell: forward by the fused kernel and by the chunked scan; forward+backward by plain autograd, by autograd over
+    /// recomputed groups, and by the hand-written backward (<see cref="HandWrittenScan"/>) over the same groups by libtorch
+    /// calls and by the fused kernel, each with its peak RSS.
     /// </summary>
     sealed record Row(long Length, int Depth, int Chunk, double Forward, double ForwardChunked, double ForwardBackward, double Flops, long PeakRss,
         double Recomputed, long RecomputedPeakRss, double HandWritten, long HandWrittenPeakRss, double Fused, long FusedPeakRss, OpCounts Ops)
@@ -185,7 +186,7 @@ public static class MemoryBenchmark
         }
         double forwardOps = CountOps(Forward) / chunks;
 
-        // The three backward paths on the same weights: the hand-written one, autograd over recomputed groups, plain autograd.
+        // Every path on the same weights.
         NeuralMemory Copy(NeuralMemoryConfig variant)
         {
             var copy = new NeuralMemory("memory", variant);

@@ -27,17 +27,10 @@ internal sealed partial class FusedChunkChain<T>
     public T[][] GradMomentumT { get; private set; } = null!;
     /// <summary>W₀'s gradient summed over the stream's chunks, transposed.</summary>
     public T[][] GradAnchorT { get; private set; } = null!;
-    /// <summary>The transposed state the chain computes with ([in, out] per layer), for the node to save and restore.</summary>
-    public T[][] WeightsT => weightsT;
-    public T[][] MomentumT => momentumT;
 
-    // Made on the first backward: retrieval's kept quantities per layer (its inputs h, the products h Wᵀ, h Sᵀ, h W̄ᵀ,
-    // the pre-activations and the scores h aᵀ [n, n]) and the wrapper's x̂ and 1/σ; the gradient of the state at the
-    // chunk's start; per layer the gradients of −Δ and −U from retrieval, of Δ, U, the pre-activations p and the carried
+    // Made on the first backward: the gradient of the state at the chunk's start; per layer the gradients of −Δ and −U from retrieval, of Δ, U, the pre-activations p and the carried
     // terms; scratch. Products with W, S, W̄ and the state's gradient as [out, in] use their transposes as stored
     // (SmallGemm.MultiplyTransposed): no transposed copy of anything state-sized.
-    T[][] rh = null!, rFW = null!, rFM = null!, rFA = null!, rZ = null!, rP = null!;
-    T[] rNormed = null!, rInvStd = null!;
     T[][] gStartWT = null!, gStartST = null!, gNegDelta = null!, gNegInput = null!, gDelta = null!, gInput = null!, gPre = null!, gCarried = null!;
     T[] bz = null!, bh = null!, gFW = null!, gFM = null!, tmpA = null!, tmpB = null!, hT = null!, nn1 = null!, nn2 = null!, nn3 = null!,
         rowA = null!, rowB = null!;
@@ -46,13 +39,9 @@ internal sealed partial class FusedChunkChain<T>
 
     void EnsureBackward()
     {
-        if (rh is not null) return;
+        if (gStartWT is not null) return;
         int b = form.ChunkSize, widest = form.Widest;
         T[][] PerLayer(Func<(int Out, int In), int> size) => form.Shapes.Select(s => new T[size(s)]).ToArray();
-        rh = PerLayer(s => b * s.In);
-        (rFW, rFM, rFA, rZ) = (PerLayer(s => b * s.Out), PerLayer(s => b * s.Out), PerLayer(s => b * s.Out), PerLayer(s => b * s.Out));
-        rP = PerLayer(_ => b * b);
-        (rNormed, rInvStd) = (new T[b * widest], new T[b]);
         (GradWeightsT, GradMomentumT, GradAnchorT) = (PerLayer(s => s.In * s.Out), PerLayer(s => s.In * s.Out), PerLayer(s => s.In * s.Out));
         (gStartWT, gStartST) = (PerLayer(s => s.In * s.Out), PerLayer(s => s.In * s.Out));
         (gNegDelta, gNegInput, gDelta, gInput) = (PerLayer(s => b * s.Out), PerLayer(s => b * s.In), PerLayer(s => b * s.Out), PerLayer(s => b * s.In));
@@ -60,13 +49,6 @@ internal sealed partial class FusedChunkChain<T>
         (bz, bh, gFW, gFM, tmpA, tmpB) = (new T[b * widest], new T[b * widest], new T[b * widest], new T[b * widest], new T[b * widest], new T[b * widest]);
         (hT, nn1, nn2, nn3) = (new T[b * widest], new T[b * b], new T[b * b], new T[b * b]);
         (rowA, rowB) = (new T[widest], new T[widest]);
-    }
-
-    /// <summary>Sets layer <paramref name="l"/> of the state from [out, in] row-major weights and momentum (transposed into the chain's layout).</summary>
-    public void LoadState(int l, ReadOnlySpan<T> weights, ReadOnlySpan<T> momentum)
-    {
-        SmallGemm<T>.Transpose(weights, form.Shapes[l].Out, form.Shapes[l].In, weightsT[l]);
-        SmallGemm<T>.Transpose(momentum, form.Shapes[l].Out, form.Shapes[l].In, momentumT[l]);
     }
 
     /// <summary>The given coefficients of the chunk's n rows: A_t, d_t [n], C [n rows of stride b], and at its last row
@@ -138,42 +120,13 @@ internal sealed partial class FusedChunkChain<T>
         bool retrieval = !gradOutput.IsEmpty;
         if (retrieval)
         {
-            RetrieveKeeping(q, n);
+            RetrieveLayers(q, n);
             RetrievalBackward(gradOutput, n, g);
         }
         StateBackward(n, g, retrieval);
         InnerGradientBackward(n, g);
         (GradWeightsT, gStartWT) = (gStartWT, GradWeightsT);
         (GradMomentumT, gStartST) = (gStartST, GradMomentumT);
-    }
-
-    /// <summary>Retrieval of the chunk's n rows as <see cref="Retrieve"/> computes it, keeping every layer's quantities.</summary>
-    void RetrieveKeeping(ReadOnlySpan<T> q, int n)
-    {
-        int depth = form.Depth, d = form.Dim, b = form.ChunkSize;
-        q[..(n * d)].CopyTo(rh[0]);
-        for (int l = 0; l < depth; l++)
-        {
-            var (o, i) = form.Shapes[l];
-            SmallGemm<T>.Multiply(rh[l], n, i, weightsT[l], o, rFW[l], accumulate: false);
-            SmallGemm<T>.Multiply(rh[l], n, i, momentumT[l], o, rFM[l], accumulate: false);
-            if (form.AnchorT is not null) SmallGemm<T>.Multiply(rh[l], n, i, form.AnchorT[l], o, rFA[l], accumulate: false);
-            SmallGemm<T>.Multiply(rh[l], n, i, inputsT[l].AsSpan(0, i * n), n, rP[l], accumulate: false);
-            var z = rZ[l].AsSpan(0, n * o);
-            for (int t = 0; t < n; t++)
-            {
-                var row = z.Slice(t * o, o);
-                SpanMath.Multiply(rFW[l].AsSpan(t * o, o), retention[t], row);
-                SpanMath.MultiplyAdd(rFM[l].AsSpan(t * o, o), carry[t], row, row);
-                if (form.AnchorT is not null) SpanMath.MultiplyAdd(rFA[l].AsSpan(t * o, o), T.One - retention[t], row, row);
-            }
-            for (int t = 0; t < n; t++)
-                for (int s = 0; s < n; s++) nn1[t * n + s] = -(mixing[t * b + s] * rP[l][t * n + s]);
-            SmallGemm<T>.Multiply(nn1, n, n, deltas[l], o, z, accumulate: true);
-            if (l < depth - 1) Activate(z, rh[l + 1]);
-        }
-        if (form.ResidualLayerNorm)
-            for (int t = 0; t < n; t++) rInvStd[t] = Normalize(rZ[depth - 1].AsSpan(t * d, d), rNormed.AsSpan(t * d, d));
     }
 
     /// <summary>

@@ -15,6 +15,25 @@ internal sealed record ChainForm<T>((int Out, int In)[] Shapes, MemoryActivation
     public int Depth => Shapes.Length;
     public int Dim => Shapes[0].In;
     public int Widest => Shapes.Max(s => Math.Max(s.Out, s.In));
+
+    /// <summary>
+    /// The form of head or stream <paramref name="index"/>, its constants cut from buffers that hold one per index:
+    /// W₀ [index, out, in] per layer (transposed here), the LayerNorm affine [index, d].
+    /// </summary>
+    public static ChainForm<T> Slice(int index, (int Out, int In)[] shapes, MemoryMlp mlp, T[][]? anchors, T[]? lnWeight, T[]? lnBias,
+        double clip, int chunkSize)
+    {
+        int d = shapes[0].In;
+        T[][]? anchorT = anchors?.Select((a, l) =>
+        {
+            var (o, i) = shapes[l];
+            var transposed = new T[o * i];
+            SmallGemm<T>.Transpose(a.AsSpan(index * o * i, o * i), o, i, transposed);
+            return transposed;
+        }).ToArray();
+        return new ChainForm<T>(shapes, mlp.Activation, mlp.ResidualLayerNorm, anchorT, lnWeight?.AsSpan(index * d, d).ToArray(),
+            lnBias?.AsSpan(index * d, d).ToArray(), clip, chunkSize);
+    }
 }
 
 /// <summary>
@@ -41,14 +60,17 @@ internal sealed partial class FusedChunkChain<T> where T : unmanaged, IFloatingP
     // The state transposed, [in, out] per layer (as the form's W₀ᵀ): every product of a chunk is then rows times a
     // row-major matrix (SmallGemm), vectorized over the output channels.
     readonly T[][] weightsT, momentumT;
-    /// <summary>The state handed in and out, [out, in] per layer, and the boundary state.</summary>
-    public readonly T[][] Weights, Momentum, BoundaryWeights, BoundaryMomentum;
+    /// <summary>The state after the last full chunk of <see cref="Run"/>, transposed as the state.</summary>
+    public readonly T[][] BoundaryWeightsT, BoundaryMomentumT;
     // Per chunk, reused: the keys' layer inputs a_l [b, in] and their transposes [in, b], pre-activations z_l, deltas
-    // and the deltas scaled for the state update [b, out], the queries' activations, the retrieval's products; the
-    // coefficients of the chunk's rows.
+    // and the deltas scaled for the state update [b, out]; the coefficients of the chunk's rows.
     readonly T[][] inputs, inputsT, pre, deltas, scaledDeltas, rows;
-    readonly T[] queries, retrieved, scores, scratch, first, second;
-    readonly T[] retention, carry, momentumDecay, mixing, endMomentum, momentumRatios;
+    readonly T[] scores, scratch;
+    // Retrieval's quantities per layer, which its backward reads too: the layer's input h [b, in], the products h Wᵀ,
+    // h Sᵀ, h W̄ᵀ and the pre-activation z [b, out], the scores h aᵀ [b, b]; the wrapper's per-row x̂ and 1/σ.
+    readonly T[][] rh, rFW, rFM, rFA, rZ, rP;
+    readonly T[] rNormed, rInvStd;
+    readonly T[] retention, carry, mixing, endMomentum, momentumRatios;
     // What the backward differentiates besides: δ_{l+1} W_{l+1} per layer l < L − 1 (before σ'), δ before the soft clamp
     // with each row's ‖δ‖, ‖a‖ and factor, and the wrapper's per-row x̂, 1/σ and 2(y − v).
     readonly T[][] carried, rawDeltas, deltaNorms, inputNorms, clipScales;
@@ -74,21 +96,20 @@ internal sealed partial class FusedChunkChain<T> where T : unmanaged, IFloatingP
         int b = form.ChunkSize, widest = form.Widest;
         weightsT = form.Shapes.Select(s => new T[s.In * s.Out]).ToArray();
         momentumT = form.Shapes.Select(s => new T[s.In * s.Out]).ToArray();
-        Weights = form.Shapes.Select(s => new T[s.In * s.Out]).ToArray();
-        Momentum = form.Shapes.Select(s => new T[s.In * s.Out]).ToArray();
-        BoundaryWeights = form.Shapes.Select(s => new T[s.In * s.Out]).ToArray();
-        BoundaryMomentum = form.Shapes.Select(s => new T[s.In * s.Out]).ToArray();
+        BoundaryWeightsT = form.Shapes.Select(s => new T[s.In * s.Out]).ToArray();
+        BoundaryMomentumT = form.Shapes.Select(s => new T[s.In * s.Out]).ToArray();
         inputs = form.Shapes.Select(s => new T[b * s.In]).ToArray();
         inputsT = form.Shapes.Select(s => new T[b * s.In]).ToArray();
         pre = form.Shapes.Select(s => new T[b * s.Out]).ToArray();
         deltas = form.Shapes.Select(s => new T[b * s.Out]).ToArray();
         scaledDeltas = form.Shapes.Select(s => new T[b * s.Out]).ToArray();
         rows = form.Shapes.Select(s => new T[b * s.Out]).ToArray();
-        queries = new T[b * widest];
-        retrieved = new T[b * widest];
-        first = new T[b * widest];
-        second = new T[b * widest];
         scores = new T[b * b];
+        rh = form.Shapes.Select(s => new T[b * s.In]).ToArray();
+        (rFW, rFM, rFA, rZ) = (form.Shapes.Select(s => new T[b * s.Out]).ToArray(), form.Shapes.Select(s => new T[b * s.Out]).ToArray(),
+            form.Shapes.Select(s => new T[b * s.Out]).ToArray(), form.Shapes.Select(s => new T[b * s.Out]).ToArray());
+        rP = form.Shapes.Select(_ => new T[b * b]).ToArray();
+        (rNormed, rInvStd) = (new T[b * widest], new T[b]);
         scratch = new T[widest];
         carried = form.Shapes.Select(s => new T[b * s.Out]).ToArray();
         rawDeltas = form.Shapes.Select(s => new T[b * s.Out]).ToArray();
@@ -98,7 +119,6 @@ internal sealed partial class FusedChunkChain<T> where T : unmanaged, IFloatingP
         endMixing = new T[b];
         retention = new T[b];
         carry = new T[b];
-        momentumDecay = new T[b];
         mixing = new T[b * b];
         endMomentum = new T[b];
         momentumRatios = new T[b];
@@ -106,9 +126,9 @@ internal sealed partial class FusedChunkChain<T> where T : unmanaged, IFloatingP
     }
 
     /// <summary>
-    /// Runs the stream's T tokens from the state in <see cref="Weights"/>, <see cref="Momentum"/> ([out, in] row-major
-    /// per layer; left holding the state after the last token); the state after the last full chunk is written to
-    /// <see cref="BoundaryWeights"/>, <see cref="BoundaryMomentum"/>.
+    /// Runs the stream's T tokens from the state set by <see cref="LoadState"/>, leaving the state after the last token in
+    /// <see cref="WeightsT"/>, <see cref="MomentumT"/>; the state after the last full chunk is copied to
+    /// <see cref="BoundaryWeightsT"/>, <see cref="BoundaryMomentumT"/>.
     /// </summary>
     /// <param name="q">[T, d]</param><param name="k">[T, d]</param><param name="v">[T, d]</param>
     /// <param name="theta">[T]</param><param name="logDecay">[T]</param><param name="logEta">[T]</param>
@@ -117,14 +137,8 @@ internal sealed partial class FusedChunkChain<T> where T : unmanaged, IFloatingP
     public void Run(ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, ReadOnlySpan<T> theta, ReadOnlySpan<T> logDecay,
         ReadOnlySpan<T> logEta, Span<T> output)
     {
-        T[][] weights = Weights, momentum = Momentum, boundaryWeights = BoundaryWeights, boundaryMomentum = BoundaryMomentum;
         int length = theta.Length, d = form.Dim, b = form.ChunkSize;
         int fullChunks = length / b;
-        for (int l = 0; l < form.Depth; l++)
-        {
-            SmallGemm<T>.Transpose(weights[l], form.Shapes[l].Out, form.Shapes[l].In, weightsT[l]);
-            SmallGemm<T>.Transpose(momentum[l], form.Shapes[l].Out, form.Shapes[l].In, momentumT[l]);
-        }
         for (int start = 0, c = 0; start < length; start += b, c++)
         {
             int n = Math.Min(b, length - start);
@@ -132,36 +146,41 @@ internal sealed partial class FusedChunkChain<T> where T : unmanaged, IFloatingP
             Coefficients(theta.Slice(start, n), logDecay.Slice(start, n), logEta.Slice(start, n), n);
             Retrieve(q.Slice(start * d, n * d), n, output.Slice(start * d, n * d));
             Update(n);
-            if (c == fullChunks - 1) Save(boundaryWeights, boundaryMomentum);
+            if (c == fullChunks - 1)
+                for (int l = 0; l < form.Depth; l++)
+                {
+                    weightsT[l].CopyTo(BoundaryWeightsT[l], 0);
+                    momentumT[l].CopyTo(BoundaryMomentumT[l], 0);
+                }
         }
-        Save(weights, momentum);
     }
 
-    /// <summary>Whether <paramref name="output"/> and the state after the last token hold finite numbers only.</summary>
+    /// <summary>The state the chain computes with, transposed ([in, out] per layer): after <see cref="Run"/>, the final state.</summary>
+    public T[][] WeightsT => weightsT;
+    public T[][] MomentumT => momentumT;
+
+    /// <summary>Sets layer <paramref name="l"/> of the state from [out, in] row-major weights and momentum (transposed into the chain's layout).</summary>
+    public void LoadState(int l, ReadOnlySpan<T> weights, ReadOnlySpan<T> momentum)
+    {
+        SmallGemm<T>.Transpose(weights, form.Shapes[l].Out, form.Shapes[l].In, weightsT[l]);
+        SmallGemm<T>.Transpose(momentum, form.Shapes[l].Out, form.Shapes[l].In, momentumT[l]);
+    }
+
+    /// <summary>Whether <paramref name="output"/> and the state the chain holds (after the last token) are finite numbers only.</summary>
     public bool Finite(ReadOnlySpan<T> output)
     {
         if (!AllFinite(output)) return false;
         for (int l = 0; l < form.Depth; l++)
-            if (!AllFinite(Weights[l]) || !AllFinite(Momentum[l])) return false;
+            if (!AllFinite(weightsT[l]) || !AllFinite(momentumT[l])) return false;
         return true;
     }
 
     /// <summary>Whether every value is finite.</summary>
-    public static bool AllFinite(ReadOnlySpan<T> values)
+    static bool AllFinite(ReadOnlySpan<T> values)
     {
         foreach (T value in values)
             if (!T.IsFinite(value)) return false;
         return true;
-    }
-
-    /// <summary>The state, transposed back to [out, in].</summary>
-    void Save(T[][] weights, T[][] momentum)
-    {
-        for (int l = 0; l < form.Depth; l++)
-        {
-            SmallGemm<T>.Transpose(weightsT[l], form.Shapes[l].In, form.Shapes[l].Out, weights[l]);
-            SmallGemm<T>.Transpose(momentumT[l], form.Shapes[l].In, form.Shapes[l].Out, momentum[l]);
-        }
     }
 
     /// <summary>δ_l and a_l of the chunk's n tokens at the weights it starts from, soft-clamped (MemoryMlp.GradientFactors).</summary>
@@ -247,7 +266,6 @@ internal sealed partial class FusedChunkChain<T> where T : unmanaged, IFloatingP
             e *= decay;
             dt = keep * dt + e;
             retention[t] = a;
-            momentumDecay[t] = e;
             carry[t] = dt;
             for (int i = 0; i < t; i++) ratioE[i] *= decay;
             ratioE[t] = T.One;
@@ -263,46 +281,55 @@ internal sealed partial class FusedChunkChain<T> where T : unmanaged, IFloatingP
             for (int i = 0; i <= t; i++) row[i] *= theta[i];
         }
         for (int i = 0; i < n; i++) endMomentum[i] = ratioE[i] * theta[i];   // ratioE now holds E_r/E_i for r = n − 1
-        (endRetention, endCarry, endDecay) = (retention[n - 1], carry[n - 1], momentumDecay[n - 1]);
+        (endRetention, endCarry, endDecay) = (retention[n - 1], carry[n - 1], e);          // e is now E_r
         mixing.AsSpan((n - 1) * b, n).CopyTo(endMixing);
     }
 
     /// <summary>
-    /// y_t = M_t(q_t) for the chunk's n rows, layer by layer in the dual form: Z W₀ᵀ, Z S₀ᵀ and Z W̄ᵀ as three products,
-    /// mixed per row by A_t, d_t and 1 − A_t, then − (C ∘ Z Aᵀ) Δ.
+    /// y_t = M_t(q_t) for the chunk's n rows (<see cref="RetrieveLayers"/>), through the LayerNorm wrapper where there is one.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     void Retrieve(ReadOnlySpan<T> q, int n, Span<T> output)
     {
-        int depth = form.Depth, d = form.Dim;
-        q.CopyTo(queries);
+        int d = form.Dim;
+        RetrieveLayers(q, n);
+        if (!form.ResidualLayerNorm) { rZ[form.Depth - 1].AsSpan(0, n * d).CopyTo(output); return; }
+        for (int t = 0; t < n; t++) WrapperOutput(q.Slice(t * d, d), rNormed.AsSpan(t * d, d), output.Slice(t * d, d));
+    }
+
+    /// <summary>
+    /// Retrieval layer by layer in the dual form, keeping every layer's quantities: Z W₀ᵀ, Z S₀ᵀ and Z W̄ᵀ as three
+    /// products, mixed per row by A_t, d_t and 1 − A_t, then − (C ∘ Z Aᵀ) Δ; the last layer's rows normalized for the
+    /// wrapper where there is one.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    void RetrieveLayers(ReadOnlySpan<T> q, int n)
+    {
+        int depth = form.Depth, d = form.Dim, b = form.ChunkSize;
+        q[..(n * d)].CopyTo(rh[0]);
         for (int l = 0; l < depth; l++)
         {
             var (o, i) = form.Shapes[l];
-            var z = retrieved.AsSpan(0, n * o);
-            SmallGemm<T>.Multiply(queries, n, i, weightsT[l], o, retrieved, accumulate: false);
-            SmallGemm<T>.Multiply(queries, n, i, momentumT[l], o, first, accumulate: false);
-            if (form.AnchorT is not null) SmallGemm<T>.Multiply(queries, n, i, form.AnchorT[l], o, second, accumulate: false);
+            SmallGemm<T>.Multiply(rh[l], n, i, weightsT[l], o, rFW[l], accumulate: false);
+            SmallGemm<T>.Multiply(rh[l], n, i, momentumT[l], o, rFM[l], accumulate: false);
+            if (form.AnchorT is not null) SmallGemm<T>.Multiply(rh[l], n, i, form.AnchorT[l], o, rFA[l], accumulate: false);
+            SmallGemm<T>.Multiply(rh[l], n, i, inputsT[l].AsSpan(0, i * n), n, rP[l], accumulate: false);
+            var z = rZ[l].AsSpan(0, n * o);
             for (int t = 0; t < n; t++)
             {
                 var row = z.Slice(t * o, o);
-                SpanMath.Multiply(row, retention[t], row);
-                SpanMath.MultiplyAdd(first.AsSpan(t * o, o), carry[t], row, row);
-                if (form.AnchorT is not null) SpanMath.MultiplyAdd(second.AsSpan(t * o, o), T.One - retention[t], row, row);
+                SpanMath.Multiply(rFW[l].AsSpan(t * o, o), retention[t], row);
+                SpanMath.MultiplyAdd(rFM[l].AsSpan(t * o, o), carry[t], row, row);
+                if (form.AnchorT is not null) SpanMath.MultiplyAdd(rFA[l].AsSpan(t * o, o), T.One - retention[t], row, row);
             }
             // scores[t, s] = −C[t, s] (a_s · z_t), then z −= … as one product with Δ.
-            SmallGemm<T>.Multiply(queries, n, i, inputsT[l].AsSpan(0, i * n), n, scores, accumulate: false);
             for (int t = 0; t < n; t++)
-                for (int s = 0; s < n; s++) scores[t * n + s] = -(mixing[t * form.ChunkSize + s] * scores[t * n + s]);
-            SmallGemm<T>.Multiply(scores, n, n, deltas[l], o, retrieved, accumulate: true);
-            if (l < depth - 1) Activate(z, queries);
+                for (int s = 0; s < n; s++) scores[t * n + s] = -(mixing[t * b + s] * rP[l][t * n + s]);
+            SmallGemm<T>.Multiply(scores, n, n, deltas[l], o, z, accumulate: true);
+            if (l < depth - 1) Activate(z, rh[l + 1]);
         }
-        if (!form.ResidualLayerNorm) { retrieved.AsSpan(0, n * d).CopyTo(output); return; }
-        for (int t = 0; t < n; t++)
-        {
-            Normalize(retrieved.AsSpan(t * d, d), first);
-            WrapperOutput(q.Slice(t * d, d), first, output.Slice(t * d, d));
-        }
+        if (form.ResidualLayerNorm)
+            for (int t = 0; t < n; t++) rInvStd[t] = Normalize(rZ[depth - 1].AsSpan(t * d, d), rNormed.AsSpan(t * d, d));
     }
 
     /// <summary>

@@ -61,16 +61,8 @@ public static class FusedMemoryScan
         T[][]? anchors = stabilizers.RetentionTarget?.Select(w => Values<T>(w.detach().expand(1, heads, w.shape[^2], w.shape[^1]))).ToArray();
         T[]? lnWeight = mlp.LnWeight is null ? null : Values<T>(mlp.LnWeight.detach());
         T[]? lnBias = mlp.LnBias is null ? null : Values<T>(mlp.LnBias.detach());
-        int d0 = (int)dim;
-        var forms = Enumerable.Range(0, (int)heads).Select(h => new ChainForm<T>(shapes, mlp.Activation, mlp.ResidualLayerNorm,
-            anchors?.Select((a, l) =>
-            {
-                var (o, i) = shapes[l];
-                var transposed = new T[o * i];
-                SmallGemm<T>.Transpose(a.AsSpan(h * o * i, o * i), o, i, transposed);
-                return transposed;
-            }).ToArray(),
-            lnWeight?.AsSpan(h * d0, d0).ToArray(), lnBias?.AsSpan(h * d0, d0).ToArray(), stabilizers.GradientClip, chunkSize)).ToArray();
+        var forms = Enumerable.Range(0, (int)heads)
+            .Select(h => ChainForm<T>.Slice(h, shapes, mlp, anchors, lnWeight, lnBias, stabilizers.GradientClip, chunkSize)).ToArray();
 
         Tensor output = empty(batch, heads, length, dim, dtype: keys.dtype);
         Tensor[] finalWeights = weights.Select(w => empty_like(w)).ToArray(), finalMomentum = momentum.Select(s => empty_like(s)).ToArray();
@@ -85,10 +77,6 @@ public static class FusedMemoryScan
         nint[] fwp = finalWeights.Select(Address).ToArray(), fsp = finalMomentum.Select(Address).ToArray();
         nint[]? bwp = boundaryWeights?.Select(Address).ToArray(), bsp = boundaryMomentum?.Select(Address).ToArray();
         int len = (int)length, d = (int)dim;
-        // Streams in parallel where there is enough work to share; a short call (MAC's segment) runs on this thread.
-        long work = (long)streams * length * shapes.Sum(sh => (long)sh.Item1 * sh.Item2);
-        int threads = work < 1 << 20 ? 1 : Math.Max(1, get_num_threads());
-        var options = new ParallelOptions { MaxDegreeOfParallelism = threads };
         int nonFinite = 0;                                        // streams whose outputs or state left the finite numbers
         void Stream(int stream)
         {
@@ -96,28 +84,20 @@ public static class FusedMemoryScan
             for (int l = 0; l < depth; l++)
             {
                 int size = shapes[l].Item1 * shapes[l].Item2;
-                At<T>(wp[l], (long)stream * size, size).CopyTo(chain.Weights[l]);
-                At<T>(sp[l], (long)stream * size, size).CopyTo(chain.Momentum[l]);
+                chain.LoadState(l, At<T>(wp[l], (long)stream * size, size), At<T>(sp[l], (long)stream * size, size));
             }
             long at = (long)stream * len * d;
             chain.Run(At<T>(qp, at, len * d), At<T>(kp, at, len * d), At<T>(vp, at, len * d),
                 At<T>(tp, (long)stream * len, len), At<T>(dp, (long)stream * len, len), At<T>(ep, (long)stream * len, len),
                 At<T>(op, at, len * d));
             if (!chain.Finite(At<T>(op, at, len * d))) Interlocked.Increment(ref nonFinite);
-            for (int l = 0; l < depth; l++)
-            {
-                int size = shapes[l].Item1 * shapes[l].Item2;
-                chain.Weights[l].CopyTo(At<T>(fwp[l], (long)stream * size, size));
-                chain.Momentum[l].CopyTo(At<T>(fsp[l], (long)stream * size, size));
-                if (bwp is null) continue;
-                chain.BoundaryWeights[l].CopyTo(At<T>(bwp[l], (long)stream * size, size));
-                chain.BoundaryMomentum[l].CopyTo(At<T>(bsp![l], (long)stream * size, size));
-            }
+            Untranspose(chain.WeightsT, shapes, stream, fwp);
+            Untranspose(chain.MomentumT, shapes, stream, fsp);
+            if (bwp is null) return;
+            Untranspose(chain.BoundaryWeightsT, shapes, stream, bwp);
+            Untranspose(chain.BoundaryMomentumT, shapes, stream, bsp!);
         }
-        if (threads == 1)
-            for (int stream = 0; stream < streams; stream++) Stream(stream);
-        else
-            Parallel.For(0, streams, options, Stream);
+        ForStreams(streams, length, shapes, Stream);
 
         var final = new MemoryWeights(finalWeights, finalMomentum);
         // The state after the last full chunk: the start (no full chunk), the end (no partial one), or its own copy.
@@ -126,13 +106,38 @@ public static class FusedMemoryScan
         return new MemoryScanResult(output, boundary, fullChunks * chunkSize, final) { KnownFinite = nonFinite == 0 };
     }
 
+    /// <summary>
+    /// Runs <paramref name="stream"/> for every stream, in parallel where there is enough work to share (streams × tokens
+    /// × state size ≥ 2²⁰); a short call, such as MAC's segment, runs on this thread.
+    /// </summary>
+    internal static void ForStreams(int streams, long tokens, IEnumerable<(int Out, int In)> shapes, Action<int> stream)
+    {
+        long work = streams * tokens * shapes.Sum(s => (long)s.Out * s.In);
+        int threads = work < 1 << 20 ? 1 : Math.Max(1, get_num_threads());
+        if (threads == 1)
+            for (int s = 0; s < streams; s++) stream(s);
+        else
+            Parallel.For(0, streams, new ParallelOptions { MaxDegreeOfParallelism = threads }, stream);
+    }
+
+    /// <summary>Per-layer matrices the kernel holds transposed ([in, out]) into stream s of [streams, out, in] tensors.</summary>
+    internal static void Untranspose<T>(T[][] source, IReadOnlyList<(int Out, int In)> shapes, int s, nint[] target)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        for (int l = 0; l < shapes.Count; l++)
+        {
+            var (o, i) = shapes[l];
+            SmallGemm<T>.Transpose(source[l], i, o, At<T>(target[l], (long)s * o * i, o * i));
+        }
+    }
+
     internal static unsafe Span<T> At<T>(nint address, long offset, int count) where T : unmanaged => new((T*)address + offset, count);
 
     /// <summary>Where a dense CPU tensor's elements start (its own memory: <c>bytes</c> is a view of it, not a copy).</summary>
     internal static unsafe nint Address(Tensor t) => (nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
 
     /// <summary>A small tensor's values as an array of <typeparamref name="T"/> (per-head constants: W₀, the LayerNorm's affine).</summary>
-    static unsafe T[] Values<T>(Tensor t) where T : unmanaged, IFloatingPointIeee754<T>
+    internal static unsafe T[] Values<T>(Tensor t) where T : unmanaged, IFloatingPointIeee754<T>
     {
         using var dense = t.contiguous().to(typeof(T) == typeof(float) ? ScalarType.Float32 : ScalarType.Float64);
         var values = new T[dense.numel()];

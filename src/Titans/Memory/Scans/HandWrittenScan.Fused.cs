@@ -57,6 +57,13 @@ public static partial class HandWrittenScan
             public int Slots => Groups - 1 + Chunks - LastGroupStart;
             public int Rows(int chunk) => chunk == Chunks - 1 ? LastRows : ChunkSize;
 
+            /// <summary>Layer l's weights (part 0) or momentum (part 1) of stream s in kept slot <paramref name="slot"/> (<paramref name="kept"/>: weights per layer, then momentum).</summary>
+            public Span<T> Kept(nint[] kept, int part, int l, int s, int slot)
+            {
+                int size = Size(Shapes[l]);
+                return At<T>(kept[part * Shapes.Length + l], ((long)s * Slots + slot) * size, size);
+            }
+
             /// <summary>Where chunk <paramref name="c"/>'s starting state is kept, or −1 where it is not.</summary>
             public int Slot(int c) => c >= LastGroupStart ? Groups - 1 + c - LastGroupStart : c % GroupChunks == 0 ? c / GroupChunks : -1;
 
@@ -84,23 +91,11 @@ public static partial class HandWrittenScan
                 (AEnd, DEnd, CEnd, EEnd, MEnd) = (Address(Of(x.AEnd)), Address(Of(x.DEnd)), Address(Of(x.CEnd)), Address(Of(x.EEnd)), Address(Of(x.MEnd)));
                 Weights = x.Start.Weights.Select(w => Address(Of(w))).ToArray();
                 Momentum = x.Start.Momentum.Select(s => Address(Of(s))).ToArray();
-                int d = layout.Dim;
-                nint? lnWeight = x.LnWeight is null ? null : Address(Of(x.LnWeight)), lnBias = x.LnBias is null ? null : Address(Of(x.LnBias));
-                T[]? Row(nint? p, int stream) => p is { } at ? At<T>(at, (long)stream * d, d).ToArray() : null;
-                nint[]? anchors = x.Anchor?.Select(w => Address(Of(w))).ToArray();
-                var shapes = layout.Shapes;
-                Forms = Enumerable.Range(0, layout.Streams).Select(s =>
-                {
-                    T[][]? anchorT = anchors?.Select((p, l) =>
-                    {
-                        var (o, i) = shapes[l];
-                        var transposed = new T[o * i];
-                        SmallGemm<T>.Transpose(At<T>(p, (long)s * o * i, o * i), o, i, transposed);
-                        return transposed;
-                    }).ToArray();
-                    return new ChainForm<T>(shapes, form.Mlp.Activation, form.Mlp.ResidualLayerNorm, anchorT, Row(lnWeight, s), Row(lnBias, s),
-                        form.Clip, layout.ChunkSize);
-                }).ToArray();
+                // The per-stream constants (W₀ and the LayerNorm affine expanded over the batch), each tensor read once.
+                T[][]? anchors = x.Anchor?.Select(w => Values<T>(w.detach())).ToArray();
+                T[]? lnWeight = x.LnWeight is null ? null : Values<T>(x.LnWeight.detach()), lnBias = x.LnBias is null ? null : Values<T>(x.LnBias.detach());
+                Forms = Enumerable.Range(0, layout.Streams)
+                    .Select(s => ChainForm<T>.Slice(s, layout.Shapes, form.Mlp, anchors, lnWeight, lnBias, form.Clip, layout.ChunkSize)).ToArray();
             }
 
             /// <summary>Loads chunk <paramref name="c"/>'s coefficients of stream <paramref name="s"/> into the chain.</summary>
@@ -118,15 +113,8 @@ public static partial class HandWrittenScan
                 At<T>(p, ((long)s * layout.Chunks + c) * layout.ChunkSize * layout.Dim, layout.Rows(c) * layout.Dim);
         }
 
-        static void ForStreams(Layout layout, Action<int> stream)
-        {
-            long work = (long)layout.Streams * layout.Chunks * layout.ChunkSize * layout.Shapes.Sum(s => (long)s.Out * s.In);
-            int threads = work < 1 << 20 ? 1 : Math.Max(1, get_num_threads());
-            if (threads == 1)
-                for (int s = 0; s < layout.Streams; s++) stream(s);
-            else
-                Parallel.For(0, layout.Streams, new ParallelOptions { MaxDegreeOfParallelism = threads }, stream);
-        }
+        static void ForStreams(Layout layout, Action<int> stream) =>
+            FusedMemoryScan.ForStreams(layout.Streams, (long)layout.Chunks * layout.ChunkSize, layout.Shapes, stream);
 
         static int Size((int Out, int In) shape) => shape.Out * shape.In;
 
@@ -157,41 +145,28 @@ public static partial class HandWrittenScan
                     if (layout.Slot(c) is var slot and >= 0)
                         for (int l = 0; l < depth; l++)
                         {
-                            int size = Size(layout.Shapes[l]);
-                            chain.WeightsT[l].CopyTo(At<T>(kp[l], ((long)s * layout.Slots + slot) * size, size));
-                            chain.MomentumT[l].CopyTo(At<T>(kp[depth + l], ((long)s * layout.Slots + slot) * size, size));
+                            chain.WeightsT[l].CopyTo(layout.Kept(kp, 0, l, s, slot));
+                            chain.MomentumT[l].CopyTo(layout.Kept(kp, 1, l, s, slot));
                         }
-                    if (bw is not null && c == layout.Chunks - 1) Store(chain, layout, s, bw, bs!);
+                    if (bw is not null && c == layout.Chunks - 1)
+                    {
+                        Untranspose(chain.WeightsT, layout.Shapes, s, bw);
+                        Untranspose(chain.MomentumT, layout.Shapes, s, bs!);
+                    }
                     dense.Coefficients(chain, layout, s, c);
                     chain.ForwardChunk(Dense.Rows(dense.Q, layout, s, c), Dense.Rows(dense.K, layout, s, c), Dense.Rows(dense.V, layout, s, c),
                         layout.Rows(c), Dense.Rows(op, layout, s, c));
                 }
-                Store(chain, layout, s, fw, fs);
+                Untranspose(chain.WeightsT, layout.Shapes, s, fw);
+                Untranspose(chain.MomentumT, layout.Shapes, s, fs);
                 long rows = (long)layout.Chunks * layout.ChunkSize * layout.Dim;
-                bool finite = FusedChunkChain<T>.AllFinite(At<T>(op, s * rows, (int)rows));
-                for (int l = 0; l < depth && finite; l++)
-                {
-                    int size = Size(layout.Shapes[l]);
-                    finite = FusedChunkChain<T>.AllFinite(At<T>(fw[l], (long)s * size, size)) && FusedChunkChain<T>.AllFinite(At<T>(fs[l], (long)s * size, size));
-                }
-                if (!finite) Interlocked.Increment(ref nonFinite);
+                if (!chain.Finite(At<T>(op, s * rows, (int)rows))) Interlocked.Increment(ref nonFinite);
             });
             form.KnownFinite = nonFinite == 0;
             var outputs = new NodeOutputs(output, new MemoryWeights(finalW, finalS),
                 boundaryW is null ? null : new MemoryWeights(boundaryW, boundaryS!));
             scope.MoveToOuter(outputs.Flat.Concat(kept));
             return (outputs, kept);
-        }
-
-        /// <summary>The chain's state into stream s of [BH, out, in] tensors, transposed back.</summary>
-        static void Store(FusedChunkChain<T> chain, Layout layout, int s, nint[] weights, nint[] momentum)
-        {
-            for (int l = 0; l < layout.Shapes.Length; l++)
-            {
-                var (o, i) = layout.Shapes[l];
-                SmallGemm<T>.Transpose(chain.WeightsT[l], i, o, At<T>(weights[l], (long)s * o * i, o * i));
-                SmallGemm<T>.Transpose(chain.MomentumT[l], i, o, At<T>(momentum[l], (long)s * o * i, o * i));
-            }
         }
 
         public static NodeTensors Backward(Form form, NodeTensors x, List<Tensor> kept, List<Tensor> gradOutputs)
@@ -285,13 +260,9 @@ public static partial class HandWrittenScan
                         At<T>(geEnd, chunk, 1)[0] = ends[2];
                     }
                 }
-                for (int l = 0; l < depth; l++)
-                {
-                    var (o, i) = layout.Shapes[l];
-                    SmallGemm<T>.Transpose(chain.GradWeightsT[l], i, o, At<T>(gw[l], (long)s * o * i, o * i));
-                    SmallGemm<T>.Transpose(chain.GradMomentumT[l], i, o, At<T>(gs[l], (long)s * o * i, o * i));
-                    if (gAnchor is not null) SmallGemm<T>.Transpose(chain.GradAnchorT[l], i, o, At<T>(gAnchor[l], (long)s * o * i, o * i));
-                }
+                Untranspose(chain.GradWeightsT, layout.Shapes, s, gw);
+                Untranspose(chain.GradMomentumT, layout.Shapes, s, gs);
+                if (gAnchor is not null) Untranspose(chain.GradAnchorT, layout.Shapes, s, gAnchor);
             });
             return g;
         }
@@ -308,12 +279,10 @@ public static partial class HandWrittenScan
         /// <summary>Kept slot <paramref name="slot"/> of stream s into the chain's state.</summary>
         static void LoadKept(FusedChunkChain<T> chain, Layout layout, nint[] kept, int s, int slot)
         {
-            int depth = layout.Shapes.Length;
-            for (int l = 0; l < depth; l++)
+            for (int l = 0; l < layout.Shapes.Length; l++)
             {
-                int size = Size(layout.Shapes[l]);
-                At<T>(kept[l], ((long)s * layout.Slots + slot) * size, size).CopyTo(chain.WeightsT[l]);
-                At<T>(kept[depth + l], ((long)s * layout.Slots + slot) * size, size).CopyTo(chain.MomentumT[l]);
+                layout.Kept(kept, 0, l, s, slot).CopyTo(chain.WeightsT[l]);
+                layout.Kept(kept, 1, l, s, slot).CopyTo(chain.MomentumT[l]);
             }
         }
     }

@@ -45,22 +45,18 @@ public static class MemoryScan
         ScalarType dtype = ScalarType.Float32)
     {
         if (config.Algorithm == MemoryAlgorithm.Sequential) return new(ScanKind.Sequential, "Algorithm = Sequential: the token-by-token reference");
+        // Why the fused kernel cannot run this call (null: it can), in inference and in training alike.
+        string? notFused = !config.FusedKernel ? "FusedKernel is off" : FusedMemoryScan.Unsupported(config, device, dtype);
         if (!needsGraph)
-        {
-            string? notFused = !config.FusedKernel ? "FusedKernel is off" : FusedMemoryScan.Unsupported(config, device, dtype);
             return notFused is null
                 ? new(ScanKind.Fused, "no gradient is needed: the fused C# kernel")
                 : new(ScanKind.Chunked, $"no gradient is needed ({notFused}): the chunked scan, without autograd");
-        }
         int group = config.RecomputeGroup > 0 ? config.RecomputeGroup : int.MaxValue;
         string? uncovered = config.ChannelwiseForgetting ? "channel-wise forgetting" : config.FixedNorm != FastWeightNorm.None ? "the fixed-norm stabilizer" : null;
         if (config.HandWrittenBackward && uncovered is null)
-        {
-            string? notFused = !config.FusedKernel ? "FusedKernel is off" : FusedMemoryScan.Unsupported(config, device, dtype);
             return notFused is null
                 ? new(ScanKind.FusedTraining, "training: the hand-written backward covers this form, computed by the fused C# kernel", group)
                 : new(ScanKind.HandWritten, $"training: the hand-written backward covers this form ({notFused}: libtorch calls)", group);
-        }
         string why = uncovered is not null ? $"the hand-written backward does not cover {uncovered}" : "HandWrittenBackward is off";
         if (config.RecomputeGroup > 0 && length > (long)config.RecomputeGroup * config.ChunkSize)
             return new(ScanKind.Recomputed, $"training ({why}): autograd over recomputed groups of {config.RecomputeGroup} chunks", config.RecomputeGroup);
