@@ -74,21 +74,44 @@ public sealed class CausalAttention : StreamingModule<AttentionCache>
     /// </summary>
     public (Tensor Output, AttentionCache State) Forward(Tensor x, Tensor? context, AttentionCache? cache)
     {
+        using var scope = NewDisposeScope();
+        long offset = cache?.Position ?? 0;
+        var (cos, sin) = RotaryTables(offset, x.shape[1], x.dtype, x.device);
+        var (q, k, v) = Project(x, cos, sin);
+        var (y, keys, values) = Attend(q, k, v, context, cache, Persistent(x.shape[0], x.dtype), cos, sin);
+        var next = new AttentionCache(keys.clone(), values.clone(), offset + x.shape[1]);
+        scope.MoveToOuter(y, next.Keys, next.Values);
+        return (y, next);
+    }
+
+    /// <summary>cos and sin of the rotary angles at positions offset..offset+length−1, [length, d_h] (kept while the same are asked for).</summary>
+    internal (Tensor Cos, Tensor Sin) RotaryTables(long offset, long length, ScalarType dtype, Device device) =>
+        rotary.For(offset, length, HeadDim, dtype, device, RotaryEmbedding.DefaultTheta);
+
+    /// <summary>Queries, keys and values of x ([B, T, d]) as [B, H, T, d_h], queries and keys rotated by the given tables ([T, d_h]).</summary>
+    internal (Tensor Queries, Tensor Keys, Tensor Values) Project(Tensor x, Tensor cos, Tensor sin) =>
+        (RotaryEmbedding.Apply(SplitHeads(q_proj, x), cos, sin), RotaryEmbedding.Apply(SplitHeads(k_proj, x), cos, sin), SplitHeads(v_proj, x));
+
+    /// <summary>
+    /// Attention of projected queries, keys and values ([B, H, T, d_h], from <see cref="Project"/>) continuing
+    /// <paramref name="cache"/>, with the context tokens of <see cref="Forward(Tensor, Tensor?, AttentionCache?)"/> (their keys
+    /// rotated by the same tables as the queries') and the persistent memory's keys and values (<see cref="Persistent"/>).
+    /// Returns the output [B, T, d] and the keys and values a cache keeps after it (views; the caller owns them).
+    /// </summary>
+    internal (Tensor Output, Tensor Keys, Tensor Values) Attend(Tensor q, Tensor k, Tensor v, Tensor? context, AttentionCache? cache,
+        (Tensor? Keys, Tensor? Values) persistent, Tensor cos, Tensor sin)
+    {
         if (context is not null && Window is not null)
             throw new InvalidOperationException("Per-position context tokens need full attention, not a sliding window.");
-        using var scope = NewDisposeScope();
-        long batch = x.shape[0], length = x.shape[1], offset = cache?.Position ?? 0;
-        Tensor q = RotaryEmbedding.Apply(SplitHeads(q_proj, x), offset, tables: rotary);
-        Tensor k = RotaryEmbedding.Apply(SplitHeads(k_proj, x), offset, tables: rotary);
-        Tensor v = SplitHeads(v_proj, x);
+        long batch = q.shape[0], length = q.shape[2];
         if (context is not null)
         {
-            k = cat(new[] { RotaryEmbedding.Apply(SplitHeads(k_proj, context), offset), k }, 2);
+            k = cat(new[] { RotaryEmbedding.Apply(SplitHeads(k_proj, context), cos, sin), k }, 2);
             v = cat(new[] { SplitHeads(v_proj, context), v }, 2);
         }
         Tensor keys = cache is null ? k : cat(new[] { cache.Keys, k }, 2);
         Tensor values = cache is null ? v : cat(new[] { cache.Values, v }, 2);
-        var (sinkKeys, sinkValues) = Persistent(batch, x.dtype);
+        var (sinkKeys, sinkValues) = persistent;
 
         Tensor attended;
         // A window that covers every key (a short sequence) is plain causal attention: take the fused kernel.
@@ -107,10 +130,7 @@ public sealed class CausalAttention : StreamingModule<AttentionCache>
         Tensor y = o_proj.forward(attended.transpose(1, 2).reshape(batch, length, Heads * HeadDim));
 
         long keep = Window is int window ? Math.Min(window - 1, keys.shape[2]) : keys.shape[2];
-        var next = new AttentionCache(keys.narrow(2, keys.shape[2] - keep, keep).clone(),
-            values.narrow(2, values.shape[2] - keep, keep).clone(), offset + length);
-        scope.MoveToOuter(y, next.Keys, next.Values);
-        return (y, next);
+        return (y, keys.narrow(2, keys.shape[2] - keep, keep), values.narrow(2, values.shape[2] - keep, keep));
     }
 
     /// <summary>input [B, T, d] through a projection, split into heads: [B, H, T, d_h].</summary>
@@ -118,7 +138,7 @@ public sealed class CausalAttention : StreamingModule<AttentionCache>
         proj.forward(input).view(input.shape[0], input.shape[1], Heads, HeadDim).transpose(1, 2);
 
     /// <summary>Keys and values of the persistent memory, [B, H, N_p, d_h], without rotation; nulls when there is none.</summary>
-    (Tensor? Keys, Tensor? Values) Persistent(long batch, ScalarType dtype)
+    internal (Tensor? Keys, Tensor? Values) Persistent(long batch, ScalarType dtype)
     {
         if (persistent_memory is null) return (null, null);
         Tensor tokens = persistent_memory.to(dtype).unsqueeze(0);

@@ -8,15 +8,24 @@ namespace Titans.Layers;
 /// </summary>
 public static class RotaryEmbedding
 {
-    public static Tensor Apply(Tensor x, long offset, double theta = 10000, RotaryTables? tables = null)
+    /// <summary>The base of the angles' frequencies (RoFormer's).</summary>
+    public const double DefaultTheta = 10000;
+
+    public static Tensor Apply(Tensor x, long offset, double theta = DefaultTheta, RotaryTables? tables = null)
     {
         long length = x.shape[^2], dim = x.shape[^1];
         if (dim % 2 != 0) throw new ArgumentException($"Rotary embedding needs an even head width, got {dim}.", nameof(x));
-        long half = dim / 2;
         using var scope = NewDisposeScope();
         var (cos, sin) = tables is null ? Tables(offset, length, dim, x.dtype, x.device, theta) : tables.For(offset, length, dim, x.dtype, x.device, theta);
+        return Apply(x, cos, sin).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>x rotated by given tables (<see cref="Tables"/>, [T, d_h], one row per position of x).</summary>
+    public static Tensor Apply(Tensor x, Tensor cos, Tensor sin)
+    {
+        long half = x.shape[^1] / 2;
         Tensor rotated = cat(new[] { -x.narrow(-1, half, half), x.narrow(-1, 0, half) }, -1);
-        return (x * cos + rotated * sin).MoveToOuterDisposeScope();
+        return x * cos + rotated * sin;
     }
 
     /// <summary>cos and sin of the angles at positions offset..offset+length−1, [length, dim] in the input's dtype.</summary>

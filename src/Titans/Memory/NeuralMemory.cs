@@ -85,6 +85,19 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
     /// </summary>
     public override (Tensor Output, NeuralMemoryState State) Forward(Tensor x, NeuralMemoryState? state)
     {
+        using var scope = NewDisposeScope();
+        var (retrieved, next) = Write(x, state);
+        Tensor output = ReadOut(retrieved, x);
+        scope.MoveToOuter(next.Tensors.Append(output));
+        return (output, next);
+    }
+
+    /// <summary>
+    /// <see cref="Forward"/> without the read-out: the retrieved values M_t(q_t) of x's tokens, [B, H, T, d_h], and the
+    /// state to continue from; <see cref="ReadOut"/> of them (any number of calls' worth at once) is Forward's output.
+    /// </summary>
+    public (Tensor Retrieved, NeuralMemoryState State) Write(Tensor x, NeuralMemoryState? state)
+    {
         CheckShapes(x, state);
         using var scope = NewDisposeScope();
         long batch = x.shape[0], length = x.shape[1];
@@ -102,7 +115,7 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
 
         MemoryScanResult scan = Scan(queries, keys, values, gates, start.Memory);
         CheckFinite(x, scan, start.Position, length);
-        Tensor output = ReadOut(scan.Outputs.narrow(2, pending, length), x);
+        Tensor retrieved = scan.Outputs.narrow(2, pending, length);
 
         long total = pending + length, rest = total - scan.BoundaryTokens;
         var own = OwnedApartFrom(state?.Tensors);
@@ -113,9 +126,8 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
             gates.Slice(scan.BoundaryTokens, rest).Copy(),
             inputs.ConvCache,
             start.Position + length);
-        scope.MoveToOuter(next.Tensors.Append(output));
-        return (output, next);
-
+        scope.MoveToOuter(next.Tensors.Append(retrieved));
+        return (retrieved, next);
     }
 
     /// <summary>
@@ -257,19 +269,24 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
         return new MemoryInputs(q, k, v, new MemoryGates(theta, zeros_like(theta), logEta) { ChannelLogDecay = perLayer }, newCache);
     }
 
-    /// <summary>Per-head RMSNorm of the retrieved values, the output gate, and the output projection.</summary>
-    public Tensor ReadOut(Tensor retrieved, Tensor x)
+    /// <summary>Per-head RMSNorm of the retrieved values ([B, H, T, d_h]), the output gate of x ([B, T, d]), and the output projection.</summary>
+    public Tensor ReadOut(Tensor retrieved, Tensor x) => ReadOutGated(retrieved, OutputGateOf(x));
+
+    /// <summary>The output gate's factors for x ([B, T, d] to [B, T, H·d_h]); null without an output gate.</summary>
+    public Tensor? OutputGateOf(Tensor x) => Config.OutputGate switch
+    {
+        OutputGate.None => null,
+        OutputGate.Sigmoid => g_proj!.forward(x).sigmoid(),
+        OutputGate.Silu => nn.functional.silu(g_proj!.forward(x)),
+        _ => throw new ArgumentOutOfRangeException(nameof(Config.OutputGate)),
+    };
+
+    /// <summary><see cref="ReadOut(Tensor, Tensor)"/> with the output gate's factors given (<see cref="OutputGateOf"/>; null: none).</summary>
+    public Tensor ReadOutGated(Tensor retrieved, Tensor? gate)
     {
         long batch = retrieved.shape[0], length = retrieved.shape[2];
         Tensor y = out_norm.forward(retrieved).permute(0, 2, 1, 3).reshape(batch, length, Config.Heads * Config.HeadDim);
-        y = Config.OutputGate switch
-        {
-            OutputGate.None => y,
-            OutputGate.Sigmoid => y * g_proj!.forward(x).sigmoid(),
-            OutputGate.Silu => y * nn.functional.silu(g_proj!.forward(x)),
-            _ => throw new ArgumentOutOfRangeException(nameof(Config.OutputGate)),
-        };
-        return o_proj.forward(y);
+        return o_proj.forward(gate is null ? y : y * gate);
     }
 
     /// <summary>

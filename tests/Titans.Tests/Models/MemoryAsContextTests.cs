@@ -58,6 +58,43 @@ public class MemoryAsContextTests
         return (cat(outputs, 1), memory.CurrentMemory(state));
     }
 
+    [Theory]
+    [InlineData(MacWrite.AttentionOutput, 4)]
+    [InlineData(MacWrite.SegmentInput, 4)]
+    [InlineData(MacWrite.AttentionOutput, 0)]
+    public void TheBatchedCallEqualsTheSegmentBySegmentLoop(MacWrite write, int convKernel)
+    {
+        // Pieces that start and end inside segments (so the attention cache and pending memory tokens carry over),
+        // span several segments, or are one token: outputs, every state tensor and every parameter's gradient.
+        using var scope = NewDisposeScope();
+        var block = Build(convKernel, write);
+        Tensor x = Normal(Seeded(8), 2, 43, 16), probe = Normal(Seeded(9), 2, 43, 16);
+        (Tensor Output, Tensor[] State, IReadOnlyList<(string, Tensor?)> Gradients) Run(bool batched)
+        {
+            block.zero_grad();
+            var outputs = new List<Tensor>();
+            MacBlockState? state = null;
+            foreach (var (start, size) in new (long, long)[] { (0, 3), (3, 18), (21, 1), (22, 2), (24, 19) })
+            {
+                Tensor piece = x.narrow(1, start, size);
+                var (output, next) = batched ? block.MemoryAsContext(piece, state) : block.MemoryAsContextBySegment(piece, state);
+                outputs.Add(output);
+                state = next;
+            }
+            Tensor all = cat(outputs, 1);
+            (all * probe).sum().backward();
+            var gradients = block.named_parameters().Select(p => (p.name, p.parameter.grad?.clone())).ToList();
+            return (all.detach(), state!.Tensors.Select(t => t.detach()).ToArray(), gradients);
+        }
+        var (expected, expectedState, expectedGradients) = Run(batched: false);
+        var (actual, actualState, actualGradients) = Run(batched: true);
+        AssertClose(expected, actual, 1e-10, "MAC outputs");
+        Assert.Equal(expectedState.Length, actualState.Length);
+        for (int i = 0; i < expectedState.Length; i++) AssertClose(expectedState[i], actualState[i], 1e-10, $"state tensor {i}");
+        AssertClose(expectedGradients, actualGradients, 1e-10, "parameter gradients");
+        Assert.Contains(actualGradients, g => g.Item2 is Tensor t && t.abs().max().item<double>() > 1e-6);
+    }
+
     [Fact]
     public void MemoryIsWrittenWithTheAttentionOutput()
     {
