@@ -1,5 +1,5 @@
 using System.Numerics;
-using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
 using System.Runtime.CompilerServices;
 
 namespace Titans.Memory.Scans;
@@ -370,15 +370,7 @@ internal sealed partial class FusedChunkChain<T>
     {
         if (typeof(T) == typeof(float) && form.Activation == MemoryActivation.Gelu)
         {
-            var square = gelu1.AsSpan(0, z.Length);
-            var pdf = gelu2.AsSpan(0, z.Length);
-            SpanMath.Multiply(z, z, square);
-            SpanMath.Multiply(square, T.CreateTruncating(-0.5), pdf);
-            SpanMath.Add(pdf, T.CreateTruncating(-0.5 * Math.Log(2 * Math.PI)), pdf);
-            TensorPrimitives.Exp(pdf, pdf);
-            SpanMath.Subtract(T.CreateTruncating(2), square, square);
-            SpanMath.Multiply(pdf, square, pdf);
-            SpanMath.Multiply(g[..z.Length], pdf, g);
+            Float32Gelu.MultiplySecondDerivative(MemoryMarshal.Cast<T, float>(z), MemoryMarshal.Cast<T, float>(g[..z.Length]));
             return;
         }
         for (int j = 0; j < z.Length; j++)

@@ -1,5 +1,5 @@
 using System.Numerics;
-using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
 using System.Runtime.CompilerServices;
 
 namespace Titans.Memory.Scans;
@@ -78,7 +78,6 @@ internal sealed partial class FusedChunkChain<T> where T : unmanaged, IFloatingP
     // The coefficients at the chunk's last row r, which update the state: A_r, d_r, E_r, C[r,·] (and (E_r/E_i)θ_i above).
     T endRetention, endCarry, endDecay;
     readonly T[] endMixing;
-    readonly T[] gelu1, gelu2, gelu3, gelu4, gelu5;                 // the vectorized GELU's passes, [b, widest]
 
     /// <summary>This thread's chain for the form's shapes (a new one where they differ from the last), set to the form.</summary>
     public static FusedChunkChain<T> For(ChainForm<T> form)
@@ -122,7 +121,6 @@ internal sealed partial class FusedChunkChain<T> where T : unmanaged, IFloatingP
         mixing = new T[b * b];
         endMomentum = new T[b];
         momentumRatios = new T[b];
-        (gelu1, gelu2, gelu3, gelu4, gelu5) = (new T[b * widest], new T[b * widest], new T[b * widest], new T[b * widest], new T[b * widest]);
     }
 
     /// <summary>
@@ -396,8 +394,7 @@ internal sealed partial class FusedChunkChain<T> where T : unmanaged, IFloatingP
     {
         if (typeof(T) == typeof(float) && form.Activation == MemoryActivation.Gelu)
         {
-            NormalCdf(z, a);                                          // a = Φ(z), then z Φ(z)
-            SpanMath.Multiply(z, a[..z.Length], a);
+            Float32Gelu.Apply(MemoryMarshal.Cast<T, float>(z), MemoryMarshal.Cast<T, float>(a));
             return;
         }
         for (int j = 0; j < z.Length; j++) a[j] = Activation(z[j]);
@@ -408,53 +405,11 @@ internal sealed partial class FusedChunkChain<T> where T : unmanaged, IFloatingP
     {
         if (typeof(T) == typeof(float) && form.Activation == MemoryActivation.Gelu)
         {
-            // σ' = Φ(z) + z φ(z), φ(z) = exp(−z²/2 − ln √(2π)).
-            var cdf = gelu1.AsSpan(0, z.Length);
-            var pdf = gelu2.AsSpan(0, z.Length);
-            NormalCdf(z, cdf);
-            SpanMath.Multiply(z, z, pdf);
-            SpanMath.Multiply(pdf, T.CreateTruncating(-0.5), pdf);
-            SpanMath.Add(pdf, T.CreateTruncating(-0.5 * Math.Log(2 * Math.PI)), pdf);
-            TensorPrimitives.Exp(pdf, pdf);
-            SpanMath.MultiplyAdd(z, pdf, cdf, cdf);
-            SpanMath.Multiply(g[..z.Length], cdf, g);
+            Float32Gelu.MultiplyByDerivative(MemoryMarshal.Cast<T, float>(z), MemoryMarshal.Cast<T, float>(g[..z.Length]));
             return;
         }
         for (int j = 0; j < z.Length; j++) g[j] *= ActivationDerivative(z[j]);
     }
-
-    /// <summary>
-    /// Φ(z) = ½ erfc(−z/√2) for float32, vectorized in whole-span passes: erfc(|u|) from the Chebyshev fit of Numerical
-    /// Recipes (erfcc: t·exp(−u² + a polynomial in t), t = 1/(1 + |u|/2), fractional error below 1.2·10⁻⁷ everywhere,
-    /// float32's own precision), then erfc(u) = 1 − copysign(1 − erfc(|u|), u).
-    /// </summary>
-    void NormalCdf(ReadOnlySpan<T> z, Span<T> result)
-    {
-        int count = z.Length;
-        var u = gelu3.AsSpan(0, count);
-        var t = gelu4.AsSpan(0, count);
-        var p = result[..count];
-        SpanMath.Multiply(z, T.CreateTruncating(-0.70710678118654752), u);   // u = −z/√2
-        TensorPrimitives.Abs(u, t);
-        SpanMath.Multiply(t, t, p);                                          // p = |u|² for the exponent, kept below
-        SpanMath.Multiply(t, T.CreateTruncating(0.5), t);
-        SpanMath.Add(t, T.One, t);
-        TensorPrimitives.Reciprocal(t, t);                                           // t = 1/(1 + |u|/2)
-        var poly = gelu5.AsSpan(0, count);
-        poly.Fill(T.CreateTruncating(0.17087277));
-        foreach (double c in ErfcFit)
-            SpanMath.MultiplyAdd(poly, t, T.CreateTruncating(c), poly);
-        SpanMath.Subtract(poly, p, poly);                                    // −|u|² − 1.2655 + t·(…)
-        TensorPrimitives.Exp(poly, poly);
-        SpanMath.Multiply(t, poly, p);                                       // erfc(|u|)
-        SpanMath.Subtract(T.One, p, p);                                      // 1 − erfc(|u|)
-        TensorPrimitives.CopySign(p, u, p);
-        SpanMath.Subtract(T.One, p, p);                                      // erfc(u)
-        SpanMath.Multiply(p, T.CreateTruncating(0.5), p);
-    }
-
-    /// <summary>The fit's coefficients after the leading 0.17087277, innermost first (Horner); the last is the exponent's constant.</summary>
-    static readonly double[] ErfcFit = { -0.82215223, 1.48851587, -1.13520398, 0.27886807, -0.18628806, 0.09678418, 0.37409196, 1.00002368, -1.26551223 };
 
     T Activation(T z)
     {
