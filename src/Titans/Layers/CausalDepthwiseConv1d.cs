@@ -15,6 +15,8 @@ public sealed class CausalDepthwiseConv1d : nn.Module
     readonly Parameter weight; // [kernel, channels]; tap K−1 multiplies the newest input
     public int Channels { get; }
     public int Kernel { get; }
+    /// <summary>The taps, [K, C].</summary>
+    internal Tensor Weight => weight;
 
     public CausalDepthwiseConv1d(string name, int channels, int kernel) : base(name)
     {

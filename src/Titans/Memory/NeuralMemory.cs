@@ -242,6 +242,17 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
     /// <summary>q, k, v = SiLU(conv(x W)) per head, q and k L2-normalized; θ, η, α per token and head.</summary>
     public MemoryInputs Project(Tensor x, Tensor? convCache)
     {
+        // Without a gradient, the fused C# projection where it covers the call (FusedProjection; this path is its oracle).
+        if (Config.FusedKernel && !is_grad_enabled() && !Config.ChannelwiseForgetting && x.device_type == DeviceType.CPU
+            && x.dtype is ScalarType.Float32 or ScalarType.Float64)
+            return FusedProjection.Project(Config, new FusedProjection.Weights(new[] { q_proj.weight!, k_proj.weight!, v_proj.weight! },
+                qkv_conv?.Weight, gate_proj?.weight, gate_bias), x, convCache);
+        return ProjectByLibtorch(x, convCache);
+    }
+
+    /// <summary><see cref="Project"/> through libtorch's calls: the path autograd differentiates, and the fused projection's oracle.</summary>
+    internal MemoryInputs ProjectByLibtorch(Tensor x, Tensor? convCache)
+    {
         long batch = x.shape[0], length = x.shape[1];
         int h = Config.Heads, dh = Config.HeadDim;
         Tensor qkv = cat(new[] { q_proj.forward(x), k_proj.forward(x), v_proj.forward(x) }, -1);

@@ -156,8 +156,9 @@ public sealed record NeuralMemoryConfig
     /// The memory's chunk chain runs as C# kernel calls on the CPU where they cover the form (scalar forgetting, no fixed
     /// norm, float32 or float64): calls that need no gradient (inference, streaming, evaluation) as one kernel call
     /// (<see cref="FusedMemoryScan"/>), training's hand-written backward as the kernel's forward and backward
-    /// (<see cref="ScanKind.FusedTraining"/>). false: the libtorch chunked scan and hand-written node, their oracles. Same
-    /// values and gradients either way (tests to 1e-10 and 1e-9 in float64).
+    /// (<see cref="ScanKind.FusedTraining"/>); without a gradient, the memory's input path (projections, short convolution,
+    /// gates) too (<see cref="FusedProjection"/>). false: the libtorch chunked scan, hand-written node and projections,
+    /// their oracles. Same values and gradients either way (tests to 1e-10 and 1e-9 in float64).
     /// </summary>
     public bool FusedKernel { get; init; } = true;
 

@@ -89,7 +89,7 @@ internal static class Float32Gelu
     /// exponent bits. Arguments below −87 give e^−87 (≈ 1.6·10⁻³⁸) instead of values closer to 0: the fit's and φ's tails
     /// are far below float32's resolution of the sums they enter there.
     /// </summary>
-    static Vector256<float> Exp(Vector256<float> x)
+    internal static Vector256<float> Exp(Vector256<float> x)
     {
         x = Vector256.Max(x, Vector256.Create(-87f));
         Vector256<float> n = Vector256.Round(x * Vector256.Create(1.44269504088896341f));
