@@ -107,11 +107,13 @@ public sealed class NeuralMemory : StreamingModule<NeuralMemoryState>
         GateObserver?.Invoke(inputs.Gates);
         long pending = start.PendingTokens;
         long h = Config.Heads, dh = Config.HeadDim;
-        // Tokens since the last chunk boundary join this call's mini-batch; their outputs were already returned.
-        Tensor keys = cat(new[] { start.PendingKeys, inputs.Keys }, 2);
-        Tensor values = cat(new[] { start.PendingValues, inputs.Values }, 2);
-        Tensor queries = cat(new[] { zeros(batch, h, pending, dh, dtype: x.dtype, device: x.device), inputs.Queries }, 2);
-        MemoryGates gates = MemoryGates.Concat(start.PendingGates, inputs.Gates);
+        // Tokens since the last chunk boundary join this call's mini-batch; their outputs were already returned. (A call
+        // that starts on a boundary, as every MAC segment does, has none to join.)
+        bool joins = pending > 0;
+        Tensor keys = joins ? cat(new[] { start.PendingKeys, inputs.Keys }, 2) : inputs.Keys;
+        Tensor values = joins ? cat(new[] { start.PendingValues, inputs.Values }, 2) : inputs.Values;
+        Tensor queries = joins ? cat(new[] { zeros(batch, h, pending, dh, dtype: x.dtype, device: x.device), inputs.Queries }, 2) : inputs.Queries;
+        MemoryGates gates = joins ? MemoryGates.Concat(start.PendingGates, inputs.Gates) : inputs.Gates;
 
         MemoryScanResult scan = Scan(queries, keys, values, gates, start.Memory);
         CheckFinite(x, scan, start.Position, length);

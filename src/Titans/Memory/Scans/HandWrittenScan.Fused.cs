@@ -118,16 +118,20 @@ public static partial class HandWrittenScan
 
         static int Size((int Out, int In) shape) => shape.Out * shape.In;
 
+        // The kernel writes its outputs through their addresses: dense row-major, whatever the layout of the tensor they match.
+        static Tensor Zeros(Tensor like) => zeros(like.shape, dtype: like.dtype, device: like.device);
+        static Tensor Empty(Tensor like) => empty(like.shape, dtype: like.dtype, device: like.device);
+
         public static (NodeOutputs Outputs, Tensor[] Kept) Forward(Form form, NodeTensors x)
         {
             var layout = Layout.Of(form, x);
             int depth = form.Depth;
             using var scope = NewDisposeScope();
             var dense = new Dense(form, x, layout);
-            Tensor output = zeros_like(x.Q);
-            Tensor[] finalW = x.Start.Weights.Select(w => empty_like(w)).ToArray(), finalS = x.Start.Momentum.Select(s => empty_like(s)).ToArray();
-            Tensor[]? boundaryW = form.BoundaryOutput ? x.Start.Weights.Select(w => empty_like(w)).ToArray() : null;
-            Tensor[]? boundaryS = form.BoundaryOutput ? x.Start.Momentum.Select(s => empty_like(s)).ToArray() : null;
+            Tensor output = Zeros(x.Q);
+            Tensor[] finalW = x.Start.Weights.Select(w => Empty(w)).ToArray(), finalS = x.Start.Momentum.Select(s => Empty(s)).ToArray();
+            Tensor[]? boundaryW = form.BoundaryOutput ? x.Start.Weights.Select(w => Empty(w)).ToArray() : null;
+            Tensor[]? boundaryS = form.BoundaryOutput ? x.Start.Momentum.Select(s => Empty(s)).ToArray() : null;
             Tensor[] kept = layout.Shapes.Select(sh => empty(layout.Streams, layout.Slots, Size(sh), dtype: x.Q.dtype))
                 .Concat(layout.Shapes.Select(sh => empty(layout.Streams, layout.Slots, Size(sh), dtype: x.Q.dtype))).ToArray();
             nint op = Address(output);
@@ -181,11 +185,11 @@ public static partial class HandWrittenScan
             Tensor?[] boundaryW = Enumerable.Range(0, depth).Select(_ => Defined()).ToArray(), boundaryS = Enumerable.Range(0, depth).Select(_ => Defined()).ToArray();
             Tensor[] keptDense = kept.Select(t => t.contiguous()).ToArray();
 
-            var g = new NodeTensors(zeros_like(x.Q), zeros_like(x.K), zeros_like(x.V), zeros_like(x.A), zeros_like(x.D), zeros_like(x.C),
-                zeros_like(x.AEnd), zeros_like(x.DEnd), zeros_like(x.CEnd), zeros_like(x.EEnd), zeros_like(x.MEnd),
-                new MemoryWeights(x.Start.Weights.Select(w => zeros_like(w)).ToArray(), x.Start.Momentum.Select(s => zeros_like(s)).ToArray()),
-                x.LnWeight is null ? null : zeros_like(x.LnWeight), x.LnBias is null ? null : zeros_like(x.LnBias),
-                x.Anchor?.Select(w => zeros_like(w)).ToArray());
+            var g = new NodeTensors(Zeros(x.Q), Zeros(x.K), Zeros(x.V), Zeros(x.A), Zeros(x.D), Zeros(x.C),
+                Zeros(x.AEnd), Zeros(x.DEnd), Zeros(x.CEnd), Zeros(x.EEnd), Zeros(x.MEnd),
+                new MemoryWeights(x.Start.Weights.Select(w => Zeros(w)).ToArray(), x.Start.Momentum.Select(s => Zeros(s)).ToArray()),
+                x.LnWeight is null ? null : Zeros(x.LnWeight), x.LnBias is null ? null : Zeros(x.LnBias),
+                x.Anchor?.Select(w => Zeros(w)).ToArray());
             nint gq = Address(g.Q), gk = Address(g.K), gv = Address(g.V), ga = Address(g.A), gd = Address(g.D), gc = Address(g.C);
             nint gaEnd = Address(g.AEnd), gdEnd = Address(g.DEnd), gcEnd = Address(g.CEnd), geEnd = Address(g.EEnd), gmEnd = Address(g.MEnd);
             nint[] gw = g.Start.Weights.Select(Address).ToArray(), gs = g.Start.Momentum.Select(Address).ToArray();
