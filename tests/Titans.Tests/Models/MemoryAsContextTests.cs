@@ -86,6 +86,26 @@ public class MemoryAsContextTests
             var gradients = block.named_parameters().Select(p => (p.name, p.parameter.grad?.clone())).ToList();
             return (all.detach(), state!.Tensors.Select(t => t.detach()).ToArray(), gradients);
         }
+        // Without a gradient (the memory's C# input path and inference kernel): the same again.
+        using (no_grad())
+        {
+            (Tensor, Tensor[]) Infer(bool batched)
+            {
+                var outputs = new List<Tensor>();
+                MacBlockState? state = null;
+                foreach (var (start, size) in new (long, long)[] { (0, 3), (3, 18), (21, 1), (22, 2), (24, 19) })
+                {
+                    var (output, next) = batched ? block.MemoryAsContext(x.narrow(1, start, size), state) : block.MemoryAsContextBySegment(x.narrow(1, start, size), state);
+                    outputs.Add(output);
+                    state = next;
+                }
+                return (cat(outputs, 1), state!.Tensors.ToArray());
+            }
+            var (slow, slowState) = Infer(batched: false);
+            var (fast, fastState) = Infer(batched: true);
+            AssertClose(slow, fast, 1e-10, "MAC outputs without a gradient");
+            for (int i = 0; i < slowState.Length; i++) AssertClose(slowState[i], fastState[i], 1e-10, $"state tensor {i} without a gradient");
+        }
         var (expected, expectedState, expectedGradients) = Run(batched: false);
         var (actual, actualState, actualGradients) = Run(batched: true);
         AssertClose(expected, actual, 1e-10, "MAC outputs");
