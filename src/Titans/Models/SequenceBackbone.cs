@@ -46,10 +46,18 @@ public sealed class SequenceBackbone : StreamingModule<ModelState>
 
     /// <summary>
     /// Bytes autograd would keep for the blocks' activations over <paramref name="tokens"/> tokens without recomputation:
-    /// about 80 values of the model's width per token and block (measured in small's 2-layer models at 32K: 60–67 for
-    /// MAC, MAG and MAL, 10 for LMM; docs/fast-memory.md).
+    /// <see cref="ActivationWidths"/> values of the model's width per token and block.
     /// </summary>
-    public long ActivationBytes(long tokens, long elementBytes) => tokens * Config.Layers * 80L * Config.ModelDim * elementBytes;
+    public long ActivationBytes(long tokens, long elementBytes) =>
+        tokens * Config.Layers * ActivationWidths(Config.Architecture) * Config.ModelDim * elementBytes;
+
+    /// <summary>
+    /// Activations per token and block in units of the model's width: at least the larger of two presets' measurements
+    /// at 32K (peak memory without block recomputation less with it; docs/fast-memory.md): MAC 60–67 in `small`'s
+    /// 2-layer models and 173 in `tiny`, whose segments keep more per token beside its narrow width; MAG and MAL 60–67 and
+    /// 71–74; LMM 10 and 38 (80 for it too: an estimate too high only recomputes sooner).
+    /// </summary>
+    internal static long ActivationWidths(Architecture architecture) => architecture == Architecture.Mac ? 180 : 80;
 
     /// <summary>The memory Auto lets the activations take: a quarter of what this process may use (container limits included).</summary>
     public static long ActivationBudget => GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 4;

@@ -99,6 +99,8 @@ public class LanguageModelTests
         Assert.False(never.Recomputes(1L << 30, 4, budget));
         Assert.Equal(16, auto.RecomputeTokens);                          // groups of RecomputeGroup × ChunkSize tokens
         Assert.True(SequenceBackbone.ActivationBudget > 0);
+        // MAC keeps more per token (its segments' states and scores beside a narrow width): its own estimate.
+        Assert.Equal(1000L * 2 * 180 * 16 * 4, new SequenceBackbone("mac", Tiny(Architecture.Mac)).ActivationBytes(1000, 4));
     }
 
     [Theory]
