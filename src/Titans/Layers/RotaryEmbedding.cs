@@ -11,12 +11,12 @@ public static class RotaryEmbedding
     /// <summary>The base of the angles' frequencies (RoFormer's).</summary>
     public const double DefaultTheta = 10000;
 
-    public static Tensor Apply(Tensor x, long offset, double theta = DefaultTheta, RotaryTables? tables = null)
+    public static Tensor Apply(Tensor x, long offset, double theta = DefaultTheta)
     {
         long length = x.shape[^2], dim = x.shape[^1];
         if (dim % 2 != 0) throw new ArgumentException($"Rotary embedding needs an even head width, got {dim}.", nameof(x));
         using var scope = NewDisposeScope();
-        var (cos, sin) = tables is null ? Tables(offset, length, dim, x.dtype, x.device, theta) : tables.For(offset, length, dim, x.dtype, x.device, theta);
+        var (cos, sin) = Tables(offset, length, dim, x.dtype, x.device, theta);
         return Apply(x, cos, sin).MoveToOuterDisposeScope();
     }
 

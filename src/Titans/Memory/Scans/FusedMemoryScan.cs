@@ -52,7 +52,7 @@ public static class FusedMemoryScan
         var shapes = state.Weights.Select(w => ((int)w.shape[^2], (int)w.shape[^1])).ToArray();
         long fullChunks = length / chunkSize;
         using var scope = NewDisposeScope();
-        Tensor Dense(Tensor t) => t.is_contiguous() ? t : t.contiguous();      // read in place: the kernel never writes its inputs
+        Tensor Dense(Tensor t) => FusedMemoryScan.Dense(t, keys.dtype);
         Tensor q = Dense(queries), k = Dense(keys), v = Dense(values);
         Tensor theta = Dense(gates.Theta), logDecay = Dense(gates.LogDecay), logEta = Dense(gates.LogEta);
         Tensor[] weights = state.Weights.Select(w => Dense(w.expand(batch, heads, w.shape[^2], w.shape[^1]))).ToArray();
@@ -139,9 +139,14 @@ public static class FusedMemoryScan
     /// <summary>A small tensor's values as an array of <typeparamref name="T"/> (per-head constants: W₀, the LayerNorm's affine).</summary>
     internal static unsafe T[] Values<T>(Tensor t) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        var dtype = typeof(T) == typeof(float) ? ScalarType.Float32 : ScalarType.Float64;
-        if (t.dtype == dtype && t.is_contiguous()) return new ReadOnlySpan<T>((void*)Address(t), (int)t.numel()).ToArray();
-        using var dense = t.contiguous().to(dtype);
+        using var scope = NewDisposeScope();
+        Tensor dense = Dense(t, typeof(T) == typeof(float) ? ScalarType.Float32 : ScalarType.Float64);
         return new ReadOnlySpan<T>((void*)Address(dense), (int)dense.numel()).ToArray();
     }
+
+    /// <summary>
+    /// <paramref name="t"/> itself where it is dense and of <paramref name="dtype"/>, so that a kernel reads it in place (the
+    /// kernels never write their inputs); otherwise a dense copy of that type, in the current dispose scope.
+    /// </summary>
+    internal static Tensor Dense(Tensor t, ScalarType dtype) => t.dtype == dtype && t.is_contiguous() ? t : t.detach().to(dtype).contiguous();
 }

@@ -1,5 +1,4 @@
 using System.Numerics;
-using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using static TorchSharp.torch;
@@ -38,7 +37,7 @@ internal static class FusedProjection
         int kernel = weights.Convolution is null ? 1 : (int)weights.Convolution.shape[0], past = kernel - 1;
         using var scope = NewDisposeScope();
         // Parameters are read where they lie (dense, of x's dtype); anything else through a dense copy.
-        nint Dense(Tensor t) => FusedMemoryScan.Address(t.dtype == x.dtype && t.is_contiguous() ? t : t.detach().to(x.dtype).contiguous());
+        nint Dense(Tensor t) => FusedMemoryScan.Address(FusedMemoryScan.Dense(t, x.dtype));
         nint[] projections = weights.Projections.Select(Dense).ToArray();
         nint? taps = weights.Convolution is null ? null : Dense(weights.Convolution);
         nint? gateProjection = weights.GateProjection is null ? null : Dense(weights.GateProjection);
@@ -143,27 +142,26 @@ internal static class FusedProjection
     /// <summary>log σ(x) = min(x, 0) − log(1 + e^−|x|), exact and finite (libtorch's formula).</summary>
     static T LogSigmoid<T>(T x) where T : unmanaged, IFloatingPointIeee754<T> => T.Min(x, T.Zero) - T.LogP1(T.Exp(-T.Abs(x)));
 
-    /// <summary>x ⊙ σ(x) in place: x / (1 + e^−x), float32 in Vector256 lanes, float64 by Math.Exp.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    /// <summary>x ⊙ σ(x) in place: x / (1 + e^−x), float32 in Vector256 lanes (<see cref="Float32Lanes"/>), float64 by Math.Exp.</summary>
     static void Silu<T>(Span<T> values) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        int i = 0;
-        if (typeof(T) == typeof(float) && Vector256.IsHardwareAccelerated)
+        if (typeof(T) == typeof(float))
         {
             var floats = MemoryMarshal.Cast<T, float>(values);
-            ref float r = ref MemoryMarshal.GetReference(floats);
-            for (; i + 8 <= floats.Length; i += 8)
-            {
-                var z = Vector256.LoadUnsafe(ref r, (nuint)i);
-                // e^−z above e^88 would leave float32's range: there z σ(z) is below 10⁻³⁶ in magnitude either way.
-                var e = Float32Gelu.Exp(Vector256.Min(-z, Vector256.Create(88f)));
-                (z / (Vector256<float>.One + e)).StoreUnsafe(ref r, (nuint)i);
-            }
+            Float32Lanes.Map<SiluPass>(floats, floats);
+            return;
         }
-        for (; i < values.Length; i++)
+        for (int i = 0; i < values.Length; i++)
         {
             double z = double.CreateTruncating(values[i]);
             values[i] = T.CreateTruncating(z / (1 + Math.Exp(-z)));
         }
+    }
+
+    readonly struct SiluPass : Float32Lanes.IPass
+    {
+        // e^−z above e^88 would leave float32's range: there z σ(z) is below 10⁻³⁶ in magnitude either way.
+        public static Vector256<float> Apply(Vector256<float> z, Vector256<float> target) =>
+            z / (Vector256<float>.One + Float32Lanes.Exp(Vector256.Min(-z, Vector256.Create(88f))));
     }
 }

@@ -31,8 +31,6 @@ internal static class SpanMath
     /// <summary>d = x + a.</summary>
     public static void Add<T>(ReadOnlySpan<T> x, T a, Span<T> d) where T : unmanaged, IFloatingPointIeee754<T> => Map<T, Plus<T>>(x, a, d);
 
-    /// <summary>d = a − x.</summary>
-    public static void Subtract<T>(T a, ReadOnlySpan<T> x, Span<T> d) where T : unmanaged, IFloatingPointIeee754<T> => Map<T, From<T>>(x, a, d);
 
     /// <summary>An element-wise operation on two operands, for scalars and for vectors (a struct, so each use compiles to its own loop).</summary>
     interface IOperation<T> where T : unmanaged
@@ -57,13 +55,6 @@ internal static class SpanMath
     {
         public static T Apply(T x, T y) => x - y;
         public static Vector256<T> Apply(Vector256<T> x, Vector256<T> y) => x - y;
-    }
-
-    /// <summary>y − x: the scalar on the left.</summary>
-    readonly struct From<T> : IOperation<T> where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        public static T Apply(T x, T y) => y - x;
-        public static Vector256<T> Apply(Vector256<T> x, Vector256<T> y) => y - x;
     }
 
     /// <summary>d_i = op(x_i, y_i).</summary>
@@ -100,10 +91,6 @@ internal static class SpanMath
     public static void MultiplyAdd<T>(ReadOnlySpan<T> x, T a, ReadOnlySpan<T> y, Span<T> d) where T : unmanaged, IFloatingPointIeee754<T> =>
         Map<T, ScaledPlus<T>>(x, y, a, d);
 
-    /// <summary>d = x ∘ y + a.</summary>
-    public static void MultiplyAdd<T>(ReadOnlySpan<T> x, ReadOnlySpan<T> y, T a, Span<T> d) where T : unmanaged, IFloatingPointIeee754<T> =>
-        Map<T, ProductPlus<T>>(x, y, a, d);
-
     /// <summary>An element-wise operation on two spans and a scalar.</summary>
     interface IScalarOperation<T> where T : unmanaged
     {
@@ -116,13 +103,6 @@ internal static class SpanMath
     {
         public static T Apply(T x, T y, T a) => x * a + y;
         public static Vector256<T> Apply(Vector256<T> x, Vector256<T> y, Vector256<T> a) => x * a + y;
-    }
-
-    /// <summary>x ∘ y + a.</summary>
-    readonly struct ProductPlus<T> : IScalarOperation<T> where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        public static T Apply(T x, T y, T a) => x * y + a;
-        public static Vector256<T> Apply(Vector256<T> x, Vector256<T> y, Vector256<T> a) => x * y + a;
     }
 
     /// <summary>d_i = op(x_i, y_i, a).</summary>
